@@ -1,0 +1,184 @@
+//! Client-side encryption: AES-256-GCM per partition, convergent inside one
+//! account. The file key is HMAC-SHA256(account key, plaintext), so one
+//! account's identical files encrypt identically (dedup works) while two
+//! accounts, having different account keys, never share ciphertext. The file
+//! key travels to the server only wrapped under the account's wrap key.
+
+use aes_gcm::aead::{Aead, AeadInPlace, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce};
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use sha2::Sha256;
+
+pub const TAG_LEN: usize = 16;
+const WRAP_NONCE_LEN: usize = 12;
+
+type HmacSha256 = Hmac<Sha256>;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CryptError {
+    #[error("authentication failed: ciphertext or key is wrong")]
+    Authentication,
+    #[error("wrapped key is malformed")]
+    BadWrappedKey,
+}
+
+/// The secret of one account (appid, uid), derived from the client's master
+/// secret. Never leaves the client.
+#[derive(Clone)]
+pub struct AccountKey([u8; 32]);
+
+impl AccountKey {
+    pub fn derive(master: &[u8; 32], appid: u64, uid: u64) -> Self {
+        AccountKey(hmac(master, &[format!("tfsfs account {appid} {uid}").as_bytes()]))
+    }
+
+    /// Starts a streaming derivation of the file key of some plaintext.
+    pub fn file_key_hasher(&self) -> FileKeyHasher {
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.0).expect("any key length");
+        mac.update(b"tfsfs file key\0");
+        FileKeyHasher(mac)
+    }
+
+    fn wrap_cipher(&self) -> Aes256Gcm {
+        Aes256Gcm::new(&hmac(&self.0, &[b"tfsfs wrap key"]).into())
+    }
+
+    /// Encrypts a file key for storage in the file's metadata (hex).
+    pub fn wrap(&self, key: &FileKey) -> String {
+        let mut nonce = [0u8; WRAP_NONCE_LEN];
+        rand::thread_rng().fill_bytes(&mut nonce);
+        let ct = self
+            .wrap_cipher()
+            .encrypt(Nonce::from_slice(&nonce), key.0.as_slice())
+            .expect("AES-GCM encryption of 32 bytes cannot fail");
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&ct);
+        hex::encode(out)
+    }
+
+    pub fn unwrap(&self, wrapped: &str) -> Result<FileKey, CryptError> {
+        let raw = hex::decode(wrapped).map_err(|_| CryptError::BadWrappedKey)?;
+        if raw.len() != WRAP_NONCE_LEN + 32 + TAG_LEN {
+            return Err(CryptError::BadWrappedKey);
+        }
+        let (nonce, ct) = raw.split_at(WRAP_NONCE_LEN);
+        let pt = self
+            .wrap_cipher()
+            .decrypt(Nonce::from_slice(nonce), ct)
+            .map_err(|_| CryptError::Authentication)?;
+        Ok(FileKey(pt.try_into().map_err(|_| CryptError::BadWrappedKey)?))
+    }
+}
+
+fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    let mut mac = <HmacSha256 as Mac>::new_from_slice(key).expect("any key length");
+    for p in parts {
+        mac.update(p);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// Streaming HMAC over a file's plaintext.
+pub struct FileKeyHasher(HmacSha256);
+
+impl FileKeyHasher {
+    pub fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+    pub fn finish(self) -> FileKey {
+        FileKey(self.0.finalize().into_bytes().into())
+    }
+}
+
+/// The AES-256 key of one file's content.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FileKey([u8; 32]);
+
+impl std::fmt::Debug for FileKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FileKey(..)")
+    }
+}
+
+/// Encrypts and decrypts the partitions of one file.
+#[derive(Clone)]
+pub struct PartitionCipher(Aes256Gcm);
+
+impl PartitionCipher {
+    pub fn new(key: &FileKey) -> Self {
+        PartitionCipher(Aes256Gcm::new(&key.0.into()))
+    }
+
+    /// The nonce is the partition index: each (key, index) pair encrypts one
+    /// plaintext only, because the key is derived from that very plaintext.
+    fn nonce(index: u64) -> [u8; 12] {
+        let mut n = [0u8; 12];
+        n[..4].copy_from_slice(b"tfsP");
+        n[4..].copy_from_slice(&index.to_be_bytes());
+        n
+    }
+
+    /// Encrypts `buf` in place, appending the 16-byte tag.
+    pub fn encrypt_in_place(&self, index: u64, buf: &mut Vec<u8>) {
+        self.0
+            .encrypt_in_place(Nonce::from_slice(&Self::nonce(index)), b"", buf)
+            .expect("AES-GCM encryption into a Vec cannot fail");
+    }
+
+    /// Decrypts `buf` (ciphertext + tag) in place.
+    pub fn decrypt_in_place(&self, index: u64, buf: &mut Vec<u8>) -> Result<(), CryptError> {
+        self.0
+            .decrypt_in_place(Nonce::from_slice(&Self::nonce(index)), b"", buf)
+            .map_err(|_| CryptError::Authentication)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_key(acct: &AccountKey, data: &[u8]) -> FileKey {
+        let mut h = acct.file_key_hasher();
+        h.update(data);
+        h.finish()
+    }
+
+    #[test]
+    fn convergent_within_account_distinct_across() {
+        let master = [7u8; 32];
+        let a = AccountKey::derive(&master, 1, 1);
+        let b = AccountKey::derive(&master, 1, 2);
+        assert_eq!(file_key(&a, b"hello"), file_key(&a, b"hello"));
+        assert_ne!(file_key(&a, b"hello"), file_key(&b, b"hello"));
+        assert_ne!(file_key(&a, b"hello"), file_key(&a, b"hellp"));
+    }
+
+    #[test]
+    fn wrap_round_trip_and_foreign_account_fails() {
+        let master = [9u8; 32];
+        let a = AccountKey::derive(&master, 1, 1);
+        let b = AccountKey::derive(&master, 2, 1);
+        let k = file_key(&a, b"data");
+        let w = a.wrap(&k);
+        assert_eq!(a.unwrap(&w).unwrap(), k);
+        assert_eq!(b.unwrap(&w).unwrap_err(), CryptError::Authentication);
+        assert_eq!(a.unwrap("zz").unwrap_err(), CryptError::BadWrappedKey);
+    }
+
+    #[test]
+    fn partition_round_trip_and_tamper() {
+        let k = file_key(&AccountKey::derive(&[1; 32], 1, 1), b"x");
+        let c = PartitionCipher::new(&k);
+        let mut buf = b"some plaintext".to_vec();
+        c.encrypt_in_place(3, &mut buf);
+        assert_eq!(buf.len(), 14 + TAG_LEN);
+        let mut wrong_index = buf.clone();
+        assert!(c.decrypt_in_place(4, &mut wrong_index).is_err());
+        buf[0] ^= 1;
+        assert!(c.decrypt_in_place(3, &mut buf.clone()).is_err());
+        buf[0] ^= 1;
+        c.decrypt_in_place(3, &mut buf).unwrap();
+        assert_eq!(buf, b"some plaintext");
+    }
+}

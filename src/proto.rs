@@ -1,0 +1,236 @@
+//! Wire types shared by the client and the servers: the upload session
+//! (CheckFileExist, UploadFilePrepare, UploadFileDone), read layouts, and the
+//! provider registry. All of it travels as JSON under `/api/`.
+
+use serde::{Deserialize, Serialize};
+
+/// Header that authenticates an app on the `/api/` routes (the v1/v2 REST
+/// routes carry the appkey in their path, as TFS does).
+pub const APPKEY_HEADER: &str = "x-tfs-appkey";
+
+/// What the server tells clients before they encode anything.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Policy {
+    pub partition_size: u64,
+    pub inline_max: u64,
+}
+
+/// A provider as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderInfo {
+    pub id: String,
+    pub url: String,
+}
+
+/// File attributes a drive keeps beyond the TFS document (opt-in extension).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileAttrs {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtime_ns: Option<i64>,
+}
+
+/// Step 1: CheckFileExist.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckRequest {
+    pub path: String,
+    /// Plaintext size of the file.
+    pub file_size: u64,
+    /// SHA-1 (hex) of the stored bytes, i.e. the object id.
+    pub object_sha1: String,
+    /// Size of the stored bytes.
+    pub object_size: u64,
+    pub partition_size: u64,
+    /// The file key wrapped under the account key; absent when unencrypted.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// The stored bytes (base64) when the file is at most `inline_max`.
+    #[serde(default)]
+    pub data: Option<String>,
+    #[serde(default)]
+    pub attrs: FileAttrs,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "scheme", rename_all = "lowercase")]
+pub enum CheckResponse {
+    /// Stored inline or deduplicated: the new version is committed.
+    Done { ver_no: u64 },
+    /// Put `copies` copies of the whole object on providers from the list
+    /// (the first `copies` are the choice, the rest spares), then Done.
+    Replica {
+        session: String,
+        copies: usize,
+        providers: Vec<ProviderInfo>,
+        grant: String,
+    },
+    /// Erasure-code each partition into k+m shards, then Prepare and Done.
+    Erasure {
+        session: String,
+        k: usize,
+        m: usize,
+        partition_size: u64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardMeta {
+    pub sha1: String,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartitionMeta {
+    pub index: u64,
+    /// Stored bytes of this partition.
+    pub size: u64,
+    pub shards: Vec<ShardMeta>,
+}
+
+/// Step 2: UploadFilePrepare. May be sent several times per session, each
+/// time for some partitions, so that a client can stream a large file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PrepareRequest {
+    pub session: String,
+    pub partitions: Vec<PartitionMeta>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PreparedPartition {
+    pub index: u64,
+    /// One provider per shard, distinct within the partition.
+    pub providers: Vec<ProviderInfo>,
+    /// PUT grant for every shard of this partition.
+    pub grant: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PrepareResponse {
+    pub partitions: Vec<PreparedPartition>,
+    /// Providers that may take any shard of the session.
+    pub spares: Vec<ProviderInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacedShard {
+    pub sha1: String,
+    pub size: u64,
+    /// Provider ids holding this shard (several for replicas).
+    pub providers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlacedPartition {
+    pub index: u64,
+    pub size: u64,
+    pub shards: Vec<PlacedShard>,
+}
+
+/// Step 3: UploadFileDone.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DoneRequest {
+    pub session: String,
+    pub partitions: Vec<PlacedPartition>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DoneResponse {
+    pub ver_no: u64,
+}
+
+/// Where one shard of a readable object lives.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShardLocation {
+    pub sha1: String,
+    pub size: u64,
+    pub providers: Vec<ProviderInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartitionLayout {
+    pub index: u64,
+    pub size: u64,
+    pub shards: Vec<ShardLocation>,
+    /// GET grant for every shard of this partition.
+    pub grant: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreScheme {
+    Inline,
+    Replica,
+    Erasure,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ObjectLayout {
+    pub sha1: String,
+    pub scheme: StoreScheme,
+    /// Plaintext bytes of the object.
+    pub plain_size: u64,
+    pub stored_size: u64,
+    pub partition_size: u64,
+    pub k: usize,
+    pub m: usize,
+    /// Stored bytes, base64, for inline objects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+    pub partitions: Vec<PartitionLayout>,
+}
+
+/// A run of a file's bytes held by one object.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FragmentLayout {
+    pub offset: u64,
+    pub length: u64,
+    /// Wrapped file key; absent when the object is not encrypted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    pub object: ObjectLayout,
+}
+
+/// A file's whole read layout at one version.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileLayout {
+    pub size: u64,
+    pub ver_no: u64,
+    pub fragments: Vec<FragmentLayout>,
+}
+
+/// A provider's registration and heartbeat.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub id: String,
+    pub url: String,
+    pub capacity: u64,
+    pub used: u64,
+}
+
+/// A provider as the server's registry lists it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProviderStatus {
+    pub id: String,
+    pub url: String,
+    pub capacity: u64,
+    pub used: u64,
+    pub alive: bool,
+}
+
+/// A provider's own counters (`GET /health`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ProviderHealth {
+    pub id: String,
+    pub shards: u64,
+    pub bytes_used: u64,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub capacity: u64,
+}
+
+/// Error body of the `/api/` routes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
+}
