@@ -56,7 +56,12 @@ impl Grant {
     }
 
     /// Checks the token's signature and expiry, and that it allows `op` on `shard`.
-    pub fn verify(token: Option<&str>, key: &VerifyingKey, op: Op, shard: &str) -> Result<Grant, GrantError> {
+    pub fn verify(
+        token: Option<&str>,
+        key: &VerifyingKey,
+        op: Op,
+        shard: &str,
+    ) -> Result<Grant, GrantError> {
         let token = token.ok_or(GrantError::Missing)?;
         let (body, sig) = token.split_once('.').ok_or(GrantError::Malformed)?;
         let body = B64.decode(body).map_err(|_| GrantError::Malformed)?;
@@ -65,7 +70,8 @@ impl Grant {
             .ok()
             .and_then(|s| s.try_into().ok())
             .ok_or(GrantError::Malformed)?;
-        key.verify(&body, &Signature::from_bytes(&sig)).map_err(|_| GrantError::Forged)?;
+        key.verify(&body, &Signature::from_bytes(&sig))
+            .map_err(|_| GrantError::Forged)?;
         let grant: Grant = serde_json::from_slice(&body).map_err(|_| GrantError::Malformed)?;
         if grant.exp < now_secs() {
             return Err(GrantError::Expired);
@@ -92,15 +98,40 @@ mod tests {
         let key = SigningKey::generate(&mut rand::rngs::OsRng);
         let other = SigningKey::generate(&mut rand::rngs::OsRng);
         let pk = key.verifying_key();
-        let g = Grant { op: Op::Put, shards: vec!["a".into()], exp: now_secs() + 60 };
+        let g = Grant {
+            op: Op::Put,
+            shards: vec!["a".into()],
+            exp: now_secs() + 60,
+        };
         let t = g.sign(&key);
         assert!(Grant::verify(Some(&t), &pk, Op::Put, "a").is_ok());
-        assert_eq!(Grant::verify(None, &pk, Op::Put, "a").unwrap_err(), GrantError::Missing);
-        assert_eq!(Grant::verify(Some(&t), &pk, Op::Get, "a").unwrap_err(), GrantError::Mismatch);
-        assert_eq!(Grant::verify(Some(&t), &pk, Op::Put, "b").unwrap_err(), GrantError::Mismatch);
-        assert_eq!(Grant::verify(Some(&g.sign(&other)), &pk, Op::Put, "a").unwrap_err(), GrantError::Forged);
-        assert_eq!(Grant::verify(Some("x.y"), &pk, Op::Put, "a").unwrap_err(), GrantError::Malformed);
-        let old = Grant { exp: now_secs() - 1, ..g };
-        assert_eq!(Grant::verify(Some(&old.sign(&key)), &pk, Op::Put, "a").unwrap_err(), GrantError::Expired);
+        assert_eq!(
+            Grant::verify(None, &pk, Op::Put, "a").unwrap_err(),
+            GrantError::Missing
+        );
+        assert_eq!(
+            Grant::verify(Some(&t), &pk, Op::Get, "a").unwrap_err(),
+            GrantError::Mismatch
+        );
+        assert_eq!(
+            Grant::verify(Some(&t), &pk, Op::Put, "b").unwrap_err(),
+            GrantError::Mismatch
+        );
+        assert_eq!(
+            Grant::verify(Some(&g.sign(&other)), &pk, Op::Put, "a").unwrap_err(),
+            GrantError::Forged
+        );
+        assert_eq!(
+            Grant::verify(Some("x.y"), &pk, Op::Put, "a").unwrap_err(),
+            GrantError::Malformed
+        );
+        let old = Grant {
+            exp: now_secs() - 1,
+            ..g
+        };
+        assert_eq!(
+            Grant::verify(Some(&old.sign(&key)), &pk, Op::Put, "a").unwrap_err(),
+            GrantError::Expired
+        );
     }
 }

@@ -2,6 +2,12 @@
 //! and spread over many storage providers; a metadata server owns the TFS v2
 //! namespace. See `docs/ARCHITECTURE.md`.
 
+pub mod client;
+pub mod cluster;
 pub mod codec;
+pub mod config;
 pub mod grant;
+pub mod meta;
 pub mod proto;
+pub mod provider;
+pub mod transfer;

@@ -1,1 +1,339 @@
-fn main() {}
+//! `tfsfs`: the one binary. See README.md for the commands.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use tfsfs::client::meta::MetaClient;
+use tfsfs::client::provider::ShardClient;
+use tfsfs::codec::crypt::AccountKey;
+use tfsfs::meta::{self, Limits, MetaConfig};
+use tfsfs::provider::{self, ProviderConfig};
+use tfsfs::transfer::{self, Progress, UploadOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "tfsfs",
+    version,
+    about = "A network drive: encrypted, erasure-coded, spread over many providers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the metadata server (TFS v1/v2 REST, upload sessions, placement).
+    Meta(MetaArgs),
+    /// Run a storage provider (content-addressed shard store).
+    Provider(ProviderArgs),
+    /// Run a metadata server and N providers on loopback; writes DIR/cluster.json.
+    Cluster {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value_t = 6)]
+        providers: usize,
+        /// Address of the metadata server.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+    },
+    /// Administer a metadata server's store.
+    Admin {
+        #[arg(long)]
+        data: PathBuf,
+        #[command(subcommand)]
+        what: AdminCommand,
+    },
+    /// Upload a local file to REMOTE (a path in the namespace).
+    Put {
+        #[command(flatten)]
+        client: ClientArgs,
+        local: PathBuf,
+        remote: String,
+    },
+    /// Download REMOTE to a local file.
+    Get {
+        #[command(flatten)]
+        client: ClientArgs,
+        remote: String,
+        local: PathBuf,
+    },
+    /// List a directory of the namespace.
+    Ls {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(default_value = "/")]
+        remote: String,
+    },
+    /// Remove a file (or an empty directory with --dir).
+    Rm {
+        #[command(flatten)]
+        client: ClientArgs,
+        remote: String,
+        #[arg(long)]
+        dir: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    App {
+        #[command(subcommand)]
+        what: AppCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AppCommand {
+    /// Create an app; prints {"appkey":..,"appid":..}.
+    Create {
+        /// Keep an existing appkey (for apps moving from TFS).
+        #[arg(long)]
+        appkey: Option<String>,
+    },
+}
+
+#[derive(Args)]
+struct MetaArgs {
+    #[arg(long, default_value = "127.0.0.1:7500")]
+    listen: String,
+    #[arg(long)]
+    data: PathBuf,
+    /// Any app may read any namespace (TFS's open behaviour).
+    #[arg(long)]
+    public_read: bool,
+    #[arg(long, default_value_t = tfsfs::codec::DEFAULT_PARTITION_SIZE)]
+    partition_size: u64,
+    /// Objects up to this many stored bytes are replicated, larger ones erasure-coded.
+    #[arg(long, default_value_t = 1 << 20)]
+    replica_max: u64,
+    #[arg(long, default_value_t = 3)]
+    replicas: usize,
+    #[arg(short, long, default_value_t = 4)]
+    k: usize,
+    #[arg(short, long, default_value_t = 2)]
+    m: usize,
+    #[arg(long, default_value_t = 15)]
+    provider_timeout_secs: u64,
+    #[arg(long, default_value_t = 100_000)]
+    max_subdirs: u64,
+    #[arg(long, default_value_t = 1_000_000)]
+    max_files: u64,
+}
+
+#[derive(Args)]
+struct ProviderArgs {
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: String,
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long)]
+    meta: String,
+    /// Capacity to announce (bytes); the disk's size by default.
+    #[arg(long)]
+    capacity: Option<u64>,
+    #[arg(long, default_value_t = 2)]
+    heartbeat_secs: u64,
+}
+
+#[derive(Args)]
+struct ClientArgs {
+    #[arg(long, env = "TFSFS_META")]
+    meta: String,
+    #[arg(long, env = "TFSFS_APPKEY")]
+    appkey: String,
+    #[arg(long, env = "TFSFS_UID", default_value_t = 1)]
+    uid: u64,
+    /// Store plaintext (readable through the REST API).
+    #[arg(long)]
+    no_encrypt: bool,
+}
+
+impl ClientArgs {
+    async fn connect(&self) -> anyhow::Result<(MetaClient, Option<AccountKey>)> {
+        let meta = MetaClient::connect(&self.meta, &self.appkey, self.uid).await?;
+        let acct = if self.no_encrypt {
+            None
+        } else {
+            Some(AccountKey::derive(
+                &tfsfs::config::master_secret()?,
+                meta.appid,
+                meta.uid,
+            ))
+        };
+        Ok((meta, acct))
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run(cli.command))
+}
+
+/// Says where a server listens, on stdout, for scripts and tests.
+fn announce(url: &str) {
+    println!("LISTENING {url}");
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Meta(a) => {
+            let mut cfg = MetaConfig::new(a.data);
+            cfg.public_read = a.public_read;
+            cfg.partition_size = a.partition_size;
+            cfg.replica_max = a.replica_max.min(a.partition_size);
+            cfg.replicas = a.replicas.max(1);
+            cfg.k = a.k.max(1);
+            cfg.m = a.m;
+            cfg.provider_timeout = Duration::from_secs(a.provider_timeout_secs);
+            cfg.limits = Limits {
+                max_subdirs: a.max_subdirs,
+                max_files: a.max_files,
+            };
+            let listener = tokio::net::TcpListener::bind(&a.listen)
+                .await
+                .with_context(|| format!("bind {}", a.listen))?;
+            let running = meta::start(listener, cfg).await?;
+            announce(&running.url);
+            tokio::signal::ctrl_c().await?;
+        }
+        Command::Provider(a) => {
+            let listener = tokio::net::TcpListener::bind(&a.listen)
+                .await
+                .with_context(|| format!("bind {}", a.listen))?;
+            let cfg = ProviderConfig {
+                data: a.data,
+                meta: a.meta.trim_end_matches('/').to_string(),
+                capacity: a.capacity,
+                heartbeat: Duration::from_secs(a.heartbeat_secs.max(1)),
+                max_shard: 256 << 20,
+            };
+            let running = provider::start(listener, cfg).await?;
+            announce(&running.url);
+            tokio::signal::ctrl_c().await?;
+        }
+        Command::Cluster {
+            data,
+            providers,
+            listen,
+        } => {
+            let cluster = tfsfs::cluster::Cluster::start(&data, providers, &listen, None).await?;
+            announce(&cluster.info.meta_url);
+            println!("{}", serde_json::to_string_pretty(&cluster.info)?);
+            eprintln!(
+                "cluster running; details in {}; Ctrl-C stops it",
+                data.join("cluster.json").display()
+            );
+            tokio::signal::ctrl_c().await?;
+        }
+        Command::Admin {
+            data,
+            what:
+                AdminCommand::App {
+                    what: AppCommand::Create { appkey },
+                },
+        } => {
+            let db = tfsfs::meta::Db::open(&data)?;
+            let (appkey, appid) = meta::create_app(&db, appkey)?;
+            println!(
+                "{}",
+                serde_json::json!({ "appkey": appkey, "appid": appid })
+            );
+        }
+        Command::Put {
+            client,
+            local,
+            remote,
+        } => {
+            let (meta, acct) = client.connect().await?;
+            let progress = Progress::default();
+            let bar = show_progress(&progress, &remote);
+            let shards = ShardClient::new(Duration::from_secs(60));
+            let r = transfer::upload_file(
+                &meta,
+                &shards,
+                acct.as_ref(),
+                &local,
+                &remote,
+                &UploadOptions::default(),
+                &progress,
+            )
+            .await;
+            bar.abort();
+            let ver = r?;
+            eprintln!("stored {} as {remote} (version {ver})", local.display());
+        }
+        Command::Get {
+            client,
+            remote,
+            local,
+        } => {
+            let (meta, acct) = client.connect().await?;
+            let layout = meta.layout(&remote).await?;
+            let progress = Progress::default();
+            let bar = show_progress(&progress, &remote);
+            let shards = ShardClient::new(Duration::from_secs(60));
+            let r = transfer::download_to_file(
+                &shards,
+                &layout,
+                acct.as_ref(),
+                &local,
+                &progress,
+                &remote,
+            )
+            .await;
+            bar.abort();
+            r?;
+        }
+        Command::Ls { client, remote } => {
+            let (meta, _) = client.connect().await?;
+            for e in meta.list_dir(&remote).await? {
+                let kind = if e.is_file { '-' } else { 'd' };
+                println!("{kind} {:>12} {}  {}", e.size, e.modify_time, e.name);
+            }
+        }
+        Command::Rm {
+            client,
+            remote,
+            dir,
+        } => {
+            let (meta, _) = client.connect().await?;
+            if dir {
+                meta.remove_dir(&remote).await?;
+            } else {
+                meta.remove_file(&remote).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A progress bar on a terminal; nothing otherwise.
+fn show_progress(progress: &Progress, name: &str) -> tokio::task::JoinHandle<()> {
+    let (progress, name) = (progress.clone(), name.to_string());
+    tokio::spawn(async move {
+        if !std::io::stderr().is_terminal() {
+            return;
+        }
+        let bar = indicatif::ProgressBar::new(1000);
+        loop {
+            let f = progress.snapshot().get(&name).copied().unwrap_or(0.0);
+            bar.set_position((f * 1000.0) as u64);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+}

@@ -234,3 +234,17 @@ pub struct ProviderHealth {
 pub struct ApiError {
     pub error: String,
 }
+
+/// An entry of a v2 directory listing, as TFS prints it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub struct TfsEntry {
+    pub name: String,
+    pub pid: i64,
+    pub id: i64,
+    pub size: u64,
+    pub is_file: bool,
+    pub create_time: String,
+    pub modify_time: String,
+    pub ver_no: u64,
+}

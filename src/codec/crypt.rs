@@ -30,13 +30,20 @@ pub struct AccountKey([u8; 32]);
 
 impl AccountKey {
     pub fn derive(master: &[u8; 32], appid: u64, uid: u64) -> Self {
-        AccountKey(hmac(master, &[format!("tfsfs account {appid} {uid}").as_bytes()]))
+        AccountKey(hmac(
+            master,
+            &[format!("tfsfs account {appid} {uid}").as_bytes()],
+        ))
     }
 
-    /// Starts a streaming derivation of the file key of some plaintext.
-    pub fn file_key_hasher(&self) -> FileKeyHasher {
+    /// Starts a streaming derivation of the file key of some plaintext cut
+    /// into partitions of `partition_size` bytes. The partition size is part
+    /// of the key: the nonce is the partition index, so the same plaintext cut
+    /// differently must never encrypt under the same key.
+    pub fn file_key_hasher(&self, partition_size: u64) -> FileKeyHasher {
         let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.0).expect("any key length");
         mac.update(b"tfsfs file key\0");
+        mac.update(&partition_size.to_be_bytes());
         FileKeyHasher(mac)
     }
 
@@ -67,7 +74,9 @@ impl AccountKey {
             .wrap_cipher()
             .decrypt(Nonce::from_slice(nonce), ct)
             .map_err(|_| CryptError::Authentication)?;
-        Ok(FileKey(pt.try_into().map_err(|_| CryptError::BadWrappedKey)?))
+        Ok(FileKey(
+            pt.try_into().map_err(|_| CryptError::BadWrappedKey)?,
+        ))
     }
 }
 
@@ -139,7 +148,7 @@ mod tests {
     use super::*;
 
     fn file_key(acct: &AccountKey, data: &[u8]) -> FileKey {
-        let mut h = acct.file_key_hasher();
+        let mut h = acct.file_key_hasher(4096);
         h.update(data);
         h.finish()
     }
@@ -152,6 +161,21 @@ mod tests {
         assert_eq!(file_key(&a, b"hello"), file_key(&a, b"hello"));
         assert_ne!(file_key(&a, b"hello"), file_key(&b, b"hello"));
         assert_ne!(file_key(&a, b"hello"), file_key(&a, b"hellp"));
+    }
+
+    #[test]
+    fn partition_size_is_part_of_the_key() {
+        let a = AccountKey::derive(&[3u8; 32], 1, 1);
+        let key = |ps| {
+            let mut h = a.file_key_hasher(ps);
+            h.update(b"same plaintext");
+            h.finish()
+        };
+        assert_ne!(
+            key(1 << 20),
+            key(4 << 20),
+            "a nonce is a partition index: cut differently, the key must differ"
+        );
     }
 
     #[test]

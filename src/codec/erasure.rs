@@ -62,9 +62,16 @@ impl Scheme {
 
     /// Rebuilds a partition of `len` bytes from shards, `None` where a shard
     /// is missing (or failed its hash check). Needs any k of them.
-    pub fn decode(&self, mut shards: Vec<Option<Vec<u8>>>, len: usize) -> Result<Vec<u8>, ErasureError> {
+    pub fn decode(
+        &self,
+        mut shards: Vec<Option<Vec<u8>>>,
+        len: usize,
+    ) -> Result<Vec<u8>, ErasureError> {
         if shards.len() != self.k + self.m {
-            return Err(ErasureError::BadParams { k: self.k, m: self.m });
+            return Err(ErasureError::BadParams {
+                k: self.k,
+                m: self.m,
+            });
         }
         let shard_len = self.shard_len(len);
         if shards.iter().flatten().any(|s| s.len() != shard_len) {
@@ -75,7 +82,9 @@ impl Scheme {
             return Err(ErasureError::TooFewShards { have, need: self.k });
         }
         if shards[..self.k].iter().any(Option::is_none) {
-            let rs = self.codec().ok_or(ErasureError::TooFewShards { have, need: self.k })?;
+            let rs = self
+                .codec()
+                .ok_or(ErasureError::TooFewShards { have, need: self.k })?;
             rs.reconstruct_data(&mut shards)
                 .map_err(|_| ErasureError::TooFewShards { have, need: self.k })?;
         }
@@ -114,7 +123,10 @@ mod tests {
         let s = Scheme::new(3, 1).unwrap();
         let shards = s.encode(&[]);
         assert!(shards.iter().all(|x| x.len() == 1));
-        assert_eq!(s.decode(shards.into_iter().map(Some).collect(), 0).unwrap(), Vec::<u8>::new());
+        assert_eq!(
+            s.decode(shards.into_iter().map(Some).collect(), 0).unwrap(),
+            Vec::<u8>::new()
+        );
         assert!(Scheme::new(0, 2).is_err());
         assert!(Scheme::new(200, 57).is_err());
     }

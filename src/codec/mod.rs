@@ -19,7 +19,9 @@ pub fn sha1_hex(data: &[u8]) -> String {
 
 /// Is `s` a lower-case 40-digit hex SHA-1?
 pub fn is_sha1_hex(s: &str) -> bool {
-    s.len() == 40 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 40
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Number of partitions a file of `size` plaintext bytes has (at least one,

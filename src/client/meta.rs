@@ -1,0 +1,197 @@
+//! Client of the metadata server: the TFS v2 REST routes the drive needs and
+//! the `/api/` routes of upload sessions and read layouts.
+
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use crate::proto::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("metadata server answered {status}: {body}")]
+    Status { status: StatusCode, body: String },
+    #[error("metadata server unreachable: {0}")]
+    Transport(#[from] reqwest::Error),
+    #[error("unexpected answer from metadata server: {0}")]
+    Decode(String),
+}
+
+impl ClientError {
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            ClientError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// Characters escaped in a path segment of a URL.
+const SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'?')
+    .add(b'<')
+    .add(b'>')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
+
+/// Percent-encodes a namespace path for a URL, keeping its slashes.
+pub fn encode_path(path: &str) -> String {
+    utf8_percent_encode(path, SEGMENT).to_string()
+}
+
+#[derive(Clone)]
+pub struct MetaClient {
+    http: reqwest::Client,
+    base: String,
+    appkey: String,
+    pub appid: u64,
+    pub uid: u64,
+}
+
+impl MetaClient {
+    /// Looks up the app's appid with its appkey.
+    pub async fn connect(base: &str, appkey: &str, uid: u64) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder().build()?;
+        let base = base.trim_end_matches('/').to_string();
+        let r = http.get(format!("{base}/v2/{appkey}/appid")).send().await?;
+        #[derive(Deserialize)]
+        struct AppId {
+            #[serde(rename = "APP_ID")]
+            app_id: String,
+        }
+        let a: AppId = Self::decode(r).await?;
+        let appid = a
+            .app_id
+            .parse()
+            .map_err(|_| ClientError::Decode(format!("APP_ID {:?}", a.app_id)))?;
+        Ok(MetaClient {
+            http,
+            base,
+            appkey: appkey.to_string(),
+            appid,
+            uid,
+        })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn checked(r: reqwest::Response) -> Result<reqwest::Response, ClientError> {
+        if r.status().is_success() {
+            return Ok(r);
+        }
+        let status = r.status();
+        let body = r.text().await.unwrap_or_default();
+        Err(ClientError::Status { status, body })
+    }
+
+    async fn decode<T: DeserializeOwned>(r: reqwest::Response) -> Result<T, ClientError> {
+        let body = Self::checked(r).await?.bytes().await?;
+        serde_json::from_slice(&body).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    fn api(&self, method: Method, route: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(
+                method,
+                format!("{}/api/ns/{}/{}/{route}", self.base, self.appid, self.uid),
+            )
+            .header(APPKEY_HEADER, &self.appkey)
+    }
+
+    fn v2(&self, method: Method, what: &str, path: &str) -> reqwest::RequestBuilder {
+        let url = format!(
+            "{}/v2/{}/{}/{}/{what}{}",
+            self.base,
+            self.appkey,
+            self.appid,
+            self.uid,
+            encode_path(path)
+        );
+        self.http.request(method, url)
+    }
+
+    pub async fn policy(&self) -> Result<Policy, ClientError> {
+        Self::decode(
+            self.http
+                .get(format!("{}/api/policy", self.base))
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    pub async fn check(&self, req: &CheckRequest) -> Result<CheckResponse, ClientError> {
+        Self::decode(self.api(Method::POST, "check").json(req).send().await?).await
+    }
+
+    pub async fn prepare(&self, req: &PrepareRequest) -> Result<PrepareResponse, ClientError> {
+        Self::decode(self.api(Method::POST, "prepare").json(req).send().await?).await
+    }
+
+    pub async fn done(&self, req: &DoneRequest) -> Result<DoneResponse, ClientError> {
+        Self::decode(self.api(Method::POST, "done").json(req).send().await?).await
+    }
+
+    pub async fn layout(&self, path: &str) -> Result<FileLayout, ClientError> {
+        Self::decode(
+            self.api(Method::GET, "layout")
+                .query(&[("path", path)])
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    pub async fn list_dir(&self, path: &str) -> Result<Vec<TfsEntry>, ClientError> {
+        let url = format!(
+            "{}/v2/{}/metadata/{}/{}/dir{}",
+            self.base,
+            self.appkey,
+            self.appid,
+            self.uid,
+            encode_path(path)
+        );
+        Self::decode(self.http.get(url).send().await?).await
+    }
+
+    pub async fn stat_file(&self, path: &str) -> Result<TfsEntry, ClientError> {
+        let url = format!(
+            "{}/v2/{}/metadata/{}/{}/file{}",
+            self.base,
+            self.appkey,
+            self.appid,
+            self.uid,
+            encode_path(path)
+        );
+        Self::decode(self.http.get(url).send().await?).await
+    }
+
+    pub async fn remove_file(&self, path: &str) -> Result<(), ClientError> {
+        Self::checked(self.v2(Method::DELETE, "file", path).send().await?)
+            .await
+            .map(drop)
+    }
+
+    pub async fn remove_dir(&self, path: &str) -> Result<(), ClientError> {
+        Self::checked(self.v2(Method::DELETE, "dir", path).send().await?)
+            .await
+            .map(drop)
+    }
+
+    pub async fn create_dir(&self, path: &str, recursive: bool) -> Result<(), ClientError> {
+        let r = self
+            .v2(Method::POST, "dir", path)
+            .query(&[("recursive", u8::from(recursive))])
+            .send()
+            .await?;
+        Self::checked(r).await.map(drop)
+    }
+}

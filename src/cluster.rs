@@ -1,0 +1,111 @@
+//! A local cluster: one metadata server and N providers on loopback, in
+//! this process. For trying tfsfs out, for tests, and for `mount` with no
+//! `--meta`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::meta::{self, MetaConfig, RunningMeta};
+use crate::provider::{self, ProviderConfig, RunningProvider};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterProvider {
+    pub id: String,
+    pub url: String,
+}
+
+/// What `DIR/cluster.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    pub meta_url: String,
+    pub appkey: String,
+    pub appid: u64,
+    pub uid: u64,
+    pub providers: Vec<ClusterProvider>,
+}
+
+pub struct Cluster {
+    pub info: ClusterInfo,
+    pub meta: RunningMeta,
+    pub providers: Vec<RunningProvider>,
+}
+
+impl Cluster {
+    /// Starts everything under `data`; the app made on first start is kept
+    /// in `cluster.json` and reused after.
+    pub async fn start(
+        data: &Path,
+        providers: usize,
+        listen: &str,
+        meta_cfg: Option<MetaConfig>,
+    ) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(data)?;
+        let cfg = meta_cfg.unwrap_or_else(|| MetaConfig::new(data.join("meta")));
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        let meta = meta::start(listener, cfg).await?;
+        let info_path = data.join("cluster.json");
+        let previous: Option<ClusterInfo> = std::fs::read(&info_path)
+            .ok()
+            .and_then(|raw| serde_json::from_slice(&raw).ok());
+        let (appkey, appid) = match previous {
+            Some(p) if meta.meta.db().appid_of(&p.appkey)? == Some(p.appid) => (p.appkey, p.appid),
+            _ => meta::create_app(meta.meta.db(), None)?,
+        };
+        let mut running = Vec::new();
+        for i in 0..providers {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let cfg = ProviderConfig {
+                data: data.join(format!("provider-{i}")),
+                meta: meta.url.clone(),
+                capacity: None,
+                heartbeat: Duration::from_secs(2),
+                max_shard: 256 << 20,
+            };
+            running.push(provider::start(listener, cfg).await?);
+        }
+        wait_for_providers(&meta.url, providers).await?;
+        let info = ClusterInfo {
+            meta_url: meta.url.clone(),
+            appkey,
+            appid,
+            uid: 1,
+            providers: running
+                .iter()
+                .map(|p| ClusterProvider {
+                    id: p.id.clone(),
+                    url: p.url.clone(),
+                })
+                .collect(),
+        };
+        write_atomic(&info_path, &serde_json::to_vec_pretty(&info)?)?;
+        Ok(Cluster {
+            info,
+            meta,
+            providers: running,
+        })
+    }
+}
+
+/// Waits until the metadata server counts `n` live providers.
+pub async fn wait_for_providers(meta_url: &str, n: usize) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    for _ in 0..200 {
+        if let Ok(r) = http.get(format!("{meta_url}/api/providers")).send().await {
+            if let Ok(list) = r.json::<Vec<crate::proto::ProviderStatus>>().await {
+                if list.iter().filter(|p| p.alive).count() >= n {
+                    return Ok(());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("providers did not register with {meta_url}")
+}
+
+fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let tmp: PathBuf = path.with_extension("tmp");
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(tmp, path)
+}

@@ -1,0 +1,59 @@
+//! Client configuration on disk: the master secret every client command of
+//! this user shares (one file, mode 0600, made on first use). Account keys
+//! are derived from it per (appid, uid).
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+
+use rand::RngCore;
+
+/// `$XDG_CONFIG_HOME/tfsfs`, else `~/.config/tfsfs`.
+pub fn config_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_CONFIG_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("tfsfs");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"));
+    home.join(".config").join("tfsfs")
+}
+
+/// `$XDG_DATA_HOME/tfsfs`, else `~/.local/share/tfsfs`.
+pub fn data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("tfsfs");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"));
+    home.join(".local").join("share").join("tfsfs")
+}
+
+/// Reads the master secret, creating it (mode 0600) on first use.
+pub fn master_secret() -> anyhow::Result<[u8; 32]> {
+    let dir = config_dir();
+    let path = dir.join("secret");
+    match std::fs::read_to_string(&path) {
+        Ok(s) => {
+            let raw = hex::decode(s.trim())
+                .map_err(|_| anyhow::anyhow!("{} is not hex", path.display()))?;
+            raw.try_into()
+                .map_err(|_| anyhow::anyhow!("{} must hold 32 bytes", path.display()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(&dir)?;
+            let mut secret = [0u8; 32];
+            rand::thread_rng().fill_bytes(&mut secret);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)?;
+            f.write_all(hex::encode(secret).as_bytes())?;
+            f.sync_all()?;
+            Ok(secret)
+        }
+        Err(e) => Err(e.into()),
+    }
+}

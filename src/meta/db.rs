@@ -1,0 +1,808 @@
+//! The metadata store: SQLite in WAL mode, one transaction per change. This
+//! module is the only one that speaks SQL, so another backend can replace it.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+use super::path::{TfsPath, MAX_DEPTH};
+use crate::proto::{FileAttrs, PlacedPartition, StoreScheme};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("not found")]
+    NotFound,
+    #[error("already exists")]
+    Exists,
+    #[error("directory not empty")]
+    NotEmpty,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("write overlaps existing data")]
+    Overlap,
+    #[error("database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+}
+
+pub type DbResult<T> = Result<T, DbError>;
+
+/// One account's namespace: (appid, uid).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ns {
+    pub appid: u64,
+    pub uid: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Dir = 0,
+    File = 1,
+}
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub id: i64,
+    pub parent: i64,
+    pub name: String,
+    pub kind: Kind,
+    pub size: u64,
+    pub ver_no: u64,
+    pub create_time: i64,
+    pub modify_time: i64,
+    pub attrs: FileAttrs,
+}
+
+/// Per-directory limits (TFS refuses past them with 403).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_subdirs: u64,
+    pub max_files: u64,
+}
+
+/// A stored object as the store keeps it.
+#[derive(Debug, Clone)]
+pub struct ObjectRow {
+    pub id: i64,
+    pub sha1: String,
+    pub scheme: StoreScheme,
+    pub plain_size: u64,
+    pub stored_size: u64,
+    pub partition_size: u64,
+    pub k: usize,
+    pub m: usize,
+    pub data: Option<Vec<u8>>,
+}
+
+/// A new object to record.
+pub struct NewObject<'a> {
+    pub sha1: &'a str,
+    pub scheme: StoreScheme,
+    pub plain_size: u64,
+    pub stored_size: u64,
+    pub partition_size: u64,
+    pub k: usize,
+    pub m: usize,
+    pub data: Option<&'a [u8]>,
+    pub partitions: &'a [PlacedPartition],
+}
+
+#[derive(Debug, Clone)]
+pub struct FragmentRow {
+    pub offset: u64,
+    pub length: u64,
+    pub key: Option<String>,
+    pub object: ObjectRow,
+}
+
+#[derive(Debug, Clone)]
+pub struct ShardRow {
+    pub partition: u64,
+    pub index: usize,
+    pub sha1: String,
+    pub size: u64,
+    pub providers: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProviderRow {
+    pub id: String,
+    pub url: String,
+    pub capacity: u64,
+    pub used: u64,
+    pub last_seen: u64,
+}
+
+pub struct Db {
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS config(key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS apps(
+  appid INTEGER PRIMARY KEY AUTOINCREMENT,
+  appkey TEXT NOT NULL UNIQUE,
+  created INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS nodes(
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  appid INTEGER NOT NULL, uid INTEGER NOT NULL,
+  parent INTEGER NOT NULL, name TEXT NOT NULL,
+  kind INTEGER NOT NULL, size INTEGER NOT NULL DEFAULT 0,
+  ver_no INTEGER NOT NULL DEFAULT 0,
+  create_time INTEGER NOT NULL, modify_time INTEGER NOT NULL,
+  mode INTEGER, mtime_ns INTEGER,
+  UNIQUE(appid, uid, parent, name));
+CREATE TABLE IF NOT EXISTS objects(
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  appid INTEGER NOT NULL, uid INTEGER NOT NULL, sha1 TEXT NOT NULL,
+  scheme INTEGER NOT NULL, plain_size INTEGER NOT NULL, stored_size INTEGER NOT NULL,
+  partition_size INTEGER NOT NULL, k INTEGER NOT NULL, m INTEGER NOT NULL,
+  data BLOB, created INTEGER NOT NULL,
+  UNIQUE(appid, uid, sha1));
+CREATE TABLE IF NOT EXISTS partitions(
+  object INTEGER NOT NULL, idx INTEGER NOT NULL, size INTEGER NOT NULL,
+  PRIMARY KEY(object, idx));
+CREATE TABLE IF NOT EXISTS shards(
+  object INTEGER NOT NULL, partition INTEGER NOT NULL, idx INTEGER NOT NULL,
+  sha1 TEXT NOT NULL, size INTEGER NOT NULL, provider TEXT NOT NULL,
+  PRIMARY KEY(object, partition, idx, provider));
+CREATE TABLE IF NOT EXISTS fragments(
+  node INTEGER NOT NULL, offset INTEGER NOT NULL, length INTEGER NOT NULL,
+  object INTEGER NOT NULL, key TEXT,
+  PRIMARY KEY(node, offset));
+CREATE INDEX IF NOT EXISTS fragments_object ON fragments(object);
+CREATE TABLE IF NOT EXISTS providers(
+  id TEXT PRIMARY KEY, url TEXT NOT NULL, capacity INTEGER NOT NULL,
+  used INTEGER NOT NULL, last_seen INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions(
+  id TEXT PRIMARY KEY, appid INTEGER NOT NULL, uid INTEGER NOT NULL,
+  expires INTEGER NOT NULL, state TEXT NOT NULL);
+"#;
+
+pub fn unix_now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+// appid and uid are up to 19 decimal digits: they fit u64, and SQLite keeps
+// them as the same 64 bits.
+fn sql_id(v: u64) -> i64 {
+    v as i64
+}
+
+fn scheme_code(s: StoreScheme) -> i64 {
+    match s {
+        StoreScheme::Inline => 0,
+        StoreScheme::Replica => 1,
+        StoreScheme::Erasure => 2,
+    }
+}
+
+fn scheme_of(code: i64) -> StoreScheme {
+    match code {
+        0 => StoreScheme::Inline,
+        1 => StoreScheme::Replica,
+        _ => StoreScheme::Erasure,
+    }
+}
+
+const NODE_COLS: &str =
+    "id, parent, name, kind, size, ver_no, create_time, modify_time, mode, mtime_ns";
+
+fn node_of(r: &rusqlite::Row) -> rusqlite::Result<Node> {
+    Ok(Node {
+        id: r.get(0)?,
+        parent: r.get(1)?,
+        name: r.get(2)?,
+        kind: if r.get::<_, i64>(3)? == 0 {
+            Kind::Dir
+        } else {
+            Kind::File
+        },
+        size: r.get::<_, i64>(4)? as u64,
+        ver_no: r.get::<_, i64>(5)? as u64,
+        create_time: r.get(6)?,
+        modify_time: r.get(7)?,
+        attrs: FileAttrs {
+            mode: r.get::<_, Option<i64>>(8)?.map(|m| m as u32),
+            mtime_ns: r.get(9)?,
+        },
+    })
+}
+
+const OBJECT_COLS: &str = "id, sha1, scheme, plain_size, stored_size, partition_size, k, m, data";
+
+fn object_of(r: &rusqlite::Row) -> rusqlite::Result<ObjectRow> {
+    Ok(ObjectRow {
+        id: r.get(0)?,
+        sha1: r.get(1)?,
+        scheme: scheme_of(r.get(2)?),
+        plain_size: r.get::<_, i64>(3)? as u64,
+        stored_size: r.get::<_, i64>(4)? as u64,
+        partition_size: r.get::<_, i64>(5)? as u64,
+        k: r.get::<_, i64>(6)? as usize,
+        m: r.get::<_, i64>(7)? as usize,
+        data: r.get(8)?,
+    })
+}
+
+impl Db {
+    pub fn open(dir: &Path) -> DbResult<Self> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| DbError::Invalid(format!("cannot create {}: {e}", dir.display())))?;
+        let conn = Connection::open(dir.join("meta.sqlite"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Db {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` in one transaction, committed only when it succeeds.
+    fn tx<T>(&self, f: impl FnOnce(&Transaction) -> DbResult<T>) -> DbResult<T> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    // ---- config and apps ----
+
+    pub fn config_get(&self, key: &str) -> DbResult<Option<Vec<u8>>> {
+        Ok(self
+            .lock()
+            .query_row("SELECT value FROM config WHERE key=?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    pub fn config_set(&self, key: &str, value: &[u8]) -> DbResult<()> {
+        self.lock().execute(
+            "INSERT INTO config(key, value) VALUES(?1, ?2) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+
+    pub fn create_app(&self, appkey: &str) -> DbResult<u64> {
+        self.tx(|tx| {
+            let n = tx.execute(
+                "INSERT OR IGNORE INTO apps(appkey, created) VALUES(?1, ?2)",
+                params![appkey, unix_now()],
+            )?;
+            if n == 0 {
+                return Err(DbError::Exists);
+            }
+            Ok(tx.last_insert_rowid() as u64)
+        })
+    }
+
+    pub fn appid_of(&self, appkey: &str) -> DbResult<Option<u64>> {
+        Ok(self
+            .lock()
+            .query_row("SELECT appid FROM apps WHERE appkey=?1", [appkey], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()?
+            .map(|v| v as u64))
+    }
+
+    // ---- namespace ----
+
+    pub fn stat(&self, ns: Ns, path: &TfsPath) -> DbResult<Node> {
+        let conn = self.lock();
+        resolve(&conn, ns, path)?.ok_or(DbError::NotFound)
+    }
+
+    /// A directory's entries: directories first, then files, each by name.
+    pub fn list(&self, ns: Ns, path: &TfsPath) -> DbResult<(Node, Vec<Node>)> {
+        let conn = self.lock();
+        let dir = resolve(&conn, ns, path)?.ok_or(DbError::NotFound)?;
+        if dir.kind != Kind::Dir {
+            return Err(DbError::NotFound);
+        }
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {NODE_COLS} FROM nodes WHERE parent=?1 ORDER BY kind, name"
+        ))?;
+        let rows = stmt
+            .query_map([dir.id], node_of)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((dir, rows))
+    }
+
+    pub fn create(
+        &self,
+        ns: Ns,
+        path: &TfsPath,
+        kind: Kind,
+        recursive: bool,
+        limits: Limits,
+    ) -> DbResult<Node> {
+        self.tx(|tx| create_in(tx, ns, path, kind, recursive, limits))
+    }
+
+    pub fn remove(&self, ns: Ns, path: &TfsPath, kind: Kind) -> DbResult<()> {
+        if path.is_root() {
+            return Err(DbError::Invalid("the root cannot be removed".into()));
+        }
+        self.tx(|tx| {
+            let node = resolve(tx, ns, path)?
+                .filter(|n| n.kind == kind)
+                .ok_or(DbError::NotFound)?;
+            if kind == Kind::Dir {
+                let children: i64 = tx.query_row(
+                    "SELECT COUNT(*) FROM nodes WHERE parent=?1",
+                    [node.id],
+                    |r| r.get(0),
+                )?;
+                if children > 0 {
+                    return Err(DbError::NotEmpty);
+                }
+            }
+            tx.execute("DELETE FROM fragments WHERE node=?1", [node.id])?;
+            tx.execute("DELETE FROM nodes WHERE id=?1", [node.id])?;
+            touch(tx, node.parent)?;
+            Ok(())
+        })
+    }
+
+    /// Moves a dir or file. `overwrite` (an extension) replaces an existing
+    /// file at the destination, as POSIX rename does.
+    pub fn rename(
+        &self,
+        ns: Ns,
+        src: &TfsPath,
+        dst: &TfsPath,
+        kind: Kind,
+        recursive: bool,
+        overwrite: bool,
+        limits: Limits,
+    ) -> DbResult<()> {
+        if src.is_root() || dst.is_root() {
+            return Err(DbError::Invalid("the root cannot be moved".into()));
+        }
+        if src == dst {
+            return Err(DbError::Invalid(
+                "source and destination are the same".into(),
+            ));
+        }
+        if kind == Kind::Dir && dst.starts_with(src) {
+            return Err(DbError::Forbidden(
+                "cannot move a directory into itself".into(),
+            ));
+        }
+        if dst.depth() > MAX_DEPTH {
+            return Err(DbError::Forbidden(format!(
+                "more than {MAX_DEPTH} levels deep"
+            )));
+        }
+        self.tx(|tx| {
+            let node = resolve(tx, ns, src)?
+                .filter(|n| n.kind == kind)
+                .ok_or(DbError::NotFound)?;
+            let parent = match resolve(tx, ns, &dst.parent())? {
+                Some(p) if p.kind == Kind::Dir => p,
+                Some(_) => return Err(DbError::NotFound),
+                None if recursive => create_in(tx, ns, &dst.parent(), Kind::Dir, true, limits)?,
+                None => return Err(DbError::NotFound),
+            };
+            let name = dst.name().expect("not root");
+            if let Some(existing) = child(tx, parent.id, name)? {
+                if !(overwrite && existing.kind == Kind::File && kind == Kind::File) {
+                    // The TFS document answers 404 when the destination exists.
+                    return Err(DbError::NotFound);
+                }
+                tx.execute("DELETE FROM fragments WHERE node=?1", [existing.id])?;
+                tx.execute("DELETE FROM nodes WHERE id=?1", [existing.id])?;
+            } else if parent.id != node.parent {
+                check_limits(tx, parent.id, kind, limits)?;
+            }
+            tx.execute(
+                "UPDATE nodes SET parent=?1, name=?2 WHERE id=?3",
+                params![parent.id, name, node.id],
+            )?;
+            touch(tx, node.parent)?;
+            touch(tx, parent.id)?;
+            Ok(())
+        })
+    }
+
+    /// Records a pwrite: a fragment at `offset` that must not overlap any
+    /// existing one. Bumps the version.
+    pub fn add_fragment(
+        &self,
+        ns: Ns,
+        path: &TfsPath,
+        offset: Option<u64>,
+        length: u64,
+        object: i64,
+    ) -> DbResult<u64> {
+        self.tx(|tx| {
+            let node = resolve(tx, ns, path)?.filter(|n| n.kind == Kind::File).ok_or(DbError::NotFound)?;
+            let offset = offset.unwrap_or(node.size);
+            let end = offset.checked_add(length).ok_or_else(|| DbError::Invalid("offset overflows".into()))?;
+            let overlaps: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM fragments WHERE node=?1 AND offset < ?2 AND offset + length > ?3",
+                params![node.id, end as i64, offset as i64],
+                |r| r.get(0),
+            )?;
+            if overlaps > 0 {
+                return Err(DbError::Overlap);
+            }
+            tx.execute(
+                "INSERT INTO fragments(node, offset, length, object, key) VALUES(?1, ?2, ?3, ?4, NULL)",
+                params![node.id, offset as i64, length as i64, object],
+            )?;
+            let size = node.size.max(end);
+            tx.execute(
+                "UPDATE nodes SET size=?1, ver_no=ver_no+1, modify_time=?2, mtime_ns=NULL WHERE id=?3",
+                params![size as i64, unix_now(), node.id],
+            )?;
+            Ok(node.ver_no + 1)
+        })
+    }
+
+    /// Makes an uploaded object the whole content of the file at `path`
+    /// (created with its parents if missing), as one new version.
+    pub fn commit_file(
+        &self,
+        ns: Ns,
+        path: &TfsPath,
+        object: i64,
+        size: u64,
+        key: Option<&str>,
+        attrs: &FileAttrs,
+        limits: Limits,
+    ) -> DbResult<u64> {
+        self.tx(|tx| {
+            // A file made by this upload starts at version 1; an existing one
+            // gets the next version.
+            let (node, bump) = match resolve(tx, ns, path)? {
+                Some(n) if n.kind == Kind::File => (n, 1),
+                Some(_) => return Err(DbError::Exists),
+                None => (create_in(tx, ns, path, Kind::File, true, limits)?, 0),
+            };
+            tx.execute("DELETE FROM fragments WHERE node=?1", [node.id])?;
+            if size > 0 {
+                tx.execute(
+                    "INSERT INTO fragments(node, offset, length, object, key) VALUES(?1, 0, ?2, ?3, ?4)",
+                    params![node.id, size as i64, object, key],
+                )?;
+            }
+            tx.execute(
+                "UPDATE nodes SET size=?1, ver_no=ver_no+?2, modify_time=?3, mode=COALESCE(?4, mode), mtime_ns=?5 WHERE id=?6",
+                params![size as i64, bump, unix_now(), attrs.mode.map(i64::from), attrs.mtime_ns, node.id],
+            )?;
+            Ok(node.ver_no + bump as u64)
+        })
+    }
+
+    pub fn fragments(&self, node: i64) -> DbResult<Vec<FragmentRow>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT f.offset, f.length, f.key, {} FROM fragments f JOIN objects o ON o.id = f.object
+             WHERE f.node=?1 ORDER BY f.offset",
+            OBJECT_COLS.split(", ").map(|c| format!("o.{c}")).collect::<Vec<_>>().join(", ")
+        ))?;
+        let rows = stmt
+            .query_map([node], |r| {
+                Ok(FragmentRow {
+                    offset: r.get::<_, i64>(0)? as u64,
+                    length: r.get::<_, i64>(1)? as u64,
+                    key: r.get(2)?,
+                    object: ObjectRow {
+                        id: r.get(3)?,
+                        sha1: r.get(4)?,
+                        scheme: scheme_of(r.get(5)?),
+                        plain_size: r.get::<_, i64>(6)? as u64,
+                        stored_size: r.get::<_, i64>(7)? as u64,
+                        partition_size: r.get::<_, i64>(8)? as u64,
+                        k: r.get::<_, i64>(9)? as usize,
+                        m: r.get::<_, i64>(10)? as usize,
+                        data: r.get(11)?,
+                    },
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    // ---- objects ----
+
+    pub fn find_object(&self, ns: Ns, sha1: &str) -> DbResult<Option<ObjectRow>> {
+        Ok(self
+            .lock()
+            .query_row(
+                &format!("SELECT {OBJECT_COLS} FROM objects WHERE appid=?1 AND uid=?2 AND sha1=?3"),
+                params![sql_id(ns.appid), sql_id(ns.uid), sha1],
+                object_of,
+            )
+            .optional()?)
+    }
+
+    /// Records an object with its partitions and shard placements; returns
+    /// the id of the object (an existing one when it is already known).
+    pub fn insert_object(&self, ns: Ns, o: &NewObject) -> DbResult<i64> {
+        self.tx(|tx| {
+            let existing: Option<i64> = tx
+                .query_row(
+                    "SELECT id FROM objects WHERE appid=?1 AND uid=?2 AND sha1=?3",
+                    params![sql_id(ns.appid), sql_id(ns.uid), o.sha1],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(id) = existing {
+                return Ok(id);
+            }
+            tx.execute(
+                "INSERT INTO objects(appid, uid, sha1, scheme, plain_size, stored_size, partition_size, k, m, data, created)
+                 VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    sql_id(ns.appid),
+                    sql_id(ns.uid),
+                    o.sha1,
+                    scheme_code(o.scheme),
+                    o.plain_size as i64,
+                    o.stored_size as i64,
+                    o.partition_size as i64,
+                    o.k as i64,
+                    o.m as i64,
+                    o.data,
+                    unix_now()
+                ],
+            )?;
+            let id = tx.last_insert_rowid();
+            for p in o.partitions {
+                tx.execute(
+                    "INSERT INTO partitions(object, idx, size) VALUES(?1, ?2, ?3)",
+                    params![id, p.index as i64, p.size as i64],
+                )?;
+                for (i, s) in p.shards.iter().enumerate() {
+                    for prov in &s.providers {
+                        tx.execute(
+                            "INSERT OR IGNORE INTO shards(object, partition, idx, sha1, size, provider)
+                             VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+                            params![id, p.index as i64, i as i64, s.sha1, s.size as i64, prov],
+                        )?;
+                    }
+                }
+            }
+            Ok(id)
+        })
+    }
+
+    /// The partitions of an object (index, stored size) and its shards with
+    /// the (id, url) of each provider holding them.
+    pub fn object_shards(&self, object: i64) -> DbResult<(Vec<(u64, u64)>, Vec<ShardRow>)> {
+        let conn = self.lock();
+        let mut stmt =
+            conn.prepare_cached("SELECT idx, size FROM partitions WHERE object=?1 ORDER BY idx")?;
+        let parts = stmt
+            .query_map([object], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT s.partition, s.idx, s.sha1, s.size, s.provider, COALESCE(p.url, '')
+             FROM shards s LEFT JOIN providers p ON p.id = s.provider
+             WHERE s.object=?1 ORDER BY s.partition, s.idx",
+        )?;
+        let mut shards: Vec<ShardRow> = Vec::new();
+        let rows = stmt.query_map([object], |r| {
+            Ok((
+                r.get::<_, i64>(0)? as u64,
+                r.get::<_, i64>(1)? as usize,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)? as u64,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+            ))
+        })?;
+        for row in rows {
+            let (partition, index, sha1, size, prov, url) = row?;
+            match shards.last_mut() {
+                Some(s) if s.partition == partition && s.index == index => {
+                    s.providers.push((prov, url))
+                }
+                _ => shards.push(ShardRow {
+                    partition,
+                    index,
+                    sha1,
+                    size,
+                    providers: vec![(prov, url)],
+                }),
+            }
+        }
+        Ok((parts, shards))
+    }
+
+    // ---- providers ----
+
+    pub fn heartbeat(&self, id: &str, url: &str, capacity: u64, used: u64) -> DbResult<()> {
+        self.lock().execute(
+            "INSERT INTO providers(id, url, capacity, used, last_seen) VALUES(?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(id) DO UPDATE SET url=excluded.url, capacity=excluded.capacity,
+               used=excluded.used, last_seen=excluded.last_seen",
+            params![id, url, capacity as i64, used as i64, unix_now()],
+        )?;
+        Ok(())
+    }
+
+    pub fn providers(&self) -> DbResult<Vec<ProviderRow>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, url, capacity, used, last_seen FROM providers ORDER BY id",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(ProviderRow {
+                    id: r.get(0)?,
+                    url: r.get(1)?,
+                    capacity: r.get::<_, i64>(2)? as u64,
+                    used: r.get::<_, i64>(3)? as u64,
+                    last_seen: r.get::<_, i64>(4)? as u64,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    // ---- upload sessions ----
+
+    pub fn session_put(&self, id: &str, ns: Ns, expires: i64, state: &str) -> DbResult<()> {
+        self.lock().execute(
+            "INSERT INTO sessions(id, appid, uid, expires, state) VALUES(?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(id) DO UPDATE SET state=excluded.state, expires=excluded.expires",
+            params![id, sql_id(ns.appid), sql_id(ns.uid), expires, state],
+        )?;
+        Ok(())
+    }
+
+    /// A session's state if it exists, belongs to `ns` and has not expired.
+    pub fn session_get(&self, id: &str, ns: Ns) -> DbResult<Option<String>> {
+        let conn = self.lock();
+        conn.execute("DELETE FROM sessions WHERE expires < ?1", [unix_now()])?;
+        Ok(conn
+            .query_row(
+                "SELECT state FROM sessions WHERE id=?1 AND appid=?2 AND uid=?3",
+                params![id, sql_id(ns.appid), sql_id(ns.uid)],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    pub fn session_delete(&self, id: &str) -> DbResult<()> {
+        self.lock()
+            .execute("DELETE FROM sessions WHERE id=?1", [id])?;
+        Ok(())
+    }
+}
+
+fn root(conn: &Connection, ns: Ns) -> DbResult<Node> {
+    let q =
+        format!("SELECT {NODE_COLS} FROM nodes WHERE appid=?1 AND uid=?2 AND parent=0 AND name=''");
+    if let Some(n) = conn
+        .query_row(&q, params![sql_id(ns.appid), sql_id(ns.uid)], node_of)
+        .optional()?
+    {
+        return Ok(n);
+    }
+    let now = unix_now();
+    conn.execute(
+        "INSERT INTO nodes(appid, uid, parent, name, kind, create_time, modify_time) VALUES(?1, ?2, 0, '', 0, ?3, ?3)",
+        params![sql_id(ns.appid), sql_id(ns.uid), now],
+    )?;
+    Ok(conn.query_row(&q, params![sql_id(ns.appid), sql_id(ns.uid)], node_of)?)
+}
+
+fn child(conn: &Connection, parent: i64, name: &str) -> DbResult<Option<Node>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {NODE_COLS} FROM nodes WHERE parent=?1 AND name=?2"
+    ))?;
+    Ok(stmt.query_row(params![parent, name], node_of).optional()?)
+}
+
+fn resolve(conn: &Connection, ns: Ns, path: &TfsPath) -> DbResult<Option<Node>> {
+    let mut node = root(conn, ns)?;
+    for seg in path.segments() {
+        if node.kind != Kind::Dir {
+            return Ok(None);
+        }
+        match child(conn, node.id, seg)? {
+            Some(n) => node = n,
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(node))
+}
+
+fn touch(conn: &Connection, id: i64) -> DbResult<()> {
+    conn.execute(
+        "UPDATE nodes SET modify_time=?1 WHERE id=?2",
+        params![unix_now(), id],
+    )?;
+    Ok(())
+}
+
+fn check_limits(conn: &Connection, parent: i64, kind: Kind, limits: Limits) -> DbResult<()> {
+    let count: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM nodes WHERE parent=?1 AND kind=?2",
+        params![parent, kind as i64],
+        |r| r.get(0),
+    )?;
+    let (max, what) = match kind {
+        Kind::Dir => (limits.max_subdirs, "subdirectories"),
+        Kind::File => (limits.max_files, "files"),
+    };
+    if count as u64 >= max {
+        return Err(DbError::Forbidden(format!(
+            "a directory holds at most {max} {what}"
+        )));
+    }
+    Ok(())
+}
+
+fn create_in(
+    tx: &Connection,
+    ns: Ns,
+    path: &TfsPath,
+    kind: Kind,
+    recursive: bool,
+    limits: Limits,
+) -> DbResult<Node> {
+    if path.is_root() {
+        return Err(DbError::Exists);
+    }
+    if path.depth() > MAX_DEPTH {
+        return Err(DbError::Forbidden(format!(
+            "more than {MAX_DEPTH} levels deep"
+        )));
+    }
+    let mut node = root(tx, ns)?;
+    let segs = path.segments();
+    for (i, seg) in segs.iter().enumerate() {
+        let last = i + 1 == segs.len();
+        if let Some(existing) = child(tx, node.id, seg)? {
+            if last {
+                return Err(DbError::Exists);
+            }
+            if existing.kind != Kind::Dir {
+                return Err(DbError::NotFound);
+            }
+            node = existing;
+            continue;
+        }
+        if !last && !recursive {
+            return Err(DbError::NotFound);
+        }
+        let this_kind = if last { kind } else { Kind::Dir };
+        check_limits(tx, node.id, this_kind, limits)?;
+        let now = unix_now();
+        // A new file starts at version 1 (directories stay 0), as TFS does.
+        let ver_no = if this_kind == Kind::File { 1 } else { 0 };
+        tx.execute(
+            "INSERT INTO nodes(appid, uid, parent, name, kind, ver_no, create_time, modify_time)
+             VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+            params![
+                sql_id(ns.appid),
+                sql_id(ns.uid),
+                node.id,
+                seg,
+                this_kind as i64,
+                ver_no,
+                now
+            ],
+        )?;
+        touch(tx, node.id)?;
+        node = child(tx, node.id, seg)?.expect("just inserted");
+    }
+    Ok(node)
+}

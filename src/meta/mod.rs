@@ -1,0 +1,231 @@
+//! The metadata server: TFS v2 REST, upload sessions, placement, grants and
+//! the provider registry, over one SQL store.
+
+mod api;
+pub mod db;
+mod objects;
+pub mod path;
+mod placement;
+mod rest_v2;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use ed25519_dalek::SigningKey;
+
+use crate::client::provider::ShardClient;
+use crate::codec::DEFAULT_PARTITION_SIZE;
+use crate::grant::{now_secs, Grant, Op};
+pub use db::{Db, DbError, Limits, Ns};
+
+#[derive(Debug, Clone)]
+pub struct MetaConfig {
+    pub data: PathBuf,
+    /// Let any app read any namespace (TFS's open behaviour).
+    pub public_read: bool,
+    pub partition_size: u64,
+    /// Objects of at most this many stored bytes are replicated.
+    pub replica_max: u64,
+    pub replicas: usize,
+    pub k: usize,
+    pub m: usize,
+    /// Spare providers offered per upload.
+    pub spares: usize,
+    /// A provider silent for this long is taken for dead.
+    pub provider_timeout: Duration,
+    pub limits: Limits,
+    pub session_ttl: Duration,
+    pub grant_ttl: Duration,
+    /// Largest request body the REST routes accept.
+    pub max_body: usize,
+}
+
+impl MetaConfig {
+    pub fn new(data: PathBuf) -> Self {
+        MetaConfig {
+            data,
+            public_read: false,
+            partition_size: DEFAULT_PARTITION_SIZE,
+            replica_max: 1 << 20,
+            replicas: 3,
+            k: 4,
+            m: 2,
+            spares: 2,
+            provider_timeout: Duration::from_secs(15),
+            limits: Limits {
+                max_subdirs: 100_000,
+                max_files: 1_000_000,
+            },
+            session_ttl: Duration::from_secs(3600),
+            grant_ttl: Duration::from_secs(600),
+            max_body: 256 << 20,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<DbError> for MetaError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::NotFound => MetaError::NotFound("no such file or directory".into()),
+            DbError::Exists => MetaError::Conflict("already exists".into()),
+            DbError::NotEmpty => MetaError::Forbidden("directory not empty".into()),
+            DbError::Forbidden(m) => MetaError::Forbidden(m),
+            DbError::Invalid(m) => MetaError::BadRequest(m),
+            DbError::Overlap => MetaError::Conflict("data already exists at that offset".into()),
+            DbError::Sql(e) => MetaError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<path::PathError> for MetaError {
+    fn from(e: path::PathError) -> Self {
+        MetaError::BadRequest(e.to_string())
+    }
+}
+
+impl IntoResponse for MetaError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            MetaError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            MetaError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            MetaError::Forbidden(_) => StatusCode::FORBIDDEN,
+            MetaError::NotFound(_) => StatusCode::NOT_FOUND,
+            MetaError::Conflict(_) => StatusCode::CONFLICT,
+            MetaError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            MetaError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        }
+        (status, self.to_string()).into_response()
+    }
+}
+
+pub type MetaResult<T> = Result<T, MetaError>;
+
+pub struct Meta {
+    db: Db,
+    key: SigningKey,
+    cfg: MetaConfig,
+    shards: ShardClient,
+}
+
+impl Meta {
+    /// Opens the store under `cfg.data`, making the signing key on first start.
+    pub fn open(cfg: MetaConfig) -> anyhow::Result<Self> {
+        let db = Db::open(&cfg.data)?;
+        let key = match db.config_get("signing_key")? {
+            Some(raw) => SigningKey::from_bytes(
+                &raw.try_into()
+                    .map_err(|_| anyhow::anyhow!("stored signing key is malformed"))?,
+            ),
+            None => {
+                let k = SigningKey::generate(&mut rand::rngs::OsRng);
+                db.config_set("signing_key", &k.to_bytes())?;
+                k
+            }
+        };
+        Ok(Meta {
+            db,
+            key,
+            cfg,
+            shards: ShardClient::new(Duration::from_secs(30)),
+        })
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    fn grant(&self, op: Op, shards: Vec<String>) -> String {
+        Grant {
+            op,
+            shards,
+            exp: now_secs() + self.cfg.grant_ttl.as_secs(),
+        }
+        .sign(&self.key)
+    }
+
+    /// The appid an appkey belongs to.
+    fn app(&self, appkey: &str) -> MetaResult<u64> {
+        self.db
+            .appid_of(appkey)?
+            .ok_or_else(|| MetaError::Unauthorized("unknown appkey".into()))
+    }
+
+    /// Checks that `appkey` may read (or write) the namespace of `appid`.
+    fn authorize(&self, appkey: &str, appid: u64, write: bool) -> MetaResult<()> {
+        let own = self.app(appkey)?;
+        if own != appid && (write || !self.cfg.public_read) {
+            return Err(MetaError::Unauthorized(
+                "an app may change only its own appid's namespace".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Creates an app; a random 32-byte appkey unless one is given.
+pub fn create_app(db: &Db, appkey: Option<String>) -> MetaResult<(String, u64)> {
+    let appkey = appkey.unwrap_or_else(|| {
+        use rand::RngCore;
+        let mut raw = [0u8; 24];
+        rand::thread_rng().fill_bytes(&mut raw);
+        hex::encode(raw)
+    });
+    if appkey.is_empty()
+        || appkey.len() > 128
+        || !appkey
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(MetaError::BadRequest(
+            "an appkey is 1-128 letters, digits, '-' or '_'".into(),
+        ));
+    }
+    let appid = db.create_app(&appkey)?;
+    Ok((appkey, appid))
+}
+
+/// A metadata server serving on a bound listener.
+pub struct RunningMeta {
+    pub url: String,
+    pub meta: Arc<Meta>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+pub async fn start(
+    listener: tokio::net::TcpListener,
+    cfg: MetaConfig,
+) -> anyhow::Result<RunningMeta> {
+    let url = format!("http://{}", listener.local_addr()?);
+    let meta = Arc::new(Meta::open(cfg)?);
+    let app = api::routes(meta.clone()).merge(rest_v2::routes(meta.clone()));
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "metadata server stopped");
+        }
+    });
+    Ok(RunningMeta { url, meta, task })
+}

@@ -1,0 +1,284 @@
+//! The TFS v2 REST API (custom file names in an appid/uid namespace), as
+//! `tfs-rest-api.md` documents it, with nginx-tfs's rules for names.
+//! Paths are parsed by hand: TFS paths fold empty segments and may be empty
+//! after `/dir/`, which a pattern router would not accept.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+
+use super::db::{Kind, Node, Ns};
+use super::path::TfsPath;
+use super::{Meta, MetaError, MetaResult};
+use crate::proto::TfsEntry;
+use crate::transfer::{read_range, TransferError};
+
+pub const MOVE_SOURCE_HEADER: &str = "x-ali-move-source";
+
+pub fn routes(meta: Arc<Meta>) -> Router {
+    let limit = meta.cfg.max_body;
+    Router::new()
+        .fallback(dispatch)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(meta)
+}
+
+async fn dispatch(
+    State(m): State<Arc<Meta>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let result = match uri.path().strip_prefix("/v2/") {
+        Some(rest) => v2(&m, &method, rest, uri.query(), &headers, body).await,
+        None => Err(MetaError::NotFound(format!("no route {}", uri.path()))),
+    };
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// TFS's ids: non-zero decimal integers of at most 19 digits.
+fn parse_id(s: &str, what: &str) -> MetaResult<u64> {
+    let ok = !s.is_empty() && s.len() <= 19 && s.bytes().all(|b| b.is_ascii_digit());
+    match s.parse::<u64>() {
+        Ok(v) if ok && v > 0 => Ok(v),
+        _ => Err(MetaError::BadRequest(format!(
+            "{what} must be a non-zero decimal of at most 19 digits"
+        ))),
+    }
+}
+
+struct Params(HashMap<String, String>);
+
+impl Params {
+    fn parse(query: Option<&str>) -> MetaResult<Self> {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or(""))
+            .map_err(|_| MetaError::BadRequest("malformed query string".into()))?;
+        Ok(Params(pairs.into_iter().collect()))
+    }
+
+    fn flag(&self, name: &str) -> MetaResult<bool> {
+        match self.0.get(name).map(String::as_str) {
+            None | Some("0") => Ok(false),
+            Some("1") => Ok(true),
+            Some(_) => Err(MetaError::BadRequest(format!("{name} must be 0 or 1"))),
+        }
+    }
+
+    fn number(&self, name: &str) -> MetaResult<Option<u64>> {
+        self.0
+            .get(name)
+            .map(|v| {
+                v.parse::<u64>().map_err(|_| {
+                    MetaError::BadRequest(format!("{name} must be a non-negative integer"))
+                })
+            })
+            .transpose()
+    }
+
+    /// `size`: absent, or at least 1.
+    fn size(&self) -> MetaResult<Option<u64>> {
+        match self.number("size")? {
+            Some(0) => Err(MetaError::BadRequest("size must be at least 1".into())),
+            s => Ok(s),
+        }
+    }
+}
+
+/// TFS's time format: `Wed, 27 Jun 2012 10:32:04 UTC+0800`, in local time.
+pub fn tfs_time(unix: i64) -> String {
+    use chrono::TimeZone;
+    chrono::Local
+        .timestamp_opt(unix, 0)
+        .single()
+        .map(|t| t.format("%a, %d %b %Y %H:%M:%S UTC%z").to_string())
+        .unwrap_or_default()
+}
+
+/// A file's PID is its parent's id with the top bit set, as TFS prints it.
+fn file_pid(parent: i64) -> i64 {
+    parent | i64::MIN
+}
+
+fn entry(n: &Node, name: String) -> TfsEntry {
+    let is_file = n.kind == Kind::File;
+    TfsEntry {
+        name,
+        pid: if is_file {
+            file_pid(n.parent)
+        } else {
+            n.parent
+        },
+        id: if is_file { 0 } else { n.id },
+        size: n.size,
+        is_file,
+        create_time: tfs_time(n.create_time),
+        modify_time: tfs_time(n.modify_time),
+        ver_no: n.ver_no,
+    }
+}
+
+async fn v2(
+    m: &Meta,
+    method: &Method,
+    rest: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> MetaResult<Response> {
+    let (appkey, rest) = rest
+        .split_once('/')
+        .ok_or_else(|| MetaError::NotFound("no such route".into()))?;
+    if rest == "appid" {
+        if method != Method::GET {
+            return Err(MetaError::BadRequest("GET the appid".into()));
+        }
+        let appid = m.app(appkey)?;
+        return Ok(Json(serde_json::json!({ "APP_ID": appid.to_string() })).into_response());
+    }
+    let (listing, rest) = match rest.strip_prefix("metadata/") {
+        Some(r) => (true, r),
+        None => (false, rest),
+    };
+    let mut parts = rest.splitn(3, '/');
+    let appid = parse_id(parts.next().unwrap_or(""), "appid")?;
+    let uid = parse_id(parts.next().unwrap_or(""), "uid")?;
+    let tail = parts.next().unwrap_or("");
+    let (what, raw_path) = match tail.split_once('/') {
+        Some((w, _)) => (w, &tail[w.len()..]),
+        None => (tail, ""),
+    };
+    let is_dir = match what {
+        "dir" => true,
+        "file" => false,
+        _ => {
+            return Err(MetaError::BadRequest(format!(
+                "{what:?} is neither dir nor file"
+            )))
+        }
+    };
+    let read_only = *method == Method::GET || *method == Method::HEAD;
+    m.authorize(appkey, appid, !read_only)?;
+    let ns = Ns { appid, uid };
+    let path = TfsPath::parse_encoded(raw_path)?;
+    let q = Params::parse(query)?;
+    let kind = if is_dir { Kind::Dir } else { Kind::File };
+    let limits = m.cfg.limits;
+    match (listing, method.clone()) {
+        (true, Method::GET) if is_dir => {
+            let (_, children) = m.db.list(ns, &path)?;
+            let list: Vec<TfsEntry> = children.iter().map(|c| entry(c, c.name.clone())).collect();
+            Ok(Json(list).into_response())
+        }
+        (true, Method::GET) => {
+            let node = m.db.stat(ns, &path)?;
+            if node.kind != Kind::File {
+                return Err(MetaError::NotFound(format!("{path} is not a file")));
+            }
+            let mut e = entry(&node, path.to_string());
+            e.pid = node.parent;
+            Ok(Json(e).into_response())
+        }
+        (true, _) => Err(MetaError::BadRequest("metadata is read with GET".into())),
+        (false, Method::HEAD) => {
+            let node = m.db.stat(ns, &path)?;
+            if node.kind != kind {
+                return Err(MetaError::NotFound(format!("{path} does not exist")));
+            }
+            Ok(StatusCode::OK.into_response())
+        }
+        (false, Method::POST) => match headers.get(MOVE_SOURCE_HEADER) {
+            Some(src) => {
+                let src = src
+                    .to_str()
+                    .map_err(|_| MetaError::BadRequest("bad move source header".into()))?;
+                let src = TfsPath::parse_encoded(src)?;
+                m.db.rename(
+                    ns,
+                    &src,
+                    &path,
+                    kind,
+                    q.flag("recursive")?,
+                    q.flag("overwrite")?,
+                    limits,
+                )?;
+                Ok(StatusCode::OK.into_response())
+            }
+            None => {
+                m.db.create(ns, &path, kind, q.flag("recursive")?, limits)?;
+                Ok(StatusCode::CREATED.into_response())
+            }
+        },
+        (false, Method::DELETE) => {
+            m.db.remove(ns, &path, kind)?;
+            Ok(StatusCode::OK.into_response())
+        }
+        (false, Method::PUT) if !is_dir => {
+            let body = body.map_err(|e| match e.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => {
+                    MetaError::BadRequest(format!("a write is at most {} bytes", m.cfg.max_body))
+                }
+                _ => MetaError::BadRequest(e.body_text()),
+            })?;
+            write(m, ns, &path, &q, body).await
+        }
+        (false, Method::GET) if !is_dir => read(m, ns, &path, &q).await,
+        _ => Err(MetaError::BadRequest(format!(
+            "{method} is not a {what} operation"
+        ))),
+    }
+}
+
+async fn write(m: &Meta, ns: Ns, path: &TfsPath, q: &Params, body: Bytes) -> MetaResult<Response> {
+    let offset = q.number("offset")?;
+    let data = match q.size()? {
+        Some(s) if s > body.len() as u64 => {
+            return Err(MetaError::BadRequest(format!(
+                "size {s} is larger than the {} bytes sent",
+                body.len()
+            )))
+        }
+        Some(s) => body.slice(..s as usize),
+        None => body,
+    };
+    if data.is_empty() {
+        return Err(MetaError::BadRequest("nothing to write".into()));
+    }
+    let node = m.db.stat(ns, path)?;
+    if node.kind != Kind::File {
+        return Err(MetaError::NotFound(format!("{path} is not a file")));
+    }
+    let len = data.len() as u64;
+    let object = m.store_object(ns, data).await?;
+    m.db.add_fragment(ns, path, offset, len, object)?;
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn read(m: &Meta, ns: Ns, path: &TfsPath, q: &Params) -> MetaResult<Response> {
+    let node = m.db.stat(ns, path)?;
+    if node.kind != Kind::File {
+        return Err(MetaError::NotFound(format!("{path} is not a file")));
+    }
+    let offset = q.number("offset")?.unwrap_or(0);
+    let size = q.size()?.unwrap_or(u64::MAX);
+    let layout = m.file_layout(&node)?;
+    let data = read_range(&m.shards, &layout, None, offset, size)
+        .await
+        .map_err(|e| match e {
+            TransferError::NeedKey => MetaError::Forbidden(
+                "the file is encrypted: read it with its owner's client".into(),
+            ),
+            e => MetaError::Internal(e.to_string()),
+        })?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+        data,
+    )
+        .into_response())
+}

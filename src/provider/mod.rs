@@ -1,0 +1,265 @@
+//! The provider: a content-addressed shard store on a local directory.
+//! `PUT/GET/HEAD/DELETE /shards/{sha1}`, each only with a grant signed by the
+//! metadata server. A PUT is hashed while it streams to a temporary file,
+//! checked, fsynced and renamed, so no torn shard ever sits under a real name.
+
+mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use ed25519_dalek::VerifyingKey;
+use futures::TryStreamExt;
+
+use crate::grant::{self, Grant, GrantError, Op, GRANT_HEADER};
+use crate::proto::{Heartbeat, ProviderHealth};
+pub use store::{ShardStore, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("forbidden: {0}")]
+    Forbidden(#[from] GrantError),
+    #[error("no such shard")]
+    NotFound,
+    #[error("shard larger than {0} bytes")]
+    TooLarge(u64),
+    #[error("storage error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<StoreError> for ProviderError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::HashMismatch { .. } => ProviderError::BadRequest(e.to_string()),
+            StoreError::TooLarge(n) => ProviderError::TooLarge(n),
+            StoreError::NotFound => ProviderError::NotFound,
+            StoreError::Body(m) => ProviderError::BadRequest(m),
+            StoreError::Io(e) => ProviderError::Io(e),
+        }
+    }
+}
+
+impl IntoResponse for ProviderError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            ProviderError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProviderError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ProviderError::NotFound => StatusCode::NOT_FOUND,
+            ProviderError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ProviderError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status.is_server_error() {
+            tracing::error!(error = %self, "provider request failed");
+        }
+        (status, self.to_string()).into_response()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    pub data: PathBuf,
+    /// Metadata server to register with and take the grant key from.
+    pub meta: String,
+    /// Capacity to announce; the disk's size when absent.
+    pub capacity: Option<u64>,
+    pub heartbeat: Duration,
+    /// Largest shard accepted.
+    pub max_shard: u64,
+}
+
+struct Provider {
+    store: ShardStore,
+    key: VerifyingKey,
+    id: String,
+    capacity: u64,
+    received: AtomicU64,
+    sent: AtomicU64,
+}
+
+/// A provider serving on a bound listener.
+pub struct RunningProvider {
+    pub id: String,
+    pub url: String,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Binds nothing itself: serves on `listener`, registers with the metadata
+/// server (retrying until it answers), then heartbeats forever.
+pub async fn start(
+    listener: tokio::net::TcpListener,
+    cfg: ProviderConfig,
+) -> anyhow::Result<RunningProvider> {
+    let addr: SocketAddr = listener.local_addr()?;
+    let url = format!("http://{addr}");
+    let store = ShardStore::open(&cfg.data, cfg.max_shard)?;
+    let id = store.provider_id()?;
+    let http = reqwest::Client::new();
+    let key = fetch_meta_key(&http, &cfg.meta).await?;
+    let capacity = cfg.capacity.unwrap_or_else(|| store.disk_capacity());
+    let provider = Arc::new(Provider {
+        store,
+        key,
+        id: id.clone(),
+        capacity,
+        received: AtomicU64::new(0),
+        sent: AtomicU64::new(0),
+    });
+    let app = Router::new()
+        .route(
+            "/shards/{sha1}",
+            get(get_shard)
+                .head(head_shard)
+                .put(put_shard)
+                .delete(delete_shard),
+        )
+        .route("/health", get(health))
+        .layer(DefaultBodyLimit::disable())
+        .with_state(provider.clone());
+    let beat = Heartbeat {
+        id: id.clone(),
+        url: url.clone(),
+        capacity,
+        used: 0,
+    };
+    let task = tokio::spawn(async move {
+        let heartbeats = heartbeat_loop(http, cfg.meta, beat, provider, cfg.heartbeat);
+        let serve = axum::serve(listener, app);
+        tokio::select! {
+            r = serve => if let Err(e) = r { tracing::error!(error = %e, "provider server stopped") },
+            _ = heartbeats => {}
+        }
+    });
+    Ok(RunningProvider { id, url, task })
+}
+
+async fn fetch_meta_key(http: &reqwest::Client, meta: &str) -> anyhow::Result<VerifyingKey> {
+    let url = format!("{meta}/api/pubkey");
+    let mut last = String::new();
+    for _ in 0..100 {
+        match http.get(&url).send().await {
+            Ok(r) if r.status().is_success() => {
+                let text = r.text().await?;
+                return grant::verifying_key_from_hex(&text)
+                    .ok_or_else(|| anyhow::anyhow!("metadata server sent a malformed key"));
+            }
+            Ok(r) => last = format!("status {}", r.status()),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("cannot reach metadata server at {meta}: {last}")
+}
+
+async fn heartbeat_loop(
+    http: reqwest::Client,
+    meta: String,
+    mut beat: Heartbeat,
+    p: Arc<Provider>,
+    every: Duration,
+) {
+    let url = format!("{meta}/api/providers/heartbeat");
+    loop {
+        beat.used = p.store.used();
+        if let Err(e) = http
+            .post(&url)
+            .json(&beat)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+        {
+            tracing::warn!(error = %e, "heartbeat failed");
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+fn grant_of(headers: &HeaderMap) -> Option<&str> {
+    headers.get(GRANT_HEADER).and_then(|v| v.to_str().ok())
+}
+
+fn check(p: &Provider, headers: &HeaderMap, op: Op, sha1: &str) -> Result<(), ProviderError> {
+    if !crate::codec::is_sha1_hex(sha1) {
+        return Err(ProviderError::BadRequest(format!(
+            "{sha1:?} is not a SHA-1"
+        )));
+    }
+    Grant::verify(grant_of(headers), &p.key, op, sha1)?;
+    Ok(())
+}
+
+async fn put_shard(
+    State(p): State<Arc<Provider>>,
+    Path(sha1): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ProviderError> {
+    check(&p, &headers, Op::Put, &sha1)?;
+    let stream = body
+        .into_data_stream()
+        .map_err(|e| std::io::Error::other(e.to_string()));
+    let written = p.store.put(&sha1, stream).await?;
+    p.received.fetch_add(written, Ordering::Relaxed);
+    Ok(StatusCode::CREATED)
+}
+
+async fn get_shard(
+    State(p): State<Arc<Provider>>,
+    Path(sha1): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ProviderError> {
+    check(&p, &headers, Op::Get, &sha1)?;
+    let (file, len) = p.store.open_shard(&sha1).await?;
+    p.sent.fetch_add(len, Ordering::Relaxed);
+    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 256 << 10));
+    Ok((
+        [(axum::http::header::CONTENT_LENGTH, len.to_string())],
+        body,
+    )
+        .into_response())
+}
+
+async fn head_shard(
+    State(p): State<Arc<Provider>>,
+    Path(sha1): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ProviderError> {
+    check(&p, &headers, Op::Get, &sha1)?;
+    let len = p.store.len(&sha1).await?;
+    Ok((
+        [(axum::http::header::CONTENT_LENGTH, len.to_string())],
+        Body::empty(),
+    )
+        .into_response())
+}
+
+async fn delete_shard(
+    State(p): State<Arc<Provider>>,
+    Path(sha1): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ProviderError> {
+    check(&p, &headers, Op::Delete, &sha1)?;
+    p.store.delete(&sha1).await?;
+    Ok(StatusCode::OK)
+}
+
+async fn health(State(p): State<Arc<Provider>>) -> Json<ProviderHealth> {
+    Json(ProviderHealth {
+        id: p.id.clone(),
+        shards: p.store.count(),
+        bytes_used: p.store.used(),
+        bytes_received: p.received.load(Ordering::Relaxed),
+        bytes_sent: p.sent.load(Ordering::Relaxed),
+        capacity: p.capacity,
+    })
+}

@@ -1,0 +1,188 @@
+//! Shards on disk: `DIR/shards/ab/abcdef...`, written through `DIR/tmp`.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::{Stream, StreamExt};
+use rand::RngCore;
+use sha1::{Digest, Sha1};
+use tokio::io::AsyncWriteExt;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("content hashes to {actual}, not {expected}")]
+    HashMismatch { expected: String, actual: String },
+    #[error("shard larger than {0} bytes")]
+    TooLarge(u64),
+    #[error("no such shard")]
+    NotFound,
+    #[error("request body failed: {0}")]
+    Body(String),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+pub struct ShardStore {
+    root: PathBuf,
+    max_shard: u64,
+    used: AtomicU64,
+    count: AtomicU64,
+}
+
+impl ShardStore {
+    /// Opens (creating) the store and counts what it holds.
+    pub fn open(root: &Path, max_shard: u64) -> std::io::Result<Self> {
+        std::fs::create_dir_all(root.join("shards"))?;
+        let tmp = root.join("tmp");
+        // Leftovers of PUTs cut short by a crash are never real shards.
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp)?;
+        let (mut used, mut count) = (0, 0);
+        for dir in std::fs::read_dir(root.join("shards"))? {
+            for f in std::fs::read_dir(dir?.path())? {
+                used += f?.metadata()?.len();
+                count += 1;
+            }
+        }
+        Ok(ShardStore {
+            root: root.to_path_buf(),
+            max_shard,
+            used: AtomicU64::new(used),
+            count: AtomicU64::new(count),
+        })
+    }
+
+    /// This provider's id: made once, kept in the data directory.
+    pub fn provider_id(&self) -> std::io::Result<String> {
+        let path = self.root.join("provider_id");
+        match std::fs::read_to_string(&path) {
+            Ok(id) => Ok(id.trim().to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut raw = [0u8; 8];
+                rand::thread_rng().fill_bytes(&mut raw);
+                let id = format!("p-{}", hex::encode(raw));
+                std::fs::write(&path, &id)?;
+                Ok(id)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Size of the file system the store lives on.
+    pub fn disk_capacity(&self) -> u64 {
+        let Ok(path) = std::ffi::CString::new(self.root.as_os_str().as_encoded_bytes()) else {
+            return 0;
+        };
+        // SAFETY: statvfs writes into the zeroed struct we own; the path is a valid C string.
+        unsafe {
+            let mut st: libc::statvfs = std::mem::zeroed();
+            if libc::statvfs(path.as_ptr(), &mut st) == 0 {
+                st.f_blocks as u64 * st.f_frsize as u64
+            } else {
+                0
+            }
+        }
+    }
+
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn path(&self, sha1: &str) -> PathBuf {
+        self.root.join("shards").join(&sha1[..2]).join(sha1)
+    }
+
+    /// Streams a shard to a temporary file, checks its SHA-1, fsyncs and
+    /// renames it into place. Returns the bytes received.
+    pub async fn put<S>(&self, sha1: &str, mut body: S) -> Result<u64, StoreError>
+    where
+        S: Stream<Item = std::io::Result<bytes::Bytes>> + Unpin,
+    {
+        let mut raw = [0u8; 8];
+        rand::thread_rng().fill_bytes(&mut raw);
+        let tmp = self
+            .root
+            .join("tmp")
+            .join(format!("{sha1}.{}", hex::encode(raw)));
+        let result = self.receive(&tmp, sha1, &mut body).await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        result
+    }
+
+    async fn receive<S>(&self, tmp: &Path, sha1: &str, body: &mut S) -> Result<u64, StoreError>
+    where
+        S: Stream<Item = std::io::Result<bytes::Bytes>> + Unpin,
+    {
+        let mut file = tokio::fs::File::create(tmp).await?;
+        let mut hasher = Sha1::new();
+        let mut len = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| StoreError::Body(e.to_string()))?;
+            len += chunk.len() as u64;
+            if len > self.max_shard {
+                return Err(StoreError::TooLarge(self.max_shard));
+            }
+            hasher.update(&chunk);
+            file.write_all(&chunk).await?;
+        }
+        let actual = hex::encode(hasher.finalize());
+        if actual != sha1 {
+            return Err(StoreError::HashMismatch {
+                expected: sha1.to_string(),
+                actual,
+            });
+        }
+        file.sync_all().await?;
+        drop(file);
+        let dest = self.path(sha1);
+        let dir = dest.parent().expect("shard path has a parent");
+        tokio::fs::create_dir_all(dir).await?;
+        let existed = tokio::fs::try_exists(&dest).await?;
+        tokio::fs::rename(tmp, &dest).await?;
+        // The rename is durable only once the directory is.
+        tokio::fs::File::open(dir).await?.sync_all().await?;
+        if !existed {
+            self.used.fetch_add(len, Ordering::Relaxed);
+            self.count.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(len)
+    }
+
+    pub async fn open_shard(&self, sha1: &str) -> Result<(tokio::fs::File, u64), StoreError> {
+        let file = tokio::fs::File::open(self.path(sha1))
+            .await
+            .map_err(not_found)?;
+        let len = file.metadata().await?.len();
+        Ok((file, len))
+    }
+
+    pub async fn len(&self, sha1: &str) -> Result<u64, StoreError> {
+        Ok(tokio::fs::metadata(self.path(sha1))
+            .await
+            .map_err(not_found)?
+            .len())
+    }
+
+    pub async fn delete(&self, sha1: &str) -> Result<(), StoreError> {
+        let path = self.path(sha1);
+        let len = tokio::fs::metadata(&path).await.map_err(not_found)?.len();
+        tokio::fs::remove_file(&path).await.map_err(not_found)?;
+        self.used.fetch_sub(len, Ordering::Relaxed);
+        self.count.fetch_sub(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+fn not_found(e: std::io::Error) -> StoreError {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        StoreError::NotFound
+    } else {
+        StoreError::Io(e)
+    }
+}

@@ -1,0 +1,263 @@
+//! Shards from providers back to plaintext: any k of a partition's k+m
+//! shards, data shards first; a missing, failing or corrupt shard is replaced
+//! by a parity shard, and a slow one is hedged with an extra fetch.
+
+use std::path::Path;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use futures::stream::FuturesUnordered;
+use futures::{stream, StreamExt, TryStreamExt};
+
+use super::{Progress, TransferError};
+use crate::client::provider::ShardClient;
+use crate::codec::crypt::{AccountKey, PartitionCipher};
+use crate::codec::erasure::{ErasureError, Scheme};
+use crate::proto::{
+    FileLayout, FragmentLayout, ObjectLayout, PartitionLayout, ShardLocation, StoreScheme,
+};
+
+/// How long a partition's fetches may run before one more parity shard is
+/// asked for in parallel.
+const HEDGE_AFTER: Duration = Duration::from_millis(1500);
+/// Partitions fetched at once by a whole-file read.
+const PARALLEL_PARTITIONS: usize = 4;
+
+/// One shard from the first of its providers that serves it intact.
+async fn fetch_shard(
+    client: &ShardClient,
+    shard: &ShardLocation,
+    grant: &str,
+) -> Result<Vec<u8>, String> {
+    let mut last = String::from("no provider holds it");
+    for p in &shard.providers {
+        match client.get(p, &shard.sha1, grant).await {
+            Ok(b) if b.len() as u64 == shard.size => return Ok(b.to_vec()),
+            Ok(_) => last = format!("shard {} from {} has the wrong size", shard.sha1, p.id),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(last)
+}
+
+/// The stored bytes of one partition.
+async fn fetch_stored(
+    client: &ShardClient,
+    obj: &ObjectLayout,
+    part: &PartitionLayout,
+) -> Result<Vec<u8>, TransferError> {
+    match obj.scheme {
+        StoreScheme::Inline => {
+            let data = obj
+                .data
+                .as_deref()
+                .ok_or_else(|| TransferError::Layout("inline object without data".into()))?;
+            B64.decode(data)
+                .map_err(|_| TransferError::Layout("inline data is not base64".into()))
+        }
+        StoreScheme::Replica => {
+            let shard = part
+                .shards
+                .first()
+                .ok_or_else(|| TransferError::Layout("replica without shard".into()))?;
+            fetch_shard(client, shard, &part.grant)
+                .await
+                .map_err(|last| TransferError::Unreadable {
+                    partition: part.index,
+                    source: ErasureError::TooFewShards { have: 0, need: 1 },
+                    last,
+                })
+        }
+        StoreScheme::Erasure => fetch_erasure(client, obj, part).await,
+    }
+}
+
+async fn fetch_erasure(
+    client: &ShardClient,
+    obj: &ObjectLayout,
+    part: &PartitionLayout,
+) -> Result<Vec<u8>, TransferError> {
+    let scheme = Scheme::new(obj.k, obj.m).map_err(|e| TransferError::Layout(e.to_string()))?;
+    let n = obj.k + obj.m;
+    if part.shards.len() != n {
+        return Err(TransferError::Layout(format!(
+            "partition {} has {} shards, not {n}",
+            part.index,
+            part.shards.len()
+        )));
+    }
+    let fetch =
+        |i: usize| async move { (i, fetch_shard(client, &part.shards[i], &part.grant).await) };
+    let mut pending: FuturesUnordered<_> = (0..obj.k).map(fetch).collect();
+    let mut next = obj.k;
+    let mut got: Vec<Option<Vec<u8>>> = vec![None; n];
+    let mut have = 0;
+    let mut last = String::new();
+    let hedge = tokio::time::sleep(HEDGE_AFTER);
+    tokio::pin!(hedge);
+    while have < obj.k {
+        tokio::select! {
+            done = pending.next() => match done {
+                Some((i, Ok(data))) => {
+                    got[i] = Some(data);
+                    have += 1;
+                }
+                Some((_, Err(e))) => {
+                    last = e;
+                    if next < n {
+                        pending.push(fetch(next));
+                        next += 1;
+                    }
+                }
+                None => break,
+            },
+            _ = &mut hedge, if next < n => {
+                pending.push(fetch(next));
+                next += 1;
+                hedge.as_mut().reset(tokio::time::Instant::now() + HEDGE_AFTER);
+            }
+        }
+    }
+    drop(pending);
+    scheme
+        .decode(got, part.size as usize)
+        .map_err(|source| TransferError::Unreadable {
+            partition: part.index,
+            source,
+            last,
+        })
+}
+
+fn cipher_of(
+    frag: &FragmentLayout,
+    acct: Option<&AccountKey>,
+) -> Result<Option<PartitionCipher>, TransferError> {
+    match (&frag.key, acct) {
+        (None, _) => Ok(None),
+        (Some(_), None) => Err(TransferError::NeedKey),
+        (Some(w), Some(a)) => Ok(Some(PartitionCipher::new(&a.unwrap(w)?))),
+    }
+}
+
+/// Plaintext length of partition `index` of an object.
+fn plain_len(obj: &ObjectLayout, index: u64) -> u64 {
+    obj.plain_size
+        .saturating_sub(index * obj.partition_size)
+        .min(obj.partition_size)
+}
+
+/// The plaintext of partition `index` of a fragment's object.
+pub async fn read_partition(
+    client: &ShardClient,
+    frag: &FragmentLayout,
+    cipher: Option<&PartitionCipher>,
+    index: u64,
+) -> Result<Vec<u8>, TransferError> {
+    let obj = &frag.object;
+    let part = obj
+        .partitions
+        .iter()
+        .find(|p| p.index == index)
+        .ok_or_else(|| TransferError::Layout(format!("no partition {index}")))?;
+    let mut data = fetch_stored(client, obj, part).await?;
+    if let Some(c) = cipher {
+        c.decrypt_in_place(index, &mut data)?;
+    }
+    if data.len() as u64 != plain_len(obj, index) {
+        return Err(TransferError::Layout(format!(
+            "partition {index} decodes to {} bytes",
+            data.len()
+        )));
+    }
+    Ok(data)
+}
+
+/// The partitions of `frag` that hold file bytes in `[start, end)`, as
+/// (index, file offset of the partition).
+fn partitions_in(
+    frag: &FragmentLayout,
+    start: u64,
+    end: u64,
+) -> impl Iterator<Item = (u64, u64)> + '_ {
+    let p = frag.object.partition_size.max(1);
+    let lo = start.max(frag.offset);
+    let hi = end.min(frag.offset + frag.length);
+    let range = if lo < hi {
+        (lo - frag.offset) / p..(hi - frag.offset).div_ceil(p)
+    } else {
+        0..0
+    };
+    range.map(move |i| (i, frag.offset + i * p))
+}
+
+/// Bytes `[offset, offset + len)` of a file (clipped at its end); holes read
+/// as zeros.
+pub async fn read_range(
+    client: &ShardClient,
+    layout: &FileLayout,
+    acct: Option<&AccountKey>,
+    offset: u64,
+    len: u64,
+) -> Result<Vec<u8>, TransferError> {
+    let end = offset.saturating_add(len).min(layout.size);
+    let mut out = vec![0u8; end.saturating_sub(offset) as usize];
+    for frag in &layout.fragments {
+        let cipher = cipher_of(frag, acct)?;
+        let frag_end = frag.offset + frag.length;
+        let parts: Vec<(Vec<u8>, u64)> = stream::iter(partitions_in(frag, offset, end))
+            .map(|(i, at)| {
+                let cipher = cipher.as_ref();
+                async move {
+                    Ok::<_, TransferError>((read_partition(client, frag, cipher, i).await?, at))
+                }
+            })
+            .buffered(PARALLEL_PARTITIONS)
+            .try_collect()
+            .await?;
+        for (data, at) in parts {
+            let lo = offset.max(at);
+            let hi = end.min(at + data.len() as u64).min(frag_end);
+            if lo < hi {
+                out[(lo - offset) as usize..(hi - offset) as usize]
+                    .copy_from_slice(&data[(lo - at) as usize..(hi - at) as usize]);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Writes a whole file to `dest`, partitions in parallel; holes stay sparse.
+pub async fn download_to_file(
+    client: &ShardClient,
+    layout: &FileLayout,
+    acct: Option<&AccountKey>,
+    dest: &Path,
+    progress: &Progress,
+    name: &str,
+) -> Result<(), TransferError> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::create(dest)?;
+    file.set_len(layout.size)?;
+    progress.start(name, layout.size);
+    for frag in &layout.fragments {
+        let cipher = cipher_of(frag, acct)?;
+        let frag_end = frag.offset + frag.length;
+        let mut parts = stream::iter(partitions_in(frag, 0, layout.size))
+            .map(|(i, at)| {
+                let cipher = cipher.as_ref();
+                async move {
+                    Ok::<_, TransferError>((read_partition(client, frag, cipher, i).await?, at))
+                }
+            })
+            .buffered(PARALLEL_PARTITIONS);
+        while let Some((data, at)) = parts.try_next().await? {
+            let take = (frag_end - at).min(data.len() as u64) as usize;
+            file.write_all_at(&data[..take], at)?;
+            progress.advance(name, take as u64);
+        }
+    }
+    file.sync_all()?;
+    progress.finish(name);
+    Ok(())
+}

@@ -1,0 +1,360 @@
+//! The client side of the three-step upload: encrypt → SHA-1 →
+//! CheckFileExist (inline or dedup ends here) → erasure code or replicas →
+//! UploadFilePrepare → shards to providers → UploadFileDone.
+
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use bytes::Bytes;
+use sha1::{Digest, Sha1};
+
+use super::put::{put_shards, ShardJob};
+use super::{Progress, TransferError};
+use crate::client::meta::MetaClient;
+use crate::client::provider::ShardClient;
+use crate::codec::crypt::{AccountKey, PartitionCipher};
+use crate::codec::erasure::Scheme;
+use crate::codec::{partition_count, sha1_hex, stored_len};
+use crate::proto::*;
+
+#[derive(Debug, Clone)]
+pub struct UploadOptions {
+    pub attrs: FileAttrs,
+    /// Shard PUTs in flight at once.
+    pub parallel: usize,
+    /// Partitions encoded per UploadFilePrepare round.
+    pub window: u64,
+}
+
+impl Default for UploadOptions {
+    fn default() -> Self {
+        UploadOptions {
+            attrs: FileAttrs::default(),
+            parallel: 12,
+            window: 4,
+        }
+    }
+}
+
+/// A local file read partition by partition, encrypted when a cipher is set.
+#[derive(Clone)]
+struct Source {
+    file: Arc<std::fs::File>,
+    size: u64,
+    partition_size: u64,
+    cipher: Option<PartitionCipher>,
+}
+
+impl Source {
+    fn partitions(&self) -> u64 {
+        partition_count(self.size, self.partition_size)
+    }
+
+    /// Stored bytes of partition `index`.
+    fn stored(&self, index: u64) -> std::io::Result<Vec<u8>> {
+        let start = index * self.partition_size;
+        let len = self.size.saturating_sub(start).min(self.partition_size) as usize;
+        let mut buf = vec![0u8; len];
+        self.file.read_exact_at(&mut buf, start)?;
+        if let Some(c) = &self.cipher {
+            c.encrypt_in_place(index, &mut buf);
+        }
+        Ok(buf)
+    }
+}
+
+fn file_key(
+    file: &std::fs::File,
+    size: u64,
+    partition_size: u64,
+    acct: &AccountKey,
+) -> std::io::Result<crate::codec::crypt::FileKey> {
+    let mut h = acct.file_key_hasher(partition_size);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0;
+    while at < size {
+        let n = (size - at).min(buf.len() as u64) as usize;
+        file.read_exact_at(&mut buf[..n], at)?;
+        h.update(&buf[..n]);
+        at += n as u64;
+    }
+    Ok(h.finish())
+}
+
+/// SHA-1 and size of the stored object, plus its bytes when small enough to
+/// travel inline.
+fn hash_object(src: &Source, inline_max: u64) -> std::io::Result<(String, u64, Option<Vec<u8>>)> {
+    let mut h = Sha1::new();
+    let mut size = 0;
+    let mut inline = None;
+    for i in 0..src.partitions() {
+        let data = src.stored(i)?;
+        h.update(&data);
+        size += data.len() as u64;
+        if src.size <= inline_max {
+            inline = Some(data);
+        }
+    }
+    Ok((hex::encode(h.finalize()), size, inline))
+}
+
+/// Encodes partitions `[from, to)`: their metadata and shard bytes.
+fn encode_window(
+    src: &Source,
+    scheme: Scheme,
+    from: u64,
+    to: u64,
+) -> std::io::Result<Vec<(PartitionMeta, Vec<Bytes>)>> {
+    (from..to)
+        .map(|i| {
+            let data = src.stored(i)?;
+            let shards: Vec<Bytes> = scheme.encode(&data).into_iter().map(Bytes::from).collect();
+            let meta = PartitionMeta {
+                index: i,
+                size: data.len() as u64,
+                shards: shards
+                    .iter()
+                    .map(|s| ShardMeta {
+                        sha1: sha1_hex(s),
+                        size: s.len() as u64,
+                    })
+                    .collect(),
+            };
+            Ok((meta, shards))
+        })
+        .collect()
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T, TransferError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?
+        .map_err(TransferError::Io)
+}
+
+/// Uploads the local file `local` as the new version of `remote`; returns
+/// the new VER_NO. The version becomes visible only when every shard is
+/// stored.
+#[allow(clippy::too_many_arguments)]
+pub async fn upload_file(
+    meta: &MetaClient,
+    shards: &ShardClient,
+    acct: Option<&AccountKey>,
+    local: &Path,
+    remote: &str,
+    opts: &UploadOptions,
+    progress: &Progress,
+) -> Result<u64, TransferError> {
+    let policy = meta.policy().await?;
+    if policy.partition_size == 0 {
+        return Err(TransferError::Layout(
+            "server announced a zero partition size".into(),
+        ));
+    }
+    let file = Arc::new(std::fs::File::open(local)?);
+    let size = file.metadata()?.len();
+    let (cipher, key) = match acct {
+        Some(a) => {
+            let (f, a2) = (file.clone(), a.clone());
+            let ps = policy.partition_size;
+            let k = blocking(move || file_key(&f, size, ps, &a2)).await?;
+            (Some(PartitionCipher::new(&k)), Some(a.wrap(&k)))
+        }
+        None => (None, None),
+    };
+    let src = Source {
+        file,
+        size,
+        partition_size: policy.partition_size,
+        cipher,
+    };
+    let s = src.clone();
+    let inline_max = policy.inline_max;
+    let (object_sha1, object_size, inline) = blocking(move || hash_object(&s, inline_max)).await?;
+    progress.start(remote, object_size);
+    let check = CheckRequest {
+        path: remote.to_string(),
+        file_size: size,
+        object_sha1: object_sha1.clone(),
+        object_size,
+        partition_size: policy.partition_size,
+        key,
+        data: inline.map(|d| B64.encode(d)),
+        attrs: opts.attrs.clone(),
+    };
+    let ver_no = match meta.check(&check).await? {
+        CheckResponse::Done { ver_no } => ver_no,
+        CheckResponse::Replica {
+            session,
+            copies,
+            providers,
+            grant,
+        } => {
+            let data = Bytes::from(
+                blocking({
+                    let s = src.clone();
+                    move || s.stored(0)
+                })
+                .await?,
+            );
+            if data.len() as u64 != object_size {
+                return Err(TransferError::Layout(
+                    "a replicated object must be one partition".into(),
+                ));
+            }
+            progress.start(remote, object_size * copies as u64);
+            let (chosen, spares) = providers.split_at(copies.min(providers.len()));
+            let jobs = chosen
+                .iter()
+                .map(|p| ShardJob {
+                    partition: 0,
+                    sha1: object_sha1.clone(),
+                    data: data.clone(),
+                    primary: p.clone(),
+                    grant: grant.clone(),
+                })
+                .collect();
+            let ids = put_shards(shards, jobs, spares, opts.parallel, &|n| {
+                progress.advance(remote, n)
+            })
+            .await?;
+            let partitions = vec![PlacedPartition {
+                index: 0,
+                size: object_size,
+                shards: vec![PlacedShard {
+                    sha1: object_sha1,
+                    size: object_size,
+                    providers: ids,
+                }],
+            }];
+            meta.done(&DoneRequest {
+                session,
+                partitions,
+            })
+            .await?
+            .ver_no
+        }
+        CheckResponse::Erasure {
+            session,
+            k,
+            m,
+            partition_size,
+        } => {
+            if partition_size != policy.partition_size {
+                return Err(TransferError::Layout(
+                    "server changed the partition size mid-upload".into(),
+                ));
+            }
+            let scheme = Scheme::new(k, m).map_err(|e| TransferError::Layout(e.to_string()))?;
+            let total: u64 = (0..src.partitions())
+                .map(|i| {
+                    let plain = size.saturating_sub(i * partition_size).min(partition_size);
+                    scheme.shard_len(stored_len(plain, src.cipher.is_some()) as usize) as u64
+                        * (k + m) as u64
+                })
+                .sum();
+            progress.start(remote, total);
+            let partitions =
+                upload_erasure(meta, shards, &src, scheme, &session, opts, progress, remote)
+                    .await?;
+            meta.done(&DoneRequest {
+                session,
+                partitions,
+            })
+            .await?
+            .ver_no
+        }
+    };
+    progress.finish(remote);
+    Ok(ver_no)
+}
+
+/// Encodes, prepares and stores the partitions window by window; the next
+/// window is encoded while the current one is being stored.
+#[allow(clippy::too_many_arguments)]
+async fn upload_erasure(
+    meta: &MetaClient,
+    shards: &ShardClient,
+    src: &Source,
+    scheme: Scheme,
+    session: &str,
+    opts: &UploadOptions,
+    progress: &Progress,
+    remote: &str,
+) -> Result<Vec<PlacedPartition>, TransferError> {
+    let count = src.partitions();
+    let window = opts.window.max(1);
+    let encode = |from: u64| {
+        let s = src.clone();
+        tokio::task::spawn_blocking(move || {
+            encode_window(&s, scheme, from, (from + window).min(count))
+        })
+    };
+    let mut placed = Vec::with_capacity(count as usize);
+    let mut next = Some(encode(0));
+    let mut from = 0;
+    while let Some(job) = next.take() {
+        let encoded = job
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))??;
+        from += window;
+        if from < count {
+            next = Some(encode(from));
+        }
+        let req = PrepareRequest {
+            session: session.to_string(),
+            partitions: encoded.iter().map(|(m, _)| m.clone()).collect(),
+        };
+        let prepared = meta.prepare(&req).await?;
+        if prepared.partitions.len() != encoded.len() {
+            return Err(TransferError::Layout(
+                "prepare answered for other partitions".into(),
+            ));
+        }
+        let mut jobs = Vec::new();
+        for ((pm, data), pp) in encoded.iter().zip(&prepared.partitions) {
+            if pp.index != pm.index || pp.providers.len() != data.len() {
+                return Err(TransferError::Layout(format!(
+                    "prepare placed partition {} wrongly",
+                    pm.index
+                )));
+            }
+            for ((sm, bytes), provider) in pm.shards.iter().zip(data).zip(&pp.providers) {
+                jobs.push(ShardJob {
+                    partition: pm.index,
+                    sha1: sm.sha1.clone(),
+                    data: bytes.clone(),
+                    primary: provider.clone(),
+                    grant: pp.grant.clone(),
+                });
+            }
+        }
+        let ids = put_shards(shards, jobs, &prepared.spares, opts.parallel, &|n| {
+            progress.advance(remote, n)
+        })
+        .await?;
+        let mut ids = ids.into_iter();
+        for (pm, _) in encoded {
+            let shards = pm
+                .shards
+                .into_iter()
+                .map(|s| PlacedShard {
+                    sha1: s.sha1,
+                    size: s.size,
+                    providers: vec![ids.next().expect("one id per job")],
+                })
+                .collect();
+            placed.push(PlacedPartition {
+                index: pm.index,
+                size: pm.size,
+                shards,
+            });
+        }
+    }
+    Ok(placed)
+}
