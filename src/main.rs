@@ -184,6 +184,9 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(run(cli.command))
 }
 
+/// A shard request slower than this counts as failed (a stalled provider).
+const SHARD_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Says where a server listens, on stdout, for scripts and tests.
 fn announce(url: &str) {
     println!("LISTENING {url}");
@@ -262,7 +265,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let (meta, acct) = client.connect().await?;
             let progress = Progress::default();
             let bar = show_progress(&progress, &remote);
-            let shards = ShardClient::new(Duration::from_secs(60));
+            let shards = ShardClient::new(SHARD_TIMEOUT);
             let r = transfer::upload_file(
                 &meta,
                 &shards,
@@ -286,7 +289,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let layout = meta.layout(&remote).await?;
             let progress = Progress::default();
             let bar = show_progress(&progress, &remote);
-            let shards = ShardClient::new(Duration::from_secs(60));
+            let shards = ShardClient::new(SHARD_TIMEOUT);
             let r = transfer::download_to_file(
                 &shards,
                 &layout,

@@ -141,15 +141,9 @@ impl Meta {
     /// Makes `object` the content of the checked file.
     fn commit(&self, ns: Ns, c: &CheckRequest, object: i64) -> MetaResult<u64> {
         let path = TfsPath::parse(&c.path)?;
-        Ok(self.db.commit_file(
-            ns,
-            &path,
-            object,
-            c.file_size,
-            c.key.as_deref(),
-            &c.attrs,
-            self.cfg.limits,
-        )?)
+        Ok(self
+            .db
+            .commit_file(ns, &path, object, c.file_size, c.key.as_deref(), &c.attrs)?)
     }
 }
 

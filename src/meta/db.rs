@@ -9,6 +9,10 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use super::path::{TfsPath, MAX_DEPTH};
 use crate::proto::{FileAttrs, PlacedPartition, StoreScheme};
 
+#[path = "db_v1.rs"]
+mod v1;
+pub use v1::{NewV1File, V1File, V1Unlink, V1_DELETED, V1_FILE_HEADER, V1_HIDDEN};
+
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("not found")]
@@ -60,6 +64,15 @@ pub struct Node {
 pub struct Limits {
     pub max_subdirs: u64,
     pub max_files: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_subdirs: 100_000,
+            max_files: 1_000_000,
+        }
+    }
 }
 
 /// A stored object as the store keeps it.
@@ -115,8 +128,12 @@ pub struct ProviderRow {
     pub last_seen: u64,
 }
 
+/// A partition's index and stored size.
+pub type PartitionSize = (u64, u64);
+
 pub struct Db {
     conn: Mutex<Connection>,
+    limits: Limits,
 }
 
 const SCHEMA: &str = r#"
@@ -237,9 +254,17 @@ impl Db {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(v1::SCHEMA)?;
         Ok(Db {
             conn: Mutex::new(conn),
+            limits: Limits::default(),
         })
+    }
+
+    /// Sets the per-directory limits that creation and moves enforce.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
@@ -318,15 +343,8 @@ impl Db {
         Ok((dir, rows))
     }
 
-    pub fn create(
-        &self,
-        ns: Ns,
-        path: &TfsPath,
-        kind: Kind,
-        recursive: bool,
-        limits: Limits,
-    ) -> DbResult<Node> {
-        self.tx(|tx| create_in(tx, ns, path, kind, recursive, limits))
+    pub fn create(&self, ns: Ns, path: &TfsPath, kind: Kind, recursive: bool) -> DbResult<Node> {
+        self.tx(|tx| create_in(tx, ns, path, kind, recursive, self.limits))
     }
 
     pub fn remove(&self, ns: Ns, path: &TfsPath, kind: Kind) -> DbResult<()> {
@@ -364,8 +382,8 @@ impl Db {
         kind: Kind,
         recursive: bool,
         overwrite: bool,
-        limits: Limits,
     ) -> DbResult<()> {
+        let limits = self.limits;
         if src.is_root() || dst.is_root() {
             return Err(DbError::Invalid("the root cannot be moved".into()));
         }
@@ -388,6 +406,11 @@ impl Db {
             let node = resolve(tx, ns, src)?
                 .filter(|n| n.kind == kind)
                 .ok_or(DbError::NotFound)?;
+            if kind == Kind::Dir && dst.depth() + subtree_height(tx, node.id)? > MAX_DEPTH {
+                return Err(DbError::Forbidden(format!(
+                    "the moved tree would be more than {MAX_DEPTH} levels deep"
+                )));
+            }
             let parent = match resolve(tx, ns, &dst.parent())? {
                 Some(p) if p.kind == Kind::Dir => p,
                 Some(_) => return Err(DbError::NotFound),
@@ -428,7 +451,11 @@ impl Db {
         self.tx(|tx| {
             let node = resolve(tx, ns, path)?.filter(|n| n.kind == Kind::File).ok_or(DbError::NotFound)?;
             let offset = offset.unwrap_or(node.size);
-            let end = offset.checked_add(length).ok_or_else(|| DbError::Invalid("offset overflows".into()))?;
+            // Offsets are signed 64-bit, in TFS as in SQLite.
+            let end = offset
+                .checked_add(length)
+                .filter(|&e| e <= i64::MAX as u64)
+                .ok_or_else(|| DbError::Invalid("a file must end before byte 2^63".into()))?;
             let overlaps: i64 = tx.query_row(
                 "SELECT COUNT(*) FROM fragments WHERE node=?1 AND offset < ?2 AND offset + length > ?3",
                 params![node.id, end as i64, offset as i64],
@@ -460,8 +487,8 @@ impl Db {
         size: u64,
         key: Option<&str>,
         attrs: &FileAttrs,
-        limits: Limits,
     ) -> DbResult<u64> {
+        let limits = self.limits;
         self.tx(|tx| {
             // A file made by this upload starts at version 1; an existing one
             // gets the next version.
@@ -581,7 +608,7 @@ impl Db {
 
     /// The partitions of an object (index, stored size) and its shards with
     /// the (id, url) of each provider holding them.
-    pub fn object_shards(&self, object: i64) -> DbResult<(Vec<(u64, u64)>, Vec<ShardRow>)> {
+    pub fn object_shards(&self, object: i64) -> DbResult<(Vec<PartitionSize>, Vec<ShardRow>)> {
         let conn = self.lock();
         let mut stmt =
             conn.prepare_cached("SELECT idx, size FROM partitions WHERE object=?1 ORDER BY idx")?;
@@ -722,6 +749,22 @@ fn resolve(conn: &Connection, ns: Ns, path: &TfsPath) -> DbResult<Option<Node>> 
         }
     }
     Ok(Some(node))
+}
+
+/// How many levels lie below a directory (0 when it is empty), counted no
+/// further than MAX_DEPTH.
+fn subtree_height(conn: &Connection, dir: i64) -> DbResult<usize> {
+    let h: i64 = conn.query_row(
+        "WITH RECURSIVE sub(id, kind, depth) AS (
+           SELECT ?1, 0, 0
+           UNION ALL
+           SELECT n.id, n.kind, sub.depth + 1 FROM nodes n JOIN sub ON n.parent = sub.id
+           WHERE sub.kind = 0 AND sub.depth < ?2)
+         SELECT MAX(depth) FROM sub",
+        params![dir, MAX_DEPTH as i64],
+        |r| r.get(0),
+    )?;
+    Ok(h as usize)
 }
 
 fn touch(conn: &Connection, id: i64) -> DbResult<()> {

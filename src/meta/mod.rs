@@ -6,7 +6,9 @@ pub mod db;
 mod objects;
 pub mod path;
 mod placement;
+mod rest_v1;
 mod rest_v2;
+pub mod tfs_name;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -55,10 +57,7 @@ impl MetaConfig {
             m: 2,
             spares: 2,
             provider_timeout: Duration::from_secs(15),
-            limits: Limits {
-                max_subdirs: 100_000,
-                max_files: 1_000_000,
-            },
+            limits: Limits::default(),
             session_ttl: Duration::from_secs(3600),
             grant_ttl: Duration::from_secs(600),
             max_body: 256 << 20,
@@ -134,7 +133,7 @@ pub struct Meta {
 impl Meta {
     /// Opens the store under `cfg.data`, making the signing key on first start.
     pub fn open(cfg: MetaConfig) -> anyhow::Result<Self> {
-        let db = Db::open(&cfg.data)?;
+        let db = Db::open(&cfg.data)?.with_limits(cfg.limits);
         let key = match db.config_get("signing_key")? {
             Some(raw) => SigningKey::from_bytes(
                 &raw.try_into()

@@ -87,7 +87,7 @@ mod tests {
         assert_eq!(ids(&a).len(), 6);
         assert_eq!(ids(&b).len(), 6);
         assert_ne!(ids(&a), ids(&b));
-        let s = spares(&alive, &[a.clone()], 2);
+        let s = spares(&alive, std::slice::from_ref(&a), 2);
         assert!(
             !a.iter().any(|p| p.id == s[0].id),
             "the unused provider is the first spare"

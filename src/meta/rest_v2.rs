@@ -6,12 +6,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
+use futures::StreamExt;
 
 use super::db::{Kind, Node, Ns};
 use super::path::TfsPath;
@@ -36,6 +37,10 @@ async fn dispatch(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    if let Some(rest) = uri.path().strip_prefix("/v1/") {
+        let result = super::rest_v1::v1(&m, &method, rest, uri.query(), body).await;
+        return result.unwrap_or_else(IntoResponse::into_response);
+    }
     let result = match uri.path().strip_prefix("/v2/") {
         Some(rest) => v2(&m, &method, rest, uri.query(), &headers, body).await,
         None => Err(MetaError::NotFound(format!("no route {}", uri.path()))),
@@ -71,13 +76,16 @@ impl Params {
         }
     }
 
+    /// A non-negative integer; TFS's offsets and sizes are signed 64-bit.
     fn number(&self, name: &str) -> MetaResult<Option<u64>> {
         self.0
             .get(name)
-            .map(|v| {
-                v.parse::<u64>().map_err(|_| {
-                    MetaError::BadRequest(format!("{name} must be a non-negative integer"))
-                })
+            .map(|v| match v.parse::<u64>() {
+                Ok(n) if n <= i64::MAX as u64 => Ok(n),
+                _ => Err(MetaError::BadRequest(format!(
+                    "{name} must be an integer from 0 to {}",
+                    i64::MAX
+                ))),
             })
             .transpose()
     }
@@ -169,7 +177,6 @@ async fn v2(
     let path = TfsPath::parse_encoded(raw_path)?;
     let q = Params::parse(query)?;
     let kind = if is_dir { Kind::Dir } else { Kind::File };
-    let limits = m.cfg.limits;
     match (listing, method.clone()) {
         (true, Method::GET) if is_dir => {
             let (_, children) = m.db.list(ns, &path)?;
@@ -206,12 +213,11 @@ async fn v2(
                     kind,
                     q.flag("recursive")?,
                     q.flag("overwrite")?,
-                    limits,
                 )?;
                 Ok(StatusCode::OK.into_response())
             }
             None => {
-                m.db.create(ns, &path, kind, q.flag("recursive")?, limits)?;
+                m.db.create(ns, &path, kind, q.flag("recursive")?)?;
                 Ok(StatusCode::CREATED.into_response())
             }
         },
@@ -260,6 +266,19 @@ async fn write(m: &Meta, ns: Ns, path: &TfsPath, q: &Params, body: Bytes) -> Met
     Ok(StatusCode::OK.into_response())
 }
 
+/// A read is sent in windows of at most this many bytes (ending on multiples
+/// of it), so a large or sparse file streams instead of sitting in memory.
+const READ_WINDOW: u64 = 32 << 20;
+
+fn read_error(e: TransferError) -> MetaError {
+    match e {
+        TransferError::NeedKey => {
+            MetaError::Forbidden("the file is encrypted: read it with its owner's client".into())
+        }
+        e => MetaError::Internal(e.to_string()),
+    }
+}
+
 async fn read(m: &Meta, ns: Ns, path: &TfsPath, q: &Params) -> MetaResult<Response> {
     let node = m.db.stat(ns, path)?;
     if node.kind != Kind::File {
@@ -267,18 +286,40 @@ async fn read(m: &Meta, ns: Ns, path: &TfsPath, q: &Params) -> MetaResult<Respon
     }
     let offset = q.number("offset")?.unwrap_or(0);
     let size = q.size()?.unwrap_or(u64::MAX);
+    let end = offset.saturating_add(size).min(node.size).max(offset);
+    let window_end = move |at: u64| end.min((at / READ_WINDOW + 1).saturating_mul(READ_WINDOW));
     let layout = m.file_layout(&node)?;
-    let data = read_range(&m.shards, &layout, None, offset, size)
+    // The first window is read before answering, so its errors get a status.
+    let first_end = window_end(offset);
+    let first = read_range(&m.shards, &layout, None, offset, first_end - offset)
         .await
-        .map_err(|e| match e {
-            TransferError::NeedKey => MetaError::Forbidden(
-                "the file is encrypted: read it with its owner's client".into(),
-            ),
-            e => MetaError::Internal(e.to_string()),
-        })?;
-    Ok((
-        [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
-        data,
-    )
-        .into_response())
+        .map_err(read_error)?;
+    let headers = [
+        (
+            axum::http::header::CONTENT_TYPE,
+            "application/octet-stream".to_string(),
+        ),
+        (
+            axum::http::header::CONTENT_LENGTH,
+            (end - offset).to_string(),
+        ),
+    ];
+    if first_end == end {
+        return Ok((headers, first).into_response());
+    }
+    let rest = futures::stream::try_unfold(
+        (first_end, m.shards.clone(), layout),
+        move |(at, shards, layout)| async move {
+            if at >= end {
+                return Ok(None);
+            }
+            let to = window_end(at);
+            let data = read_range(&shards, &layout, None, at, to - at)
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            Ok(Some((Bytes::from(data), (to, shards, layout))))
+        },
+    );
+    let first = futures::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(first)) });
+    Ok((headers, Body::from_stream(first.chain(rest))).into_response())
 }
