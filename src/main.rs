@@ -119,6 +119,9 @@ struct MetaArgs {
     m: usize,
     #[arg(long, default_value_t = 15)]
     provider_timeout_secs: u64,
+    /// An upload session not finished within this time is refused.
+    #[arg(long, default_value_t = 3600)]
+    session_ttl_secs: u64,
     #[arg(long, default_value_t = 100_000)]
     max_subdirs: u64,
     #[arg(long, default_value_t = 1_000_000)]
@@ -203,6 +206,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             cfg.k = a.k.max(1);
             cfg.m = a.m;
             cfg.provider_timeout = Duration::from_secs(a.provider_timeout_secs);
+            cfg.session_ttl = Duration::from_secs(a.session_ttl_secs);
             cfg.limits = Limits {
                 max_subdirs: a.max_subdirs,
                 max_files: a.max_files,

@@ -97,6 +97,9 @@ fn ns(m: &Meta, headers: &HeaderMap, appid: u64, uid: u64, write: bool) -> MetaR
     Ok(Ns { appid, uid })
 }
 
+/// Largest file an upload may announce: 4 TiB.
+const MAX_FILE_SIZE: u64 = 1 << 42;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum Plan {
     Replica { copies: usize },
@@ -156,6 +159,11 @@ fn validate_check(m: &Meta, c: &CheckRequest) -> MetaResult<TfsPath> {
         return Err(MetaError::BadRequest(
             "object_sha1 is not a lower-case hex SHA-1".into(),
         ));
+    }
+    if c.file_size > MAX_FILE_SIZE {
+        return Err(MetaError::BadRequest(format!(
+            "a file is at most {MAX_FILE_SIZE} bytes"
+        )));
     }
     if c.partition_size != m.cfg.partition_size {
         return Err(MetaError::BadRequest(format!(

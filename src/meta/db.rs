@@ -151,6 +151,7 @@ CREATE TABLE IF NOT EXISTS nodes(
   create_time INTEGER NOT NULL, modify_time INTEGER NOT NULL,
   mode INTEGER, mtime_ns INTEGER,
   UNIQUE(appid, uid, parent, name));
+CREATE INDEX IF NOT EXISTS nodes_parent ON nodes(parent, name);
 CREATE TABLE IF NOT EXISTS objects(
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   appid INTEGER NOT NULL, uid INTEGER NOT NULL, sha1 TEXT NOT NULL,
