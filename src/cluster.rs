@@ -65,7 +65,8 @@ impl Cluster {
             };
             running.push(provider::start(listener, cfg).await?);
         }
-        wait_for_providers(&meta.url, providers).await?;
+        let urls: Vec<String> = running.iter().map(|p| p.url.clone()).collect();
+        wait_for_providers(&meta.url, &urls).await?;
         let info = ClusterInfo {
             meta_url: meta.url.clone(),
             appkey,
@@ -88,13 +89,17 @@ impl Cluster {
     }
 }
 
-/// Waits until the metadata server counts `n` live providers.
-pub async fn wait_for_providers(meta_url: &str, n: usize) -> anyhow::Result<()> {
+/// Waits until the metadata server lists every one of `urls` as alive (a
+/// restarted provider's new address included).
+pub async fn wait_for_providers(meta_url: &str, urls: &[String]) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     for _ in 0..200 {
         if let Ok(r) = http.get(format!("{meta_url}/api/providers")).send().await {
             if let Ok(list) = r.json::<Vec<crate::proto::ProviderStatus>>().await {
-                if list.iter().filter(|p| p.alive).count() >= n {
+                if urls
+                    .iter()
+                    .all(|u| list.iter().any(|p| p.alive && &p.url == u))
+                {
                     return Ok(());
                 }
             }

@@ -8,26 +8,30 @@ use std::path::PathBuf;
 
 use rand::RngCore;
 
-/// `$XDG_CONFIG_HOME/tfsfs`, else `~/.config/tfsfs`.
-pub fn config_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("XDG_CONFIG_HOME").filter(|d| !d.is_empty()) {
+/// `$VAR/tfsfs`, else `~/FALLBACK/tfsfs` (the XDG base directory rule).
+fn xdg(var: &str, fallback: &str) -> PathBuf {
+    if let Some(d) = std::env::var_os(var).filter(|d| !d.is_empty()) {
         return PathBuf::from(d).join("tfsfs");
     }
     let home = std::env::var_os("HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/root"));
-    home.join(".config").join("tfsfs")
+    home.join(fallback).join("tfsfs")
 }
 
-/// `$XDG_DATA_HOME/tfsfs`, else `~/.local/share/tfsfs`.
+/// Where the master secret lives.
+pub fn config_dir() -> PathBuf {
+    xdg("XDG_CONFIG_HOME", ".config")
+}
+
+/// Where the embedded cluster keeps its state.
 pub fn data_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d).join("tfsfs");
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/root"));
-    home.join(".local").join("share").join("tfsfs")
+    xdg("XDG_DATA_HOME", ".local/share")
+}
+
+/// Where the drive stages writes.
+pub fn cache_dir() -> PathBuf {
+    xdg("XDG_CACHE_HOME", ".cache")
 }
 
 /// Reads the master secret, creating it (mode 0600) on first use.

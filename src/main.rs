@@ -27,6 +27,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Mount the drive at DIR (with no --meta, on an embedded local cluster).
+    Mount(MountArgs),
     /// Run the metadata server (TFS v1/v2 REST, upload sessions, placement).
     Meta(MetaArgs),
     /// Run a storage provider (content-addressed shard store).
@@ -79,6 +81,40 @@ enum Command {
     },
 }
 
+#[derive(Args)]
+struct MountArgs {
+    dir: PathBuf,
+    /// Metadata server; without it an embedded cluster (meta + 6 providers) starts.
+    #[arg(long, env = "TFSFS_META")]
+    meta: Option<String>,
+    #[arg(long, env = "TFSFS_APPKEY")]
+    appkey: Option<String>,
+    #[arg(long, env = "TFSFS_UID", default_value_t = 1)]
+    uid: u64,
+    /// Staging and cache directory (default $XDG_CACHE_HOME/tfsfs/...).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Bytes of decoded data kept in memory.
+    #[arg(long, default_value_t = 512 << 20)]
+    cache_size: u64,
+    #[arg(long)]
+    no_encrypt: bool,
+    /// Mount options; `allow_other` lets other users in.
+    #[arg(short = 'o')]
+    options: Vec<String>,
+    /// Stay in the foreground (otherwise detach once mounted).
+    #[arg(long)]
+    foreground: bool,
+    /// State of the embedded cluster (default $XDG_DATA_HOME/tfsfs).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    #[arg(long, default_value_t = 6)]
+    providers: usize,
+    /// FUSE worker threads.
+    #[arg(long, default_value_t = 8)]
+    threads: usize,
+}
+
 #[derive(Subcommand)]
 enum AdminCommand {
     App {
@@ -119,6 +155,9 @@ struct MetaArgs {
     m: usize,
     #[arg(long, default_value_t = 15)]
     provider_timeout_secs: u64,
+    /// Bytes each account may store (its free tier).
+    #[arg(long, default_value_t = 100 << 30)]
+    free_capacity: u64,
     /// An upload session not finished within this time is refused.
     #[arg(long, default_value_t = 3600)]
     session_ttl_secs: u64,
@@ -181,10 +220,40 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if let Command::Mount(m) = cli.command {
+        return mount(m);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(run(cli.command))
+}
+
+fn mount(a: MountArgs) -> anyhow::Result<()> {
+    let mut allow_other = false;
+    for opt in a.options.iter().flat_map(|o| o.split(',')) {
+        match opt {
+            "allow_other" => allow_other = true,
+            "" => {}
+            other => anyhow::bail!("unknown mount option {other:?} (known: allow_other)"),
+        }
+    }
+    if !a.foreground {
+        return tfsfs::mount::detach(&a.dir);
+    }
+    tfsfs::mount::run(tfsfs::mount::MountOptions {
+        dir: a.dir,
+        meta: a.meta,
+        appkey: a.appkey,
+        uid: a.uid,
+        cache_dir: a.cache_dir,
+        cache_size: a.cache_size,
+        encrypt: !a.no_encrypt,
+        allow_other,
+        data_dir: a.data.unwrap_or_else(tfsfs::config::data_dir),
+        providers: a.providers,
+        threads: a.threads,
+    })
 }
 
 /// A shard request slower than this counts as failed (a stalled provider).
@@ -197,6 +266,7 @@ fn announce(url: &str) {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
+        Command::Mount(_) => unreachable!("handled before the runtime starts"),
         Command::Meta(a) => {
             let mut cfg = MetaConfig::new(a.data);
             cfg.public_read = a.public_read;
@@ -206,6 +276,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             cfg.k = a.k.max(1);
             cfg.m = a.m;
             cfg.provider_timeout = Duration::from_secs(a.provider_timeout_secs);
+            cfg.free_capacity = a.free_capacity;
             cfg.session_ttl = Duration::from_secs(a.session_ttl_secs);
             cfg.limits = Limits {
                 max_subdirs: a.max_subdirs,

@@ -35,6 +35,10 @@ pub struct FileAttrs {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CheckRequest {
     pub path: String,
+    /// Commit to this node (by id, wherever it now is) instead of `path`;
+    /// the drive uploads open files this way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<i64>,
     /// Plaintext size of the file.
     pub file_size: u64,
     /// SHA-1 (hex) of the stored bytes, i.e. the object id.
@@ -229,12 +233,6 @@ pub struct ProviderHealth {
     pub capacity: u64,
 }
 
-/// Error body of the `/api/` routes.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ApiError {
-    pub error: String,
-}
-
 /// An entry of a v2 directory listing, as TFS prints it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -247,4 +245,104 @@ pub struct TfsEntry {
     pub create_time: String,
     pub modify_time: String,
     pub ver_no: u64,
+}
+
+/// Attributes `setattr` may change (the drive's extension).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SetAttrs {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub atime_ns: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtime_ns: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeKind {
+    Dir,
+    File,
+    Symlink,
+}
+
+/// A node with its POSIX attributes (the drive's extension).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeAttr {
+    pub id: i64,
+    pub parent: i64,
+    pub name: String,
+    pub kind: NodeKind,
+    pub size: u64,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub atime_ns: i64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub ver_no: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+/// `fs/make`: a directory, an empty file or a symlink.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MakeRequest {
+    pub parent: i64,
+    pub name: String,
+    pub kind: NodeKind,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    #[serde(default)]
+    pub target: Option<String>,
+}
+
+/// `fs/remove`: unlink, or rmdir when `dir`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemoveRequest {
+    pub parent: i64,
+    pub name: String,
+    pub dir: bool,
+}
+
+/// `fs/rename`: rename(2) with its flags.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RenameRequest {
+    pub parent: i64,
+    pub name: String,
+    pub new_parent: i64,
+    pub new_name: String,
+    #[serde(default)]
+    pub noreplace: bool,
+    #[serde(default)]
+    pub exchange: bool,
+}
+
+/// `fs/setattr`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetAttrRequest {
+    pub id: i64,
+    #[serde(flatten)]
+    pub attrs: SetAttrs,
+}
+
+/// `fs/statfs`: the account's capacity and use.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FsStats {
+    pub capacity: u64,
+    pub used: u64,
+    pub files: u64,
+}
+
+/// Error body of the drive's `/api/ns/.../fs/` routes: `errno` names the
+/// POSIX error (ENOENT, EEXIST, ENOTEMPTY, ...).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FsApiError {
+    pub error: String,
+    pub errno: String,
 }

@@ -4,7 +4,7 @@
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::proto::*;
 
@@ -22,6 +22,16 @@ impl ClientError {
     pub fn status(&self) -> Option<StatusCode> {
         match self {
             ClientError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The errno the drive's `fs/` routes name in their error body.
+    pub fn errno(&self) -> Option<String> {
+        match self {
+            ClientError::Status { body, .. } => serde_json::from_str::<FsApiError>(body)
+                .ok()
+                .map(|e| e.errno),
             _ => None,
         }
     }
@@ -193,5 +203,76 @@ impl MetaClient {
             .send()
             .await?;
         Self::checked(r).await.map(drop)
+    }
+
+    // ---- the drive's extension: the namespace by node id ----
+
+    async fn fs_get<T: DeserializeOwned>(
+        &self,
+        route: &str,
+        query: &[(&str, &str)],
+    ) -> Result<T, ClientError> {
+        Self::decode(
+            self.api(Method::GET, &format!("fs/{route}"))
+                .query(query)
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    async fn fs_post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        route: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        Self::decode(
+            self.api(Method::POST, &format!("fs/{route}"))
+                .json(body)
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    pub async fn fs_root(&self) -> Result<NodeAttr, ClientError> {
+        self.fs_get("root", &[]).await
+    }
+
+    pub async fn fs_node(&self, id: i64) -> Result<NodeAttr, ClientError> {
+        self.fs_get(&format!("node/{id}"), &[]).await
+    }
+
+    pub async fn fs_lookup(&self, parent: i64, name: &str) -> Result<NodeAttr, ClientError> {
+        self.fs_get(&format!("lookup/{parent}"), &[("name", name)])
+            .await
+    }
+
+    pub async fn fs_children(&self, id: i64) -> Result<Vec<NodeAttr>, ClientError> {
+        self.fs_get(&format!("children/{id}"), &[]).await
+    }
+
+    pub async fn fs_layout(&self, id: i64) -> Result<FileLayout, ClientError> {
+        self.fs_get(&format!("layout/{id}"), &[]).await
+    }
+
+    pub async fn fs_statfs(&self) -> Result<FsStats, ClientError> {
+        self.fs_get("statfs", &[]).await
+    }
+
+    pub async fn fs_make(&self, req: &MakeRequest) -> Result<NodeAttr, ClientError> {
+        self.fs_post("make", req).await
+    }
+
+    pub async fn fs_remove(&self, req: &RemoveRequest) -> Result<(), ClientError> {
+        self.fs_post("remove", req).await
+    }
+
+    pub async fn fs_rename(&self, req: &RenameRequest) -> Result<(), ClientError> {
+        self.fs_post("rename", req).await
+    }
+
+    pub async fn fs_setattr(&self, req: &SetAttrRequest) -> Result<NodeAttr, ClientError> {
+        self.fs_post("setattr", req).await
     }
 }

@@ -85,7 +85,13 @@ async fn heartbeat(State(m): State<Arc<Meta>>, b: Body<Heartbeat>) -> MetaResult
 }
 
 /// Namespace of an `/api/ns/{appid}/{uid}` route, checked against the caller.
-fn ns(m: &Meta, headers: &HeaderMap, appid: u64, uid: u64, write: bool) -> MetaResult<Ns> {
+pub(super) fn ns(
+    m: &Meta,
+    headers: &HeaderMap,
+    appid: u64,
+    uid: u64,
+    write: bool,
+) -> MetaResult<Ns> {
     if appid == 0 || uid == 0 {
         return Err(MetaError::BadRequest("appid and uid are non-zero".into()));
     }
@@ -143,17 +149,37 @@ impl Meta {
 
     /// Makes `object` the content of the checked file.
     fn commit(&self, ns: Ns, c: &CheckRequest, object: i64) -> MetaResult<u64> {
-        let path = TfsPath::parse(&c.path)?;
-        Ok(self
-            .db
-            .commit_file(ns, &path, object, c.file_size, c.key.as_deref(), &c.attrs)?)
+        let key = c.key.as_deref();
+        Ok(match c.node {
+            Some(id) => self
+                .db
+                .commit_node(ns, id, object, c.file_size, key, &c.attrs)?,
+            None => {
+                let path = TfsPath::parse(&c.path)?;
+                self.db
+                    .commit_file(ns, &path, object, c.file_size, key, &c.attrs)?
+            }
+        })
     }
 }
 
-fn validate_check(m: &Meta, c: &CheckRequest) -> MetaResult<TfsPath> {
-    let path = TfsPath::parse(&c.path)?;
-    if path.is_root() {
-        return Err(MetaError::BadRequest("cannot upload to the root".into()));
+/// Checks an upload's announcement and that its target can be a file.
+fn validate_check(m: &Meta, ns: Ns, c: &CheckRequest) -> MetaResult<()> {
+    match c.node {
+        Some(id) => {
+            if m.db.node(ns, id)?.kind != Kind::File {
+                return Err(MetaError::Conflict(format!("node {id} is not a file")));
+            }
+        }
+        None => {
+            let path = TfsPath::parse(&c.path)?;
+            if path.is_root() {
+                return Err(MetaError::BadRequest("cannot upload to the root".into()));
+            }
+            if matches!(m.db.stat(ns, &path), Ok(node) if node.kind == Kind::Dir) {
+                return Err(MetaError::Conflict(format!("{path} is a directory")));
+            }
+        }
     }
     if !is_sha1_hex(&c.object_sha1) {
         return Err(MetaError::BadRequest(
@@ -178,7 +204,7 @@ fn validate_check(m: &Meta, c: &CheckRequest) -> MetaResult<TfsPath> {
             c.object_size, c.file_size
         )));
     }
-    Ok(path)
+    Ok(())
 }
 
 async fn check(
@@ -189,11 +215,12 @@ async fn check(
 ) -> MetaResult<Json<CheckResponse>> {
     let ns = ns(&m, &headers, appid, uid, true)?;
     let c = body(b)?;
-    let path = validate_check(&m, &c)?;
-    if let Ok(node) = m.db.stat(ns, &path) {
-        if node.kind == Kind::Dir {
-            return Err(MetaError::Conflict(format!("{path} is a directory")));
-        }
+    validate_check(&m, ns, &c)?;
+    let known =
+        m.db.find_object(ns, &c.object_sha1)?
+            .filter(|o| o.stored_size == c.object_size && o.plain_size == c.file_size);
+    if known.is_none() {
+        m.check_quota(ns, c.object_size)?;
     }
     if c.file_size <= INLINE_MAX {
         let data = c.data.as_deref().ok_or_else(|| {
@@ -230,12 +257,10 @@ async fn check(
             "only files of at most {INLINE_MAX} bytes travel inline"
         )));
     }
-    if let Some(o) = m.db.find_object(ns, &c.object_sha1)? {
-        if o.stored_size == c.object_size && o.plain_size == c.file_size {
-            return Ok(Json(CheckResponse::Done {
-                ver_no: m.commit(ns, &c, o.id)?,
-            }));
-        }
+    if let Some(o) = known {
+        return Ok(Json(CheckResponse::Done {
+            ver_no: m.commit(ns, &c, o.id)?,
+        }));
     }
     let alive = m.alive()?;
     let session = new_session_id();

@@ -9,8 +9,11 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use super::path::{TfsPath, MAX_DEPTH};
 use crate::proto::{FileAttrs, PlacedPartition, StoreScheme};
 
+#[path = "db_fs.rs"]
+mod fs;
 #[path = "db_v1.rs"]
 mod v1;
+pub use fs::NewNode;
 pub use v1::{NewV1File, V1File, V1Unlink, V1_DELETED, V1_FILE_HEADER, V1_HIDDEN};
 
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +24,12 @@ pub enum DbError {
     Exists,
     #[error("directory not empty")]
     NotEmpty,
+    #[error("not a directory")]
+    NotDir,
+    #[error("is a directory")]
+    IsDir,
+    #[error("name too long")]
+    NameTooLong,
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
@@ -44,6 +53,8 @@ pub struct Ns {
 pub enum Kind {
     Dir = 0,
     File = 1,
+    /// A symbolic link (an extension for the drive; a file to v2 listings).
+    Symlink = 2,
 }
 
 #[derive(Debug, Clone)]
@@ -57,6 +68,11 @@ pub struct Node {
     pub create_time: i64,
     pub modify_time: i64,
     pub attrs: FileAttrs,
+    pub owner: u32,
+    pub group: u32,
+    pub atime_ns: Option<i64>,
+    pub ctime_ns: Option<i64>,
+    pub target: Option<String>,
 }
 
 /// Per-directory limits (TFS refuses past them with 403).
@@ -150,6 +166,8 @@ CREATE TABLE IF NOT EXISTS nodes(
   ver_no INTEGER NOT NULL DEFAULT 0,
   create_time INTEGER NOT NULL, modify_time INTEGER NOT NULL,
   mode INTEGER, mtime_ns INTEGER,
+  owner INTEGER NOT NULL DEFAULT 0, grp INTEGER NOT NULL DEFAULT 0,
+  atime_ns INTEGER, ctime_ns INTEGER, target TEXT,
   UNIQUE(appid, uid, parent, name));
 CREATE INDEX IF NOT EXISTS nodes_parent ON nodes(parent, name);
 CREATE TABLE IF NOT EXISTS objects(
@@ -179,6 +197,11 @@ CREATE TABLE IF NOT EXISTS sessions(
   expires INTEGER NOT NULL, state TEXT NOT NULL);
 "#;
 
+/// Nanoseconds since the epoch.
+pub fn now_ns() -> i64 {
+    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
+}
+
 pub fn unix_now() -> i64 {
     chrono::Utc::now().timestamp()
 }
@@ -206,17 +229,18 @@ fn scheme_of(code: i64) -> StoreScheme {
 }
 
 const NODE_COLS: &str =
-    "id, parent, name, kind, size, ver_no, create_time, modify_time, mode, mtime_ns";
+    "id, parent, name, kind, size, ver_no, create_time, modify_time, mode, mtime_ns, \
+     owner, grp, atime_ns, ctime_ns, target";
 
 fn node_of(r: &rusqlite::Row) -> rusqlite::Result<Node> {
     Ok(Node {
         id: r.get(0)?,
         parent: r.get(1)?,
         name: r.get(2)?,
-        kind: if r.get::<_, i64>(3)? == 0 {
-            Kind::Dir
-        } else {
-            Kind::File
+        kind: match r.get::<_, i64>(3)? {
+            0 => Kind::Dir,
+            2 => Kind::Symlink,
+            _ => Kind::File,
         },
         size: r.get::<_, i64>(4)? as u64,
         ver_no: r.get::<_, i64>(5)? as u64,
@@ -226,6 +250,11 @@ fn node_of(r: &rusqlite::Row) -> rusqlite::Result<Node> {
             mode: r.get::<_, Option<i64>>(8)?.map(|m| m as u32),
             mtime_ns: r.get(9)?,
         },
+        owner: r.get::<_, i64>(10)? as u32,
+        group: r.get::<_, i64>(11)? as u32,
+        atime_ns: r.get(12)?,
+        ctime_ns: r.get(13)?,
+        target: r.get(14)?,
     })
 }
 
@@ -498,18 +527,7 @@ impl Db {
                 Some(_) => return Err(DbError::Exists),
                 None => (create_in(tx, ns, path, Kind::File, true, limits)?, 0),
             };
-            tx.execute("DELETE FROM fragments WHERE node=?1", [node.id])?;
-            if size > 0 {
-                tx.execute(
-                    "INSERT INTO fragments(node, offset, length, object, key) VALUES(?1, 0, ?2, ?3, ?4)",
-                    params![node.id, size as i64, object, key],
-                )?;
-            }
-            tx.execute(
-                "UPDATE nodes SET size=?1, ver_no=ver_no+?2, modify_time=?3, mode=COALESCE(?4, mode), mtime_ns=?5 WHERE id=?6",
-                params![size as i64, bump, unix_now(), attrs.mode.map(i64::from), attrs.mtime_ns, node.id],
-            )?;
-            Ok(node.ver_no + bump as u64)
+            replace_content(tx, &node, object, size, key, attrs, bump)
         })
     }
 
@@ -768,10 +786,40 @@ fn subtree_height(conn: &Connection, dir: i64) -> DbResult<usize> {
     Ok(h as usize)
 }
 
+/// Makes `object` the whole content of a file: one fragment, version
+/// bumped by `bump`, times and mode from the upload.
+fn replace_content(
+    tx: &Connection,
+    node: &Node,
+    object: i64,
+    size: u64,
+    key: Option<&str>,
+    attrs: &FileAttrs,
+    bump: i64,
+) -> DbResult<u64> {
+    tx.execute("DELETE FROM fragments WHERE node=?1", [node.id])?;
+    if size > 0 {
+        tx.execute(
+            "INSERT INTO fragments(node, offset, length, object, key) VALUES(?1, 0, ?2, ?3, ?4)",
+            params![node.id, size as i64, object, key],
+        )?;
+    }
+    let now = now_ns();
+    let mtime = attrs.mtime_ns.unwrap_or(now);
+    tx.execute(
+        "UPDATE nodes SET size=?1, ver_no=ver_no+?2, modify_time=?3, mode=COALESCE(?4, mode), mtime_ns=?5,
+           ctime_ns=?6 WHERE id=?7",
+        params![size as i64, bump, mtime.div_euclid(1_000_000_000), attrs.mode.map(i64::from), mtime, now, node.id],
+    )?;
+    Ok(node.ver_no + bump as u64)
+}
+
+/// A directory's entries changed: its modification and change times move.
 fn touch(conn: &Connection, id: i64) -> DbResult<()> {
+    let now = now_ns();
     conn.execute(
-        "UPDATE nodes SET modify_time=?1 WHERE id=?2",
-        params![unix_now(), id],
+        "UPDATE nodes SET modify_time=?1, mtime_ns=?2, ctime_ns=?2 WHERE id=?3",
+        params![now.div_euclid(1_000_000_000), now, id],
     )?;
     Ok(())
 }
@@ -784,7 +832,7 @@ fn check_limits(conn: &Connection, parent: i64, kind: Kind, limits: Limits) -> D
     )?;
     let (max, what) = match kind {
         Kind::Dir => (limits.max_subdirs, "subdirectories"),
-        Kind::File => (limits.max_files, "files"),
+        Kind::File | Kind::Symlink => (limits.max_files, "files"),
     };
     if count as u64 >= max {
         return Err(DbError::Forbidden(format!(

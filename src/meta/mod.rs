@@ -2,6 +2,7 @@
 //! the provider registry, over one SQL store.
 
 mod api;
+mod api_fs;
 pub mod db;
 mod objects;
 pub mod path;
@@ -43,6 +44,8 @@ pub struct MetaConfig {
     pub grant_ttl: Duration,
     /// Largest request body the REST routes accept.
     pub max_body: usize,
+    /// Bytes every account may store before it buys more.
+    pub free_capacity: u64,
 }
 
 impl MetaConfig {
@@ -61,6 +64,7 @@ impl MetaConfig {
             session_ttl: Duration::from_secs(3600),
             grant_ttl: Duration::from_secs(600),
             max_body: 256 << 20,
+            free_capacity: 100 << 30,
         }
     }
 }
@@ -79,6 +83,8 @@ pub enum MetaError {
     Conflict(String),
     #[error("{0}")]
     Unavailable(String),
+    #[error("quota exceeded: {0}")]
+    Quota(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -92,6 +98,8 @@ impl From<DbError> for MetaError {
             DbError::Forbidden(m) => MetaError::Forbidden(m),
             DbError::Invalid(m) => MetaError::BadRequest(m),
             DbError::Overlap => MetaError::Conflict("data already exists at that offset".into()),
+            DbError::NotDir | DbError::IsDir => MetaError::Conflict(e.to_string()),
+            DbError::NameTooLong => MetaError::BadRequest(e.to_string()),
             DbError::Sql(e) => MetaError::Internal(e.to_string()),
         }
     }
@@ -112,6 +120,7 @@ impl IntoResponse for MetaError {
             MetaError::NotFound(_) => StatusCode::NOT_FOUND,
             MetaError::Conflict(_) => StatusCode::CONFLICT,
             MetaError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            MetaError::Quota(_) => StatusCode::PAYLOAD_TOO_LARGE,
             MetaError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {
@@ -185,6 +194,25 @@ impl Meta {
     }
 }
 
+impl Meta {
+    /// An account's capacity in bytes.
+    fn capacity(&self, _ns: Ns) -> MetaResult<u64> {
+        Ok(self.cfg.free_capacity)
+    }
+
+    /// Refuses to store `more` bytes that would take `ns` past its capacity.
+    fn check_quota(&self, ns: Ns, more: u64) -> MetaResult<()> {
+        let (used, _) = self.db.usage(ns)?;
+        let capacity = self.capacity(ns)?;
+        if used.saturating_add(more) > capacity {
+            return Err(MetaError::Quota(format!(
+                "{used} of {capacity} bytes used; {more} more do not fit"
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Creates an app; a random 32-byte appkey unless one is given.
 pub fn create_app(db: &Db, appkey: Option<String>) -> MetaResult<(String, u64)> {
     let appkey = appkey.unwrap_or_else(|| {
@@ -220,7 +248,9 @@ pub async fn start(
 ) -> anyhow::Result<RunningMeta> {
     let url = format!("http://{}", listener.local_addr()?);
     let meta = Arc::new(Meta::open(cfg)?);
-    let app = api::routes(meta.clone()).merge(rest_v2::routes(meta.clone()));
+    let app = api::routes(meta.clone())
+        .merge(api_fs::routes(meta.clone()))
+        .merge(rest_v2::routes(meta.clone()));
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "metadata server stopped");

@@ -108,6 +108,7 @@ impl Meta {
             return Ok(o.id);
         }
         let size = data.len() as u64;
+        self.check_quota(ns, size)?;
         let mut new = NewObject {
             sha1: &sha1,
             scheme: StoreScheme::Inline,

@@ -23,6 +23,8 @@ use crate::proto::*;
 #[derive(Debug, Clone)]
 pub struct UploadOptions {
     pub attrs: FileAttrs,
+    /// Commit to this node id rather than to the remote path.
+    pub node: Option<i64>,
     /// Shard PUTs in flight at once.
     pub parallel: usize,
     /// Partitions encoded per UploadFilePrepare round.
@@ -33,6 +35,7 @@ impl Default for UploadOptions {
     fn default() -> Self {
         UploadOptions {
             attrs: FileAttrs::default(),
+            node: None,
             parallel: 12,
             window: 4,
         }
@@ -178,6 +181,7 @@ pub async fn upload_file(
     let (object_sha1, object_size, inline) = blocking(move || hash_object(&s, inline_max)).await?;
     progress.start(remote, object_size);
     let check = CheckRequest {
+        node: opts.node,
         path: remote.to_string(),
         file_size: size,
         object_sha1: object_sha1.clone(),

@@ -1,0 +1,150 @@
+//! What the filesystem core needs from storage, and its implementation over
+//! the metadata server and providers. The core is generic over `Backend`,
+//! so it can be driven by another client (or a test double) unchanged.
+
+use std::future::Future;
+use std::path::Path;
+
+use super::FsError;
+use crate::client::meta::{ClientError, MetaClient};
+use crate::client::provider::ShardClient;
+use crate::codec::crypt::{AccountKey, PartitionCipher};
+use crate::proto::*;
+use crate::transfer::{self, Progress, TransferError, UploadOptions};
+
+pub type BResult<T> = Result<T, FsError>;
+
+pub trait Backend: Send + Sync + 'static {
+    fn root(&self) -> impl Future<Output = BResult<NodeAttr>> + Send;
+    fn getattr(&self, id: i64) -> impl Future<Output = BResult<NodeAttr>> + Send;
+    fn lookup(&self, parent: i64, name: &str) -> impl Future<Output = BResult<NodeAttr>> + Send;
+    fn children(&self, id: i64) -> impl Future<Output = BResult<Vec<NodeAttr>>> + Send;
+    fn make(&self, req: MakeRequest) -> impl Future<Output = BResult<NodeAttr>> + Send;
+    fn remove(&self, req: RemoveRequest) -> impl Future<Output = BResult<()>> + Send;
+    fn rename(&self, req: RenameRequest) -> impl Future<Output = BResult<()>> + Send;
+    fn setattr(&self, req: SetAttrRequest) -> impl Future<Output = BResult<NodeAttr>> + Send;
+    fn statfs(&self) -> impl Future<Output = BResult<FsStats>> + Send;
+    fn layout(&self, id: i64) -> impl Future<Output = BResult<FileLayout>> + Send;
+    /// The plaintext of partition `index` of a fragment's object.
+    fn read_partition(
+        &self,
+        frag: &FragmentLayout,
+        index: u64,
+    ) -> impl Future<Output = BResult<Vec<u8>>> + Send;
+    /// Uploads the local file `staged` as the new content of node `id`;
+    /// `name` labels the transfer in the progress registry.
+    fn upload(
+        &self,
+        id: i64,
+        name: &str,
+        staged: &Path,
+        attrs: FileAttrs,
+    ) -> impl Future<Output = BResult<u64>> + Send;
+}
+
+/// The backend of a real mount: the metadata server and providers.
+pub struct RemoteBackend {
+    pub meta: MetaClient,
+    pub shards: ShardClient,
+    pub account: Option<AccountKey>,
+    pub progress: Progress,
+    pub upload: UploadOptions,
+}
+
+fn client_error(e: ClientError) -> FsError {
+    if let Some(errno) = e.errno() {
+        return FsError::from_errno_name(&errno, e.to_string());
+    }
+    match e.status().map(|s| s.as_u16()) {
+        Some(404) => FsError::NotFound,
+        Some(409) => FsError::Exists,
+        Some(413) => FsError::Quota,
+        Some(507) => FsError::NoSpace,
+        _ => FsError::Io(e.to_string()),
+    }
+}
+
+fn transfer_error(e: TransferError) -> FsError {
+    match e {
+        TransferError::Meta(c) => client_error(c),
+        TransferError::Io(io) => io.into(),
+        e => FsError::Io(e.to_string()),
+    }
+}
+
+impl Backend for RemoteBackend {
+    async fn root(&self) -> BResult<NodeAttr> {
+        self.meta.fs_root().await.map_err(client_error)
+    }
+
+    async fn getattr(&self, id: i64) -> BResult<NodeAttr> {
+        self.meta.fs_node(id).await.map_err(client_error)
+    }
+
+    async fn lookup(&self, parent: i64, name: &str) -> BResult<NodeAttr> {
+        self.meta
+            .fs_lookup(parent, name)
+            .await
+            .map_err(client_error)
+    }
+
+    async fn children(&self, id: i64) -> BResult<Vec<NodeAttr>> {
+        self.meta.fs_children(id).await.map_err(client_error)
+    }
+
+    async fn make(&self, req: MakeRequest) -> BResult<NodeAttr> {
+        self.meta.fs_make(&req).await.map_err(client_error)
+    }
+
+    async fn remove(&self, req: RemoveRequest) -> BResult<()> {
+        self.meta.fs_remove(&req).await.map_err(client_error)
+    }
+
+    async fn rename(&self, req: RenameRequest) -> BResult<()> {
+        self.meta.fs_rename(&req).await.map_err(client_error)
+    }
+
+    async fn setattr(&self, req: SetAttrRequest) -> BResult<NodeAttr> {
+        self.meta.fs_setattr(&req).await.map_err(client_error)
+    }
+
+    async fn statfs(&self) -> BResult<FsStats> {
+        self.meta.fs_statfs().await.map_err(client_error)
+    }
+
+    async fn layout(&self, id: i64) -> BResult<FileLayout> {
+        self.meta.fs_layout(id).await.map_err(client_error)
+    }
+
+    async fn read_partition(&self, frag: &FragmentLayout, index: u64) -> BResult<Vec<u8>> {
+        let cipher = match (&frag.key, &self.account) {
+            (None, _) => None,
+            (Some(_), None) => return Err(FsError::Access),
+            (Some(w), Some(a)) => Some(PartitionCipher::new(
+                &a.unwrap(w).map_err(|e| FsError::Io(e.to_string()))?,
+            )),
+        };
+        transfer::read_partition(&self.shards, frag, cipher.as_ref(), index)
+            .await
+            .map_err(transfer_error)
+    }
+
+    async fn upload(&self, id: i64, name: &str, staged: &Path, attrs: FileAttrs) -> BResult<u64> {
+        let opts = UploadOptions {
+            attrs,
+            node: Some(id),
+            ..self.upload.clone()
+        };
+        transfer::upload_file(
+            &self.meta,
+            &self.shards,
+            self.account.as_ref(),
+            staged,
+            name,
+            &opts,
+            &self.progress,
+        )
+        .await
+        .map_err(transfer_error)
+    }
+}

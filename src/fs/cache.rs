@@ -1,0 +1,134 @@
+//! An LRU cache of decoded partitions, bounded in bytes, that also merges
+//! concurrent fetches of the same partition (a read and a prefetch of one
+//! partition fetch its shards once).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use futures::future::{BoxFuture, FutureExt, Shared};
+use lru::LruCache;
+
+use super::FsError;
+
+/// A partition of an object: (object SHA-1, partition index). Objects are
+/// immutable, so a key's content never changes.
+pub type BlockKey = (String, u64);
+pub type Block = Arc<Vec<u8>>;
+
+type Pending = Shared<BoxFuture<'static, Result<Block, FsError>>>;
+
+struct Inner {
+    lru: LruCache<BlockKey, Block>,
+    bytes: usize,
+    pending: HashMap<BlockKey, Pending>,
+}
+
+pub struct BlockCache {
+    inner: Mutex<Inner>,
+    capacity: usize,
+}
+
+impl BlockCache {
+    pub fn new(capacity: usize) -> Self {
+        BlockCache {
+            inner: Mutex::new(Inner {
+                lru: LruCache::unbounded(),
+                bytes: 0,
+                pending: HashMap::new(),
+            }),
+            capacity,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Is the block cached or being fetched?
+    pub fn has(&self, key: &BlockKey) -> bool {
+        let inner = self.lock();
+        inner.lru.contains(key) || inner.pending.contains_key(key)
+    }
+
+    /// The block from the cache, else from `fetch` (run once however many
+    /// callers ask at the same time).
+    pub async fn get_or_fetch<F>(&self, key: BlockKey, fetch: F) -> Result<Block, FsError>
+    where
+        F: Future<Output = Result<Vec<u8>, FsError>> + Send + 'static,
+    {
+        let pending = {
+            let mut inner = self.lock();
+            if let Some(b) = inner.lru.get(&key) {
+                return Ok(b.clone());
+            }
+            match inner.pending.get(&key) {
+                Some(p) => p.clone(),
+                None => {
+                    let p = fetch.map(|r| r.map(Arc::new)).boxed().shared();
+                    inner.pending.insert(key.clone(), p.clone());
+                    p
+                }
+            }
+        };
+        let result = pending.await;
+        let mut inner = self.lock();
+        if inner.pending.remove(&key).is_some() {
+            if let Ok(block) = &result {
+                inner.bytes += block.len();
+                inner.lru.put(key, block.clone());
+                while inner.bytes > self.capacity {
+                    match inner.lru.pop_lru() {
+                        Some((_, old)) => inner.bytes -= old.len(),
+                        None => break,
+                    }
+                }
+            }
+        }
+        result
+    }
+
+    #[cfg(test)]
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn bounded_in_bytes_and_fetches_once() {
+        let cache = BlockCache::new(250);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let fetch = |n: u8| {
+            let calls = calls.clone();
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Ok(vec![n; 100])
+            }
+        };
+        let key = |i: u64| ("obj".to_string(), i);
+        let (a, b) = tokio::join!(
+            cache.get_or_fetch(key(0), fetch(0)),
+            cache.get_or_fetch(key(0), fetch(0))
+        );
+        assert_eq!(a.unwrap()[0], 0);
+        assert_eq!(b.unwrap()[0], 0);
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "concurrent fetches merge");
+        cache.get_or_fetch(key(1), fetch(1)).await.unwrap();
+        cache.get_or_fetch(key(2), fetch(2)).await.unwrap();
+        assert!(cache.bytes() <= 250);
+        assert!(
+            !cache.has(&key(0)),
+            "the least recently used block went first"
+        );
+        let err = cache
+            .get_or_fetch(key(3), async { Err(FsError::Io("x".into())) })
+            .await;
+        assert!(err.is_err());
+        assert!(!cache.has(&key(3)), "failures are not cached");
+    }
+}

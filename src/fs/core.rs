@@ -1,0 +1,861 @@
+//! The filesystem: POSIX operations over a `Backend`, with local staging of
+//! writes (uploaded on flush/fsync/release) and cached, prefetched reads.
+
+use std::collections::HashMap;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Mutex as AsyncMutex;
+
+use super::backend::Backend;
+use super::cache::{Block, BlockCache};
+use super::staging::StagingArea;
+use super::FsError;
+use crate::meta::db::now_ns;
+use crate::proto::*;
+
+type FsResult<T> = Result<T, FsError>;
+
+#[derive(Debug, Clone)]
+pub struct FsConfig {
+    pub cache_dir: PathBuf,
+    /// Bytes of decoded partitions kept in memory.
+    pub cache_size: usize,
+    /// Partitions fetched ahead of a sequential reader.
+    pub prefetch: u64,
+}
+
+/// Attributes as the kernel sees them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: NodeKind,
+    pub size: u64,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub atime_ns: i64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub nlink: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct DirEntry {
+    pub ino: u64,
+    pub name: String,
+    pub attr: Attr,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenFlags {
+    pub read: bool,
+    pub write: bool,
+    pub truncate: bool,
+    pub append: bool,
+}
+
+/// Who creates a node.
+#[derive(Debug, Clone, Copy)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// What `setattr` changes; times are resolved to nanoseconds by the caller.
+#[derive(Debug, Clone, Default)]
+pub struct SetAttr {
+    pub size: Option<u64>,
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub atime_ns: Option<i64>,
+    pub mtime_ns: Option<i64>,
+}
+
+/// A file being written: its local copy.
+struct Staged {
+    file: std::fs::File,
+    size: u64,
+    dirty: bool,
+    mtime_ns: i64,
+}
+
+/// Local state of a node with open handles or staged data.
+struct Inode {
+    open: usize,
+    staged: Option<Staged>,
+}
+
+struct Handle {
+    id: i64,
+    flags: OpenFlags,
+    /// The version this handle reads, fixed at open (or first read).
+    layout: AsyncMutex<Option<Arc<FileLayout>>>,
+    last_end: AtomicU64,
+    prefetched_to: AtomicU64,
+    wrote: AtomicBool,
+}
+
+pub struct Fs<B: Backend> {
+    backend: Arc<B>,
+    cfg: FsConfig,
+    root_id: i64,
+    staging: StagingArea,
+    cache: Arc<BlockCache>,
+    inodes: Mutex<HashMap<i64, Arc<AsyncMutex<Inode>>>>,
+    /// Size and mtime of staged files, readable without waiting on an upload.
+    local: Mutex<HashMap<i64, (u64, i64)>>,
+    handles: Mutex<HashMap<u64, Arc<Handle>>>,
+    dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
+    /// (parent, name) of nodes seen, to label transfers with their path.
+    names: Mutex<HashMap<i64, (i64, String)>>,
+    /// The version whose pages the kernel may keep, per node.
+    kernel_ver: Mutex<HashMap<i64, u64>>,
+    next_fh: AtomicU64,
+    uploads: AtomicUsize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Partitions of `frag` holding bytes of `[start, end)`: (index, file offset).
+fn partitions_in(
+    frag: &FragmentLayout,
+    start: u64,
+    end: u64,
+) -> impl Iterator<Item = (u64, u64)> + '_ {
+    let p = frag.object.partition_size.max(1);
+    let lo = start.max(frag.offset);
+    let hi = end.min(frag.offset + frag.length);
+    let range = if lo < hi {
+        (lo - frag.offset) / p..(hi - frag.offset).div_ceil(p)
+    } else {
+        0..0
+    };
+    range.map(move |i| (i, frag.offset + i * p))
+}
+
+/// One partition of fragment `fi` of `layout`, through the cache.
+async fn partition<B: Backend>(
+    backend: Arc<B>,
+    cache: Arc<BlockCache>,
+    layout: Arc<FileLayout>,
+    fi: usize,
+    index: u64,
+) -> FsResult<Block> {
+    let key = (layout.fragments[fi].object.sha1.clone(), index);
+    cache
+        .get_or_fetch(key, async move {
+            backend.read_partition(&layout.fragments[fi], index).await
+        })
+        .await
+}
+
+impl<B: Backend> Fs<B> {
+    /// Opens the filesystem; staged files a crashed mount left are uploaded
+    /// (when whole) or set aside (when not), before anything is served.
+    pub async fn new(backend: B, cfg: FsConfig) -> FsResult<Self> {
+        let root = backend.root().await?;
+        let staging = StagingArea::open(&cfg.cache_dir)?;
+        let fs = Fs {
+            backend: Arc::new(backend),
+            root_id: root.id,
+            staging,
+            cache: Arc::new(BlockCache::new(cfg.cache_size)),
+            cfg,
+            inodes: Mutex::new(HashMap::new()),
+            local: Mutex::new(HashMap::new()),
+            handles: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(HashMap::new()),
+            names: Mutex::new(HashMap::new()),
+            kernel_ver: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            uploads: AtomicUsize::new(0),
+        };
+        fs.recover().await?;
+        Ok(fs)
+    }
+
+    async fn recover(&self) -> FsResult<()> {
+        for left in self.staging.leftovers()? {
+            if left.complete {
+                let attrs = FileAttrs::default();
+                match self
+                    .backend
+                    .upload(
+                        left.node,
+                        &format!("/recovered/{}", left.node),
+                        &left.data,
+                        attrs,
+                    )
+                    .await
+                {
+                    Ok(ver) => {
+                        tracing::warn!(
+                            node = left.node,
+                            ver,
+                            "uploaded a file a crashed mount had staged"
+                        );
+                        self.staging.remove(left.node);
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(node = left.node, error = %e, "cannot upload staged leftover")
+                    }
+                }
+            }
+            let kept = self.staging.set_aside(left.node)?;
+            tracing::warn!(node = left.node, path = %kept.display(), "staged data that was never closed is kept aside");
+        }
+        Ok(())
+    }
+
+    // ---- inode numbers: the node id, with the root at FUSE's inode 1 ----
+
+    fn ino(&self, id: i64) -> u64 {
+        if id == self.root_id {
+            1
+        } else if id == 1 {
+            self.root_id as u64
+        } else {
+            id as u64
+        }
+    }
+
+    fn id(&self, ino: u64) -> i64 {
+        if ino == 1 {
+            self.root_id
+        } else if ino as i64 == self.root_id {
+            1
+        } else {
+            ino as i64
+        }
+    }
+
+    fn attr(&self, n: &NodeAttr) -> Attr {
+        let (size, mtime_ns) = lock(&self.local)
+            .get(&n.id)
+            .copied()
+            .unwrap_or((n.size, n.mtime_ns));
+        Attr {
+            ino: self.ino(n.id),
+            kind: n.kind,
+            size,
+            mode: n.mode,
+            uid: n.uid,
+            gid: n.gid,
+            atime_ns: n.atime_ns,
+            mtime_ns,
+            ctime_ns: n.ctime_ns,
+            nlink: if n.kind == NodeKind::Dir { 2 } else { 1 },
+        }
+    }
+
+    fn remember(&self, n: &NodeAttr) {
+        if n.id != self.root_id {
+            lock(&self.names).insert(n.id, (n.parent, n.name.clone()));
+        }
+    }
+
+    /// The node's path as far as this mount knows it (a transfer's label).
+    fn path_of(&self, mut id: i64) -> String {
+        let names = lock(&self.names);
+        let mut parts = Vec::new();
+        while let Some((parent, name)) = names.get(&id) {
+            parts.push(name.clone());
+            id = *parent;
+        }
+        parts.reverse();
+        format!("/{}", parts.join("/"))
+    }
+
+    fn inode(&self, id: i64) -> Arc<AsyncMutex<Inode>> {
+        lock(&self.inodes)
+            .entry(id)
+            .or_insert_with(|| {
+                Arc::new(AsyncMutex::new(Inode {
+                    open: 0,
+                    staged: None,
+                }))
+            })
+            .clone()
+    }
+
+    /// Forgets an inode with no open handle and no staged data.
+    fn drop_if_idle(&self, id: i64, inode: &Inode) {
+        if inode.open == 0 && inode.staged.is_none() {
+            lock(&self.inodes).remove(&id);
+            lock(&self.local).remove(&id);
+        }
+    }
+
+    fn handle(&self, fh: u64) -> FsResult<Arc<Handle>> {
+        lock(&self.handles)
+            .get(&fh)
+            .cloned()
+            .ok_or(FsError::BadHandle)
+    }
+
+    // ---- metadata ----
+
+    pub async fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
+        let n = self.backend.lookup(self.id(parent), name).await?;
+        self.remember(&n);
+        Ok(self.attr(&n))
+    }
+
+    pub async fn getattr(&self, ino: u64) -> FsResult<Attr> {
+        Ok(self.attr(&self.backend.getattr(self.id(ino)).await?))
+    }
+
+    async fn make(
+        &self,
+        parent: u64,
+        name: &str,
+        kind: NodeKind,
+        mode: u32,
+        owner: Owner,
+        target: Option<String>,
+    ) -> FsResult<Attr> {
+        let req = MakeRequest {
+            parent: self.id(parent),
+            name: name.to_string(),
+            kind,
+            mode,
+            uid: owner.uid,
+            gid: owner.gid,
+            target,
+        };
+        let n = self.backend.make(req).await?;
+        self.remember(&n);
+        Ok(self.attr(&n))
+    }
+
+    pub async fn mkdir(&self, parent: u64, name: &str, mode: u32, owner: Owner) -> FsResult<Attr> {
+        self.make(parent, name, NodeKind::Dir, mode, owner, None)
+            .await
+    }
+
+    /// mknod: regular files only.
+    pub async fn mknod(&self, parent: u64, name: &str, mode: u32, owner: Owner) -> FsResult<Attr> {
+        if mode & libc::S_IFMT != libc::S_IFREG && mode & libc::S_IFMT != 0 {
+            return Err(FsError::NotSupported);
+        }
+        self.make(parent, name, NodeKind::File, mode, owner, None)
+            .await
+    }
+
+    pub async fn symlink(
+        &self,
+        parent: u64,
+        name: &str,
+        target: &str,
+        owner: Owner,
+    ) -> FsResult<Attr> {
+        self.make(
+            parent,
+            name,
+            NodeKind::Symlink,
+            0o777,
+            owner,
+            Some(target.to_string()),
+        )
+        .await
+    }
+
+    pub async fn readlink(&self, ino: u64) -> FsResult<String> {
+        let n = self.backend.getattr(self.id(ino)).await?;
+        n.target
+            .ok_or_else(|| FsError::Invalid("not a symlink".into()))
+    }
+
+    pub async fn unlink(&self, parent: u64, name: &str) -> FsResult<()> {
+        self.backend
+            .remove(RemoveRequest {
+                parent: self.id(parent),
+                name: name.to_string(),
+                dir: false,
+            })
+            .await
+    }
+
+    pub async fn rmdir(&self, parent: u64, name: &str) -> FsResult<()> {
+        self.backend
+            .remove(RemoveRequest {
+                parent: self.id(parent),
+                name: name.to_string(),
+                dir: true,
+            })
+            .await
+    }
+
+    pub async fn rename(
+        &self,
+        parent: u64,
+        name: &str,
+        new_parent: u64,
+        new_name: &str,
+        noreplace: bool,
+        exchange: bool,
+    ) -> FsResult<()> {
+        let req = RenameRequest {
+            parent: self.id(parent),
+            name: name.to_string(),
+            new_parent: self.id(new_parent),
+            new_name: new_name.to_string(),
+            noreplace,
+            exchange,
+        };
+        self.backend.rename(req).await
+    }
+
+    pub async fn statfs(&self) -> FsResult<FsStats> {
+        self.backend.statfs().await
+    }
+
+    pub async fn setattr(&self, ino: u64, s: SetAttr) -> FsResult<Attr> {
+        let id = self.id(ino);
+        if let Some(size) = s.size {
+            self.truncate(id, size).await?;
+        }
+        let changes = SetAttrs {
+            mode: s.mode,
+            uid: s.uid,
+            gid: s.gid,
+            atime_ns: s.atime_ns,
+            mtime_ns: s.mtime_ns,
+        };
+        if s.mode.is_some()
+            || s.uid.is_some()
+            || s.gid.is_some()
+            || s.atime_ns.is_some()
+            || s.mtime_ns.is_some()
+        {
+            if let Some(mtime) = s.mtime_ns {
+                // A staged file keeps the time it was given when it is uploaded.
+                let inode = lock(&self.inodes).get(&id).cloned();
+                if let Some(inode) = inode {
+                    if let Some(st) = inode.lock().await.staged.as_mut() {
+                        st.mtime_ns = mtime;
+                        lock(&self.local).insert(id, (st.size, mtime));
+                    }
+                }
+            }
+            let n = self
+                .backend
+                .setattr(SetAttrRequest { id, attrs: changes })
+                .await?;
+            return Ok(self.attr(&n));
+        }
+        self.getattr(ino).await
+    }
+
+    async fn truncate(&self, id: i64, size: u64) -> FsResult<()> {
+        let inode = self.inode(id);
+        let mut g = inode.lock().await;
+        let result = async {
+            self.stage(id, &mut g, Some(size)).await?;
+            let st = g.staged.as_mut().expect("staged");
+            st.file.set_len(size)?;
+            st.size = size;
+            self.dirtied(id, st)?;
+            if g.open == 0 {
+                // truncate(2) on a path: no close will follow, so commit now.
+                self.upload(id, &mut g).await?;
+                g.staged = None;
+                self.staging.remove(id);
+            }
+            Ok(())
+        }
+        .await;
+        self.drop_if_idle(id, &g);
+        result
+    }
+
+    // ---- staging ----
+
+    /// Makes sure `g` has a local copy of the file, with its first `keep`
+    /// bytes (all of them by default) fetched from storage.
+    async fn stage(&self, id: i64, g: &mut Inode, keep: Option<u64>) -> FsResult<()> {
+        if g.staged.is_some() {
+            return Ok(());
+        }
+        let file = self.staging.create(id)?;
+        let layout = Arc::new(self.backend.layout(id).await?);
+        let size = layout.size;
+        let copy = keep.unwrap_or(size).min(size);
+        let step = 16 << 20;
+        let mut at = 0;
+        while at < copy {
+            let n = (copy - at).min(step);
+            let data = self.read_layout(&layout, at, n, None).await?;
+            file.write_all_at(&data, at)?;
+            at += n;
+        }
+        file.set_len(size)?;
+        let mtime_ns = now_ns();
+        g.staged = Some(Staged {
+            file,
+            size,
+            dirty: false,
+            mtime_ns,
+        });
+        Ok(())
+    }
+
+    /// Marks a staged file changed: a marker on disk (so a crash keeps it)
+    /// and its size and time for getattr.
+    fn dirtied(&self, id: i64, st: &mut Staged) -> FsResult<()> {
+        if !st.dirty {
+            self.staging.mark(id, false)?;
+            st.dirty = true;
+        }
+        st.mtime_ns = now_ns();
+        lock(&self.local).insert(id, (st.size, st.mtime_ns));
+        Ok(())
+    }
+
+    /// Uploads a dirty staged file as the node's new version.
+    async fn upload(&self, id: i64, g: &mut Inode) -> FsResult<()> {
+        let Some(st) = g.staged.as_mut().filter(|s| s.dirty) else {
+            return Ok(());
+        };
+        self.staging.mark(id, true)?;
+        self.uploads.fetch_add(1, Ordering::SeqCst);
+        let attrs = FileAttrs {
+            mode: None,
+            mtime_ns: Some(st.mtime_ns),
+        };
+        let result = self
+            .backend
+            .upload(id, &self.path_of(id), &self.staging.data_path(id), attrs)
+            .await;
+        self.uploads.fetch_sub(1, Ordering::SeqCst);
+        match result {
+            Ok(ver) => {
+                st.dirty = false;
+                self.staging.unmark(id);
+                lock(&self.kernel_ver).insert(id, ver);
+                Ok(())
+            }
+            // Unlinked while open: its data goes with it, as POSIX has it.
+            Err(FsError::NotFound) => {
+                st.dirty = false;
+                self.staging.unmark(id);
+                Ok(())
+            }
+            Err(e) => {
+                self.staging.mark(id, false)?;
+                Err(e)
+            }
+        }
+    }
+
+    // ---- files ----
+
+    /// Opens a file; returns the handle and whether the kernel may keep its
+    /// cached pages (the version is the one it cached before).
+    pub async fn open(&self, ino: u64, flags: OpenFlags) -> FsResult<(u64, bool)> {
+        let id = self.id(ino);
+        let inode = self.inode(id);
+        let mut g = inode.lock().await;
+        let mut keep_cache = false;
+        let mut layout = None;
+        if flags.write && flags.truncate {
+            if let Err(e) = self.stage(id, &mut g, Some(0)).await {
+                self.drop_if_idle(id, &g);
+                return Err(e);
+            }
+            let st = g.staged.as_mut().expect("staged");
+            st.file.set_len(0)?;
+            st.size = 0;
+            self.dirtied(id, st)?;
+        } else if g.staged.is_none() && !flags.write {
+            match self.backend.layout(id).await {
+                Ok(l) => {
+                    let mut seen = lock(&self.kernel_ver);
+                    keep_cache = seen.get(&id) == Some(&l.ver_no);
+                    seen.insert(id, l.ver_no);
+                    layout = Some(Arc::new(l));
+                }
+                Err(e) => {
+                    self.drop_if_idle(id, &g);
+                    return Err(e);
+                }
+            }
+        }
+        g.open += 1;
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let handle = Handle {
+            id,
+            flags,
+            layout: AsyncMutex::new(layout),
+            last_end: AtomicU64::new(0),
+            prefetched_to: AtomicU64::new(0),
+            wrote: AtomicBool::new(false),
+        };
+        lock(&self.handles).insert(fh, Arc::new(handle));
+        Ok((fh, keep_cache))
+    }
+
+    /// create(2): makes the file and opens it for writing.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        owner: Owner,
+        flags: OpenFlags,
+    ) -> FsResult<(Attr, u64)> {
+        let attr = self
+            .make(parent, name, NodeKind::File, mode, owner, None)
+            .await?;
+        let (fh, _) = self
+            .open(
+                attr.ino,
+                OpenFlags {
+                    truncate: false,
+                    ..flags
+                },
+            )
+            .await?;
+        Ok((attr, fh))
+    }
+
+    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let h = self.handle(fh)?;
+        let inode = lock(&self.inodes).get(&h.id).cloned();
+        if let Some(inode) = inode {
+            let g = inode.lock().await;
+            if let Some(st) = &g.staged {
+                let end = offset.saturating_add(size as u64).min(st.size);
+                let mut buf = vec![0u8; end.saturating_sub(offset) as usize];
+                st.file.read_exact_at(&mut buf, offset)?;
+                return Ok(buf);
+            }
+        }
+        let layout = {
+            let mut l = h.layout.lock().await;
+            match &*l {
+                Some(layout) => layout.clone(),
+                None => {
+                    let fresh = Arc::new(self.backend.layout(h.id).await?);
+                    *l = Some(fresh.clone());
+                    fresh
+                }
+            }
+        };
+        let data = self
+            .read_layout(&layout, offset, size as u64, Some(&h))
+            .await?;
+        h.last_end
+            .store(offset + data.len() as u64, Ordering::Relaxed);
+        Ok(data)
+    }
+
+    /// Bytes `[offset, offset + len)` of a version; holes are zeros. A
+    /// sequential reader (`h`) gets the next partitions fetched ahead.
+    async fn read_layout(
+        &self,
+        layout: &Arc<FileLayout>,
+        offset: u64,
+        len: u64,
+        h: Option<&Handle>,
+    ) -> FsResult<Vec<u8>> {
+        let end = offset.saturating_add(len).min(layout.size);
+        let mut out = vec![0u8; end.saturating_sub(offset) as usize];
+        for (fi, frag) in layout.fragments.iter().enumerate() {
+            let frag_end = frag.offset + frag.length;
+            let wanted: Vec<(u64, u64)> = partitions_in(frag, offset, end).collect();
+            let blocks = futures::future::try_join_all(wanted.iter().map(|&(i, _)| {
+                partition(
+                    self.backend.clone(),
+                    self.cache.clone(),
+                    layout.clone(),
+                    fi,
+                    i,
+                )
+            }))
+            .await?;
+            for ((_, at), data) in wanted.iter().zip(blocks) {
+                let lo = offset.max(*at);
+                let hi = end.min(at + data.len() as u64).min(frag_end);
+                if lo < hi {
+                    out[(lo - offset) as usize..(hi - offset) as usize]
+                        .copy_from_slice(&data[(lo - at) as usize..(hi - at) as usize]);
+                }
+            }
+            if let (Some(h), Some(&(last, _))) = (h, wanted.last()) {
+                if h.last_end.load(Ordering::Relaxed) == offset {
+                    self.prefetch(layout, fi, last, h);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn prefetch(&self, layout: &Arc<FileLayout>, fi: usize, current: u64, h: &Handle) {
+        let count = layout.fragments[fi].object.partitions.len() as u64;
+        let from = h.prefetched_to.load(Ordering::Relaxed).max(current + 1);
+        let to = (current + 1 + self.cfg.prefetch).min(count);
+        for i in from..to {
+            let key = (layout.fragments[fi].object.sha1.clone(), i);
+            if !self.cache.has(&key) {
+                let fetch = partition(
+                    self.backend.clone(),
+                    self.cache.clone(),
+                    layout.clone(),
+                    fi,
+                    i,
+                );
+                tokio::spawn(async move {
+                    if let Err(e) = fetch.await {
+                        tracing::debug!(error = %e, "prefetch failed");
+                    }
+                });
+            }
+        }
+        h.prefetched_to.fetch_max(to, Ordering::Relaxed);
+    }
+
+    pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        let h = self.handle(fh)?;
+        if !h.flags.write {
+            return Err(FsError::BadHandle);
+        }
+        let inode = self.inode(h.id);
+        let mut g = inode.lock().await;
+        self.stage(h.id, &mut g, None).await?;
+        let st = g.staged.as_mut().expect("staged");
+        let at = if h.flags.append { st.size } else { offset };
+        st.file.write_all_at(data, at)?;
+        st.size = st.size.max(at + data.len() as u64);
+        self.dirtied(h.id, st)?;
+        h.wrote.store(true, Ordering::Relaxed);
+        Ok(data.len() as u32)
+    }
+
+    /// fallocate(2) on the staged copy: every mode the cache disk supports.
+    pub async fn fallocate(&self, fh: u64, offset: u64, len: u64, mode: i32) -> FsResult<()> {
+        let h = self.handle(fh)?;
+        if !h.flags.write {
+            return Err(FsError::BadHandle);
+        }
+        let inode = self.inode(h.id);
+        let mut g = inode.lock().await;
+        self.stage(h.id, &mut g, None).await?;
+        let st = g.staged.as_mut().expect("staged");
+        // SAFETY: fallocate on a file descriptor we own; no memory is passed.
+        let rc = unsafe { libc::fallocate(st.file.as_raw_fd(), mode, offset as i64, len as i64) };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        st.size = st.file.metadata()?.len();
+        self.dirtied(h.id, st)?;
+        Ok(())
+    }
+
+    /// close(2) of one descriptor: a dirty file is uploaded now, so that
+    /// the caller's close() returns the outcome.
+    pub async fn flush(&self, fh: u64) -> FsResult<()> {
+        let h = self.handle(fh)?;
+        if !h.flags.write {
+            return Ok(());
+        }
+        let inode = self.inode(h.id);
+        let mut g = inode.lock().await;
+        self.upload(h.id, &mut g).await
+    }
+
+    /// fsync(2): durable on the providers when it returns.
+    pub async fn fsync(&self, fh: u64) -> FsResult<()> {
+        let h = self.handle(fh)?;
+        let inode = self.inode(h.id);
+        let mut g = inode.lock().await;
+        self.upload(h.id, &mut g).await
+    }
+
+    pub async fn release(&self, fh: u64) -> FsResult<()> {
+        let Some(h) = lock(&self.handles).remove(&fh) else {
+            return Err(FsError::BadHandle);
+        };
+        let inode = self.inode(h.id);
+        let mut g = inode.lock().await;
+        g.open = g.open.saturating_sub(1);
+        let mut result = Ok(());
+        if g.open == 0 && g.staged.is_some() {
+            result = self.upload(h.id, &mut g).await;
+            if result.is_err() {
+                let kept = self.staging.set_aside(h.id)?;
+                tracing::warn!(node = h.id, path = %kept.display(), "upload failed at close; staged data kept aside");
+            } else {
+                self.staging.remove(h.id);
+            }
+            g.staged = None;
+        }
+        self.drop_if_idle(h.id, &g);
+        result
+    }
+
+    // ---- directories ----
+
+    pub async fn opendir(&self, ino: u64) -> FsResult<u64> {
+        let id = self.id(ino);
+        let me = self.backend.getattr(id).await?;
+        if me.kind != NodeKind::Dir {
+            return Err(FsError::NotDir);
+        }
+        let parent = if id == self.root_id {
+            me.clone()
+        } else {
+            self.backend.getattr(me.parent).await?
+        };
+        let mut entries = vec![
+            DirEntry {
+                ino,
+                name: ".".into(),
+                attr: self.attr(&me),
+            },
+            DirEntry {
+                ino: self.ino(parent.id),
+                name: "..".into(),
+                attr: self.attr(&parent),
+            },
+        ];
+        for child in self.backend.children(id).await? {
+            self.remember(&child);
+            entries.push(DirEntry {
+                ino: self.ino(child.id),
+                name: child.name.clone(),
+                attr: self.attr(&child),
+            });
+        }
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.dirs).insert(fh, Arc::new(entries));
+        Ok(fh)
+    }
+
+    /// The listing taken at opendir.
+    pub fn readdir(&self, fh: u64) -> FsResult<Arc<Vec<DirEntry>>> {
+        lock(&self.dirs).get(&fh).cloned().ok_or(FsError::BadHandle)
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        lock(&self.dirs).remove(&fh);
+    }
+
+    /// Waits (up to `limit`) for uploads in flight, before unmounting.
+    pub async fn quiesce(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.uploads.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! The filesystem core's errors. The fuser adapter maps them to errno in
+//! one place (`FsError::errno`).
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum FsError {
+    #[error("no such file or directory")]
+    NotFound,
+    #[error("file exists")]
+    Exists,
+    #[error("directory not empty")]
+    NotEmpty,
+    #[error("not a directory")]
+    NotDir,
+    #[error("is a directory")]
+    IsDir,
+    #[error("file name too long")]
+    NameTooLong,
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+    #[error("no space left")]
+    NoSpace,
+    #[error("quota exceeded")]
+    Quota,
+    #[error("permission denied")]
+    Access,
+    #[error("operation not permitted")]
+    NotPermitted,
+    #[error("not supported")]
+    NotSupported,
+    #[error("bad file handle")]
+    BadHandle,
+    #[error("I/O error: {0}")]
+    Io(String),
+}
+
+impl FsError {
+    /// The errno a POSIX caller sees.
+    pub fn errno(&self) -> i32 {
+        match self {
+            FsError::NotFound => libc::ENOENT,
+            FsError::Exists => libc::EEXIST,
+            FsError::NotEmpty => libc::ENOTEMPTY,
+            FsError::NotDir => libc::ENOTDIR,
+            FsError::IsDir => libc::EISDIR,
+            FsError::NameTooLong => libc::ENAMETOOLONG,
+            FsError::Invalid(_) => libc::EINVAL,
+            FsError::NoSpace => libc::ENOSPC,
+            FsError::Quota => libc::EDQUOT,
+            FsError::Access => libc::EACCES,
+            FsError::NotPermitted => libc::EPERM,
+            FsError::NotSupported => libc::EOPNOTSUPP,
+            FsError::BadHandle => libc::EBADF,
+            FsError::Io(_) => libc::EIO,
+        }
+    }
+
+    /// From the errno name the metadata server's `fs/` routes give.
+    pub fn from_errno_name(name: &str, detail: String) -> Self {
+        match name {
+            "ENOENT" => FsError::NotFound,
+            "EEXIST" => FsError::Exists,
+            "ENOTEMPTY" => FsError::NotEmpty,
+            "ENOTDIR" => FsError::NotDir,
+            "EISDIR" => FsError::IsDir,
+            "ENAMETOOLONG" => FsError::NameTooLong,
+            "EINVAL" => FsError::Invalid(detail),
+            "ENOSPC" => FsError::NoSpace,
+            "EDQUOT" => FsError::Quota,
+            "EACCES" => FsError::Access,
+            _ => FsError::Io(detail),
+        }
+    }
+}
+
+impl From<std::io::Error> for FsError {
+    fn from(e: std::io::Error) -> Self {
+        match e.raw_os_error() {
+            Some(libc::ENOSPC) => FsError::NoSpace,
+            Some(libc::EDQUOT) => FsError::Quota,
+            Some(libc::EOPNOTSUPP) => FsError::NotSupported,
+            Some(libc::EINVAL) => FsError::Invalid(e.to_string()),
+            _ => FsError::Io(e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! The filesystem core: inodes, handles, staging, the block cache and
+//! prefetch. It knows no FUSE types (the adapter in `crate::fuse` is a thin
+//! shell) and is generic over its storage client (`Backend`).
+
+mod backend;
+mod cache;
+mod core;
+mod error;
+mod staging;
+
+pub use backend::{BResult, Backend, RemoteBackend};
+pub use core::{Attr, DirEntry, Fs, FsConfig, OpenFlags, Owner, SetAttr};
+pub use error::FsError;

@@ -1,0 +1,264 @@
+//! The drive's extension of the v2 API, under `/api/ns/{appid}/{uid}/fs/`:
+//! the namespace by node id with POSIX attributes, so that a mount keeps
+//! stable inode numbers across renames. Errors name their errno.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use super::db::{DbError, Kind, NewNode, Node, Ns};
+use super::{Meta, MetaError};
+use crate::proto::*;
+
+pub fn routes(meta: Arc<Meta>) -> Router {
+    Router::new()
+        .route("/api/ns/{appid}/{uid}/fs/root", get(root))
+        .route("/api/ns/{appid}/{uid}/fs/node/{id}", get(node))
+        .route("/api/ns/{appid}/{uid}/fs/lookup/{parent}", get(lookup))
+        .route("/api/ns/{appid}/{uid}/fs/children/{id}", get(children))
+        .route("/api/ns/{appid}/{uid}/fs/layout/{id}", get(layout))
+        .route("/api/ns/{appid}/{uid}/fs/make", post(make))
+        .route("/api/ns/{appid}/{uid}/fs/remove", post(remove))
+        .route("/api/ns/{appid}/{uid}/fs/rename", post(rename))
+        .route("/api/ns/{appid}/{uid}/fs/setattr", post(setattr))
+        .route("/api/ns/{appid}/{uid}/fs/statfs", get(statfs))
+        .with_state(meta)
+}
+
+/// An error with its errno.
+pub struct FsFail(StatusCode, &'static str, String);
+
+impl IntoResponse for FsFail {
+    fn into_response(self) -> Response {
+        (
+            self.0,
+            Json(FsApiError {
+                error: self.2,
+                errno: self.1.to_string(),
+            }),
+        )
+            .into_response()
+    }
+}
+
+impl From<DbError> for FsFail {
+    fn from(e: DbError) -> Self {
+        let (status, errno) = match &e {
+            DbError::NotFound => (StatusCode::NOT_FOUND, "ENOENT"),
+            DbError::Exists | DbError::Overlap => (StatusCode::CONFLICT, "EEXIST"),
+            DbError::NotEmpty => (StatusCode::CONFLICT, "ENOTEMPTY"),
+            DbError::NotDir => (StatusCode::CONFLICT, "ENOTDIR"),
+            DbError::IsDir => (StatusCode::CONFLICT, "EISDIR"),
+            DbError::NameTooLong => (StatusCode::BAD_REQUEST, "ENAMETOOLONG"),
+            DbError::Invalid(_) => (StatusCode::BAD_REQUEST, "EINVAL"),
+            DbError::Forbidden(_) => (StatusCode::FORBIDDEN, "ENOSPC"),
+            DbError::Sql(_) => (StatusCode::INTERNAL_SERVER_ERROR, "EIO"),
+        };
+        FsFail(status, errno, e.to_string())
+    }
+}
+
+impl From<MetaError> for FsFail {
+    fn from(e: MetaError) -> Self {
+        let (status, errno) = match &e {
+            MetaError::BadRequest(_) => (StatusCode::BAD_REQUEST, "EINVAL"),
+            MetaError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "EACCES"),
+            MetaError::Forbidden(_) => (StatusCode::FORBIDDEN, "EACCES"),
+            MetaError::NotFound(_) => (StatusCode::NOT_FOUND, "ENOENT"),
+            MetaError::Conflict(_) => (StatusCode::CONFLICT, "EEXIST"),
+            MetaError::Quota(_) => (StatusCode::PAYLOAD_TOO_LARGE, "EDQUOT"),
+            MetaError::Unavailable(_) | MetaError::Internal(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "EIO")
+            }
+        };
+        FsFail(status, errno, e.to_string())
+    }
+}
+
+type FsResult<T> = Result<Json<T>, FsFail>;
+
+fn ns(m: &Meta, headers: &HeaderMap, appid: u64, uid: u64, write: bool) -> Result<Ns, FsFail> {
+    Ok(super::api::ns(m, headers, appid, uid, write)?)
+}
+
+fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, FsFail> {
+    b.map(|Json(v)| v)
+        .map_err(|e| FsFail(StatusCode::BAD_REQUEST, "EINVAL", e.body_text()))
+}
+
+/// The attributes the drive sees; nodes made through REST get defaults.
+pub fn node_attr(n: &Node) -> NodeAttr {
+    let mtime = n
+        .attrs
+        .mtime_ns
+        .unwrap_or(n.modify_time.saturating_mul(1_000_000_000));
+    let (kind, default_mode) = match n.kind {
+        Kind::Dir => (NodeKind::Dir, 0o755),
+        Kind::File => (NodeKind::File, 0o644),
+        Kind::Symlink => (NodeKind::Symlink, 0o777),
+    };
+    NodeAttr {
+        id: n.id,
+        parent: n.parent,
+        name: n.name.clone(),
+        kind,
+        size: n.size,
+        mode: n.attrs.mode.unwrap_or(default_mode),
+        uid: n.owner,
+        gid: n.group,
+        atime_ns: n.atime_ns.unwrap_or(mtime),
+        mtime_ns: mtime,
+        ctime_ns: n.ctime_ns.unwrap_or(mtime),
+        ver_no: n.ver_no,
+        target: n.target.clone(),
+    }
+}
+
+async fn root(
+    State(m): State<Arc<Meta>>,
+    Path((a, u)): Path<(u64, u64)>,
+    h: HeaderMap,
+) -> FsResult<NodeAttr> {
+    let ns = ns(&m, &h, a, u, false)?;
+    Ok(Json(node_attr(&m.db.root_node(ns)?)))
+}
+
+async fn node(
+    State(m): State<Arc<Meta>>,
+    Path((a, u, id)): Path<(u64, u64, i64)>,
+    h: HeaderMap,
+) -> FsResult<NodeAttr> {
+    let ns = ns(&m, &h, a, u, false)?;
+    Ok(Json(node_attr(&m.db.node(ns, id)?)))
+}
+
+#[derive(Deserialize)]
+struct NameQuery {
+    name: String,
+}
+
+async fn lookup(
+    State(m): State<Arc<Meta>>,
+    Path((a, u, parent)): Path<(u64, u64, i64)>,
+    h: HeaderMap,
+    Query(q): Query<NameQuery>,
+) -> FsResult<NodeAttr> {
+    let ns = ns(&m, &h, a, u, false)?;
+    Ok(Json(node_attr(&m.db.lookup(ns, parent, &q.name)?)))
+}
+
+async fn children(
+    State(m): State<Arc<Meta>>,
+    Path((a, u, id)): Path<(u64, u64, i64)>,
+    h: HeaderMap,
+) -> FsResult<Vec<NodeAttr>> {
+    let ns = ns(&m, &h, a, u, false)?;
+    Ok(Json(m.db.children(ns, id)?.iter().map(node_attr).collect()))
+}
+
+async fn layout(
+    State(m): State<Arc<Meta>>,
+    Path((a, u, id)): Path<(u64, u64, i64)>,
+    h: HeaderMap,
+) -> FsResult<FileLayout> {
+    let ns = ns(&m, &h, a, u, false)?;
+    let node = m.db.node(ns, id)?;
+    if node.kind != Kind::File {
+        return Err(DbError::IsDir.into());
+    }
+    Ok(Json(m.file_layout(&node)?))
+}
+
+async fn make(
+    State(m): State<Arc<Meta>>,
+    Path((a, u)): Path<(u64, u64)>,
+    h: HeaderMap,
+    b: Result<Json<MakeRequest>, JsonRejection>,
+) -> FsResult<NodeAttr> {
+    let ns = ns(&m, &h, a, u, true)?;
+    let r = body(b)?;
+    let kind = match r.kind {
+        NodeKind::Dir => Kind::Dir,
+        NodeKind::File => Kind::File,
+        NodeKind::Symlink => Kind::Symlink,
+    };
+    if (kind == Kind::Symlink) != r.target.is_some() {
+        return Err(FsFail(
+            StatusCode::BAD_REQUEST,
+            "EINVAL",
+            "a symlink, and only a symlink, has a target".into(),
+        ));
+    }
+    let new = NewNode {
+        kind,
+        mode: r.mode,
+        owner: r.uid,
+        group: r.gid,
+        target: r.target.as_deref(),
+    };
+    Ok(Json(node_attr(&m.db.make(ns, r.parent, &r.name, &new)?)))
+}
+
+async fn remove(
+    State(m): State<Arc<Meta>>,
+    Path((a, u)): Path<(u64, u64)>,
+    h: HeaderMap,
+    b: Result<Json<RemoveRequest>, JsonRejection>,
+) -> FsResult<()> {
+    let ns = ns(&m, &h, a, u, true)?;
+    let r = body(b)?;
+    m.db.unlink(ns, r.parent, &r.name, r.dir)?;
+    Ok(Json(()))
+}
+
+async fn rename(
+    State(m): State<Arc<Meta>>,
+    Path((a, u)): Path<(u64, u64)>,
+    h: HeaderMap,
+    b: Result<Json<RenameRequest>, JsonRejection>,
+) -> FsResult<()> {
+    let ns = ns(&m, &h, a, u, true)?;
+    let r = body(b)?;
+    m.db.rename_at(
+        ns,
+        r.parent,
+        &r.name,
+        r.new_parent,
+        &r.new_name,
+        r.noreplace,
+        r.exchange,
+    )?;
+    Ok(Json(()))
+}
+
+async fn setattr(
+    State(m): State<Arc<Meta>>,
+    Path((a, u)): Path<(u64, u64)>,
+    h: HeaderMap,
+    b: Result<Json<SetAttrRequest>, JsonRejection>,
+) -> FsResult<NodeAttr> {
+    let ns = ns(&m, &h, a, u, true)?;
+    let r = body(b)?;
+    Ok(Json(node_attr(&m.db.set_attrs(ns, r.id, &r.attrs)?)))
+}
+
+async fn statfs(
+    State(m): State<Arc<Meta>>,
+    Path((a, u)): Path<(u64, u64)>,
+    h: HeaderMap,
+) -> FsResult<FsStats> {
+    let ns = ns(&m, &h, a, u, false)?;
+    let (used, files) = m.db.usage(ns)?;
+    let capacity = m.capacity(ns)?;
+    Ok(Json(FsStats {
+        capacity,
+        used,
+        files,
+    }))
+}

@@ -1,0 +1,208 @@
+//! `tfsfs mount`: the drive. Connects to a metadata server (or starts an
+//! embedded cluster), opens the filesystem core, and serves it over FUSE
+//! until Ctrl-C, SIGTERM or `umount`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use fuser::{Config, MountOption, SessionACL};
+
+use crate::client::meta::MetaClient;
+use crate::client::provider::ShardClient;
+use crate::cluster::Cluster;
+use crate::codec::crypt::AccountKey;
+use crate::fs::{Fs, FsConfig, RemoteBackend};
+use crate::fuse::FuseFs;
+use crate::transfer::{Progress, UploadOptions};
+
+/// Shard requests slower than this count as failed.
+const SHARD_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long an unmount waits for uploads in flight.
+const QUIESCE: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Clone)]
+pub struct MountOptions {
+    pub dir: PathBuf,
+    /// Metadata server; none starts the embedded cluster.
+    pub meta: Option<String>,
+    pub appkey: Option<String>,
+    pub uid: u64,
+    pub cache_dir: Option<PathBuf>,
+    pub cache_size: u64,
+    pub encrypt: bool,
+    pub allow_other: bool,
+    /// Where the embedded cluster keeps its state.
+    pub data_dir: PathBuf,
+    pub providers: usize,
+    pub threads: usize,
+}
+
+/// Runs the drive in this process until it is unmounted.
+pub fn run(opts: MountOptions) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()?;
+    let (fs, _cluster) = rt.block_on(open(&opts))?;
+    let fs = Arc::new(fs);
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::FSName("tfsfs".into()),
+        MountOption::Subtype("tfsfs".into()),
+        MountOption::DefaultPermissions,
+    ];
+    if opts.allow_other {
+        config.acl = SessionACL::All;
+    }
+    config.n_threads = Some(opts.threads.max(1));
+    config.clone_fd = true;
+    let adapter = FuseFs::new(fs.clone(), rt.handle().clone());
+    let mut session = fuser::Session::new(adapter, &opts.dir, &config)
+        .with_context(|| format!("mount {}", opts.dir.display()))?;
+    let mut unmounter = session.unmount_callable();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let serve = std::thread::spawn(move || {
+        let r = session.run();
+        let _ = done_tx.send(());
+        r
+    });
+    eprintln!("tfsfs mounted at {}", opts.dir.display());
+    let signalled = rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => Ok::<_, std::io::Error>(true),
+            _ = term.recv() => Ok(true),
+            _ = done_rx => Ok(false),
+        }
+    })?;
+    if signalled {
+        rt.block_on(fs.quiesce(QUIESCE));
+        unmounter.unmount().context("unmount")?;
+    }
+    serve
+        .join()
+        .map_err(|_| anyhow::anyhow!("FUSE session panicked"))??;
+    rt.block_on(fs.quiesce(QUIESCE));
+    Ok(())
+}
+
+/// Connects to storage and opens the filesystem core.
+async fn open(opts: &MountOptions) -> anyhow::Result<(Fs<RemoteBackend>, Option<Cluster>)> {
+    let (meta_url, appkey, uid, cluster) = match &opts.meta {
+        Some(url) => {
+            let appkey = opts
+                .appkey
+                .clone()
+                .context("--appkey (or TFSFS_APPKEY) is needed with --meta")?;
+            (url.clone(), appkey, opts.uid, None)
+        }
+        None => {
+            let c = Cluster::start(
+                &opts.data_dir.join("cluster"),
+                opts.providers,
+                "127.0.0.1:0",
+                None,
+            )
+            .await?;
+            (
+                c.info.meta_url.clone(),
+                c.info.appkey.clone(),
+                c.info.uid,
+                Some(c),
+            )
+        }
+    };
+    let meta = MetaClient::connect(&meta_url, &appkey, uid).await?;
+    let account = if opts.encrypt {
+        Some(AccountKey::derive(
+            &crate::config::master_secret()?,
+            meta.appid,
+            meta.uid,
+        ))
+    } else {
+        None
+    };
+    let server_key = reqwest::get(format!("{meta_url}/api/pubkey"))
+        .await?
+        .text()
+        .await?;
+    let cache_dir = opts.cache_dir.clone().unwrap_or_else(|| {
+        // One cache per metadata server (known by its key) and account.
+        crate::config::cache_dir().join(format!(
+            "{}-{}-{}",
+            &server_key.get(..16).unwrap_or("x"),
+            meta.appid,
+            meta.uid
+        ))
+    });
+    let backend = RemoteBackend {
+        meta,
+        shards: ShardClient::new(SHARD_TIMEOUT),
+        account,
+        progress: Progress::default(),
+        upload: UploadOptions::default(),
+    };
+    let cfg = FsConfig {
+        cache_dir,
+        cache_size: opts.cache_size as usize,
+        prefetch: 4,
+    };
+    let fs = Fs::new(backend, cfg).await?;
+    Ok((fs, cluster))
+}
+
+/// Runs this same command again with `--foreground`, detached (its own
+/// session, output to a log under the cache dir), and returns once DIR is
+/// mounted or the child has failed.
+pub fn detach(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let log_dir = crate::config::cache_dir();
+    std::fs::create_dir_all(&log_dir)?;
+    let log_path = log_dir.join("mount.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)?;
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    args.push("--foreground".into());
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()?;
+    let target = std::fs::canonicalize(dir)?;
+    for _ in 0..600 {
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("mount failed ({status}); see {}", log_path.display());
+        }
+        if is_mounted(&target) {
+            eprintln!(
+                "tfsfs mounted at {} (pid {}, log {})",
+                target.display(),
+                child.id(),
+                log_path.display()
+            );
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    anyhow::bail!(
+        "mount did not come up within a minute; see {}",
+        log_path.display()
+    )
+}
+
+/// Is a tfsfs file system mounted at `dir`?
+pub fn is_mounted(dir: &std::path::Path) -> bool {
+    std::fs::read_to_string("/proc/self/mounts")
+        .map(|m| {
+            m.lines().any(|l| {
+                l.split(' ').nth(1).map(std::path::Path::new) == Some(dir) && l.contains("tfsfs")
+            })
+        })
+        .unwrap_or(false)
+}
