@@ -474,7 +474,9 @@ impl<B: Backend> Filesystem for FuseFs<B> {
             Ok(s) => {
                 let blocks = s.capacity / BLOCK as u64;
                 let free = s.capacity.saturating_sub(s.used) / BLOCK as u64;
-                reply.statfs(blocks, free, free, s.files, u64::MAX / 2, BLOCK, 255, BLOCK)
+                // namelen: the longest name the drive takes (pathconf's NAME_MAX).
+                let namelen = crate::meta::path::MAX_NAME as u32;
+                reply.statfs(blocks, free, free, s.files, u64::MAX / 2, BLOCK, namelen, BLOCK)
             }
             Err(e) => reply.error(e),
         }

@@ -2,6 +2,7 @@
 //! and spread over many storage providers; a metadata server owns the TFS v2
 //! namespace. See `docs/ARCHITECTURE.md`.
 
+pub mod bench;
 pub mod client;
 pub mod cluster;
 pub mod codec;

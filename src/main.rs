@@ -27,6 +27,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Measure a mounted drive beside a local directory.
+    Bench(BenchArgs),
     /// Mount the drive at DIR (with no --meta, on an embedded local cluster).
     Mount(MountArgs),
     /// Run the metadata server (TFS v1/v2 REST, upload sessions, placement).
@@ -79,6 +81,26 @@ enum Command {
         #[arg(long)]
         dir: bool,
     },
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// A directory on the mounted drive.
+    dir: PathBuf,
+    /// The local-disk baseline directory (default: a temporary one).
+    #[arg(long)]
+    local: Option<PathBuf>,
+    #[arg(long, default_value_t = 1 << 30)]
+    big_size: u64,
+    #[arg(long, default_value_t = 1 << 20)]
+    io_size: usize,
+    #[arg(long, default_value_t = 1000)]
+    small_count: usize,
+    #[arg(long, default_value_t = 4096)]
+    small_size: usize,
+    /// The mount's pid, for its peak RSS (found by its command line if absent).
+    #[arg(long)]
+    pid: Option<u32>,
 }
 
 #[derive(Args)]
@@ -229,6 +251,41 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(run(cli.command))
 }
 
+fn bench(a: BenchArgs) -> anyhow::Result<()> {
+    use tfsfs::bench;
+    let o = bench::BenchOptions {
+        big_size: a.big_size,
+        io_size: a.io_size,
+        small_count: a.small_count,
+        small_size: a.small_size,
+    };
+    let pid = a.pid.or_else(|| bench::find_mount_pid(&a.dir));
+    let tmp = tempfile_dir()?;
+    let local_dir = a.local.clone().unwrap_or_else(|| tmp.clone());
+    eprintln!("measuring {} ...", a.dir.display());
+    let drive = bench::measure(&a.dir, &o)?;
+    eprintln!("measuring {} (local disk) ...", local_dir.display());
+    let local = bench::measure(&local_dir, &o)?;
+    let _ = std::fs::remove_dir_all(&tmp);
+    println!("{}", bench::table(&drive, &local));
+    match pid.and_then(bench::peak_rss) {
+        Some(rss) => println!(
+            "mount peak RSS: {} MiB (pid {})",
+            rss >> 20,
+            pid.unwrap_or_default()
+        ),
+        None => println!("mount peak RSS: unknown (pass --pid)"),
+    }
+    Ok(())
+}
+
+/// A fresh directory under the system's temporary directory.
+fn tempfile_dir() -> std::io::Result<PathBuf> {
+    let d = std::env::temp_dir().join(format!("tfsfs-bench-local-{}", std::process::id()));
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
+
 fn mount(a: MountArgs) -> anyhow::Result<()> {
     let mut allow_other = false;
     for opt in a.options.iter().flat_map(|o| o.split(',')) {
@@ -267,6 +324,7 @@ fn announce(url: &str) {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Mount(_) => unreachable!("handled before the runtime starts"),
+        Command::Bench(a) => bench(a)?,
         Command::Meta(a) => {
             let mut cfg = MetaConfig::new(a.data);
             cfg.public_read = a.public_read;

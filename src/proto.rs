@@ -287,6 +287,9 @@ pub struct NodeAttr {
     pub ver_no: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// Link count: 2 + subdirectories for a directory, 1 otherwise.
+    #[serde(default)]
+    pub nlink: u32,
 }
 
 /// `fs/make`: a directory, an empty file or a symlink.

@@ -58,6 +58,8 @@ pub fn encode_path(path: &str) -> String {
 #[derive(Clone)]
 pub struct MetaClient {
     http: reqwest::Client,
+    /// The server's policy, asked once.
+    policy: std::sync::Arc<tokio::sync::OnceCell<Policy>>,
     base: String,
     appkey: String,
     pub appid: u64,
@@ -81,6 +83,7 @@ impl MetaClient {
             .parse()
             .map_err(|_| ClientError::Decode(format!("APP_ID {:?}", a.app_id)))?;
         Ok(MetaClient {
+            policy: Default::default(),
             http,
             base,
             appkey: appkey.to_string(),
@@ -129,13 +132,8 @@ impl MetaClient {
     }
 
     pub async fn policy(&self) -> Result<Policy, ClientError> {
-        Self::decode(
-            self.http
-                .get(format!("{}/api/policy", self.base))
-                .send()
-                .await?,
-        )
-        .await
+        let fetch = || async { Self::decode(self.http.get(format!("{}/api/policy", self.base)).send().await?).await };
+        self.policy.get_or_try_init(fetch).await.cloned()
     }
 
     pub async fn check(&self, req: &CheckRequest) -> Result<CheckResponse, ClientError> {

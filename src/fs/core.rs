@@ -108,14 +108,19 @@ pub struct Fs<B: Backend> {
     staging: StagingArea,
     cache: Arc<BlockCache>,
     inodes: Mutex<HashMap<i64, Arc<AsyncMutex<Inode>>>>,
-    /// Size and mtime of staged files, readable without waiting on an upload.
-    local: Mutex<HashMap<i64, (u64, i64)>>,
+    /// Size, mtime and ctime (of the last local change) of staged files,
+    /// readable without waiting on an upload.
+    local: Mutex<HashMap<i64, (u64, i64, i64)>>,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
     /// (parent, name) of nodes seen, to label transfers with their path.
     names: Mutex<HashMap<i64, (i64, String)>>,
     /// The version whose pages the kernel may keep, per node.
     kernel_ver: Mutex<HashMap<i64, u64>>,
+    /// Files unlinked (or replaced by a rename) while open here, with
+    /// their last attributes: their data lives on in staging, unuploaded,
+    /// until the last close, as POSIX has it.
+    orphans: Mutex<HashMap<i64, NodeAttr>>,
     next_fh: AtomicU64,
     uploads: AtomicUsize,
 }
@@ -175,6 +180,7 @@ impl<B: Backend> Fs<B> {
             dirs: Mutex::new(HashMap::new()),
             names: Mutex::new(HashMap::new()),
             kernel_ver: Mutex::new(HashMap::new()),
+            orphans: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             uploads: AtomicUsize::new(0),
         };
@@ -239,10 +245,10 @@ impl<B: Backend> Fs<B> {
     }
 
     fn attr(&self, n: &NodeAttr) -> Attr {
-        let (size, mtime_ns) = lock(&self.local)
+        let (size, mtime_ns, ctime_ns) = lock(&self.local)
             .get(&n.id)
-            .copied()
-            .unwrap_or((n.size, n.mtime_ns));
+            .map(|&(size, mtime, ctime)| (size, mtime, ctime.max(n.ctime_ns)))
+            .unwrap_or((n.size, n.mtime_ns, n.ctime_ns));
         Attr {
             ino: self.ino(n.id),
             kind: n.kind,
@@ -252,8 +258,12 @@ impl<B: Backend> Fs<B> {
             gid: n.gid,
             atime_ns: n.atime_ns,
             mtime_ns,
-            ctime_ns: n.ctime_ns,
-            nlink: if n.kind == NodeKind::Dir { 2 } else { 1 },
+            ctime_ns,
+            nlink: match (n.kind, n.nlink) {
+                (NodeKind::Dir, 0) => 2,
+                (_, 0) => 1,
+                (_, nlink) => nlink,
+            },
         }
     }
 
@@ -292,6 +302,7 @@ impl<B: Backend> Fs<B> {
         if inode.open == 0 && inode.staged.is_none() {
             lock(&self.inodes).remove(&id);
             lock(&self.local).remove(&id);
+            lock(&self.orphans).remove(&id);
         }
     }
 
@@ -311,7 +322,56 @@ impl<B: Backend> Fs<B> {
     }
 
     pub async fn getattr(&self, ino: u64) -> FsResult<Attr> {
-        Ok(self.attr(&self.backend.getattr(self.id(ino)).await?))
+        let id = self.id(ino);
+        if let Some(a) = self.orphan_attr(id) {
+            return Ok(a);
+        }
+        Ok(self.attr(&self.backend.getattr(id).await?))
+    }
+
+    /// The attributes of a file unlinked while open: no links left.
+    fn orphan_attr(&self, id: i64) -> Option<Attr> {
+        let n = lock(&self.orphans).get(&id).cloned()?;
+        Some(Attr {
+            nlink: 0,
+            ..self.attr(&n)
+        })
+    }
+
+    /// Before the entry `(parent, name)` goes away: if it is a file open
+    /// here, keep a local copy of it for its open descriptors, which may
+    /// still read and write it. Returns the node kept.
+    async fn keep_if_open(&self, parent: i64, name: &str) -> FsResult<Option<i64>> {
+        let candidates: Vec<(i64, Arc<AsyncMutex<Inode>>)> = {
+            let names = lock(&self.names);
+            lock(&self.inodes)
+                .iter()
+                .filter(|(id, _)| {
+                    names
+                        .get(id)
+                        .is_some_and(|(p, n)| *p == parent && n == name)
+                })
+                .map(|(id, inode)| (*id, inode.clone()))
+                .collect()
+        };
+        if candidates.is_empty() {
+            return Ok(None);
+        }
+        // Names seen may be stale: ask which node the entry is now.
+        let n = match self.backend.lookup(parent, name).await {
+            Ok(n) => n,
+            Err(_) => return Ok(None),
+        };
+        let Some((id, inode)) = candidates.into_iter().find(|(id, _)| *id == n.id) else {
+            return Ok(None);
+        };
+        let mut g = inode.lock().await;
+        if g.open == 0 || n.kind != NodeKind::File {
+            return Ok(None);
+        }
+        self.stage(id, &mut g, None).await?;
+        lock(&self.orphans).insert(id, n);
+        Ok(Some(id))
     }
 
     async fn make(
@@ -376,13 +436,25 @@ impl<B: Backend> Fs<B> {
     }
 
     pub async fn unlink(&self, parent: u64, name: &str) -> FsResult<()> {
-        self.backend
+        let kept = self.keep_if_open(self.id(parent), name).await?;
+        let r = self
+            .backend
             .remove(RemoveRequest {
                 parent: self.id(parent),
                 name: name.to_string(),
                 dir: false,
             })
-            .await
+            .await;
+        self.kept_outcome(kept, &r);
+        r
+    }
+
+    /// A node kept for its open descriptors stays an ordinary file when
+    /// its entry did not go away after all.
+    fn kept_outcome<T>(&self, kept: Option<i64>, r: &FsResult<T>) {
+        if let (Some(id), Err(_)) = (kept, r) {
+            lock(&self.orphans).remove(&id);
+        }
     }
 
     pub async fn rmdir(&self, parent: u64, name: &str) -> FsResult<()> {
@@ -412,7 +484,15 @@ impl<B: Backend> Fs<B> {
             noreplace,
             exchange,
         };
-        self.backend.rename(req).await
+        // A file replaced by the rename lives on for its open descriptors.
+        let kept = if noreplace || exchange {
+            None
+        } else {
+            self.keep_if_open(req.new_parent, new_name).await?
+        };
+        let r = self.backend.rename(req).await;
+        self.kept_outcome(kept, &r);
+        r
     }
 
     pub async fn statfs(&self) -> FsResult<FsStats> {
@@ -443,7 +523,7 @@ impl<B: Backend> Fs<B> {
                 if let Some(inode) = inode {
                     if let Some(st) = inode.lock().await.staged.as_mut() {
                         st.mtime_ns = mtime;
-                        lock(&self.local).insert(id, (st.size, mtime));
+                        lock(&self.local).insert(id, (st.size, mtime, now_ns()));
                     }
                 }
             }
@@ -487,17 +567,22 @@ impl<B: Backend> Fs<B> {
             return Ok(());
         }
         let file = self.staging.create(id)?;
-        let layout = Arc::new(self.backend.layout(id).await?);
-        let size = layout.size;
-        let copy = keep.unwrap_or(size).min(size);
-        let step = 16 << 20;
-        let mut at = 0;
-        while at < copy {
-            let n = (copy - at).min(step);
-            let data = self.read_layout(&layout, at, n, None).await?;
-            file.write_all_at(&data, at)?;
-            at += n;
-        }
+        // Keeping nothing (a new file, O_TRUNC, truncate to 0) needs no fetch.
+        let size = if keep == Some(0) {
+            0
+        } else {
+            let layout = Arc::new(self.backend.layout(id).await?);
+            let copy = keep.unwrap_or(layout.size).min(layout.size);
+            let step = 16 << 20;
+            let mut at = 0;
+            while at < copy {
+                let n = (copy - at).min(step);
+                let data = self.read_layout(&layout, at, n, None).await?;
+                file.write_all_at(&data, at)?;
+                at += n;
+            }
+            layout.size
+        };
         file.set_len(size)?;
         let mtime_ns = now_ns();
         g.staged = Some(Staged {
@@ -517,7 +602,7 @@ impl<B: Backend> Fs<B> {
             st.dirty = true;
         }
         st.mtime_ns = now_ns();
-        lock(&self.local).insert(id, (st.size, st.mtime_ns));
+        lock(&self.local).insert(id, (st.size, st.mtime_ns, st.mtime_ns));
         Ok(())
     }
 
@@ -526,6 +611,12 @@ impl<B: Backend> Fs<B> {
         let Some(st) = g.staged.as_mut().filter(|s| s.dirty) else {
             return Ok(());
         };
+        if lock(&self.orphans).contains_key(&id) {
+            // Unlinked: nothing to upload to.
+            st.dirty = false;
+            self.staging.unmark(id);
+            return Ok(());
+        }
         self.staging.mark(id, true)?;
         self.uploads.fetch_add(1, Ordering::SeqCst);
         let attrs = FileAttrs {
@@ -626,6 +717,13 @@ impl<B: Backend> Fs<B> {
                 },
             )
             .await?;
+        if flags.write {
+            // The file is new and empty: stage it without asking storage.
+            let id = self.id(attr.ino);
+            let inode = self.inode(id);
+            let mut g = inode.lock().await;
+            self.stage(id, &mut g, Some(0)).await?;
+        }
         Ok((attr, fh))
     }
 

@@ -117,6 +117,10 @@ pub fn node_attr(n: &Node) -> NodeAttr {
         ctime_ns: n.ctime_ns.unwrap_or(mtime),
         ver_no: n.ver_no,
         target: n.target.clone(),
+        nlink: match n.kind {
+            Kind::Dir => 2u64.saturating_add(n.subdirs).min(u32::MAX as u64) as u32,
+            _ => 1,
+        },
     }
 }
 

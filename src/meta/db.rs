@@ -73,6 +73,8 @@ pub struct Node {
     pub atime_ns: Option<i64>,
     pub ctime_ns: Option<i64>,
     pub target: Option<String>,
+    /// Directories directly below (a directory's link count is 2 + this).
+    pub subdirs: u64,
 }
 
 /// Per-directory limits (TFS refuses past them with 403).
@@ -230,7 +232,8 @@ fn scheme_of(code: i64) -> StoreScheme {
 
 const NODE_COLS: &str =
     "id, parent, name, kind, size, ver_no, create_time, modify_time, mode, mtime_ns, \
-     owner, grp, atime_ns, ctime_ns, target";
+     owner, grp, atime_ns, ctime_ns, target, \
+     CASE WHEN kind=0 THEN (SELECT COUNT(*) FROM nodes s WHERE s.parent=nodes.id AND s.kind=0) ELSE 0 END";
 
 fn node_of(r: &rusqlite::Row) -> rusqlite::Result<Node> {
     Ok(Node {
@@ -255,6 +258,7 @@ fn node_of(r: &rusqlite::Row) -> rusqlite::Result<Node> {
         atime_ns: r.get(12)?,
         ctime_ns: r.get(13)?,
         target: r.get(14)?,
+        subdirs: r.get::<_, i64>(15)? as u64,
     })
 }
 

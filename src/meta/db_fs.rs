@@ -92,6 +92,9 @@ impl Db {
     }
 
     pub fn lookup(&self, ns: Ns, parent: i64, name: &str) -> DbResult<Node> {
+        if name.len() > MAX_NAME {
+            return Err(DbError::NameTooLong);
+        }
         let conn = self.lock();
         dir_in(&conn, ns, parent)?;
         child(&conn, parent, name)?.ok_or(DbError::NotFound)

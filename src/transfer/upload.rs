@@ -90,18 +90,64 @@ fn file_key(
 /// SHA-1 and size of the stored object, plus its bytes when small enough to
 /// travel inline.
 fn hash_object(src: &Source, inline_max: u64) -> std::io::Result<(String, u64, Option<Vec<u8>>)> {
-    let mut h = Sha1::new();
-    let mut size = 0;
-    let mut inline = None;
-    for i in 0..src.partitions() {
-        let data = src.stored(i)?;
-        h.update(&data);
-        size += data.len() as u64;
-        if src.size <= inline_max {
-            inline = Some(data);
+    // One thread reads and encrypts ahead while this one hashes: SHA-1 of
+    // the whole object is sequential, the encryption need not wait for it.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(2);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            for i in 0..src.partitions() {
+                if tx.send(src.stored(i)).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut h = Sha1::new();
+        let mut size = 0;
+        let mut inline = None;
+        for data in rx {
+            let data = data?;
+            h.update(&data);
+            size += data.len() as u64;
+            if src.size <= inline_max {
+                inline = Some(data);
+            }
         }
-    }
-    Ok((hex::encode(h.finalize()), size, inline))
+        Ok((hex::encode(h.finalize()), size, inline))
+    })
+}
+
+/// `f` over `[from, to)` on every core, results in index order.
+fn parallel_map<T: Send>(
+    from: u64,
+    to: u64,
+    f: impl Fn(u64) -> std::io::Result<T> + Sync,
+) -> std::io::Result<Vec<T>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let f = &f;
+    let mut parts: Vec<(u64, T)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    (from + t..to)
+                        .step_by(threads as usize)
+                        .map(|i| Ok((i, f(i)?)))
+                        .collect::<std::io::Result<Vec<_>>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("encoder thread panicked")))
+            })
+            .collect::<std::io::Result<Vec<_>>>()
+    })?
+    .into_iter()
+    .flatten()
+    .collect();
+    parts.sort_by_key(|(i, _)| *i);
+    Ok(parts.into_iter().map(|(_, t)| t).collect())
 }
 
 /// Encodes partitions `[from, to)`: their metadata and shard bytes.
@@ -111,24 +157,22 @@ fn encode_window(
     from: u64,
     to: u64,
 ) -> std::io::Result<Vec<(PartitionMeta, Vec<Bytes>)>> {
-    (from..to)
-        .map(|i| {
-            let data = src.stored(i)?;
-            let shards: Vec<Bytes> = scheme.encode(&data).into_iter().map(Bytes::from).collect();
-            let meta = PartitionMeta {
-                index: i,
-                size: data.len() as u64,
-                shards: shards
-                    .iter()
-                    .map(|s| ShardMeta {
-                        sha1: sha1_hex(s),
-                        size: s.len() as u64,
-                    })
-                    .collect(),
-            };
-            Ok((meta, shards))
-        })
-        .collect()
+    parallel_map(from, to, |i| {
+        let data = src.stored(i)?;
+        let shards: Vec<Bytes> = scheme.encode(&data).into_iter().map(Bytes::from).collect();
+        let meta = PartitionMeta {
+            index: i,
+            size: data.len() as u64,
+            shards: shards
+                .iter()
+                .map(|s| ShardMeta {
+                    sha1: sha1_hex(s),
+                    size: s.len() as u64,
+                })
+                .collect(),
+        };
+        Ok((meta, shards))
+    })
 }
 
 async fn blocking<T: Send + 'static>(
@@ -153,6 +197,7 @@ pub async fn upload_file(
     opts: &UploadOptions,
     progress: &Progress,
 ) -> Result<u64, TransferError> {
+    let started = std::time::Instant::now();
     let policy = meta.policy().await?;
     if policy.partition_size == 0 {
         return Err(TransferError::Layout(
@@ -178,7 +223,9 @@ pub async fn upload_file(
     };
     let s = src.clone();
     let inline_max = policy.inline_max;
+    let keyed = started.elapsed();
     let (object_sha1, object_size, inline) = blocking(move || hash_object(&s, inline_max)).await?;
+    let hashed = started.elapsed();
     progress.start(remote, object_size);
     let check = CheckRequest {
         node: opts.node,
@@ -275,6 +322,7 @@ pub async fn upload_file(
         }
     };
     progress.finish(remote);
+    tracing::info!(remote, size, ?keyed, ?hashed, total = ?started.elapsed(), "uploaded");
     Ok(ver_no)
 }
 

@@ -260,3 +260,223 @@ pub fn assert_ok(out: &Output, what: &str) {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// `tfsfs mount` of a cluster's account at a fresh directory, as a separate
+/// process; unmounted (then killed) on drop.
+pub struct TestMount {
+    /// The mount point.
+    pub dir: PathBuf,
+    /// The mount's `--cache-dir` (staging and recovered files).
+    pub cache: PathBuf,
+    /// The mount process's output, one file per start.
+    pub logs: PathBuf,
+    child: Option<Child>,
+    starts: usize,
+    meta_url: String,
+    appkey: String,
+    config_home: PathBuf,
+    encrypt: bool,
+    _tmp: tempfile::TempDir,
+}
+
+impl TestMount {
+    /// Mounts `c`'s account (uid 1), encrypted.
+    pub fn new(c: &TestCluster) -> TestMount {
+        Self::with(c, true)
+    }
+
+    pub fn with(c: &TestCluster, encrypt: bool) -> TestMount {
+        let tmp = tempfile::tempdir().unwrap();
+        // Canonical, as /proc/self/mounts lists it.
+        let base = std::fs::canonicalize(tmp.path()).unwrap();
+        let dir = base.join("mnt");
+        let cache = base.join("cache");
+        let logs = base.join("logs");
+        for d in [&dir, &cache, &logs] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let mut m = TestMount {
+            dir,
+            cache,
+            logs,
+            child: None,
+            starts: 0,
+            meta_url: c.meta.url.clone(),
+            appkey: c.appkey.clone(),
+            config_home: c.dir.path().join("config"),
+            encrypt,
+            _tmp: tmp,
+        };
+        m.mount();
+        m
+    }
+
+    /// `dir/rel`.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    /// The mount process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Starts the mount process and waits until the kernel lists the mount.
+    pub fn mount(&mut self) {
+        assert!(self.child.is_none(), "already mounted");
+        self.starts += 1;
+        let log =
+            std::fs::File::create(self.logs.join(format!("mount-{}.log", self.starts))).unwrap();
+        let mut cmd = Command::new(bin());
+        cmd.arg("mount")
+            .arg(&self.dir)
+            .arg("--foreground")
+            .args([
+                "--meta",
+                &self.meta_url,
+                "--appkey",
+                &self.appkey,
+                "--uid",
+                "1",
+            ])
+            .arg("--cache-dir")
+            .arg(&self.cache)
+            .env("XDG_CONFIG_HOME", &self.config_home)
+            .env_remove("TFSFS_META")
+            .env_remove("TFSFS_APPKEY")
+            .env_remove("TFSFS_UID")
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        if !self.encrypt {
+            cmd.arg("--no-encrypt");
+        }
+        let mut child = cmd.spawn().expect("spawn tfsfs mount");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !is_mounted(&self.dir) {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("tfsfs mount exited ({status}):\n{}", self.log());
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("tfsfs mount never came up:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.child = Some(child);
+    }
+
+    /// `umount DIR` (lazily if busy), then waits for the process to end
+    /// (killing it after 60 s).
+    pub fn unmount(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if is_mounted(&self.dir) {
+            let ok = Command::new("umount")
+                .arg(&self.dir)
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if !ok {
+                std::thread::sleep(Duration::from_millis(200));
+                let ok = Command::new("umount")
+                    .arg(&self.dir)
+                    .stderr(Stdio::null())
+                    .status()
+                    .map(|s| s.success())
+                    .unwrap_or(false);
+                if !ok {
+                    let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+                }
+            }
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if std::time::Instant::now() > deadline => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
+    /// Unmounts, wipes the cache dir if asked, mounts again.
+    pub fn remount(&mut self, wipe_cache: bool) {
+        self.unmount();
+        if wipe_cache {
+            std::fs::remove_dir_all(&self.cache).unwrap();
+            std::fs::create_dir_all(&self.cache).unwrap();
+        }
+        self.mount();
+    }
+
+    /// kill -9 of the mount process, then `umount -l` of the dead mount.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if is_mounted(&self.dir) {
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
+        assert!(!is_mounted(&self.dir), "dead mount still listed");
+    }
+
+    /// Everything the mount processes printed.
+    pub fn log(&self) -> String {
+        let mut out = String::new();
+        for i in 1..=self.starts {
+            let text = std::fs::read_to_string(self.logs.join(format!("mount-{i}.log")))
+                .unwrap_or_default();
+            out.push_str(&format!("--- mount #{i} ---\n{text}"));
+        }
+        out
+    }
+}
+
+impl Drop for TestMount {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: String = log
+                .lines()
+                .rev()
+                .take(60)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n");
+            eprintln!("tfsfs mount log (tail):\n{tail}");
+        }
+        self.unmount();
+        if is_mounted(&self.dir) {
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
+    }
+}
+
+/// Is a tfsfs FUSE file system mounted at `dir` (a canonical path), per
+/// /proc/self/mounts?
+pub fn is_mounted(dir: &Path) -> bool {
+    let want = dir.to_str().unwrap_or("").replace(' ', "\\040");
+    std::fs::read_to_string("/proc/self/mounts")
+        .map(|m| {
+            m.lines().any(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                f.len() > 2 && f[0] == "tfsfs" && f[1] == want && f[2].starts_with("fuse")
+            })
+        })
+        .unwrap_or(false)
+}

@@ -1,0 +1,197 @@
+//! `tfsfs bench DIR`: throughput of a mounted drive beside a local-disk
+//! baseline measured in the same run (the machine is noisy), in the manner
+//! of `juicefs bench`: one big file written (timed until close returns,
+//! i.e. durable) and read cold, many small files written and read, stats.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub big_size: u64,
+    pub io_size: usize,
+    pub small_count: usize,
+    pub small_size: usize,
+}
+
+/// One row of results for one directory.
+#[derive(Debug, Clone, Default)]
+pub struct Figures {
+    pub big_write_mib_s: f64,
+    pub big_read_mib_s: f64,
+    pub small_write_files_s: f64,
+    pub small_read_files_s: f64,
+    pub stat_per_s: f64,
+}
+
+/// Fills `buf` with bytes that differ per chunk, so nothing deduplicates.
+fn fill(buf: &mut [u8], chunk: u64) {
+    let mut x = chunk.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for word in buf.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let bytes = x.to_le_bytes();
+        word.copy_from_slice(&bytes[..word.len()]);
+    }
+}
+
+/// Drops the kernel's page cache (root only); says whether it could.
+fn drop_caches() -> bool {
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+    std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok()
+}
+
+fn mib_s(bytes: u64, secs: f64) -> f64 {
+    bytes as f64 / (1 << 20) as f64 / secs.max(1e-9)
+}
+
+/// Runs every measurement in `dir` (a fresh subdirectory is made and removed).
+pub fn measure(dir: &Path, o: &BenchOptions) -> std::io::Result<Figures> {
+    let work = dir.join(format!("tfsfs-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    let mut f = Figures::default();
+    let big = work.join("big");
+    let mut buf = vec![0u8; o.io_size];
+    let start = Instant::now();
+    {
+        let mut file = File::create(&big)?;
+        let mut written = 0u64;
+        let mut chunk = 0;
+        while written < o.big_size {
+            let n = (o.big_size - written).min(o.io_size as u64) as usize;
+            fill(&mut buf[..n], chunk);
+            file.write_all(&buf[..n])?;
+            written += n as u64;
+            chunk += 1;
+        }
+        file.sync_all()?;
+    }
+    f.big_write_mib_s = mib_s(o.big_size, start.elapsed().as_secs_f64());
+    if !drop_caches() {
+        eprintln!("warning: cannot drop the page cache (not root): reads may be warm");
+    }
+    let start = Instant::now();
+    {
+        let mut file = File::open(&big)?;
+        let mut total = 0u64;
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+        }
+        if total != o.big_size {
+            return Err(std::io::Error::other(format!(
+                "read {total} bytes of {}",
+                o.big_size
+            )));
+        }
+    }
+    f.big_read_mib_s = mib_s(o.big_size, start.elapsed().as_secs_f64());
+    std::fs::remove_file(&big)?;
+
+    let small: Vec<PathBuf> = (0..o.small_count)
+        .map(|i| work.join(format!("s{i:05}")))
+        .collect();
+    let mut data = vec![0u8; o.small_size];
+    let start = Instant::now();
+    for (i, p) in small.iter().enumerate() {
+        fill(&mut data, (i as u64 + 1) << 32);
+        std::fs::write(p, &data)?;
+    }
+    f.small_write_files_s = o.small_count as f64 / start.elapsed().as_secs_f64();
+    drop_caches();
+    let start = Instant::now();
+    for p in &small {
+        if std::fs::read(p)?.len() != o.small_size {
+            return Err(std::io::Error::other(format!(
+                "{} has the wrong size",
+                p.display()
+            )));
+        }
+    }
+    f.small_read_files_s = o.small_count as f64 / start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let rounds = 3;
+    for _ in 0..rounds {
+        for p in &small {
+            std::fs::metadata(p)?;
+        }
+    }
+    f.stat_per_s = (rounds * o.small_count) as f64 / start.elapsed().as_secs_f64();
+    std::fs::remove_dir_all(&work)?;
+    Ok(f)
+}
+
+/// Peak resident set (VmHWM) of a process, in bytes.
+pub fn peak_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The pid of the `tfsfs mount` serving `dir`, found by its command line.
+pub fn find_mount_pid(dir: &Path) -> Option<u32> {
+    let want = std::fs::canonicalize(dir).ok()?;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
+        let is_mount =
+            args.iter().any(|a| *a == b"mount") && args.iter().any(|a| *a == b"--foreground");
+        let names_dir = args.iter().any(|a| {
+            std::fs::canonicalize(Path::new(std::str::from_utf8(a).unwrap_or(""))).ok()
+                == Some(want.clone())
+        });
+        if is_mount && names_dir && args.first().is_some_and(|a| a.ends_with(b"tfsfs")) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// The table of both rows and their ratio.
+pub fn table(drive: &Figures, local: &Figures) -> String {
+    let rows = [
+        (
+            "big file write (MiB/s, until durable)",
+            drive.big_write_mib_s,
+            local.big_write_mib_s,
+        ),
+        (
+            "big file read, cold (MiB/s)",
+            drive.big_read_mib_s,
+            local.big_read_mib_s,
+        ),
+        (
+            "small files write (files/s)",
+            drive.small_write_files_s,
+            local.small_write_files_s,
+        ),
+        (
+            "small files read (files/s)",
+            drive.small_read_files_s,
+            local.small_read_files_s,
+        ),
+        ("stat (per s)", drive.stat_per_s, local.stat_per_s),
+    ];
+    let mut out =
+        String::from("| measure | tfsfs | local disk | tfsfs / local |\n|---|---:|---:|---:|\n");
+    for (name, d, l) in rows {
+        out.push_str(&format!(
+            "| {name} | {d:.1} | {l:.1} | {:.2} |\n",
+            d / l.max(1e-9)
+        ));
+    }
+    out
+}
