@@ -264,3 +264,35 @@ async fn cli_ls_and_rm() {
         "rm --dir of the now empty dir",
     );
 }
+
+#[tokio::test]
+async fn usage_counts_each_object_once_and_drops_with_the_last_file() {
+    let c = TestCluster::start(6).await;
+    let used = || async {
+        let r = reqwest::Client::new()
+            .get(format!(
+                "{}/api/ns/{}/{}/fs/statfs",
+                c.meta.url, c.appid, c.uid
+            ))
+            .header(tfsfs::proto::APPKEY_HEADER, &c.appkey)
+            .send()
+            .await
+            .unwrap();
+        r.json::<tfsfs::proto::FsStats>().await.unwrap().used
+    };
+    assert_eq!(used().await, 0);
+    let local = c.dir.path().join("u");
+    std::fs::write(&local, random_bytes(3 << 20, 5)).unwrap();
+    assert_ok(&c.put(&local, "/u/a", false), "put a");
+    assert_eq!(
+        used().await,
+        3 << 20,
+        "unencrypted: stored bytes are the file's"
+    );
+    assert_ok(&c.put(&local, "/u/b", false), "put b, same content");
+    assert_eq!(used().await, 3 << 20, "a deduplicated object counts once");
+    assert_ok(&c.cli(&["rm", "/u/a"]), "rm a");
+    assert_eq!(used().await, 3 << 20, "b still uses the object");
+    assert_ok(&c.cli(&["rm", "/u/b"]), "rm b");
+    assert_eq!(used().await, 0, "no file uses it any more");
+}

@@ -102,6 +102,10 @@ pub fn node_attr(n: &Node) -> NodeAttr {
         Kind::Dir => (NodeKind::Dir, 0o755),
         Kind::File => (NodeKind::File, 0o644),
         Kind::Symlink => (NodeKind::Symlink, 0o777),
+        Kind::Fifo => (NodeKind::Fifo, 0o644),
+        Kind::Socket => (NodeKind::Socket, 0o644),
+        Kind::CharDevice => (NodeKind::CharDevice, 0o644),
+        Kind::BlockDevice => (NodeKind::BlockDevice, 0o644),
     };
     NodeAttr {
         id: n.id,
@@ -121,6 +125,7 @@ pub fn node_attr(n: &Node) -> NodeAttr {
             Kind::Dir => 2u64.saturating_add(n.subdirs).min(u32::MAX as u64) as u32,
             _ => 1,
         },
+        rdev: n.rdev,
     }
 }
 
@@ -191,6 +196,10 @@ async fn make(
         NodeKind::Dir => Kind::Dir,
         NodeKind::File => Kind::File,
         NodeKind::Symlink => Kind::Symlink,
+        NodeKind::Fifo => Kind::Fifo,
+        NodeKind::Socket => Kind::Socket,
+        NodeKind::CharDevice => Kind::CharDevice,
+        NodeKind::BlockDevice => Kind::BlockDevice,
     };
     if (kind == Kind::Symlink) != r.target.is_some() {
         return Err(FsFail(
@@ -205,6 +214,10 @@ async fn make(
         owner: r.uid,
         group: r.gid,
         target: r.target.as_deref(),
+        rdev: match kind {
+            Kind::CharDevice | Kind::BlockDevice => r.rdev,
+            _ => 0,
+        },
     };
     Ok(Json(node_attr(&m.db.make(ns, r.parent, &r.name, &new)?)))
 }

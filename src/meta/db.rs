@@ -55,6 +55,12 @@ pub enum Kind {
     File = 1,
     /// A symbolic link (an extension for the drive; a file to v2 listings).
     Symlink = 2,
+    /// Special files of the drive (like symlinks to v2 listings): only
+    /// the node is kept, and a device's number.
+    Fifo = 3,
+    Socket = 4,
+    CharDevice = 5,
+    BlockDevice = 6,
 }
 
 #[derive(Debug, Clone)]
@@ -75,6 +81,8 @@ pub struct Node {
     pub target: Option<String>,
     /// Directories directly below (a directory's link count is 2 + this).
     pub subdirs: u64,
+    /// A device node's device number.
+    pub rdev: u32,
 }
 
 /// Per-directory limits (TFS refuses past them with 403).
@@ -169,7 +177,7 @@ CREATE TABLE IF NOT EXISTS nodes(
   create_time INTEGER NOT NULL, modify_time INTEGER NOT NULL,
   mode INTEGER, mtime_ns INTEGER,
   owner INTEGER NOT NULL DEFAULT 0, grp INTEGER NOT NULL DEFAULT 0,
-  atime_ns INTEGER, ctime_ns INTEGER, target TEXT,
+  atime_ns INTEGER, ctime_ns INTEGER, target TEXT, rdev INTEGER NOT NULL DEFAULT 0,
   UNIQUE(appid, uid, parent, name));
 CREATE INDEX IF NOT EXISTS nodes_parent ON nodes(parent, name);
 CREATE TABLE IF NOT EXISTS objects(
@@ -178,7 +186,11 @@ CREATE TABLE IF NOT EXISTS objects(
   scheme INTEGER NOT NULL, plain_size INTEGER NOT NULL, stored_size INTEGER NOT NULL,
   partition_size INTEGER NOT NULL, k INTEGER NOT NULL, m INTEGER NOT NULL,
   data BLOB, created INTEGER NOT NULL,
+  refs INTEGER NOT NULL DEFAULT 0,
   UNIQUE(appid, uid, sha1));
+CREATE TABLE IF NOT EXISTS usage(
+  appid INTEGER NOT NULL, uid INTEGER NOT NULL, bytes INTEGER NOT NULL,
+  PRIMARY KEY(appid, uid));
 CREATE TABLE IF NOT EXISTS partitions(
   object INTEGER NOT NULL, idx INTEGER NOT NULL, size INTEGER NOT NULL,
   PRIMARY KEY(object, idx));
@@ -233,7 +245,8 @@ fn scheme_of(code: i64) -> StoreScheme {
 const NODE_COLS: &str =
     "id, parent, name, kind, size, ver_no, create_time, modify_time, mode, mtime_ns, \
      owner, grp, atime_ns, ctime_ns, target, \
-     CASE WHEN kind=0 THEN (SELECT COUNT(*) FROM nodes s WHERE s.parent=nodes.id AND s.kind=0) ELSE 0 END";
+     CASE WHEN kind=0 THEN (SELECT COUNT(*) FROM nodes s WHERE s.parent=nodes.id AND s.kind=0) ELSE 0 END, \
+     rdev";
 
 fn node_of(r: &rusqlite::Row) -> rusqlite::Result<Node> {
     Ok(Node {
@@ -243,6 +256,10 @@ fn node_of(r: &rusqlite::Row) -> rusqlite::Result<Node> {
         kind: match r.get::<_, i64>(3)? {
             0 => Kind::Dir,
             2 => Kind::Symlink,
+            3 => Kind::Fifo,
+            4 => Kind::Socket,
+            5 => Kind::CharDevice,
+            6 => Kind::BlockDevice,
             _ => Kind::File,
         },
         size: r.get::<_, i64>(4)? as u64,
@@ -259,6 +276,7 @@ fn node_of(r: &rusqlite::Row) -> rusqlite::Result<Node> {
         ctime_ns: r.get(13)?,
         target: r.get(14)?,
         subdirs: r.get::<_, i64>(15)? as u64,
+        rdev: r.get::<_, i64>(16)? as u32,
     })
 }
 
@@ -288,6 +306,15 @@ impl Db {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.execute_batch(SCHEMA)?;
+        // Stores made before device numbers were kept.
+        let has_rdev: bool = conn.query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('nodes') WHERE name='rdev'",
+            [],
+            |r| r.get::<_, i64>(0).map(|n| n > 0),
+        )?;
+        if !has_rdev {
+            conn.execute_batch("ALTER TABLE nodes ADD COLUMN rdev INTEGER NOT NULL DEFAULT 0")?;
+        }
         conn.execute_batch(v1::SCHEMA)?;
         Ok(Db {
             conn: Mutex::new(conn),
@@ -399,7 +426,7 @@ impl Db {
                     return Err(DbError::NotEmpty);
                 }
             }
-            tx.execute("DELETE FROM fragments WHERE node=?1", [node.id])?;
+            drop_fragments(tx, node.id)?;
             tx.execute("DELETE FROM nodes WHERE id=?1", [node.id])?;
             touch(tx, node.parent)?;
             Ok(())
@@ -457,7 +484,7 @@ impl Db {
                     // The TFS document answers 404 when the destination exists.
                     return Err(DbError::NotFound);
                 }
-                tx.execute("DELETE FROM fragments WHERE node=?1", [existing.id])?;
+                drop_fragments(tx, existing.id)?;
                 tx.execute("DELETE FROM nodes WHERE id=?1", [existing.id])?;
             } else if parent.id != node.parent {
                 check_limits(tx, parent.id, kind, limits)?;
@@ -502,6 +529,7 @@ impl Db {
                 "INSERT INTO fragments(node, offset, length, object, key) VALUES(?1, ?2, ?3, ?4, NULL)",
                 params![node.id, offset as i64, length as i64, object],
             )?;
+            reference(tx, object)?;
             let size = node.size.max(end);
             tx.execute(
                 "UPDATE nodes SET size=?1, ver_no=ver_no+1, modify_time=?2, mtime_ns=NULL WHERE id=?3",
@@ -790,6 +818,36 @@ fn subtree_height(conn: &Connection, dir: i64) -> DbResult<usize> {
     Ok(h as usize)
 }
 
+/// A fragment now uses `object`: an object's first user makes its bytes
+/// count in its account's usage (each object once, however many files use it).
+fn reference(tx: &Connection, object: i64) -> DbResult<()> {
+    tx.execute("UPDATE objects SET refs = refs + 1 WHERE id=?1", [object])?;
+    tx.execute(
+        "INSERT INTO usage(appid, uid, bytes) SELECT appid, uid, stored_size FROM objects WHERE id=?1 AND refs=1
+         ON CONFLICT(appid, uid) DO UPDATE SET bytes = bytes + excluded.bytes",
+        [object],
+    )?;
+    Ok(())
+}
+
+/// Deletes a node's fragments; an object no fragment uses stops counting.
+fn drop_fragments(tx: &Connection, node: i64) -> DbResult<()> {
+    let objects: Vec<i64> = tx
+        .prepare_cached("SELECT object FROM fragments WHERE node=?1")?
+        .query_map([node], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    tx.execute("DELETE FROM fragments WHERE node=?1", [node])?;
+    for object in objects {
+        tx.execute("UPDATE objects SET refs = refs - 1 WHERE id=?1", [object])?;
+        tx.execute(
+            "UPDATE usage SET bytes = bytes - (SELECT stored_size FROM objects WHERE id=?1)
+             WHERE (appid, uid) = (SELECT appid, uid FROM objects WHERE id=?1 AND refs=0)",
+            [object],
+        )?;
+    }
+    Ok(())
+}
+
 /// Makes `object` the whole content of a file: one fragment, version
 /// bumped by `bump`, times and mode from the upload.
 fn replace_content(
@@ -801,12 +859,13 @@ fn replace_content(
     attrs: &FileAttrs,
     bump: i64,
 ) -> DbResult<u64> {
-    tx.execute("DELETE FROM fragments WHERE node=?1", [node.id])?;
+    drop_fragments(tx, node.id)?;
     if size > 0 {
         tx.execute(
             "INSERT INTO fragments(node, offset, length, object, key) VALUES(?1, 0, ?2, ?3, ?4)",
             params![node.id, size as i64, object, key],
         )?;
+        reference(tx, object)?;
     }
     let now = now_ns();
     let mtime = attrs.mtime_ns.unwrap_or(now);
@@ -836,7 +895,7 @@ fn check_limits(conn: &Connection, parent: i64, kind: Kind, limits: Limits) -> D
     )?;
     let (max, what) = match kind {
         Kind::Dir => (limits.max_subdirs, "subdirectories"),
-        Kind::File | Kind::Symlink => (limits.max_files, "files"),
+        _ => (limits.max_files, "files"),
     };
     if count as u64 >= max {
         return Err(DbError::Forbidden(format!(

@@ -42,7 +42,7 @@ fn dir_in(conn: &Connection, ns: Ns, id: i64) -> DbResult<Node> {
 }
 
 fn delete_node(conn: &Connection, id: i64) -> DbResult<()> {
-    conn.execute("DELETE FROM fragments WHERE node=?1", [id])?;
+    super::drop_fragments(conn, id)?;
     conn.execute("DELETE FROM nodes WHERE id=?1", [id])?;
     Ok(())
 }
@@ -80,6 +80,8 @@ pub struct NewNode<'a> {
     pub owner: u32,
     pub group: u32,
     pub target: Option<&'a str>,
+    /// A device node's device number.
+    pub rdev: u32,
 }
 
 impl Db {
@@ -125,8 +127,8 @@ impl Db {
             let size = new.target.map_or(0, |t| t.len() as i64);
             tx.execute(
                 "INSERT INTO nodes(appid, uid, parent, name, kind, size, ver_no, create_time, modify_time,
-                   mode, mtime_ns, owner, grp, atime_ns, ctime_ns, target)
-                 VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11, ?12, ?10, ?10, ?13)",
+                   mode, mtime_ns, owner, grp, atime_ns, ctime_ns, target, rdev)
+                 VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11, ?12, ?10, ?10, ?13, ?14)",
                 params![
                     sql_id(ns.appid),
                     sql_id(ns.uid),
@@ -140,7 +142,8 @@ impl Db {
                     now,
                     i64::from(new.owner),
                     i64::from(new.group),
-                    new.target
+                    new.target,
+                    i64::from(new.rdev)
                 ],
             )?;
             touch(tx, parent)?;
@@ -299,20 +302,26 @@ impl Db {
         })
     }
 
-    /// Stored bytes (each object once) and file count of a namespace.
+    /// Stored bytes of a namespace, each object counted once.
+    pub fn used_bytes(&self, ns: Ns) -> DbResult<u64> {
+        let bytes: Option<i64> = self
+            .lock()
+            .query_row(
+                "SELECT bytes FROM usage WHERE appid=?1 AND uid=?2",
+                params![sql_id(ns.appid), sql_id(ns.uid)],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(bytes.unwrap_or(0) as u64)
+    }
+
+    /// Stored bytes and node count of a namespace.
     pub fn usage(&self, ns: Ns) -> DbResult<(u64, u64)> {
-        let conn = self.lock();
-        let bytes: i64 = conn.query_row(
-            "SELECT COALESCE(SUM(stored_size), 0) FROM objects WHERE appid=?1 AND uid=?2
-               AND id IN (SELECT f.object FROM fragments f JOIN nodes n ON n.id = f.node WHERE n.appid=?1 AND n.uid=?2)",
-            params![sql_id(ns.appid), sql_id(ns.uid)],
-            |r| r.get(0),
-        )?;
-        let files: i64 = conn.query_row(
+        let files: i64 = self.lock().query_row(
             "SELECT COUNT(*) FROM nodes WHERE appid=?1 AND uid=?2",
             params![sql_id(ns.appid), sql_id(ns.uid)],
             |r| r.get(0),
         )?;
-        Ok((bytes as u64, files as u64))
+        Ok((self.used_bytes(ns)?, files as u64))
     }
 }

@@ -202,7 +202,7 @@ impl Meta {
 
     /// Refuses to store `more` bytes that would take `ns` past its capacity.
     fn check_quota(&self, ns: Ns, more: u64) -> MetaResult<()> {
-        let (used, _) = self.db.usage(ns)?;
+        let used = self.db.used_bytes(ns)?;
         let capacity = self.capacity(ns)?;
         if used.saturating_add(more) > capacity {
             return Err(MetaError::Quota(format!(
