@@ -35,6 +35,8 @@ impl<B: Backend> FuseFs<B> {
 fn errno(e: &FsError) -> Errno {
     if matches!(e, FsError::Io(_)) {
         tracing::warn!(error = %e, "I/O error");
+    } else {
+        tracing::debug!(error = %e, errno = e.errno(), "failed");
     }
     Errno::from_i32(e.errno())
 }
@@ -63,6 +65,10 @@ fn file_type(k: NodeKind) -> FileType {
         NodeKind::Dir => FileType::Directory,
         NodeKind::File => FileType::RegularFile,
         NodeKind::Symlink => FileType::Symlink,
+        NodeKind::Fifo => FileType::NamedPipe,
+        NodeKind::Socket => FileType::Socket,
+        NodeKind::CharDevice => FileType::CharDevice,
+        NodeKind::BlockDevice => FileType::BlockDevice,
     }
 }
 
@@ -80,7 +86,7 @@ fn file_attr(a: &Attr) -> FileAttr {
         nlink: a.nlink,
         uid: a.uid,
         gid: a.gid,
-        rdev: 0,
+        rdev: a.rdev,
         blksize: BLOCK,
         flags: 0,
     }
@@ -200,12 +206,14 @@ impl<B: Backend> Filesystem for FuseFs<B> {
         name: &OsStr,
         mode: u32,
         umask: u32,
-        _rdev: u32,
+        rdev: u32,
         reply: ReplyEntry,
     ) {
         let _s = tracing::debug_span!("mknod", parent = parent.0, ?name, mode).entered();
-        let r = name_of(name)
-            .and_then(|n| self.run(self.fs.mknod(parent.0, n, mode & !umask, owner(req))));
+        let r = name_of(name).and_then(|n| {
+            let mode = mode & (libc::S_IFMT | (0o7777 & !umask));
+            self.run(self.fs.mknod(parent.0, n, mode, rdev, owner(req)))
+        });
         self.entry(reply, r);
     }
 
@@ -476,7 +484,16 @@ impl<B: Backend> Filesystem for FuseFs<B> {
                 let free = s.capacity.saturating_sub(s.used) / BLOCK as u64;
                 // namelen: the longest name the drive takes (pathconf's NAME_MAX).
                 let namelen = crate::meta::path::MAX_NAME as u32;
-                reply.statfs(blocks, free, free, s.files, u64::MAX / 2, BLOCK, namelen, BLOCK)
+                reply.statfs(
+                    blocks,
+                    free,
+                    free,
+                    s.files,
+                    u64::MAX / 2,
+                    BLOCK,
+                    namelen,
+                    BLOCK,
+                )
             }
             Err(e) => reply.error(e),
         }

@@ -268,6 +268,12 @@ pub enum NodeKind {
     Dir,
     File,
     Symlink,
+    /// Special files: the drive keeps the node (and a device's number);
+    /// the kernel gives them their meaning.
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
 }
 
 /// A node with its POSIX attributes (the drive's extension).
@@ -290,9 +296,16 @@ pub struct NodeAttr {
     /// Link count: 2 + subdirectories for a directory, 1 otherwise.
     #[serde(default)]
     pub nlink: u32,
+    /// A device node's device number.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rdev: u32,
 }
 
-/// `fs/make`: a directory, an empty file or a symlink.
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+
+/// `fs/make`: a directory, an empty file, a symlink or a special file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MakeRequest {
     pub parent: i64,
@@ -303,6 +316,9 @@ pub struct MakeRequest {
     pub gid: u32,
     #[serde(default)]
     pub target: Option<String>,
+    /// A device node's device number.
+    #[serde(default)]
+    pub rdev: u32,
 }
 
 /// `fs/remove`: unlink, or rmdir when `dir`.

@@ -370,6 +370,43 @@ async fn tar_into_and_out_of_the_mount() {
 
 // ---- 4. mv over a file being read ----
 
+/// Reads `target` in a loop (with `cat` or std::fs::read) until `stop`;
+/// every read must be one whole version (`len` bytes of one fill byte).
+/// Returns the fill bytes seen, in order.
+fn read_loop(
+    target: PathBuf,
+    len: usize,
+    with_cat: bool,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let d = if with_cat {
+                let out = exec(None, "cat", &[p(&target)]);
+                assert!(
+                    out.status.success(),
+                    "cat failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                out.stdout
+            } else {
+                std::fs::read(&target)
+                    .unwrap_or_else(|e| panic!("read of {} failed: {e}", target.display()))
+            };
+            let v = d.first().copied().unwrap_or(0);
+            assert!(
+                d.len() == len && d.iter().all(|&b| b == v),
+                "a torn read: {} bytes, first {v}, {} distinct values",
+                d.len(),
+                d.iter().collect::<std::collections::BTreeSet<_>>().len()
+            );
+            seen.push(v);
+        }
+        seen
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mv_over_a_file_while_it_is_read() {
     let c = TestCluster::start(6).await;
@@ -379,47 +416,30 @@ async fn mv_over_a_file_while_it_is_read() {
     std::fs::write(&target, vec![1u8; len]).unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
-    let reader = {
-        let stop = stop.clone();
-        let target = target.clone();
-        std::thread::spawn(move || {
-            let mut seen = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                match std::fs::read(&target) {
-                    Ok(d) => {
-                        let v = d.first().copied().unwrap_or(0);
-                        assert!(
-                            d.len() == len && d.iter().all(|&b| b == v),
-                            "a torn read: {} bytes, first {v}, {} distinct values",
-                            d.len(),
-                            d.iter().collect::<std::collections::BTreeSet<_>>().len()
-                        );
-                        seen.push(v);
-                    }
-                    Err(e) => panic!("read of {} failed: {e}", target.display()),
-                }
-            }
-            seen
-        })
-    };
+    let readers = [
+        read_loop(target.clone(), len, false, stop.clone()),
+        read_loop(target.clone(), len, true, stop.clone()),
+    ];
     let start = Instant::now();
     let mut v = 1u8;
-    while start.elapsed() < Duration::from_secs(2) {
+    while start.elapsed() < Duration::from_secs(2) && v < 250 {
         v += 1;
         let tmp = m.path(&format!("tmp-{v}"));
         std::fs::write(&tmp, vec![v; len]).unwrap();
         run(None, "mv", &[p(&tmp), p(&target)]);
     }
     stop.store(true, Ordering::Relaxed);
-    let seen = reader.join().expect("the reader saw something wrong");
-    eprintln!("{} versions, {} reads", v, seen.len());
-    assert!(seen.len() >= 5, "only {} reads", seen.len());
-    assert!(
-        seen.windows(2).all(|w| w[0] <= w[1]),
-        "an older version came back after a newer one: {seen:?}"
-    );
-    assert!(seen.iter().all(|&s| (1..=v).contains(&s)));
-    assert!(seen.iter().any(|&s| s > 1), "never saw a new version");
+    for (i, r) in readers.into_iter().enumerate() {
+        let seen = r.join().expect("a reader saw something wrong");
+        eprintln!("reader {i}: {} versions, {} reads", v, seen.len());
+        assert!(seen.len() >= 5, "only {} reads", seen.len());
+        assert!(
+            seen.windows(2).all(|w| w[0] <= w[1]),
+            "an older version came back after a newer one: {seen:?}"
+        );
+        assert!(seen.iter().all(|&s| (1..=v).contains(&s)));
+        assert!(seen.iter().any(|&s| s > 1), "never saw a new version");
+    }
     assert_eq!(std::fs::read(&target).unwrap(), vec![v; len]);
     let names: Vec<_> = std::fs::read_dir(&m.dir)
         .unwrap()
@@ -596,6 +616,7 @@ async fn read_survives_two_providers_killed() {
             killed = true;
         }
     }
+    drop(f);
     assert!(killed);
     assert_eq!(at, len);
     eprintln!(
@@ -603,8 +624,12 @@ async fn read_survives_two_providers_killed() {
         start.elapsed()
     );
     // And again from nothing, with only four providers.
+    let t = Instant::now();
     m.remount(true);
+    eprintln!("remount: {:?}", t.elapsed());
+    let t = Instant::now();
     cmp(&local, &m.path("f"));
+    eprintln!("cmp: {:?}", t.elapsed());
 }
 
 // ---- 7. over quota ----

@@ -132,7 +132,15 @@ impl MetaClient {
     }
 
     pub async fn policy(&self) -> Result<Policy, ClientError> {
-        let fetch = || async { Self::decode(self.http.get(format!("{}/api/policy", self.base)).send().await?).await };
+        let fetch = || async {
+            Self::decode(
+                self.http
+                    .get(format!("{}/api/policy", self.base))
+                    .send()
+                    .await?,
+            )
+            .await
+        };
         self.policy.get_or_try_init(fetch).await.cloned()
     }
 

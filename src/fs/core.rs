@@ -42,6 +42,8 @@ pub struct Attr {
     pub mtime_ns: i64,
     pub ctime_ns: i64,
     pub nlink: u32,
+    /// A device node's device number.
+    pub rdev: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -264,6 +266,7 @@ impl<B: Backend> Fs<B> {
                 (_, 0) => 1,
                 (_, nlink) => nlink,
             },
+            rdev: n.rdev,
         }
     }
 
@@ -300,7 +303,14 @@ impl<B: Backend> Fs<B> {
     /// Forgets an inode with no open handle and no staged data.
     fn drop_if_idle(&self, id: i64, inode: &Inode) {
         if inode.open == 0 && inode.staged.is_none() {
-            lock(&self.inodes).remove(&id);
+            // Only when no other task holds it (the map and our caller do):
+            // one waiting for its lock (an open) must find it in the map
+            // afterwards, not a fresh, unopened copy.
+            let mut inodes = lock(&self.inodes);
+            if inodes.get(&id).is_some_and(|a| Arc::strong_count(a) <= 2) {
+                inodes.remove(&id);
+            }
+            drop(inodes);
             lock(&self.local).remove(&id);
             lock(&self.orphans).remove(&id);
         }
@@ -326,7 +336,14 @@ impl<B: Backend> Fs<B> {
         if let Some(a) = self.orphan_attr(id) {
             return Ok(a);
         }
-        Ok(self.attr(&self.backend.getattr(id).await?))
+        // Gone since the kernel looked it up (e.g. renamed over): ESTALE
+        // makes the kernel look the path up again.
+        let n = self
+            .backend
+            .getattr(id)
+            .await
+            .map_err(FsError::stale_if_gone)?;
+        Ok(self.attr(&n))
     }
 
     /// The attributes of a file unlinked while open: no links left.
@@ -342,22 +359,17 @@ impl<B: Backend> Fs<B> {
     /// here, keep a local copy of it for its open descriptors, which may
     /// still read and write it. Returns the node kept.
     async fn keep_if_open(&self, parent: i64, name: &str) -> FsResult<Option<i64>> {
-        let candidates: Vec<(i64, Arc<AsyncMutex<Inode>>)> = {
-            let names = lock(&self.names);
-            lock(&self.inodes)
-                .iter()
-                .filter(|(id, _)| {
-                    names
-                        .get(id)
-                        .is_some_and(|(p, n)| *p == parent && n == name)
-                })
-                .map(|(id, inode)| (*id, inode.clone()))
-                .collect()
-        };
+        // Every inode open here is a candidate: `names` cannot tell, as a
+        // rename (`mv tmp f`) does not update it, and a kernel that did
+        // the rename opens the node under its new name with no lookup.
+        let candidates: Vec<(i64, Arc<AsyncMutex<Inode>>)> = lock(&self.inodes)
+            .iter()
+            .map(|(id, inode)| (*id, inode.clone()))
+            .collect();
         if candidates.is_empty() {
             return Ok(None);
         }
-        // Names seen may be stale: ask which node the entry is now.
+        // Ask which node the entry is now.
         let n = match self.backend.lookup(parent, name).await {
             Ok(n) => n,
             Err(_) => return Ok(None),
@@ -369,7 +381,13 @@ impl<B: Backend> Fs<B> {
         if g.open == 0 || n.kind != NodeKind::File {
             return Ok(None);
         }
-        self.stage(id, &mut g, None).await?;
+        // Readers keep the version they opened; a writer needs a local copy.
+        let writers = lock(&self.handles)
+            .values()
+            .any(|h| h.id == id && h.flags.write);
+        if writers {
+            self.stage(id, &mut g, None).await?;
+        }
         lock(&self.orphans).insert(id, n);
         Ok(Some(id))
     }
@@ -391,6 +409,7 @@ impl<B: Backend> Fs<B> {
             uid: owner.uid,
             gid: owner.gid,
             target,
+            rdev: 0,
         };
         let n = self.backend.make(req).await?;
         self.remember(&n);
@@ -402,13 +421,40 @@ impl<B: Backend> Fs<B> {
             .await
     }
 
-    /// mknod: regular files only.
-    pub async fn mknod(&self, parent: u64, name: &str, mode: u32, owner: Owner) -> FsResult<Attr> {
-        if mode & libc::S_IFMT != libc::S_IFREG && mode & libc::S_IFMT != 0 {
-            return Err(FsError::NotSupported);
-        }
-        self.make(parent, name, NodeKind::File, mode, owner, None)
-            .await
+    /// mknod: a regular file, or a FIFO, socket or device node (kept as a
+    /// node with its device number; the kernel gives it its meaning).
+    pub async fn mknod(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        rdev: u32,
+        owner: Owner,
+    ) -> FsResult<Attr> {
+        let kind = match mode & libc::S_IFMT {
+            0 | libc::S_IFREG => NodeKind::File,
+            libc::S_IFIFO => NodeKind::Fifo,
+            libc::S_IFSOCK => NodeKind::Socket,
+            libc::S_IFCHR => NodeKind::CharDevice,
+            libc::S_IFBLK => NodeKind::BlockDevice,
+            _ => return Err(FsError::Invalid("unknown file type".into())),
+        };
+        let req = MakeRequest {
+            parent: self.id(parent),
+            name: name.to_string(),
+            kind,
+            mode: mode & 0o7777,
+            uid: owner.uid,
+            gid: owner.gid,
+            target: None,
+            rdev: match kind {
+                NodeKind::CharDevice | NodeKind::BlockDevice => rdev,
+                _ => 0,
+            },
+        };
+        let n = self.backend.make(req).await?;
+        self.remember(&n);
+        Ok(self.attr(&n))
     }
 
     pub async fn symlink(
@@ -485,7 +531,8 @@ impl<B: Backend> Fs<B> {
             exchange,
         };
         // A file replaced by the rename lives on for its open descriptors.
-        let kept = if noreplace || exchange {
+        let same = parent == new_parent && name == new_name;
+        let kept = if noreplace || exchange || same {
             None
         } else {
             self.keep_if_open(req.new_parent, new_name).await?
@@ -526,6 +573,21 @@ impl<B: Backend> Fs<B> {
                         lock(&self.local).insert(id, (st.size, mtime, now_ns()));
                     }
                 }
+            }
+            let orphan = lock(&self.orphans).get_mut(&id).map(|n| {
+                // Unlinked while open: its attributes live here until the
+                // last close.
+                if let Some(mode) = s.mode {
+                    n.mode = mode & 0o7777;
+                }
+                n.uid = s.uid.unwrap_or(n.uid);
+                n.gid = s.gid.unwrap_or(n.gid);
+                n.atime_ns = s.atime_ns.unwrap_or(n.atime_ns);
+                n.mtime_ns = s.mtime_ns.unwrap_or(n.mtime_ns);
+                n.ctime_ns = now_ns();
+            });
+            if orphan.is_some() {
+                return self.getattr(ino).await;
             }
             let n = self
                 .backend
@@ -661,7 +723,7 @@ impl<B: Backend> Fs<B> {
         if flags.write && flags.truncate {
             if let Err(e) = self.stage(id, &mut g, Some(0)).await {
                 self.drop_if_idle(id, &g);
-                return Err(e);
+                return Err(e.stale_if_gone());
             }
             let st = g.staged.as_mut().expect("staged");
             st.file.set_len(0)?;
@@ -677,7 +739,9 @@ impl<B: Backend> Fs<B> {
                 }
                 Err(e) => {
                     self.drop_if_idle(id, &g);
-                    return Err(e);
+                    // Renamed over or unlinked since the kernel looked it
+                    // up: ESTALE has the kernel look the path up again.
+                    return Err(e.stale_if_gone());
                 }
             }
         }

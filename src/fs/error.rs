@@ -29,6 +29,10 @@ pub enum FsError {
     NotSupported,
     #[error("bad file handle")]
     BadHandle,
+    /// The node an inode number stood for is gone (unlinked, or replaced by
+    /// a rename): the kernel looks the path up again and retries.
+    #[error("stale file handle")]
+    Stale,
     #[error("I/O error: {0}")]
     Io(String),
 }
@@ -50,6 +54,7 @@ impl FsError {
             FsError::NotPermitted => libc::EPERM,
             FsError::NotSupported => libc::EOPNOTSUPP,
             FsError::BadHandle => libc::EBADF,
+            FsError::Stale => libc::ESTALE,
             FsError::Io(_) => libc::EIO,
         }
     }
@@ -68,6 +73,17 @@ impl FsError {
             "EDQUOT" => FsError::Quota,
             "EACCES" => FsError::Access,
             _ => FsError::Io(detail),
+        }
+    }
+}
+
+impl FsError {
+    /// A node asked for by inode number that does not exist any more is a
+    /// stale handle, not a missing name.
+    pub fn stale_if_gone(self) -> Self {
+        match self {
+            FsError::NotFound => FsError::Stale,
+            e => e,
         }
     }
 }

@@ -459,6 +459,17 @@ impl Drop for TestMount {
                 .collect::<Vec<_>>()
                 .join("\n");
             eprintln!("tfsfs mount log (tail):\n{tail}");
+            // TFSFS_KEEP_LOGS=DIR keeps the whole log of a failed test.
+            if let Some(keep) = std::env::var_os("TFSFS_KEEP_LOGS") {
+                let _ = std::fs::create_dir_all(&keep);
+                let to = Path::new(&keep).join(format!(
+                    "mount-{}-{}.log",
+                    std::process::id(),
+                    self.dir.parent().and_then(|d| d.file_name()).and_then(|n| n.to_str()).unwrap_or("x")
+                ));
+                let _ = std::fs::write(&to, log);
+                eprintln!("whole log: {}", to.display());
+            }
         }
         self.unmount();
         if is_mounted(&self.dir) {
