@@ -61,3 +61,49 @@ pub fn master_secret() -> anyhow::Result<[u8; 32]> {
         Err(e) => Err(e.into()),
     }
 }
+
+/// The account an e-mail registration made, saved on verification so that
+/// the mount and the CLI use it when no `--appkey` is given.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SavedAccount {
+    pub meta_url: String,
+    pub email: String,
+    pub appkey: String,
+    pub appid: u64,
+    pub uid: u64,
+}
+
+/// Where the saved account lives: `account.json` in the config dir.
+pub fn account_path() -> PathBuf {
+    config_dir().join("account.json")
+}
+
+/// The saved account, if there is one.
+pub fn load_account() -> anyhow::Result<Option<SavedAccount>> {
+    let path = account_path();
+    match std::fs::read(&path) {
+        Ok(raw) => Ok(Some(serde_json::from_slice(&raw).map_err(|e| {
+            anyhow::anyhow!("{} is not a saved account: {e}", path.display())
+        })?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Saves the account (mode 0600: the appkey is a secret), atomically.
+pub fn save_account(account: &SavedAccount) -> anyhow::Result<PathBuf> {
+    let dir = config_dir();
+    std::fs::create_dir_all(&dir)?;
+    let path = account_path();
+    let tmp = dir.join(format!(".account.json.{}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(&serde_json::to_vec_pretty(account)?)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(path)
+}

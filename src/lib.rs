@@ -14,4 +14,5 @@ pub mod meta;
 pub mod mount;
 pub mod proto;
 pub mod provider;
+pub mod sidecar;
 pub mod transfer;

@@ -52,6 +52,23 @@ enum Command {
         #[command(subcommand)]
         what: AdminCommand,
     },
+    /// Register an account by e-mail: a 6-digit code is mailed to it.
+    Register {
+        #[arg(long, env = "TFSFS_META")]
+        meta: String,
+        email: String,
+        /// Ask for a new code for a pending registration.
+        #[arg(long)]
+        resend: bool,
+    },
+    /// Verify a registration with the mailed code; the account is saved to
+    /// the config dir, where `mount` and the client commands find it.
+    Verify {
+        #[arg(long, env = "TFSFS_META")]
+        meta: String,
+        email: String,
+        code: String,
+    },
     /// Upload a local file to REMOTE (a path in the namespace).
     Put {
         #[command(flatten)]
@@ -109,10 +126,13 @@ struct MountArgs {
     /// Metadata server; without it an embedded cluster (meta + 6 providers) starts.
     #[arg(long, env = "TFSFS_META")]
     meta: Option<String>,
+    /// The app's key; without it, the account saved by the sidecar's
+    /// /store/verifyemail, if any.
     #[arg(long, env = "TFSFS_APPKEY")]
     appkey: Option<String>,
-    #[arg(long, env = "TFSFS_UID", default_value_t = 1)]
-    uid: u64,
+    /// Namespace uid (default: the saved account's, else 1).
+    #[arg(long, env = "TFSFS_UID")]
+    uid: Option<u64>,
     /// Staging and cache directory (default $XDG_CACHE_HOME/tfsfs/...).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
@@ -135,6 +155,13 @@ struct MountArgs {
     /// FUSE worker threads.
     #[arg(long, default_value_t = 8)]
     threads: usize,
+    /// Address of the sidecar API (client-api.md); a non-loopback address
+    /// exposes the account to whoever reaches it.
+    #[arg(long, default_value = "127.0.0.1:7788")]
+    sidecar: std::net::SocketAddr,
+    /// Do not start the sidecar API.
+    #[arg(long)]
+    no_sidecar: bool,
 }
 
 #[derive(Subcommand)]
@@ -143,6 +170,80 @@ enum AdminCommand {
         #[command(subcommand)]
         what: AppCommand,
     },
+    /// The packages accounts can buy.
+    Package {
+        #[command(subcommand)]
+        what: PackageCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PackageCommand {
+    /// Add a package; prints it as JSON.
+    Add {
+        #[arg(long)]
+        name: String,
+        /// Bytes per unit, with an optional K, M, G or T suffix (powers of 1024).
+        #[arg(long, value_parser = parse_size)]
+        capacity: u64,
+        /// How long an order lasts, in days.
+        #[arg(long)]
+        days: u64,
+        /// Price per unit, in cents.
+        #[arg(long)]
+        price: u64,
+    },
+    /// List packages as JSON (retired ones too with --all).
+    List {
+        #[arg(long)]
+        all: bool,
+    },
+    /// Change a package; orders already made keep what they bought.
+    Set {
+        id: i64,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, value_parser = parse_size)]
+        capacity: Option<u64>,
+        #[arg(long)]
+        days: Option<u64>,
+        #[arg(long)]
+        price: Option<u64>,
+        /// Sell it again (after `remove`).
+        #[arg(long)]
+        active: Option<bool>,
+    },
+    /// Retire a package: no longer sold; active orders stay valid.
+    Remove { id: i64 },
+}
+
+/// `123`, `64K`, `100M`, `2G`, `1T` (also `1GiB`, `1GB`): powers of 1024.
+fn parse_size(raw: &str) -> Result<u64, String> {
+    let s = raw.trim();
+    let s = s
+        .strip_suffix("iB")
+        .or_else(|| s.strip_suffix('B'))
+        .unwrap_or(s);
+    let (num, shift) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                'P' => 50,
+                _ => return Err(format!("{raw:?}: unknown unit {c:?}")),
+            };
+            (&s[..i], shift)
+        }
+        _ => (s, 0),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a size"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{raw:?} is too large"))
 }
 
 #[derive(Subcommand)]
@@ -187,6 +288,26 @@ struct MetaArgs {
     max_subdirs: u64,
     #[arg(long, default_value_t = 1_000_000)]
     max_files: u64,
+    /// SMTP server for registration mail: smtp://[user:pass@]host[:port]
+    /// (plain SMTP; use a local relay for TLS). Without it, mail is written
+    /// to DATA/outbox and logged.
+    #[arg(long)]
+    smtp: Option<String>,
+    /// Sender of registration mail.
+    #[arg(long, default_value = "tfsfs <noreply@localhost>")]
+    mail_from: String,
+    /// How long a mailed registration code is accepted.
+    #[arg(long, default_value_t = 900)]
+    code_ttl_secs: u64,
+    /// Wrong codes accepted before a code is void.
+    #[arg(long, default_value_t = 5)]
+    code_attempts: u32,
+    /// Least time between two codes mailed to one address.
+    #[arg(long, default_value_t = 60)]
+    resend_interval_secs: u64,
+    /// Codes mailed to one address per day at most.
+    #[arg(long, default_value_t = 20)]
+    codes_per_day: u32,
 }
 
 #[derive(Args)]
@@ -206,20 +327,49 @@ struct ProviderArgs {
 
 #[derive(Args)]
 struct ClientArgs {
+    /// Metadata server (default: the saved account's).
     #[arg(long, env = "TFSFS_META")]
-    meta: String,
+    meta: Option<String>,
+    /// The app's key (default: the saved account's, for its server).
     #[arg(long, env = "TFSFS_APPKEY")]
-    appkey: String,
-    #[arg(long, env = "TFSFS_UID", default_value_t = 1)]
-    uid: u64,
+    appkey: Option<String>,
+    /// Namespace uid (default: the saved account's, else 1).
+    #[arg(long, env = "TFSFS_UID")]
+    uid: Option<u64>,
     /// Store plaintext (readable through the REST API).
     #[arg(long)]
     no_encrypt: bool,
 }
 
 impl ClientArgs {
+    /// Server, appkey and uid: as given, else the account the sidecar saved.
+    fn account(&self) -> anyhow::Result<(String, String, u64)> {
+        let saved = if self.appkey.is_none() {
+            tfsfs::config::load_account()?
+        } else {
+            None
+        };
+        let saved = saved.filter(|s| !s.meta_url.is_empty());
+        let meta = match (&self.meta, &saved) {
+            (Some(m), _) => m.clone(),
+            (None, Some(s)) => s.meta_url.clone(),
+            (None, None) => anyhow::bail!("--meta (or TFSFS_META) is needed: no account is saved"),
+        };
+        let same = |s: &&tfsfs::config::SavedAccount| {
+            s.meta_url.trim_end_matches('/') == meta.trim_end_matches('/')
+        };
+        match (&self.appkey, saved.as_ref().filter(same)) {
+            (Some(k), _) => Ok((meta, k.clone(), self.uid.unwrap_or(1))),
+            (None, Some(s)) => Ok((meta, s.appkey.clone(), self.uid.unwrap_or(s.uid))),
+            (None, None) => anyhow::bail!(
+                "--appkey (or TFSFS_APPKEY) is needed: no account for {meta} is saved"
+            ),
+        }
+    }
+
     async fn connect(&self) -> anyhow::Result<(MetaClient, Option<AccountKey>)> {
-        let meta = MetaClient::connect(&self.meta, &self.appkey, self.uid).await?;
+        let (url, appkey, uid) = self.account()?;
+        let meta = MetaClient::connect(&url, &appkey, uid).await?;
         let acct = if self.no_encrypt {
             None
         } else {
@@ -310,6 +460,7 @@ fn mount(a: MountArgs) -> anyhow::Result<()> {
         data_dir: a.data.unwrap_or_else(tfsfs::config::data_dir),
         providers: a.providers,
         threads: a.threads,
+        sidecar: (!a.no_sidecar).then_some(a.sidecar),
     })
 }
 
@@ -336,6 +487,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
             cfg.provider_timeout = Duration::from_secs(a.provider_timeout_secs);
             cfg.free_capacity = a.free_capacity;
             cfg.session_ttl = Duration::from_secs(a.session_ttl_secs);
+            cfg.smtp = a.smtp;
+            cfg.mail_from = a.mail_from;
+            cfg.code_ttl = Duration::from_secs(a.code_ttl_secs.max(1));
+            cfg.code_attempts = a.code_attempts.max(1);
+            cfg.resend_interval = Duration::from_secs(a.resend_interval_secs);
+            cfg.codes_per_day = a.codes_per_day.max(1);
             cfg.limits = Limits {
                 max_subdirs: a.max_subdirs,
                 max_files: a.max_files,
@@ -388,6 +545,42 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!(
                 "{}",
                 serde_json::json!({ "appkey": appkey, "appid": appid })
+            );
+        }
+        Command::Admin {
+            data,
+            what: AdminCommand::Package { what },
+        } => admin_package(&data, what)?,
+        Command::Register {
+            meta,
+            email,
+            resend,
+        } => {
+            let base = meta.trim_end_matches('/');
+            let sent =
+                tfsfs::client::account::register(&reqwest::Client::new(), base, &email, resend)
+                    .await?;
+            println!("{}", serde_json::to_string(&sent)?);
+            eprintln!(
+                "a code was mailed to {}; run: tfsfs verify {} CODE",
+                sent.email, sent.email
+            );
+        }
+        Command::Verify { meta, email, code } => {
+            let base = meta.trim_end_matches('/');
+            let c = tfsfs::client::account::verify(&reqwest::Client::new(), base, &email, &code)
+                .await?;
+            let path = tfsfs::config::save_account(&tfsfs::config::SavedAccount {
+                meta_url: base.to_string(),
+                email: c.email.clone(),
+                appkey: c.appkey.clone(),
+                appid: c.appid,
+                uid: c.uid,
+            })?;
+            println!(
+                "{}",
+                serde_json::json!({ "email": c.email, "appkey": c.appkey, "appid": c.appid,
+                                    "uid": c.uid, "saved": path })
             );
         }
         Command::Put {
@@ -454,6 +647,59 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 meta.remove_file(&remote).await?;
             }
         }
+    }
+    Ok(())
+}
+
+fn admin_package(data: &std::path::Path, what: PackageCommand) -> anyhow::Result<()> {
+    use tfsfs::meta::db::PackageFields;
+    let db = tfsfs::meta::Db::open(data)?;
+    // A store's first start creates the default packages; so does this.
+    db.seed_packages(&meta::default_packages())?;
+    let show = |p: &tfsfs::meta::db::PackageRow| {
+        println!(
+            "{}",
+            serde_json::to_string(&meta::package_json(p)).unwrap_or_default()
+        )
+    };
+    match what {
+        PackageCommand::Add {
+            name,
+            capacity,
+            days,
+            price,
+        } => show(&db.add_package(&PackageFields {
+            name: Some(name),
+            capacity: Some(capacity),
+            duration_days: Some(days),
+            price_cents: Some(price),
+            active: Some(true),
+        })?),
+        PackageCommand::List { all } => db.packages(all)?.iter().for_each(show),
+        PackageCommand::Set {
+            id,
+            name,
+            capacity,
+            days,
+            price,
+            active,
+        } => show(&db.update_package(
+            id,
+            &PackageFields {
+                name,
+                capacity,
+                duration_days: days,
+                price_cents: price,
+                active,
+            },
+        )?),
+        PackageCommand::Remove { id } => show(&db.update_package(
+            id,
+            &PackageFields {
+                active: Some(false),
+                ..Default::default()
+            },
+        )?),
     }
     Ok(())
 }

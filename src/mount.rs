@@ -28,7 +28,8 @@ pub struct MountOptions {
     /// Metadata server; none starts the embedded cluster.
     pub meta: Option<String>,
     pub appkey: Option<String>,
-    pub uid: u64,
+    /// Namespace uid; the saved account's, else 1, when not given.
+    pub uid: Option<u64>,
     pub cache_dir: Option<PathBuf>,
     pub cache_size: u64,
     pub encrypt: bool,
@@ -37,6 +38,8 @@ pub struct MountOptions {
     pub data_dir: PathBuf,
     pub providers: usize,
     pub threads: usize,
+    /// Where the sidecar API listens; none: no sidecar.
+    pub sidecar: Option<std::net::SocketAddr>,
 }
 
 /// Runs the drive in this process until it is unmounted.
@@ -45,7 +48,17 @@ pub fn run(opts: MountOptions) -> anyhow::Result<()> {
         .worker_threads(4)
         .enable_all()
         .build()?;
-    let (fs, _cluster) = rt.block_on(open(&opts))?;
+    let (fs, _cluster, sidecar) = rt.block_on(open(&opts))?;
+    let _sidecar = match opts.sidecar {
+        Some(addr) => rt
+            .block_on(crate::sidecar::serve(addr, sidecar))
+            .map_err(|e| {
+                tracing::warn!(error = %e, "no sidecar");
+                eprintln!("warning: {e:#}; the drive runs without it (--sidecar ADDR picks another address)");
+            })
+            .ok(),
+        None => None,
+    };
     let fs = Arc::new(fs);
     let mut config = Config::default();
     config.mount_options = vec![
@@ -89,14 +102,38 @@ pub fn run(opts: MountOptions) -> anyhow::Result<()> {
 }
 
 /// Connects to storage and opens the filesystem core.
-async fn open(opts: &MountOptions) -> anyhow::Result<(Fs<RemoteBackend>, Option<Cluster>)> {
-    let (meta_url, appkey, uid, cluster) = match &opts.meta {
+async fn open(
+    opts: &MountOptions,
+) -> anyhow::Result<(Fs<RemoteBackend>, Option<Cluster>, crate::sidecar::Sidecar)> {
+    // An account saved by the sidecar's /store/verifyemail, used when no
+    // --appkey is given: for its server, or (meta_url "") the embedded cluster.
+    let saved = if opts.appkey.is_none() {
+        crate::config::load_account().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "ignoring the saved account");
+            None
+        })
+    } else {
+        None
+    };
+    let meta_opt = opts.meta.clone().or_else(|| {
+        saved
+            .as_ref()
+            .map(|s| s.meta_url.clone())
+            .filter(|u| !u.is_empty())
+    });
+    let (meta_url, appkey, uid, cluster) = match &meta_opt {
         Some(url) => {
-            let appkey = opts
-                .appkey
-                .clone()
-                .context("--appkey (or TFSFS_APPKEY) is needed with --meta")?;
-            (url.clone(), appkey, opts.uid, None)
+            let appkey = match (&opts.appkey, &saved) {
+                (Some(k), _) => k.clone(),
+                (None, Some(s)) if s.meta_url.trim_end_matches('/') == url.trim_end_matches('/') => {
+                    s.appkey.clone()
+                }
+                _ => anyhow::bail!(
+                    "--appkey (or TFSFS_APPKEY) is needed with --meta {url}: no account for it is saved"
+                ),
+            };
+            let uid = opts.uid.or(saved.as_ref().map(|s| s.uid)).unwrap_or(1);
+            (url.clone(), appkey, uid, None)
         }
         None => {
             let c = Cluster::start(
@@ -106,13 +143,26 @@ async fn open(opts: &MountOptions) -> anyhow::Result<(Fs<RemoteBackend>, Option<
                 None,
             )
             .await?;
-            (
-                c.info.meta_url.clone(),
-                c.info.appkey.clone(),
-                c.info.uid,
-                Some(c),
-            )
+            let mine = match &saved {
+                Some(s) if c.meta.meta.db().appid_of(&s.appkey)? == Some(s.appid) => {
+                    Some((s.appkey.clone(), opts.uid.unwrap_or(s.uid)))
+                }
+                Some(s) => {
+                    tracing::warn!(email = %s.email, "the saved account is not in the embedded cluster; using the cluster's own app");
+                    None
+                }
+                None => None,
+            };
+            let (appkey, uid) =
+                mine.unwrap_or_else(|| (c.info.appkey.clone(), opts.uid.unwrap_or(c.info.uid)));
+            (c.info.meta_url.clone(), appkey, uid, Some(c))
         }
+    };
+    // How a verified account names this server: "" for the embedded cluster.
+    let saved_meta_url = if cluster.is_some() {
+        String::new()
+    } else {
+        meta_url.clone()
     };
     let meta = MetaClient::connect(&meta_url, &appkey, uid).await?;
     let account = if opts.encrypt {
@@ -137,11 +187,21 @@ async fn open(opts: &MountOptions) -> anyhow::Result<(Fs<RemoteBackend>, Option<
             meta.uid
         ))
     });
+    let progress = Progress::default();
+    let shards = ShardClient::new(SHARD_TIMEOUT);
+    // The sidecar shares the drive's account, clients and progress registry.
+    let sidecar = crate::sidecar::Sidecar::new(
+        meta.clone(),
+        shards.clone(),
+        account.clone(),
+        progress.clone(),
+        saved_meta_url,
+    );
     let backend = RemoteBackend {
         meta,
-        shards: ShardClient::new(SHARD_TIMEOUT),
+        shards,
         account,
-        progress: Progress::default(),
+        progress,
         upload: UploadOptions::default(),
     };
     let cfg = FsConfig {
@@ -150,7 +210,7 @@ async fn open(opts: &MountOptions) -> anyhow::Result<(Fs<RemoteBackend>, Option<
         prefetch: 4,
     };
     let fs = Fs::new(backend, cfg).await?;
-    Ok((fs, cluster))
+    Ok((fs, cluster, sidecar))
 }
 
 /// Runs this same command again with `--foreground`, detached (its own

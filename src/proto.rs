@@ -4,6 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
+#[path = "proto_account.rs"]
+mod account;
+pub use account::*;
+
 /// Header that authenticates an app on the `/api/` routes (the v1/v2 REST
 /// routes carry the appkey in their path, as TFS does).
 pub const APPKEY_HEADER: &str = "x-tfs-appkey";

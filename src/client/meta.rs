@@ -96,7 +96,11 @@ impl MetaClient {
         &self.base
     }
 
-    async fn checked(r: reqwest::Response) -> Result<reqwest::Response, ClientError> {
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    pub(crate) async fn checked(r: reqwest::Response) -> Result<reqwest::Response, ClientError> {
         if r.status().is_success() {
             return Ok(r);
         }
@@ -105,12 +109,14 @@ impl MetaClient {
         Err(ClientError::Status { status, body })
     }
 
-    async fn decode<T: DeserializeOwned>(r: reqwest::Response) -> Result<T, ClientError> {
+    pub(crate) async fn decode<T: DeserializeOwned>(
+        r: reqwest::Response,
+    ) -> Result<T, ClientError> {
         let body = Self::checked(r).await?.bytes().await?;
         serde_json::from_slice(&body).map_err(|e| ClientError::Decode(e.to_string()))
     }
 
-    fn api(&self, method: Method, route: &str) -> reqwest::RequestBuilder {
+    pub(crate) fn api(&self, method: Method, route: &str) -> reqwest::RequestBuilder {
         self.http
             .request(
                 method,

@@ -9,11 +9,17 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use super::path::{TfsPath, MAX_DEPTH};
 use crate::proto::{FileAttrs, PlacedPartition, StoreScheme};
 
+#[path = "db_accounts.rs"]
+mod accounts;
 #[path = "db_fs.rs"]
 mod fs;
+#[path = "db_store.rs"]
+mod store;
 #[path = "db_v1.rs"]
 mod v1;
+pub use accounts::{OrderRow, PackageFields, PackageRow, Registration, ORDER_CANCELED, ORDER_PAID};
 pub use fs::NewNode;
+pub use store::SortKey;
 pub use v1::{NewV1File, V1File, V1Unlink, V1_DELETED, V1_FILE_HEADER, V1_HIDDEN};
 
 #[derive(Debug, thiserror::Error)]
@@ -316,6 +322,7 @@ impl Db {
             conn.execute_batch("ALTER TABLE nodes ADD COLUMN rdev INTEGER NOT NULL DEFAULT 0")?;
         }
         conn.execute_batch(v1::SCHEMA)?;
+        conn.execute_batch(accounts::SCHEMA)?;
         Ok(Db {
             conn: Mutex::new(conn),
             limits: Limits::default(),

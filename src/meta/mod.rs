@@ -1,9 +1,12 @@
 //! The metadata server: TFS v2 REST, upload sessions, placement, grants and
 //! the provider registry, over one SQL store.
 
+mod accounts;
 mod api;
 mod api_fs;
+mod api_store;
 pub mod db;
+pub mod mail;
 mod objects;
 pub mod path;
 mod placement;
@@ -22,6 +25,7 @@ use ed25519_dalek::SigningKey;
 use crate::client::provider::ShardClient;
 use crate::codec::DEFAULT_PARTITION_SIZE;
 use crate::grant::{now_secs, Grant, Op};
+pub use accounts::{default_packages, package_json};
 pub use db::{Db, DbError, Limits, Ns};
 
 #[derive(Debug, Clone)]
@@ -46,6 +50,19 @@ pub struct MetaConfig {
     pub max_body: usize,
     /// Bytes every account may store before it buys more.
     pub free_capacity: u64,
+    /// SMTP server for registration mail, `smtp://[user:pass@]host[:port]`;
+    /// without one, mail is written to `DATA/outbox` and logged.
+    pub smtp: Option<String>,
+    /// Sender of registration mail.
+    pub mail_from: String,
+    /// How long a mailed code is accepted.
+    pub code_ttl: Duration,
+    /// Wrong codes accepted before the code is void.
+    pub code_attempts: u32,
+    /// Least time between two codes sent to one address.
+    pub resend_interval: Duration,
+    /// Codes sent to one address per day at most.
+    pub codes_per_day: u32,
 }
 
 impl MetaConfig {
@@ -65,6 +82,12 @@ impl MetaConfig {
             grant_ttl: Duration::from_secs(600),
             max_body: 256 << 20,
             free_capacity: 100 << 30,
+            smtp: None,
+            mail_from: "tfsfs <noreply@localhost>".into(),
+            code_ttl: Duration::from_secs(900),
+            code_attempts: 5,
+            resend_interval: Duration::from_secs(60),
+            codes_per_day: 20,
         }
     }
 }
@@ -137,6 +160,7 @@ pub struct Meta {
     key: SigningKey,
     cfg: MetaConfig,
     shards: ShardClient,
+    mailer: mail::Mailer,
 }
 
 impl Meta {
@@ -154,11 +178,15 @@ impl Meta {
                 k
             }
         };
+        db.seed_packages(&default_packages())?;
+        let mailer =
+            mail::Mailer::new(cfg.smtp.as_deref(), &cfg.mail_from, cfg.data.join("outbox"))?;
         Ok(Meta {
             db,
             key,
             cfg,
             shards: ShardClient::new(Duration::from_secs(30)),
+            mailer,
         })
     }
 
@@ -195,9 +223,10 @@ impl Meta {
 }
 
 impl Meta {
-    /// An account's capacity in bytes.
-    fn capacity(&self, _ns: Ns) -> MetaResult<u64> {
-        Ok(self.cfg.free_capacity)
+    /// An account's capacity in bytes: the free tier plus its active orders.
+    fn capacity(&self, ns: Ns) -> MetaResult<u64> {
+        let (ordered, _) = self.db.ordered_capacity(ns, db::unix_now())?;
+        Ok(self.cfg.free_capacity.saturating_add(ordered))
     }
 
     /// Refuses to store `more` bytes that would take `ns` past its capacity.
@@ -250,7 +279,9 @@ pub async fn start(
     let meta = Arc::new(Meta::open(cfg)?);
     let app = api::routes(meta.clone())
         .merge(api_fs::routes(meta.clone()))
-        .merge(rest_v2::routes(meta.clone()));
+        .merge(rest_v2::routes(meta.clone()))
+        .merge(accounts::routes(meta.clone()))
+        .merge(api_store::routes(meta.clone()));
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "metadata server stopped");

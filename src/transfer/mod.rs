@@ -10,7 +10,7 @@ mod upload;
 pub use fetch::{download_to_file, read_partition, read_range};
 pub use progress::Progress;
 pub use put::{put_shards, ShardJob};
-pub use upload::{upload_file, UploadOptions};
+pub use upload::{content_hash, upload_file, UploadOptions};
 
 use crate::client::meta::ClientError;
 use crate::codec::crypt::CryptError;

@@ -410,3 +410,36 @@ async fn upload_erasure(
     }
     Ok(placed)
 }
+
+/// The content hash the store listing shows for `local` once uploaded (with
+/// `acct` when encrypted): the SHA-1 of the object `upload_file` would
+/// store, or of nothing for an empty file. Reads the file once; sends
+/// nothing but a policy request.
+pub async fn content_hash(
+    meta: &MetaClient,
+    acct: Option<&AccountKey>,
+    local: &Path,
+) -> Result<String, TransferError> {
+    let policy = meta.policy().await?;
+    let file = Arc::new(std::fs::File::open(local)?);
+    let size = file.metadata()?.len();
+    if size == 0 || policy.partition_size == 0 {
+        return Ok(sha1_hex(b""));
+    }
+    let cipher = match acct {
+        Some(a) => {
+            let (f, a2) = (file.clone(), a.clone());
+            let ps = policy.partition_size;
+            let k = blocking(move || file_key(&f, size, ps, &a2)).await?;
+            Some(PartitionCipher::new(&k))
+        }
+        None => None,
+    };
+    let src = Source {
+        file,
+        size,
+        partition_size: policy.partition_size,
+        cipher,
+    };
+    Ok(blocking(move || hash_object(&src, 0)).await?.0)
+}
