@@ -199,6 +199,22 @@ pub struct FragmentLayout {
     pub object: ObjectLayout,
 }
 
+impl FragmentLayout {
+    /// The partitions holding file bytes in `[start, end)`, as (index, file
+    /// offset of the partition).
+    pub fn partitions_in(&self, start: u64, end: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let p = self.object.partition_size.max(1);
+        let lo = start.max(self.offset);
+        let hi = end.min(self.offset + self.length);
+        let range = if lo < hi {
+            (lo - self.offset) / p..(hi - self.offset).div_ceil(p)
+        } else {
+            0..0
+        };
+        range.map(move |i| (i, self.offset + i * p))
+    }
+}
+
 /// A file's whole read layout at one version.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FileLayout {

@@ -131,23 +131,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Partitions of `frag` holding bytes of `[start, end)`: (index, file offset).
-fn partitions_in(
-    frag: &FragmentLayout,
-    start: u64,
-    end: u64,
-) -> impl Iterator<Item = (u64, u64)> + '_ {
-    let p = frag.object.partition_size.max(1);
-    let lo = start.max(frag.offset);
-    let hi = end.min(frag.offset + frag.length);
-    let range = if lo < hi {
-        (lo - frag.offset) / p..(hi - frag.offset).div_ceil(p)
-    } else {
-        0..0
-    };
-    range.map(move |i| (i, frag.offset + i * p))
-}
-
 /// One partition of fragment `fi` of `layout`, through the cache.
 async fn partition<B: Backend>(
     backend: Arc<B>,
@@ -835,7 +818,7 @@ impl<B: Backend> Fs<B> {
         let mut out = vec![0u8; end.saturating_sub(offset) as usize];
         for (fi, frag) in layout.fragments.iter().enumerate() {
             let frag_end = frag.offset + frag.length;
-            let wanted: Vec<(u64, u64)> = partitions_in(frag, offset, end).collect();
+            let wanted: Vec<(u64, u64)> = frag.partitions_in(offset, end).collect();
             let blocks = futures::future::try_join_all(wanted.iter().map(|&(i, _)| {
                 partition(
                     self.backend.clone(),

@@ -289,16 +289,21 @@ fn node_of(r: &rusqlite::Row) -> rusqlite::Result<Node> {
 const OBJECT_COLS: &str = "id, sha1, scheme, plain_size, stored_size, partition_size, k, m, data";
 
 fn object_of(r: &rusqlite::Row) -> rusqlite::Result<ObjectRow> {
+    object_at(r, 0)
+}
+
+/// An object from the `OBJECT_COLS` that start at column `at` of a row.
+fn object_at(r: &rusqlite::Row, at: usize) -> rusqlite::Result<ObjectRow> {
     Ok(ObjectRow {
-        id: r.get(0)?,
-        sha1: r.get(1)?,
-        scheme: scheme_of(r.get(2)?),
-        plain_size: r.get::<_, i64>(3)? as u64,
-        stored_size: r.get::<_, i64>(4)? as u64,
-        partition_size: r.get::<_, i64>(5)? as u64,
-        k: r.get::<_, i64>(6)? as usize,
-        m: r.get::<_, i64>(7)? as usize,
-        data: r.get(8)?,
+        id: r.get(at)?,
+        sha1: r.get(at + 1)?,
+        scheme: scheme_of(r.get(at + 2)?),
+        plain_size: r.get::<_, i64>(at + 3)? as u64,
+        stored_size: r.get::<_, i64>(at + 4)? as u64,
+        partition_size: r.get::<_, i64>(at + 5)? as u64,
+        k: r.get::<_, i64>(at + 6)? as usize,
+        m: r.get::<_, i64>(at + 7)? as usize,
+        data: r.get(at + 8)?,
     })
 }
 
@@ -583,17 +588,7 @@ impl Db {
                     offset: r.get::<_, i64>(0)? as u64,
                     length: r.get::<_, i64>(1)? as u64,
                     key: r.get(2)?,
-                    object: ObjectRow {
-                        id: r.get(3)?,
-                        sha1: r.get(4)?,
-                        scheme: scheme_of(r.get(5)?),
-                        plain_size: r.get::<_, i64>(6)? as u64,
-                        stored_size: r.get::<_, i64>(7)? as u64,
-                        partition_size: r.get::<_, i64>(8)? as u64,
-                        k: r.get::<_, i64>(9)? as usize,
-                        m: r.get::<_, i64>(10)? as usize,
-                        data: r.get(11)?,
-                    },
+                    object: object_at(r, 3)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;

@@ -173,22 +173,18 @@ pub async fn read_partition(
     Ok(data)
 }
 
-/// The partitions of `frag` that hold file bytes in `[start, end)`, as
-/// (index, file offset of the partition).
-fn partitions_in(
-    frag: &FragmentLayout,
+/// The plaintext partitions of `frag` holding bytes of `[start, end)`, in
+/// order, fetched a few at a time: (data, file offset of the partition).
+fn fragment_partitions<'a>(
+    client: &'a ShardClient,
+    frag: &'a FragmentLayout,
+    cipher: Option<&'a PartitionCipher>,
     start: u64,
     end: u64,
-) -> impl Iterator<Item = (u64, u64)> + '_ {
-    let p = frag.object.partition_size.max(1);
-    let lo = start.max(frag.offset);
-    let hi = end.min(frag.offset + frag.length);
-    let range = if lo < hi {
-        (lo - frag.offset) / p..(hi - frag.offset).div_ceil(p)
-    } else {
-        0..0
-    };
-    range.map(move |i| (i, frag.offset + i * p))
+) -> impl futures::Stream<Item = Result<(Vec<u8>, u64), TransferError>> + 'a {
+    stream::iter(frag.partitions_in(start, end))
+        .map(move |(i, at)| async move { Ok((read_partition(client, frag, cipher, i).await?, at)) })
+        .buffered(PARALLEL_PARTITIONS)
 }
 
 /// Bytes `[offset, offset + len)` of a file (clipped at its end); holes read
@@ -205,16 +201,10 @@ pub async fn read_range(
     for frag in &layout.fragments {
         let cipher = cipher_of(frag, acct)?;
         let frag_end = frag.offset + frag.length;
-        let parts: Vec<(Vec<u8>, u64)> = stream::iter(partitions_in(frag, offset, end))
-            .map(|(i, at)| {
-                let cipher = cipher.as_ref();
-                async move {
-                    Ok::<_, TransferError>((read_partition(client, frag, cipher, i).await?, at))
-                }
-            })
-            .buffered(PARALLEL_PARTITIONS)
-            .try_collect()
-            .await?;
+        let parts: Vec<(Vec<u8>, u64)> =
+            fragment_partitions(client, frag, cipher.as_ref(), offset, end)
+                .try_collect()
+                .await?;
         for (data, at) in parts {
             let lo = offset.max(at);
             let hi = end.min(at + data.len() as u64).min(frag_end);
@@ -243,14 +233,13 @@ pub async fn download_to_file(
     for frag in &layout.fragments {
         let cipher = cipher_of(frag, acct)?;
         let frag_end = frag.offset + frag.length;
-        let mut parts = stream::iter(partitions_in(frag, 0, layout.size))
-            .map(|(i, at)| {
-                let cipher = cipher.as_ref();
-                async move {
-                    Ok::<_, TransferError>((read_partition(client, frag, cipher, i).await?, at))
-                }
-            })
-            .buffered(PARALLEL_PARTITIONS);
+        let mut parts = std::pin::pin!(fragment_partitions(
+            client,
+            frag,
+            cipher.as_ref(),
+            0,
+            layout.size
+        ));
         while let Some((data, at)) = parts.try_next().await? {
             let take = (frag_end - at).min(data.len() as u64) as usize;
             file.write_all_at(&data[..take], at)?;
