@@ -1,19 +1,13 @@
 //! Staged writes on local disk: one sparse file per inode being written,
-//! under `CACHE_DIR/staging`, with a marker that says whether the writer
-//! finished (closed or fsynced). After a crash, finished files are uploaded
-//! by the next mount and unfinished ones are kept aside, never shown torn.
+//! under `CACHE_DIR/staging`, with an empty marker file whose name says
+//! whether the writer finished: `{node}.open` while it writes, `{node}.done`
+//! once it closed or fsynced. After a crash, finished files are uploaded by
+//! the next mount and unfinished ones are kept aside, never shown torn.
+//! Markers are empty and change state by rename to a fresh name, so no
+//! state change makes the disk flush data.
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-
-use serde::{Deserialize, Serialize};
-
-#[derive(Serialize, Deserialize)]
-struct Marker {
-    node: i64,
-    /// The writer closed or fsynced: the content is whole.
-    complete: bool,
-}
 
 pub struct StagingArea {
     dir: PathBuf,
@@ -40,34 +34,44 @@ impl StagingArea {
         self.dir.join(format!("{node}.data"))
     }
 
-    fn marker_path(&self, node: i64) -> PathBuf {
-        self.dir.join(format!("{node}.json"))
+    fn marker(&self, node: i64, complete: bool) -> PathBuf {
+        self.dir
+            .join(format!("{node}.{}", if complete { "done" } else { "open" }))
     }
 
-    /// A new, empty staging file for `node`.
+    /// A new, empty staging file for `node`. Made afresh rather than
+    /// truncated: ext4 flushes a file truncated to zero when it is closed.
     pub fn create(&self, node: i64) -> std::io::Result<std::fs::File> {
+        let path = self.data_path(node);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         std::fs::OpenOptions::new()
             .read(true)
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
-            .open(self.data_path(node))
+            .open(path)
     }
 
     /// Records that `node` has staged data, and whether it is whole.
     pub fn mark(&self, node: i64, complete: bool) -> std::io::Result<()> {
-        let tmp = self.dir.join(format!("{node}.json.tmp"));
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec(&Marker { node, complete }).expect("marker serializes"),
-        )?;
-        std::fs::rename(tmp, self.marker_path(node))
+        let (from, to) = (self.marker(node, !complete), self.marker(node, complete));
+        match std::fs::rename(&from, &to) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::File::create(&to).map(drop)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The staged data of `node` is safe elsewhere (uploaded): forget it.
     pub fn unmark(&self, node: i64) {
-        let _ = std::fs::remove_file(self.marker_path(node));
+        for complete in [false, true] {
+            let _ = std::fs::remove_file(self.marker(node, complete));
+        }
     }
 
     pub fn remove(&self, node: i64) {
@@ -80,53 +84,84 @@ impl StagingArea {
     pub fn set_aside(&self, node: i64) -> std::io::Result<PathBuf> {
         let dest = self.recovered.join(format!(
             "{node}-{}",
-            chrono::Utc::now().format("%Y%m%dT%H%M%S")
+            chrono::Utc::now().format("%Y%m%dT%H%M%S%.f")
         ));
         std::fs::rename(self.data_path(node), &dest)?;
         self.unmark(node);
         Ok(dest)
     }
 
-    /// Staged files an earlier mount left behind.
+    /// Staged files an earlier mount left behind; data files without a
+    /// marker were never changed and are removed.
     pub fn leftovers(&self) -> std::io::Result<Vec<Leftover>> {
         let mut out = Vec::new();
         for entry in std::fs::read_dir(&self.dir)? {
             let path = entry?.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("json") {
-                continue;
-            }
-            let Ok(m) = std::fs::read(&path)
-                .map_err(drop)
-                .and_then(|raw| serde_json::from_slice::<Marker>(&raw).map_err(drop))
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            let Some((node, ext)) = name
+                .split_once('.')
+                .and_then(|(n, e)| Some((n.parse::<i64>().ok()?, e)))
             else {
                 continue;
             };
-            let data = self.data_path(m.node);
+            let complete = match ext {
+                "done" => true,
+                "open" if !self.marker(node, true).exists() => false,
+                "open" => continue,
+                _ => {
+                    if ext == "data"
+                        && !self.marker(node, false).exists()
+                        && !self.marker(node, true).exists()
+                    {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                    continue;
+                }
+            };
+            let data = self.data_path(node);
             if data.exists() {
                 out.push(Leftover {
-                    node: m.node,
-                    complete: m.complete,
+                    node,
+                    complete,
                     data,
                 });
             } else {
-                self.unmark(m.node);
-            }
-        }
-        // Data files without a marker were never dirty: nothing to keep.
-        for entry in std::fs::read_dir(&self.dir)? {
-            let path = entry?.path();
-            let stem = path
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .and_then(|s| s.parse::<i64>().ok());
-            if let Some(node) = stem {
-                if path.extension().and_then(|e| e.to_str()) == Some("data")
-                    && !self.marker_path(node).exists()
-                {
-                    let _ = std::fs::remove_file(&path);
-                }
+                self.unmark(node);
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_say_what_a_crash_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let area = StagingArea::open(dir.path()).unwrap();
+        for node in [1, 2, 3] {
+            std::fs::write(area.data_path(node), b"x").unwrap();
+        }
+        area.mark(1, false).unwrap();
+        area.mark(2, false).unwrap();
+        area.mark(2, true).unwrap();
+        let mut left: Vec<(i64, bool)> = area
+            .leftovers()
+            .unwrap()
+            .iter()
+            .map(|l| (l.node, l.complete))
+            .collect();
+        left.sort();
+        assert_eq!(left, vec![(1, false), (2, true)]);
+        assert!(!area.data_path(3).exists(), "unmarked data was never dirty");
+        let kept = area.set_aside(1).unwrap();
+        assert_eq!(std::fs::read(kept).unwrap(), b"x");
+        area.remove(2);
+        assert!(area.leftovers().unwrap().is_empty());
     }
 }

@@ -168,6 +168,9 @@ pub struct Db {
     limits: Limits,
 }
 
+/// Bumped whenever `SCHEMA` (or a submodule's) changes shape.
+const SCHEMA_VERSION: i64 = 1;
+
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS config(key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS apps(
@@ -316,18 +319,23 @@ impl Db {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.execute_batch(SCHEMA)?;
-        // Stores made before device numbers were kept.
-        let has_rdev: bool = conn.query_row(
-            "SELECT COUNT(*) FROM pragma_table_info('nodes') WHERE name='rdev'",
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let has_tables: bool = conn.query_row(
+            "SELECT COUNT(*) > 0 FROM sqlite_master WHERE name='nodes'",
             [],
-            |r| r.get::<_, i64>(0).map(|n| n > 0),
+            |r| r.get(0),
         )?;
-        if !has_rdev {
-            conn.execute_batch("ALTER TABLE nodes ADD COLUMN rdev INTEGER NOT NULL DEFAULT 0")?;
+        if version != SCHEMA_VERSION && (version != 0 || has_tables) {
+            return Err(DbError::Invalid(format!(
+                "{} holds a store of schema version {version}; this tfsfs reads version {SCHEMA_VERSION} and cannot \
+                 convert it",
+                dir.display()
+            )));
         }
+        conn.execute_batch(SCHEMA)?;
         conn.execute_batch(v1::SCHEMA)?;
         conn.execute_batch(accounts::SCHEMA)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(Db {
             conn: Mutex::new(conn),
             limits: Limits::default(),
@@ -962,4 +970,23 @@ fn create_in(
         node = child(tx, node.id, seg)?.expect("just inserted");
     }
     Ok(node)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_of_another_schema_version_is_refused_not_misread() {
+        let dir = tempfile::tempdir().unwrap();
+        Db::open(dir.path()).unwrap();
+        Db::open(dir.path()).expect("the same version opens again");
+        let conn = Connection::open(dir.path().join("meta.sqlite")).unwrap();
+        conn.pragma_update(None, "user_version", 0).unwrap();
+        drop(conn);
+        let err = Db::open(dir.path())
+            .err()
+            .expect("an older store is refused");
+        assert!(err.to_string().contains("schema version 0"), "{err}");
+    }
 }

@@ -90,6 +90,11 @@ fn file_key(
 /// SHA-1 and size of the stored object, plus its bytes when small enough to
 /// travel inline.
 fn hash_object(src: &Source, inline_max: u64) -> std::io::Result<(String, u64, Option<Vec<u8>>)> {
+    if src.partitions() == 1 {
+        let data = src.stored(0)?;
+        let inline = (src.size <= inline_max).then(|| data.clone());
+        return Ok((sha1_hex(&data), data.len() as u64, inline));
+    }
     // One thread reads and encrypts ahead while this one hashes: SHA-1 of
     // the whole object is sequential, the encryption need not wait for it.
     let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(2);
@@ -122,7 +127,11 @@ fn parallel_map<T: Send>(
     to: u64,
     f: impl Fn(u64) -> std::io::Result<T> + Sync,
 ) -> std::io::Result<Vec<T>> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let threads =
+        (std::thread::available_parallelism().map_or(1, |n| n.get()) as u64).min(to - from);
+    if threads <= 1 {
+        return (from..to).map(f).collect();
+    }
     let f = &f;
     let mut parts: Vec<(u64, T)> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
