@@ -21,3 +21,6 @@ cargo fmt --check
 cargo clippy --release --all-targets -- -D warnings
 cargo build --release --all-targets
 cargo test --release --all-targets
+
+# POSIX conformance on a real mount: pjdfstest and fsx.
+scripts/posix.sh

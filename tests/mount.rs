@@ -383,7 +383,21 @@ fn read_loop(
         let mut seen = Vec::new();
         while !stop.load(Ordering::Relaxed) {
             let d = if with_cat {
-                let out = exec(None, "cat", &[p(&target)]);
+                let out = exec(
+                    None,
+                    "strace",
+                    &[
+                        "-f",
+                        "--seccomp-bpf",
+                        "-e",
+                        "trace=openat,fstat,newfstatat,fadvise64",
+                        "-Z",
+                        "-o",
+                        "/tmp/scratch/strace.txt",
+                        "cat",
+                        p(&target),
+                    ],
+                );
                 assert!(
                     out.status.success(),
                     "cat failed: {}",

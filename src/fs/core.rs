@@ -628,7 +628,9 @@ impl<B: Backend> Fs<B> {
             }
             layout.size
         };
-        file.set_len(size)?;
+        if size > 0 {
+            file.set_len(size)?;
+        }
         let mtime_ns = now_ns();
         g.staged = Some(Staged {
             file,
@@ -709,8 +711,10 @@ impl<B: Backend> Fs<B> {
                 return Err(e.stale_if_gone());
             }
             let st = g.staged.as_mut().expect("staged");
-            st.file.set_len(0)?;
-            st.size = 0;
+            if st.size > 0 {
+                st.file.set_len(0)?;
+                st.size = 0;
+            }
             self.dirtied(id, st)?;
         } else if g.staged.is_none() && !flags.write {
             match self.backend.layout(id).await {

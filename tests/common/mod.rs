@@ -465,7 +465,11 @@ impl Drop for TestMount {
                 let to = Path::new(&keep).join(format!(
                     "mount-{}-{}.log",
                     std::process::id(),
-                    self.dir.parent().and_then(|d| d.file_name()).and_then(|n| n.to_str()).unwrap_or("x")
+                    self.dir
+                        .parent()
+                        .and_then(|d| d.file_name())
+                        .and_then(|n| n.to_str())
+                        .unwrap_or("x")
                 ));
                 let _ = std::fs::write(&to, log);
                 eprintln!("whole log: {}", to.display());
