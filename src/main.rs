@@ -281,6 +281,12 @@ struct MetaArgs {
     /// Bytes each account may store (its free tier).
     #[arg(long, default_value_t = 100 << 30)]
     free_capacity: u64,
+    /// Seconds between garbage collections of unused objects.
+    #[arg(long, default_value_t = 30)]
+    gc_interval_secs: u64,
+    /// Seconds an object stays unused before it is collected.
+    #[arg(long, default_value_t = 60)]
+    gc_grace_secs: u64,
     /// An upload session not finished within this time is refused.
     #[arg(long, default_value_t = 3600)]
     session_ttl_secs: u64,
@@ -486,6 +492,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             cfg.m = a.m;
             cfg.provider_timeout = Duration::from_secs(a.provider_timeout_secs);
             cfg.free_capacity = a.free_capacity;
+            cfg.gc_interval = Duration::from_secs(a.gc_interval_secs.max(1));
+            cfg.gc_grace = Duration::from_secs(a.gc_grace_secs);
             cfg.session_ttl = Duration::from_secs(a.session_ttl_secs);
             cfg.smtp = a.smtp;
             cfg.mail_from = a.mail_from;

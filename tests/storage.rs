@@ -296,3 +296,43 @@ async fn usage_counts_each_object_once_and_drops_with_the_last_file() {
     assert_ok(&c.cli(&["rm", "/u/b"]), "rm b");
     assert_eq!(used().await, 0, "no file uses it any more");
 }
+
+#[tokio::test]
+async fn shards_of_deleted_and_replaced_files_are_collected() {
+    let c = TestCluster::start_with(6, &["--gc-interval-secs", "1", "--gc-grace-secs", "0"]).await;
+    let shards = || async {
+        let mut n = 0;
+        for i in 0..6 {
+            n += c.health(i).await.shards;
+        }
+        n
+    };
+    let dir = c.dir.path();
+    std::fs::write(dir.join("keep"), random_bytes(3 << 20, 1)).unwrap();
+    std::fs::write(dir.join("v1"), random_bytes(6 << 20, 2)).unwrap();
+    std::fs::write(dir.join("v2"), random_bytes(5 << 20, 3)).unwrap();
+    assert_ok(&c.put(&dir.join("keep"), "/gc/keep", true), "put keep");
+    let kept = shards().await;
+    assert_ok(&c.put(&dir.join("v1"), "/gc/f", true), "put v1");
+    assert_ok(&c.put(&dir.join("v2"), "/gc/f", true), "put v2 over v1");
+    assert_ok(&c.put(&dir.join("v1"), "/gc/gone", true), "put gone");
+    assert_ok(&c.cli(&["rm", "/gc/gone"]), "rm gone");
+    let with_v2 = kept + 2 * 6; // v2: two 4 MiB partitions of RS(4,2)
+    let mut now = shards().await;
+    for _ in 0..100 {
+        if now == with_v2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        now = shards().await;
+    }
+    assert_eq!(now, with_v2, "v1's shards went once no file used them");
+    for (remote, local) in [("/gc/keep", "keep"), ("/gc/f", "v2")] {
+        let back = dir.join(format!("{local}.back"));
+        assert_ok(&c.get(remote, &back, true), remote);
+        assert!(
+            std::fs::read(&back).unwrap() == std::fs::read(dir.join(local)).unwrap(),
+            "{remote}"
+        );
+    }
+}

@@ -195,8 +195,9 @@ CREATE TABLE IF NOT EXISTS objects(
   scheme INTEGER NOT NULL, plain_size INTEGER NOT NULL, stored_size INTEGER NOT NULL,
   partition_size INTEGER NOT NULL, k INTEGER NOT NULL, m INTEGER NOT NULL,
   data BLOB, created INTEGER NOT NULL,
-  refs INTEGER NOT NULL DEFAULT 0,
+  refs INTEGER NOT NULL DEFAULT 0, released INTEGER NOT NULL DEFAULT 0,
   UNIQUE(appid, uid, sha1));
+CREATE INDEX IF NOT EXISTS objects_unused ON objects(released) WHERE refs = 0;
 CREATE TABLE IF NOT EXISTS usage(
   appid INTEGER NOT NULL, uid INTEGER NOT NULL, bytes INTEGER NOT NULL,
   PRIMARY KEY(appid, uid));
@@ -631,8 +632,8 @@ impl Db {
                 return Ok(id);
             }
             tx.execute(
-                "INSERT INTO objects(appid, uid, sha1, scheme, plain_size, stored_size, partition_size, k, m, data, created)
-                 VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                "INSERT INTO objects(appid, uid, sha1, scheme, plain_size, stored_size, partition_size, k, m, data, created, released)
+                 VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
                 params![
                     sql_id(ns.appid),
                     sql_id(ns.uid),
@@ -710,6 +711,47 @@ impl Db {
             }
         }
         Ok((parts, shards))
+    }
+
+    // ---- garbage ----
+
+    /// Objects no file has used for at least `grace_secs`, oldest first.
+    pub fn unused_objects(&self, grace_secs: i64, limit: usize) -> DbResult<Vec<i64>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id FROM objects WHERE refs = 0 AND released <= ?1 ORDER BY released LIMIT ?2",
+        )?;
+        let ids = stmt
+            .query_map(params![unix_now() - grace_secs, limit as i64], |r| r.get(0))?
+            .collect::<Result<Vec<i64>, _>>()?;
+        Ok(ids)
+    }
+
+    /// Deletes an unused object's rows and returns where its shards are:
+    /// (shard SHA-1, provider id, provider URL). Nothing when it is in use.
+    pub fn forget_object(&self, id: i64) -> DbResult<Vec<(String, String, String)>> {
+        self.tx(|tx| {
+            let unused: bool = tx
+                .query_row("SELECT refs = 0 FROM objects WHERE id=?1", [id], |r| {
+                    r.get(0)
+                })
+                .optional()?
+                .unwrap_or(false);
+            if !unused {
+                return Ok(Vec::new());
+            }
+            let shards = tx
+                .prepare_cached(
+                    "SELECT s.sha1, s.provider, COALESCE(p.url, '') FROM shards s
+                     LEFT JOIN providers p ON p.id = s.provider WHERE s.object=?1",
+                )?
+                .query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            tx.execute("DELETE FROM shards WHERE object=?1", [id])?;
+            tx.execute("DELETE FROM partitions WHERE object=?1", [id])?;
+            tx.execute("DELETE FROM objects WHERE id=?1", [id])?;
+            Ok(shards)
+        })
     }
 
     // ---- providers ----
@@ -831,7 +873,11 @@ fn subtree_height(conn: &Connection, dir: i64) -> DbResult<usize> {
 /// A fragment now uses `object`: an object's first user makes its bytes
 /// count in its account's usage (each object once, however many files use it).
 fn reference(tx: &Connection, object: i64) -> DbResult<()> {
-    tx.execute("UPDATE objects SET refs = refs + 1 WHERE id=?1", [object])?;
+    // The object may have been collected since it was found: then the
+    // caller's upload fails rather than point at nothing.
+    if tx.execute("UPDATE objects SET refs = refs + 1 WHERE id=?1", [object])? == 0 {
+        return Err(DbError::NotFound);
+    }
     tx.execute(
         "INSERT INTO usage(appid, uid, bytes) SELECT appid, uid, stored_size FROM objects WHERE id=?1 AND refs=1
          ON CONFLICT(appid, uid) DO UPDATE SET bytes = bytes + excluded.bytes",
@@ -848,13 +894,23 @@ fn drop_fragments(tx: &Connection, node: i64) -> DbResult<()> {
         .collect::<Result<_, _>>()?;
     tx.execute("DELETE FROM fragments WHERE node=?1", [node])?;
     for object in objects {
-        tx.execute("UPDATE objects SET refs = refs - 1 WHERE id=?1", [object])?;
-        tx.execute(
-            "UPDATE usage SET bytes = bytes - (SELECT stored_size FROM objects WHERE id=?1)
-             WHERE (appid, uid) = (SELECT appid, uid FROM objects WHERE id=?1 AND refs=0)",
-            [object],
-        )?;
+        release(tx, object)?;
     }
+    Ok(())
+}
+
+/// One user of `object` is gone; the last one takes its bytes out of the
+/// account's usage and leaves it to the garbage collector.
+fn release(tx: &Connection, object: i64) -> DbResult<()> {
+    tx.execute(
+        "UPDATE objects SET refs = refs - 1, released = CASE WHEN refs = 1 THEN ?2 ELSE released END WHERE id=?1",
+        params![object, unix_now()],
+    )?;
+    tx.execute(
+        "UPDATE usage SET bytes = bytes - (SELECT stored_size FROM objects WHERE id=?1)
+         WHERE (appid, uid) = (SELECT appid, uid FROM objects WHERE id=?1 AND refs=0)",
+        [object],
+    )?;
     Ok(())
 }
 

@@ -198,6 +198,9 @@ impl Db {
                     now
                 ],
             )?;
+            // A v1 file keeps its object while its row lives (deleted files
+            // can be undeleted).
+            super::reference(tx, f.object)?;
             select_file(tx, block_id, seq_id)?.ok_or(DbError::NotFound)
         })
     }
@@ -224,6 +227,8 @@ impl Db {
                 .filter(|f| f.appid == appid && f.status == 0)
                 .ok_or(DbError::NotFound)?;
             let (_, _, offset) = allocate(tx, Some(f.block_id), size)?;
+            super::reference(tx, object)?;
+            super::release(tx, f.object.id)?;
             tx.execute(
                 "UPDATE v1_files SET object=?1, size=?2, crc=?3, offset=?4, modify_time=?5
                  WHERE block_id=?6 AND seq_id=?7",

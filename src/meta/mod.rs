@@ -6,6 +6,7 @@ mod api;
 mod api_fs;
 mod api_store;
 pub mod db;
+mod gc;
 pub mod mail;
 mod objects;
 pub mod path;
@@ -50,6 +51,9 @@ pub struct MetaConfig {
     pub max_body: usize,
     /// Bytes every account may store before it buys more.
     pub free_capacity: u64,
+    /// How often unused objects are collected, and how long unused first.
+    pub gc_interval: Duration,
+    pub gc_grace: Duration,
     /// SMTP server for registration mail, `smtp://[user:pass@]host[:port]`;
     /// without one, mail is written to `DATA/outbox` and logged.
     pub smtp: Option<String>,
@@ -82,6 +86,8 @@ impl MetaConfig {
             grant_ttl: Duration::from_secs(600),
             max_body: 256 << 20,
             free_capacity: 100 << 30,
+            gc_interval: Duration::from_secs(30),
+            gc_grace: Duration::from_secs(60),
             smtp: None,
             mail_from: "tfsfs <noreply@localhost>".into(),
             code_ttl: Duration::from_secs(900),
@@ -282,9 +288,13 @@ pub async fn start(
         .merge(rest_v2::routes(meta.clone()))
         .merge(accounts::routes(meta.clone()))
         .merge(api_store::routes(meta.clone()));
+    let collector = gc::run(meta.clone(), meta.cfg.gc_interval);
     let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "metadata server stopped");
+        tokio::select! {
+            r = axum::serve(listener, app) => if let Err(e) = r {
+                tracing::error!(error = %e, "metadata server stopped");
+            },
+            _ = collector => {}
         }
     });
     Ok(RunningMeta { url, meta, task })
