@@ -88,13 +88,15 @@ impl ShardClient {
         Self::status(p, r).await.map(drop)
     }
 
-    /// Fetches a shard and checks its SHA-1: a corrupt shard is an error,
-    /// never data.
+    /// Fetches a shard. With `verify`, its SHA-1 is checked and a corrupt
+    /// shard is an error, never data; without, the caller authenticates the
+    /// bytes otherwise (an encrypted partition's GCM tag).
     pub async fn get(
         &self,
         p: &ProviderInfo,
         sha1: &str,
         grant: &str,
+        verify: bool,
     ) -> Result<Bytes, ShardError> {
         let r = self
             .http
@@ -108,7 +110,7 @@ impl ShardClient {
             .bytes()
             .await
             .map_err(Self::transport(p))?;
-        if crate::codec::sha1_hex(&data) != sha1 {
+        if verify && crate::codec::sha1_hex(&data) != sha1 {
             return Err(ShardError::Corrupt {
                 provider: p.id.clone(),
                 sha1: sha1.to_string(),

@@ -29,10 +29,11 @@ async fn fetch_shard(
     client: &ShardClient,
     shard: &ShardLocation,
     grant: &str,
+    verify: bool,
 ) -> Result<Vec<u8>, String> {
     let mut last = String::from("no provider holds it");
     for p in &shard.providers {
-        match client.get(p, &shard.sha1, grant).await {
+        match client.get(p, &shard.sha1, grant, verify).await {
             Ok(b) if b.len() as u64 == shard.size => return Ok(b.to_vec()),
             Ok(_) => last = format!("shard {} from {} has the wrong size", shard.sha1, p.id),
             Err(e) => last = e.to_string(),
@@ -46,6 +47,7 @@ async fn fetch_stored(
     client: &ShardClient,
     obj: &ObjectLayout,
     part: &PartitionLayout,
+    verify: bool,
 ) -> Result<Vec<u8>, TransferError> {
     match obj.scheme {
         StoreScheme::Inline => {
@@ -61,7 +63,7 @@ async fn fetch_stored(
                 .shards
                 .first()
                 .ok_or_else(|| TransferError::Layout("replica without shard".into()))?;
-            fetch_shard(client, shard, &part.grant)
+            fetch_shard(client, shard, &part.grant, verify)
                 .await
                 .map_err(|last| TransferError::Unreadable {
                     partition: part.index,
@@ -69,7 +71,7 @@ async fn fetch_stored(
                     last,
                 })
         }
-        StoreScheme::Erasure => fetch_erasure(client, obj, part).await,
+        StoreScheme::Erasure => fetch_erasure(client, obj, part, verify).await,
     }
 }
 
@@ -77,6 +79,7 @@ async fn fetch_erasure(
     client: &ShardClient,
     obj: &ObjectLayout,
     part: &PartitionLayout,
+    verify: bool,
 ) -> Result<Vec<u8>, TransferError> {
     let scheme = Scheme::new(obj.k, obj.m).map_err(|e| TransferError::Layout(e.to_string()))?;
     let n = obj.k + obj.m;
@@ -87,8 +90,12 @@ async fn fetch_erasure(
             part.shards.len()
         )));
     }
-    let fetch =
-        |i: usize| async move { (i, fetch_shard(client, &part.shards[i], &part.grant).await) };
+    let fetch = |i: usize| async move {
+        (
+            i,
+            fetch_shard(client, &part.shards[i], &part.grant, verify).await,
+        )
+    };
     let mut pending: FuturesUnordered<_> = (0..obj.k).map(fetch).collect();
     let mut next = obj.k;
     let mut got: Vec<Option<Vec<u8>>> = vec![None; n];
@@ -160,10 +167,22 @@ pub async fn read_partition(
         .iter()
         .find(|p| p.index == index)
         .ok_or_else(|| TransferError::Layout(format!("no partition {index}")))?;
-    let mut data = fetch_stored(client, obj, part).await?;
-    if let Some(c) = cipher {
-        c.decrypt_in_place(index, &mut data)?;
-    }
+    let data = match cipher {
+        // The GCM tag authenticates the whole partition, so shards are
+        // hashed only when it fails, to find the bad ones and go around them.
+        Some(c) => {
+            let mut fast = fetch_stored(client, obj, part, false).await?;
+            match c.decrypt_in_place(index, &mut fast) {
+                Ok(()) => fast,
+                Err(_) => {
+                    let mut checked = fetch_stored(client, obj, part, true).await?;
+                    c.decrypt_in_place(index, &mut checked)?;
+                    checked
+                }
+            }
+        }
+        None => fetch_stored(client, obj, part, true).await?,
+    };
     if data.len() as u64 != plain_len(obj, index) {
         return Err(TransferError::Layout(format!(
             "partition {index} decodes to {} bytes",
