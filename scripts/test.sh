@@ -8,6 +8,10 @@ need_apt=()
 command -v fusermount3 >/dev/null 2>&1 || need_apt+=(fuse3)
 command -v rsync >/dev/null 2>&1 || need_apt+=(rsync)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+# tests/mount.rs drives the mount with cmp/diff, tar and umount.
+command -v cmp >/dev/null 2>&1 || need_apt+=(diffutils)
+command -v tar >/dev/null 2>&1 || need_apt+=(tar)
+command -v umount >/dev/null 2>&1 || need_apt+=(mount)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"

@@ -306,7 +306,8 @@ impl<B: Backend> Filesystem for FuseFs<B> {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: fuser::OpenFlags, reply: ReplyOpen) {
-        let _s = tracing::debug_span!("open", ino = ino.0, flags = flags.0, pid = req.pid()).entered();
+        let _s =
+            tracing::debug_span!("open", ino = ino.0, flags = flags.0, pid = req.pid()).entered();
         match self.run(self.fs.open(ino.0, open_flags(flags.0))) {
             Ok((fh, keep)) => {
                 let f = if keep {

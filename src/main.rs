@@ -284,8 +284,9 @@ struct MetaArgs {
     /// Seconds between garbage collections of unused objects.
     #[arg(long, default_value_t = 30)]
     gc_interval_secs: u64,
-    /// Seconds an object stays unused before it is collected.
-    #[arg(long, default_value_t = 60)]
+    /// Seconds an object stays unused before it is collected (as long as a
+    /// read grant lives, so a reader of a replaced version can finish).
+    #[arg(long, default_value_t = 600)]
     gc_grace_secs: u64,
     /// An upload session not finished within this time is refused.
     #[arg(long, default_value_t = 3600)]
@@ -392,8 +393,9 @@ impl ClientArgs {
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,fuser::session=error")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("warn,fuser::session=error")
+            }),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -170,6 +170,19 @@ fn without_mtimes(s: &BTreeMap<String, Entry>) -> BTreeMap<String, Entry> {
         .collect()
 }
 
+/// `got == want`, or a failure that says how they differ (not the bytes).
+#[track_caller]
+fn assert_bytes(got: &[u8], want: &[u8], what: &str) {
+    if got != want {
+        let at = got.iter().zip(want).position(|(a, b)| a != b);
+        panic!(
+            "{what}: {} bytes, {} expected; first difference at {at:?}",
+            got.len(),
+            want.len()
+        );
+    }
+}
+
 fn errno_of(r: std::io::Result<impl Sized>) -> i32 {
     match r {
         Ok(_) => panic!("succeeded; an error was expected"),
@@ -440,7 +453,7 @@ async fn mv_over_a_file_while_it_is_read() {
         assert!(seen.iter().all(|&s| (1..=v).contains(&s)));
         assert!(seen.iter().any(|&s| s > 1), "never saw a new version");
     }
-    assert_eq!(std::fs::read(&target).unwrap(), vec![v; len]);
+    assert!(std::fs::read(&target).unwrap() == vec![v; len]);
     let names: Vec<_> = std::fs::read_dir(&m.dir)
         .unwrap()
         .map(|e| e.unwrap().file_name())
@@ -456,17 +469,10 @@ fn ls_la(dir: &Path) -> Vec<String> {
     out.lines()
         .filter(|l| !l.starts_with("total"))
         .map(|l| {
-            let f: Vec<&str> = l.splitn(7, char::is_whitespace).collect();
-            let f: Vec<&str> = f.iter().map(|s| s.trim()).collect();
-            let rest = l.split_whitespace().collect::<Vec<_>>();
-            let name = rest[6..].join(" ");
-            let size = if rest[0].starts_with('d') {
-                "-"
-            } else {
-                rest[4]
-            };
-            let _ = f;
-            format!("{} {} {} {} {}", rest[0], rest[2], rest[3], size, name)
+            // perms links owner group size time name...
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let size = if f[0].starts_with('d') { "-" } else { f[4] };
+            format!("{} {} {} {} {}", f[0], f[2], f[3], size, f[6..].join(" "))
         })
         .collect()
 }
@@ -650,10 +656,28 @@ async fn over_quota_cp_fails_with_edquot_and_keeps_the_old_version() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "cp of 40 MiB into 30 MiB succeeded");
     assert!(err.contains("Disk quota exceeded"), "cp said: {err}");
-    assert_eq!(
-        std::fs::read(&f).unwrap(),
-        v1,
-        "the old version right after"
+    // The refused bytes are not lost: kept aside in the cache dir once the
+    // kernel has released cp's file (asynchronously, after close()).
+    let want = std::fs::read(&big).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let kept: Vec<PathBuf> = std::fs::read_dir(m.cache.join("recovered"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        if kept.iter().any(|k| std::fs::read(k).unwrap() == want) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the refused version is not in recovered/: {kept:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_bytes(
+        &std::fs::read(&f).unwrap(),
+        &v1,
+        "the old version right after",
     );
     assert_eq!(std::fs::metadata(&f).unwrap().len(), v1.len() as u64);
 
@@ -665,21 +689,25 @@ async fn over_quota_cp_fails_with_edquot_and_keeps_the_old_version() {
         assert_eq!(errno_of(g.sync_all()), libc::EDQUOT);
     }
     std::thread::sleep(Duration::from_millis(1100));
-    assert_eq!(
-        std::fs::read(&f).unwrap(),
-        v1,
-        "the old version after the TTL"
+    assert_bytes(
+        &std::fs::read(&f).unwrap(),
+        &v1,
+        "the old version after the TTL",
     );
     m.remount(true);
-    assert_eq!(
-        std::fs::read(&f).unwrap(),
-        v1,
-        "the old version after a remount"
+    assert_bytes(
+        &std::fs::read(&f).unwrap(),
+        &v1,
+        "the old version after a remount",
     );
     // What fits still goes in.
     let small = random_bytes(2 * MIB, 74);
     std::fs::write(m.path("h"), &small).unwrap();
-    assert_eq!(std::fs::read(m.path("h")).unwrap(), small);
+    assert_bytes(
+        &std::fs::read(m.path("h")).unwrap(),
+        &small,
+        "a file that fits",
+    );
 }
 
 // ---- 8. the mount dies during an upload ----
@@ -703,39 +731,56 @@ async fn kill9_of_the_mount_during_an_upload() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until every byte is staged (cp is then in close(), uploading).
+    // Wait until every byte is staged and the upload has begun (cp is in
+    // close(): the marker says "done"), then a little into the upload.
     let deadline = Instant::now() + Duration::from_secs(60);
-    let full = loop {
-        let full = std::fs::read_dir(&staging).unwrap().any(|e| {
-            let e = e.unwrap();
-            e.path().extension().is_some_and(|x| x == "data")
-                && e.metadata().map(|md| md.len()).unwrap_or(0) == len as u64
-        });
-        if full || Instant::now() > deadline {
-            break full;
+    let uploading = loop {
+        let names: Vec<(PathBuf, u64)> = std::fs::read_dir(&staging)
+            .unwrap()
+            .filter_map(|e| {
+                let e = e.ok()?;
+                Some((e.path(), e.metadata().ok()?.len()))
+            })
+            .collect();
+        let full = names
+            .iter()
+            .any(|(p, n)| p.extension().is_some_and(|x| x == "data") && *n == len as u64);
+        let done = names
+            .iter()
+            .any(|(p, _)| p.extension().is_some_and(|x| x == "done"));
+        if (full && done) || Instant::now() > deadline {
+            break full && done;
         }
         if cp.try_wait().unwrap().is_some() {
             break false;
         }
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(Duration::from_millis(1));
     };
     assert!(
-        full,
-        "the staging file never reached full size while cp ran"
+        uploading,
+        "never saw the staged file whole and uploading while cp ran"
     );
-    std::thread::sleep(Duration::from_millis(250));
+    std::thread::sleep(Duration::from_millis(100));
     let cp_done = cp.try_wait().unwrap().is_some();
+    assert!(
+        !cp_done,
+        "the 100 MiB upload finished within 100 ms: kill earlier"
+    );
     m.kill9();
     let status = cp.wait().unwrap();
-    eprintln!("cp finished before the kill: {cp_done}; cp status {status}");
+    eprintln!("cp status {status}");
     let markers: Vec<PathBuf> = std::fs::read_dir(&staging)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "open" || x == "done"))
         .collect();
-    if !cp_done {
-        assert_eq!(markers.len(), 1, "the killed upload left no marker");
-    }
+    // Killed in close(): cp saw it fail, and the file is staged whole.
+    assert!(!status.success(), "cp succeeded on a killed mount");
+    assert_eq!(markers.len(), 1, "the killed upload left no marker");
+    assert!(
+        markers[0].extension().is_some_and(|x| x == "done"),
+        "staged, closed, yet marked {markers:?}"
+    );
 
     m.mount();
     let got = std::fs::read(&f).unwrap();
@@ -766,4 +811,139 @@ async fn kill9_of_the_mount_during_an_upload() {
     );
     m.remount(true);
     cmp(if is_new { &new } else { &old }, &f);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_of_the_mount_while_a_file_is_written() {
+    use std::io::Write;
+    let c = TestCluster::start(6).await;
+    let mut m = TestMount::new(&c);
+    let old = random_bytes(3 * MIB, 91);
+    let new = random_bytes(40 * MIB, 92);
+    let staged = 20 * MIB;
+    let f = m.path("f");
+    std::fs::write(&f, &old).unwrap();
+
+    // A writer that stops half-way, its file still open, when the mount
+    // dies: dd from a FIFO we feed. (A separate process: a thread of this
+    // test process would share its descriptor with every child forked
+    // meanwhile, and each child's close would upload the file.)
+    let scratch = tempdir();
+    let fifo = scratch.path().join("fifo");
+    let c_fifo = std::ffi::CString::new(p(&fifo)).unwrap();
+    // SAFETY: a valid NUL-terminated path; no memory is handed over.
+    assert_eq!(unsafe { libc::mkfifo(c_fifo.as_ptr(), 0o600) }, 0);
+    let mut dd = Command::new("dd")
+        .args([
+            &format!("if={}", p(&fifo)),
+            &format!("of={}", p(&f)),
+            "bs=1M",
+            "iflag=fullblock",
+            "status=none",
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut feed = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    feed.write_all(&new[..staged]).unwrap();
+    let data = m.cache.join("staging");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_dir(&data).unwrap().any(|e| {
+        let e = e.unwrap();
+        e.path().extension().is_some_and(|x| x == "data")
+            && e.metadata().is_ok_and(|md| md.len() == staged as u64)
+    }) {
+        assert!(Instant::now() < deadline, "dd never staged {staged} bytes");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let markers = |m: &TestMount| -> Vec<PathBuf> {
+        std::fs::read_dir(m.cache.join("staging"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "open" || x == "done"))
+            .collect()
+    };
+    let before = markers(&m);
+    assert_eq!(
+        before.len(),
+        1,
+        "markers of an open, written file: {before:?}"
+    );
+    assert!(before[0].extension().is_some_and(|x| x == "open"));
+    m.kill9();
+    drop(feed);
+    let status = dd.wait().unwrap();
+    assert!(!status.success(), "dd succeeded on a killed mount");
+
+    // Never closed: not uploaded, never shown torn; the data kept aside.
+    m.mount();
+    assert!(std::fs::read(&f).unwrap() == old, "not the old version");
+    assert!(markers(&m).is_empty());
+    let kept: Vec<PathBuf> = std::fs::read_dir(m.cache.join("recovered"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(kept.len(), 1, "recovered: {kept:?}");
+    assert!(
+        std::fs::read(&kept[0]).unwrap() == new[..staged],
+        "the staged bytes were not kept as written"
+    );
+    m.remount(true);
+    assert!(std::fs::read(&f).unwrap() == old);
+}
+
+// ---- a rewrite becomes visible elsewhere whole, at close ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_mount_sees_the_old_version_until_the_writer_closes() {
+    use std::io::Write;
+    let c = TestCluster::start(6).await;
+    let a = TestMount::new(&c);
+    let b = TestMount::new(&c);
+    let old = random_bytes(MIB + 5, 101);
+    let new = random_bytes(3 * MIB + 7, 102);
+    std::fs::write(a.path("f"), &old).unwrap();
+    assert!(std::fs::read(b.path("f")).unwrap() == old);
+
+    // dd rewrites f on mount a (open O_TRUNC, dup onto stdout, close the
+    // original, then write), fed from a FIFO so that it stays open.
+    let scratch = tempdir();
+    let fifo = scratch.path().join("fifo");
+    let c_fifo = std::ffi::CString::new(p(&fifo)).unwrap();
+    // SAFETY: a valid NUL-terminated path; no memory is handed over.
+    assert_eq!(unsafe { libc::mkfifo(c_fifo.as_ptr(), 0o600) }, 0);
+    let mut dd = Command::new("dd")
+        .args([
+            &format!("if={}", p(&fifo)),
+            &format!("of={}", p(&a.path("f"))),
+            "bs=64K",
+            "iflag=fullblock",
+            "status=none",
+        ])
+        .spawn()
+        .unwrap();
+    let mut feed = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    let half = 2 * MIB;
+    feed.write_all(&new[..half]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::metadata(a.path("f")).unwrap().len() < half as u64 {
+        assert!(Instant::now() < deadline, "dd never wrote {half} bytes");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Half written, truncated at open: elsewhere, still the old version.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert!(
+        std::fs::read(b.path("f")).unwrap() == old,
+        "another mount sees a version the writer has not closed"
+    );
+    feed.write_all(&new[half..]).unwrap();
+    drop(feed);
+    assert!(dd.wait().unwrap().success());
+    assert!(std::fs::read(a.path("f")).unwrap() == new);
+    // The new version, whole, once the other mount's attributes expire.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert!(
+        std::fs::read(b.path("f")).unwrap() == new,
+        "the other mount does not see the new version"
+    );
 }

@@ -87,6 +87,15 @@ struct Staged {
     mtime_ns: i64,
 }
 
+/// A file whose entry is being removed (unlink, rename over it), locked
+/// until the removal is done.
+struct Victim {
+    id: i64,
+    g: tokio::sync::OwnedMutexGuard<Inode>,
+    /// Open here: kept as an orphan.
+    kept: bool,
+}
+
 /// Local state of a node with open handles or staged data.
 struct Inode {
     open: usize,
@@ -339,40 +348,35 @@ impl<B: Backend> Fs<B> {
     }
 
     /// Before the entry `(parent, name)` goes away: if it is a file open
-    /// here, keep a local copy of it for its open descriptors, which may
-    /// still read and write it. Returns the node kept.
-    async fn keep_if_open(&self, parent: i64, name: &str) -> FsResult<Option<i64>> {
-        // Every inode open here is a candidate: `names` cannot tell, as a
-        // rename (`mv tmp f`) does not update it, and a kernel that did
-        // the rename opens the node under its new name with no lookup.
-        let candidates: Vec<(i64, Arc<AsyncMutex<Inode>>)> = lock(&self.inodes)
-            .iter()
-            .map(|(id, inode)| (*id, inode.clone()))
-            .collect();
-        if candidates.is_empty() {
-            return Ok(None);
-        }
-        // Ask which node the entry is now.
+    /// here, keep it for its open descriptors, which may still read and
+    /// write it (a writer gets a local copy). The file stays locked until
+    /// `kept_outcome`, after the removal: an open racing with it either
+    /// counts here, or finds the node gone (ESTALE: the kernel looks the
+    /// name up again and opens what replaced it).
+    async fn keep_if_open(&self, parent: i64, name: &str) -> FsResult<Option<Victim>> {
+        // Always ask which node the entry is: an open may be on its way in.
         let n = match self.backend.lookup(parent, name).await {
-            Ok(n) => n,
-            Err(_) => return Ok(None),
+            Ok(n) if n.kind == NodeKind::File => n,
+            _ => return Ok(None),
         };
-        let Some((id, inode)) = candidates.into_iter().find(|(id, _)| *id == n.id) else {
-            return Ok(None);
-        };
-        let mut g = inode.lock().await;
-        if g.open == 0 || n.kind != NodeKind::File {
-            return Ok(None);
+        let id = n.id;
+        let mut g = self.inode(id).lock_owned().await;
+        let mut kept = false;
+        if g.open > 0 {
+            // Readers keep the version they opened; a writer needs a local copy.
+            let writers = lock(&self.handles)
+                .values()
+                .any(|h| h.id == id && h.flags.write);
+            if writers {
+                if let Err(e) = self.stage(id, &mut g, None).await {
+                    self.drop_if_idle(id, &g);
+                    return Err(e);
+                }
+            }
+            lock(&self.orphans).insert(id, n);
+            kept = true;
         }
-        // Readers keep the version they opened; a writer needs a local copy.
-        let writers = lock(&self.handles)
-            .values()
-            .any(|h| h.id == id && h.flags.write);
-        if writers {
-            self.stage(id, &mut g, None).await?;
-        }
-        lock(&self.orphans).insert(id, n);
-        Ok(Some(id))
+        Ok(Some(Victim { id, g, kept }))
     }
 
     async fn make(
@@ -478,11 +482,15 @@ impl<B: Backend> Fs<B> {
         r
     }
 
-    /// A node kept for its open descriptors stays an ordinary file when
-    /// its entry did not go away after all.
-    fn kept_outcome<T>(&self, kept: Option<i64>, r: &FsResult<T>) {
-        if let (Some(id), Err(_)) = (kept, r) {
-            lock(&self.orphans).remove(&id);
+    /// After the removal: a node kept for its open descriptors stays an
+    /// ordinary file when its entry did not go away after all; the lock
+    /// taken by `keep_if_open` is let go.
+    fn kept_outcome<T>(&self, victim: Option<Victim>, r: &FsResult<T>) {
+        if let Some(v) = victim {
+            if v.kept && r.is_err() {
+                lock(&self.orphans).remove(&v.id);
+            }
+            self.drop_if_idle(v.id, &v.g);
         }
     }
 
@@ -689,6 +697,9 @@ impl<B: Backend> Fs<B> {
                 Ok(())
             }
             Err(e) => {
+                // The kernel's pages hold the refused bytes: the next open
+                // must not keep them.
+                lock(&self.kernel_ver).remove(&id);
                 self.staging.mark(id, false)?;
                 Err(e)
             }
@@ -908,6 +919,7 @@ impl<B: Backend> Fs<B> {
         }
         st.size = st.file.metadata()?.len();
         self.dirtied(h.id, st)?;
+        h.wrote.store(true, Ordering::Relaxed);
         Ok(())
     }
 
@@ -915,7 +927,13 @@ impl<B: Backend> Fs<B> {
     /// the caller's close() returns the outcome.
     pub async fn flush(&self, fh: u64) -> FsResult<()> {
         let h = self.handle(fh)?;
-        if !h.flags.write {
+        // Only a descriptor that wrote commits at close(). Every close of
+        // a duplicate flushes too: dd and a shell's `> f` open with O_TRUNC,
+        // dup the descriptor and close the original before writing, and
+        // that must not publish the emptied file (readers keep the old
+        // version until the new one is whole). The last close commits in
+        // any case (release).
+        if !h.flags.write || !h.wrote.load(Ordering::Relaxed) {
             return Ok(());
         }
         let inode = self.inode(h.id);

@@ -87,7 +87,7 @@ impl MetaConfig {
             max_body: 256 << 20,
             free_capacity: 100 << 30,
             gc_interval: Duration::from_secs(30),
-            gc_grace: Duration::from_secs(60),
+            gc_grace: Duration::from_secs(600),
             smtp: None,
             mail_from: "tfsfs <noreply@localhost>".into(),
             code_ttl: Duration::from_secs(900),

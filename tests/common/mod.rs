@@ -371,33 +371,33 @@ impl TestMount {
         self.child = Some(child);
     }
 
-    /// `umount DIR` (lazily if busy), then waits for the process to end
-    /// (killing it after 60 s).
+    /// `umount DIR`, then waits for the process to end (uploads in flight
+    /// finish first), killing it after 60 s. A mount still busy (a file
+    /// left open) is unmounted lazily, and the test fails unless it is
+    /// failing already.
     pub fn unmount(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        if is_mounted(&self.dir) {
-            let ok = Command::new("umount")
+        let umount = |args: &[&str]| {
+            Command::new("umount")
+                .args(args)
                 .arg(&self.dir)
                 .stderr(Stdio::null())
                 .status()
                 .map(|s| s.success())
-                .unwrap_or(false);
-            if !ok {
-                std::thread::sleep(Duration::from_millis(200));
-                let ok = Command::new("umount")
-                    .arg(&self.dir)
-                    .stderr(Stdio::null())
-                    .status()
-                    .map(|s| s.success())
-                    .unwrap_or(false);
-                if !ok {
-                    let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-                }
+                .unwrap_or(false)
+        };
+        let mut lazy = false;
+        if is_mounted(&self.dir) && !umount(&[]) {
+            std::thread::sleep(Duration::from_millis(200));
+            if !umount(&[]) {
+                lazy = true;
+                umount(&["-l"]);
             }
         }
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let limit = Duration::from_secs(if lazy { 5 } else { 60 });
+        let deadline = std::time::Instant::now() + limit;
         loop {
             match child.try_wait() {
                 Ok(Some(_)) | Err(_) => break,
@@ -408,6 +408,12 @@ impl TestMount {
                 }
                 Ok(None) => std::thread::sleep(Duration::from_millis(20)),
             }
+        }
+        if lazy && !std::thread::panicking() {
+            panic!(
+                "umount {}: busy (a file left open?); unmounted lazily",
+                self.dir.display()
+            );
         }
     }
 
