@@ -10,6 +10,7 @@ pub mod config;
 pub mod fs;
 pub mod fuse;
 pub mod grant;
+pub mod http;
 pub mod meta;
 pub mod mount;
 pub mod proto;

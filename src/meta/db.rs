@@ -189,6 +189,9 @@ CREATE TABLE IF NOT EXISTS nodes(
   atime_ns INTEGER, ctime_ns INTEGER, target TEXT, rdev INTEGER NOT NULL DEFAULT 0,
   UNIQUE(appid, uid, parent, name));
 CREATE INDEX IF NOT EXISTS nodes_parent ON nodes(parent, name);
+-- Counts of a directory's subdirectories and files (nlink, limits) read
+-- this index alone.
+CREATE INDEX IF NOT EXISTS nodes_parent_kind ON nodes(parent, kind);
 CREATE TABLE IF NOT EXISTS objects(
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   appid INTEGER NOT NULL, uid INTEGER NOT NULL, sha1 TEXT NOT NULL,

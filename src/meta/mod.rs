@@ -291,7 +291,7 @@ pub async fn start(
     let collector = gc::run(meta.clone(), meta.cfg.gc_interval);
     let task = tokio::spawn(async move {
         tokio::select! {
-            r = axum::serve(listener, app) => if let Err(e) = r {
+            r = crate::http::serve(listener, app) => if let Err(e) = r {
                 tracing::error!(error = %e, "metadata server stopped");
             },
             _ = collector => {}

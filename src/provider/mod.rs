@@ -134,7 +134,7 @@ pub async fn start(
     };
     let task = tokio::spawn(async move {
         let heartbeats = heartbeat_loop(http, cfg.meta, beat, provider, cfg.heartbeat);
-        let serve = axum::serve(listener, app);
+        let serve = crate::http::serve(listener, app);
         tokio::select! {
             r = serve => if let Err(e) = r { tracing::error!(error = %e, "provider server stopped") },
             _ = heartbeats => {}

@@ -283,7 +283,7 @@ pub async fn serve(
     let app = router(Arc::new(state), loopback);
     eprintln!("tfsfs sidecar listening on http://{local}");
     Ok(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
+        if let Err(e) = crate::http::serve(listener, app).await {
             tracing::error!(error = %e, "sidecar stopped");
         }
     }))
