@@ -24,7 +24,13 @@ rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup compon
 cargo fmt --check
 cargo clippy --release --all-targets -- -D warnings
 cargo build --release --all-targets
-cargo test --release --all-targets
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --release --all-targets 2>&1 | tee "$log"
 
 # POSIX conformance on a real mount: pjdfstest and fsx.
 scripts/posix.sh
+
+# One closing line for the whole run (set -o pipefail has already stopped
+# the script if any test failed).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
