@@ -885,14 +885,22 @@ impl<B: Backend> Fs<B> {
         h.prefetched_to.fetch_max(to, Ordering::Relaxed);
     }
 
-    pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+    /// A handle open for writing and its inode, locked and staged.
+    async fn writable(
+        &self,
+        fh: u64,
+    ) -> FsResult<(Arc<Handle>, tokio::sync::OwnedMutexGuard<Inode>)> {
         let h = self.handle(fh)?;
         if !h.flags.write {
             return Err(FsError::BadHandle);
         }
-        let inode = self.inode(h.id);
-        let mut g = inode.lock().await;
+        let mut g = self.inode(h.id).lock_owned().await;
         self.stage(h.id, &mut g, None).await?;
+        Ok((h, g))
+    }
+
+    pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        let (h, mut g) = self.writable(fh).await?;
         let st = g.staged.as_mut().expect("staged");
         let at = if h.flags.append { st.size } else { offset };
         st.file.write_all_at(data, at)?;
@@ -904,13 +912,7 @@ impl<B: Backend> Fs<B> {
 
     /// fallocate(2) on the staged copy: every mode the cache disk supports.
     pub async fn fallocate(&self, fh: u64, offset: u64, len: u64, mode: i32) -> FsResult<()> {
-        let h = self.handle(fh)?;
-        if !h.flags.write {
-            return Err(FsError::BadHandle);
-        }
-        let inode = self.inode(h.id);
-        let mut g = inode.lock().await;
-        self.stage(h.id, &mut g, None).await?;
+        let (h, mut g) = self.writable(fh).await?;
         let st = g.staged.as_mut().expect("staged");
         // SAFETY: fallocate on a file descriptor we own; no memory is passed.
         let rc = unsafe { libc::fallocate(st.file.as_raw_fd(), mode, offset as i64, len as i64) };
