@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{assert_ok, bin, random_bytes, TestCluster};
+use common::{assert_ok, bin, is_mounted, random_bytes, TestCluster};
 use serde_json::{json, Value};
 use tfsfs::codec::sha1_hex;
 
@@ -24,14 +24,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn is_mounted(dir: &Path) -> bool {
-    let dir = dir.to_str().unwrap();
-    std::fs::read_to_string("/proc/self/mounts")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.split(' ').nth(1) == Some(dir) && l.contains("tfsfs"))
 }
 
 /// The sidecar's answer: HTTP status and body.
@@ -110,6 +102,20 @@ impl Api {
             .await
     }
 
+    /// A GET on a POST route: 405, with a code-1 body.
+    async fn refuses_get(&self, route: &str) -> Reply {
+        let r = self.get(route).await;
+        assert_eq!(r.status, 405, "GET {route}");
+        r
+    }
+
+    /// A POST on a GET route: 405, with a code-1 body.
+    async fn refuses_post(&self, route: &str) -> Reply {
+        let r = self.post(route, json!({})).await;
+        assert_eq!(r.status, 405, "POST {route}");
+        r
+    }
+
     async fn progress(&self, files: &[&str]) -> serde_json::Map<String, Value> {
         self.post("/store/progress", json!({ "files": files }))
             .await
@@ -160,7 +166,8 @@ impl Mount {
         stderr: Stdio,
     ) -> Mount {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("mnt");
+        // Canonical, as /proc/self/mounts lists it.
+        let dir = std::fs::canonicalize(tmp.path()).unwrap().join("mnt");
         std::fs::create_dir(&dir).unwrap();
         let child = Command::new(bin())
             .args(["mount", dir.to_str().unwrap(), "--foreground"])
@@ -514,9 +521,7 @@ async fn list_sorts_pages_and_hashes() {
     api.post_raw("/store/list", "{\"path\":")
         .await
         .err_has("bad request body");
-    let r = api.get("/store/list").await;
-    assert_eq!(r.status, 405);
-    r.err_has("takes POST");
+    api.refuses_get("/store/list").await.err_has("takes POST");
 }
 
 // ---- routes, envelope, guard ----
@@ -641,9 +646,7 @@ async fn upload_stores_a_local_file_at_its_path() {
     api.post("/store/upload", json!({"filename": s(&clash)}))
         .await
         .err_has("is a folder");
-    let r = api.get("/store/upload").await;
-    assert_eq!(r.status, 405);
-    r.err_has("takes POST");
+    api.refuses_get("/store/upload").await.err_has("takes POST");
 }
 
 /// The acceptance run: a 100 MiB upload in the background, its progress,
@@ -828,9 +831,7 @@ async fn uploaddir_stores_a_local_tree() {
     api.post("/store/uploaddir", json!({}))
         .await
         .err_has("missing field `parent`");
-    let r = api.get("/store/uploaddir").await;
-    assert_eq!(r.status, 405);
-    r.err();
+    api.refuses_get("/store/uploaddir").await.err();
 }
 
 // ---- /store/download ----
@@ -916,9 +917,7 @@ async fn download_checks_hash_and_size() {
     api.post("/store/download", json!({"filename": path, "filesize": 1}))
         .await
         .err_has("missing field `filehash`");
-    let r = api.get("/store/download").await;
-    assert_eq!(r.status, 405);
-    r.err();
+    api.refuses_get("/store/download").await.err();
 }
 
 // ---- /store/downloaddir ----
@@ -982,9 +981,7 @@ async fn downloaddir_recreates_a_tree() {
     api.post("/store/downloaddir", json!({ "local": "/tmp" }))
         .await
         .err_has("missing field `parent`");
-    let r = api.get("/store/downloaddir").await;
-    assert_eq!(r.status, 405);
-    r.err();
+    api.refuses_get("/store/downloaddir").await.err();
 }
 
 // ---- /store/remove ----
@@ -1066,9 +1063,7 @@ async fn remove_files_and_folders() {
     api.post("/store/remove", json!({"folder": true}))
         .await
         .err_has("missing field `target`");
-    let r = api.get("/store/remove").await;
-    assert_eq!(r.status, 405);
-    r.err();
+    api.refuses_get("/store/remove").await.err();
 }
 
 // ---- /store/folder/add ----
@@ -1132,9 +1127,7 @@ async fn folder_add_makes_folders() {
     api.post("/store/folder/add", json!({"": ["x"]}))
         .await
         .err_has("missing field `parent`");
-    let r = api.get("/store/folder/add").await;
-    assert_eq!(r.status, 405);
-    r.err();
+    api.refuses_get("/store/folder/add").await.err();
 }
 
 // ---- /store/progress ----
@@ -1237,9 +1230,9 @@ async fn progress_follows_cp_on_the_mount() {
     api.post_raw("/store/progress", "files=[]")
         .await
         .err_has("bad request body");
-    let r = api.get("/store/progress").await;
-    assert_eq!(r.status, 405);
-    r.err_has("takes POST");
+    api.refuses_get("/store/progress")
+        .await
+        .err_has("takes POST");
 }
 
 // ---- /store/register, /store/verifyemail, /store/resendemail ----
@@ -1404,9 +1397,7 @@ async fn register_verify_and_resend_over_smtp() {
         "/store/verifyemail",
         "/store/resendemail",
     ] {
-        let r = api.get(route).await;
-        assert_eq!(r.status, 405);
-        r.err_has("takes POST");
+        api.refuses_get(route).await.err_has("takes POST");
     }
     assert_eq!(sink.mails().len(), 2, "failures send no mail");
 }
@@ -1550,9 +1541,7 @@ async fn packages_list_and_get() {
         .await
         .err_has("missing field `id`");
     for route in ["/order/packages", "/order/package/get?id=1"] {
-        let r = api.post(route, json!({})).await;
-        assert_eq!(r.status, 405);
-        r.err_has("takes GET");
+        api.refuses_post(route).await.err_has("takes GET");
     }
 }
 
@@ -1638,13 +1627,11 @@ async fn buy_cancel_and_look_up_orders() {
     api.get("/order/getinfo")
         .await
         .err_has("missing field `orderid`");
-    let r = api.get("/order/package/buy").await;
-    assert_eq!(r.status, 405);
-    r.err_has("takes POST");
+    api.refuses_get("/order/package/buy")
+        .await
+        .err_has("takes POST");
     for route in ["/order/all", "/order/getinfo?orderid=x"] {
-        let r = api.post(route, json!({})).await;
-        assert_eq!(r.status, 405);
-        r.err_has("takes GET");
+        api.refuses_post(route).await.err_has("takes GET");
     }
     // Another app may not see or make this account's orders.
     let other = Command::new(bin())
@@ -1793,9 +1780,7 @@ async fn usage_quota_and_df_follow_orders() {
     assert_eq!(m.df_size(), 8 << 20);
 
     // Failures.
-    let r = api.post("/usage/amount", json!({})).await;
-    assert_eq!(r.status, 405);
-    r.err_has("takes GET");
+    api.refuses_post("/usage/amount").await.err_has("takes GET");
 }
 
 // ---- flags, and the CLI's registration ----
