@@ -90,6 +90,61 @@ pub fn load_account() -> anyhow::Result<Option<SavedAccount>> {
     }
 }
 
+/// Which account a client (the mount or a file command) acts for.
+pub enum AccountChoice {
+    /// A metadata server, with the appkey and uid to use there.
+    Remote {
+        meta_url: String,
+        appkey: String,
+        uid: u64,
+    },
+    /// No server given or saved: the embedded cluster, with the account
+    /// saved for it (its `meta_url` is ""), if any.
+    Embedded { saved: Option<SavedAccount> },
+}
+
+/// Server, appkey and uid: as given, else from the account saved by
+/// `/store/verifyemail` (an unreadable saved account is ignored, with a
+/// warning).
+pub fn choose_account(
+    meta: Option<&str>,
+    appkey: Option<&str>,
+    uid: Option<u64>,
+) -> anyhow::Result<AccountChoice> {
+    let saved = if appkey.is_none() {
+        load_account().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "ignoring the saved account");
+            None
+        })
+    } else {
+        None
+    };
+    let meta_url = meta.map(str::to_string).or_else(|| {
+        saved
+            .as_ref()
+            .map(|s| s.meta_url.clone())
+            .filter(|u| !u.is_empty())
+    });
+    let Some(meta_url) = meta_url else {
+        return Ok(AccountChoice::Embedded { saved });
+    };
+    let same_server =
+        |s: &&SavedAccount| s.meta_url.trim_end_matches('/') == meta_url.trim_end_matches('/');
+    let appkey = match (appkey, saved.as_ref().filter(same_server)) {
+        (Some(k), _) => k.to_string(),
+        (None, Some(s)) => s.appkey.clone(),
+        (None, None) => {
+            anyhow::bail!("--appkey (or TFSFS_APPKEY) is needed with --meta {meta_url}: no account for it is saved")
+        }
+    };
+    let uid = uid.or(saved.as_ref().map(|s| s.uid)).unwrap_or(1);
+    Ok(AccountChoice::Remote {
+        meta_url,
+        appkey,
+        uid,
+    })
+}
+
 /// Saves the account (mode 0600: the appkey is a secret), atomically.
 pub fn save_account(account: &SavedAccount) -> anyhow::Result<PathBuf> {
     let dir = config_dir();

@@ -123,24 +123,16 @@ struct BenchArgs {
 #[derive(Args)]
 struct MountArgs {
     dir: PathBuf,
-    /// Metadata server; without it an embedded cluster (meta + 6 providers) starts.
-    #[arg(long, env = "TFSFS_META")]
-    meta: Option<String>,
-    /// The app's key; without it, the account saved by the sidecar's
-    /// /store/verifyemail, if any.
-    #[arg(long, env = "TFSFS_APPKEY")]
-    appkey: Option<String>,
-    /// Namespace uid (default: the saved account's, else 1).
-    #[arg(long, env = "TFSFS_UID")]
-    uid: Option<u64>,
+    /// Without --meta (and no saved account) an embedded cluster (meta + 6
+    /// providers) starts.
+    #[command(flatten)]
+    client: ClientArgs,
     /// Staging and cache directory (default $XDG_CACHE_HOME/tfsfs/...).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
     /// Bytes of decoded data kept in memory.
     #[arg(long, default_value_t = 512 << 20)]
     cache_size: u64,
-    #[arg(long)]
-    no_encrypt: bool,
     /// Mount options; `allow_other` lets other users in.
     #[arg(short = 'o')]
     options: Vec<String>,
@@ -333,6 +325,8 @@ struct ProviderArgs {
 }
 
 #[derive(Args)]
+/// The account a client acts for: server, app key, uid, and whether it
+/// encrypts. Shared by `mount` and the file commands.
 struct ClientArgs {
     /// Metadata server (default: the saved account's).
     #[arg(long, env = "TFSFS_META")]
@@ -349,33 +343,17 @@ struct ClientArgs {
 }
 
 impl ClientArgs {
-    /// Server, appkey and uid: as given, else the account the sidecar saved.
-    fn account(&self) -> anyhow::Result<(String, String, u64)> {
-        let saved = if self.appkey.is_none() {
-            tfsfs::config::load_account()?
-        } else {
-            None
-        };
-        let saved = saved.filter(|s| !s.meta_url.is_empty());
-        let meta = match (&self.meta, &saved) {
-            (Some(m), _) => m.clone(),
-            (None, Some(s)) => s.meta_url.clone(),
-            (None, None) => anyhow::bail!("--meta (or TFSFS_META) is needed: no account is saved"),
-        };
-        let same = |s: &&tfsfs::config::SavedAccount| {
-            s.meta_url.trim_end_matches('/') == meta.trim_end_matches('/')
-        };
-        match (&self.appkey, saved.as_ref().filter(same)) {
-            (Some(k), _) => Ok((meta, k.clone(), self.uid.unwrap_or(1))),
-            (None, Some(s)) => Ok((meta, s.appkey.clone(), self.uid.unwrap_or(s.uid))),
-            (None, None) => anyhow::bail!(
-                "--appkey (or TFSFS_APPKEY) is needed: no account for {meta} is saved"
-            ),
-        }
-    }
-
     async fn connect(&self) -> anyhow::Result<(MetaClient, Option<AccountKey>)> {
-        let (url, appkey, uid) = self.account()?;
+        let choice =
+            tfsfs::config::choose_account(self.meta.as_deref(), self.appkey.as_deref(), self.uid)?;
+        let tfsfs::config::AccountChoice::Remote {
+            meta_url: url,
+            appkey,
+            uid,
+        } = choice
+        else {
+            anyhow::bail!("--meta (or TFSFS_META) is needed: no account is saved");
+        };
         let meta = MetaClient::connect(&url, &appkey, uid).await?;
         let acct = if self.no_encrypt {
             None
@@ -458,12 +436,12 @@ fn mount(a: MountArgs) -> anyhow::Result<()> {
     }
     tfsfs::mount::run(tfsfs::mount::MountOptions {
         dir: a.dir,
-        meta: a.meta,
-        appkey: a.appkey,
-        uid: a.uid,
+        meta: a.client.meta,
+        appkey: a.client.appkey,
+        uid: a.client.uid,
         cache_dir: a.cache_dir,
         cache_size: a.cache_size,
-        encrypt: !a.no_encrypt,
+        encrypt: !a.client.no_encrypt,
         allow_other,
         data_dir: a.data.unwrap_or_else(tfsfs::config::data_dir),
         providers: a.providers,

@@ -13,6 +13,7 @@ use crate::client::meta::MetaClient;
 use crate::client::provider::ShardClient;
 use crate::cluster::Cluster;
 use crate::codec::crypt::AccountKey;
+use crate::config::AccountChoice;
 use crate::fs::{Fs, FsConfig, RemoteBackend};
 use crate::fuse::FuseFs;
 use crate::transfer::{Progress, UploadOptions};
@@ -118,37 +119,15 @@ fn limit_heap_growth() {
 async fn open(
     opts: &MountOptions,
 ) -> anyhow::Result<(Fs<RemoteBackend>, Option<Cluster>, crate::sidecar::Sidecar)> {
-    // An account saved by the sidecar's /store/verifyemail, used when no
-    // --appkey is given: for its server, or (meta_url "") the embedded cluster.
-    let saved = if opts.appkey.is_none() {
-        crate::config::load_account().unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "ignoring the saved account");
-            None
-        })
-    } else {
-        None
-    };
-    let meta_opt = opts.meta.clone().or_else(|| {
-        saved
-            .as_ref()
-            .map(|s| s.meta_url.clone())
-            .filter(|u| !u.is_empty())
-    });
-    let (meta_url, appkey, uid, cluster) = match &meta_opt {
-        Some(url) => {
-            let appkey = match (&opts.appkey, &saved) {
-                (Some(k), _) => k.clone(),
-                (None, Some(s)) if s.meta_url.trim_end_matches('/') == url.trim_end_matches('/') => {
-                    s.appkey.clone()
-                }
-                _ => anyhow::bail!(
-                    "--appkey (or TFSFS_APPKEY) is needed with --meta {url}: no account for it is saved"
-                ),
-            };
-            let uid = opts.uid.or(saved.as_ref().map(|s| s.uid)).unwrap_or(1);
-            (url.clone(), appkey, uid, None)
-        }
-        None => {
+    let choice =
+        crate::config::choose_account(opts.meta.as_deref(), opts.appkey.as_deref(), opts.uid)?;
+    let (meta_url, appkey, uid, cluster) = match choice {
+        AccountChoice::Remote {
+            meta_url,
+            appkey,
+            uid,
+        } => (meta_url, appkey, uid, None),
+        AccountChoice::Embedded { saved } => {
             let c = Cluster::start(
                 &opts.data_dir.join("cluster"),
                 opts.providers,
