@@ -62,6 +62,13 @@ impl Cluster {
                 capacity: None,
                 heartbeat: Duration::from_secs(2),
                 max_shard: 256 << 20,
+                // The cluster's own providers join with a token it makes
+                // (spent on their first start; later starts need none).
+                join: Some(meta::join_token(
+                    meta.meta.db(),
+                    false,
+                    Duration::from_secs(600),
+                )?),
             };
             running.push(provider::start(listener, cfg).await?);
         }

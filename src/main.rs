@@ -167,6 +167,25 @@ enum AdminCommand {
         #[command(subcommand)]
         what: PackageCommand,
     },
+    /// Storage providers: who may join.
+    Provider {
+        #[command(subcommand)]
+        what: ProviderCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProviderCommand {
+    /// Print a join token: `tfsfs provider --join TOKEN` enrolls a new
+    /// provider with it (once, unless --reusable).
+    Token {
+        /// Let any number of providers join with it until it expires.
+        #[arg(long)]
+        reusable: bool,
+        /// Seconds the token stays valid.
+        #[arg(long, default_value_t = 86_400)]
+        ttl_secs: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -280,6 +299,10 @@ struct MetaArgs {
     /// read grant lives, so a reader of a replaced version can finish).
     #[arg(long, default_value_t = 600)]
     gc_grace_secs: u64,
+    /// How far providers' clocks may lag this server's: shard copies stored
+    /// less than this before their deletion was decided wait for a later round.
+    #[arg(long, default_value_t = 120)]
+    clock_skew_secs: u64,
     /// An upload session not finished within this time is refused.
     #[arg(long, default_value_t = 3600)]
     session_ttl_secs: u64,
@@ -322,6 +345,9 @@ struct ProviderArgs {
     capacity: Option<u64>,
     #[arg(long, default_value_t = 2)]
     heartbeat_secs: u64,
+    /// Join token from `tfsfs admin provider token` (first start only).
+    #[arg(long, env = "TFSFS_JOIN_TOKEN")]
+    join: Option<String>,
 }
 
 #[derive(Args)]
@@ -474,6 +500,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             cfg.free_capacity = a.free_capacity;
             cfg.gc_interval = Duration::from_secs(a.gc_interval_secs.max(1));
             cfg.gc_grace = Duration::from_secs(a.gc_grace_secs);
+            cfg.clock_skew = Duration::from_secs(a.clock_skew_secs);
             cfg.session_ttl = Duration::from_secs(a.session_ttl_secs);
             cfg.smtp = a.smtp;
             cfg.mail_from = a.mail_from;
@@ -502,6 +529,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 capacity: a.capacity,
                 heartbeat: Duration::from_secs(a.heartbeat_secs.max(1)),
                 max_shard: 256 << 20,
+                join: a.join,
             };
             let running = provider::start(listener, cfg).await?;
             announce(&running.url);
@@ -539,6 +567,19 @@ async fn run(command: Command) -> anyhow::Result<()> {
             data,
             what: AdminCommand::Package { what },
         } => admin_package(&data, what)?,
+        Command::Admin {
+            data,
+            what:
+                AdminCommand::Provider {
+                    what: ProviderCommand::Token { reusable, ttl_secs },
+                },
+        } => {
+            let db = tfsfs::meta::Db::open(&data)?;
+            println!(
+                "{}",
+                meta::join_token(&db, reusable, Duration::from_secs(ttl_secs))?
+            );
+        }
         Command::Register {
             meta,
             email,

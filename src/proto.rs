@@ -26,6 +26,14 @@ pub struct ProviderInfo {
     pub url: String,
 }
 
+/// A provider with a grant made for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    #[serde(flatten)]
+    pub provider: ProviderInfo,
+    pub grant: String,
+}
+
 /// File attributes a drive keeps beyond the TFS document (opt-in extension).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileAttrs {
@@ -70,10 +78,10 @@ pub enum CheckResponse {
     Replica {
         session: String,
         copies: usize,
-        providers: Vec<ProviderInfo>,
-        grant: String,
+        targets: Vec<Target>,
     },
-    /// Erasure-code each partition into k+m shards, then Prepare and Done.
+    /// Erasure-code each partition into k+m shards, then Prepare and Done
+    /// (Prepare may ask for a smaller k for later partitions, never a smaller m).
     Erasure {
         session: String,
         k: usize,
@@ -93,6 +101,9 @@ pub struct PartitionMeta {
     pub index: u64,
     /// Stored bytes of this partition.
     pub size: u64,
+    /// The erasure scheme the shards were made with.
+    pub k: usize,
+    pub m: usize,
     pub shards: Vec<ShardMeta>,
 }
 
@@ -102,24 +113,65 @@ pub struct PartitionMeta {
 pub struct PrepareRequest {
     pub session: String,
     pub partitions: Vec<PartitionMeta>,
+    /// Providers that failed this upload: placed on no more.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub avoid: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PreparedPartition {
     pub index: u64,
-    /// One provider per shard, distinct within the partition.
-    pub providers: Vec<ProviderInfo>,
-    /// PUT grant for every shard of this partition.
-    pub grant: String,
+    /// The scheme the server places: when it differs from the request's
+    /// (providers were lost), `targets` is empty and the client encodes the
+    /// partition again with it and prepares it again.
+    pub k: usize,
+    pub m: usize,
+    /// One provider per shard, distinct within the partition, each with a
+    /// PUT grant for its shard.
+    pub targets: Vec<Target>,
+    /// Providers holding no shard of this partition, each with a PUT grant
+    /// for any shard of it, to replace a target that fails.
+    pub spares: Vec<Target>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PrepareResponse {
     pub partitions: Vec<PreparedPartition>,
-    /// Providers that may take any shard of the session.
-    pub spares: Vec<ProviderInfo>,
 }
 
+/// A stored shard as the client reports it: the receipts of the providers
+/// that took it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredShard {
+    pub sha1: String,
+    pub size: u64,
+    pub receipts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredPartition {
+    pub index: u64,
+    pub size: u64,
+    pub k: usize,
+    pub m: usize,
+    pub shards: Vec<StoredShard>,
+}
+
+/// Step 3: UploadFileDone.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DoneRequest {
+    pub session: String,
+    pub partitions: Vec<StoredPartition>,
+}
+
+/// A provider's answer to a shard PUT.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShardStored {
+    /// A `grant::Receipt` signed by the provider.
+    pub receipt: String,
+}
+
+/// Placement as the server records it, proven by receipts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlacedShard {
     pub sha1: String,
@@ -132,14 +184,9 @@ pub struct PlacedShard {
 pub struct PlacedPartition {
     pub index: u64,
     pub size: u64,
+    pub k: usize,
+    pub m: usize,
     pub shards: Vec<PlacedShard>,
-}
-
-/// Step 3: UploadFileDone.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DoneRequest {
-    pub session: String,
-    pub partitions: Vec<PlacedPartition>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -159,9 +206,11 @@ pub struct ShardLocation {
 pub struct PartitionLayout {
     pub index: u64,
     pub size: u64,
+    /// The partition's erasure scheme (partitions of one object may differ
+    /// when providers were lost during its upload).
+    pub k: usize,
+    pub m: usize,
     pub shards: Vec<ShardLocation>,
-    /// GET grant for every shard of this partition.
-    pub grant: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -186,6 +235,9 @@ pub struct ObjectLayout {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<String>,
     pub partitions: Vec<PartitionLayout>,
+    /// GET grants by provider id, each for this object's shards there.
+    #[serde(default)]
+    pub grants: std::collections::BTreeMap<String, String>,
 }
 
 /// A run of a file's bytes held by one object.
@@ -223,13 +275,16 @@ pub struct FileLayout {
     pub fragments: Vec<FragmentLayout>,
 }
 
-/// A provider's registration and heartbeat.
+/// A provider's enrollment: its public key, proven by a heartbeat signed
+/// with it, and the operator's join token (not needed once enrolled).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Heartbeat {
-    pub id: String,
-    pub url: String,
-    pub capacity: u64,
-    pub used: u64,
+pub struct EnrollRequest {
+    /// A `grant::Beat` signed with the key being enrolled.
+    pub beat: String,
+    /// Ed25519 public key, hex.
+    pub pubkey: String,
+    #[serde(default)]
+    pub token: Option<String>,
 }
 
 /// A provider as the server's registry lists it.

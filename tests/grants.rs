@@ -7,11 +7,14 @@ use ed25519_dalek::SigningKey;
 use reqwest::StatusCode;
 use tfsfs::grant::{now_secs, Grant, Op, GRANT_HEADER};
 
-fn grant(key: &SigningKey, op: Op, shard: &str, exp: u64) -> String {
+fn grant_for(key: &SigningKey, provider: &str, op: Op, shard: &str, exp: u64) -> String {
     Grant {
         op,
+        provider: provider.to_string(),
         shards: vec![shard.to_string()],
         exp,
+        session: Some("s".into()),
+        stored_before_ms: None,
     }
     .sign(key)
 }
@@ -35,6 +38,9 @@ async fn provider_refuses_without_a_valid_grant() {
     let other = tfsfs::codec::sha1_hex(b"other");
     let url = format!("{base}/shards/{sha1}");
     let later = now_secs() + 60;
+    let me = c.health(0).await.id;
+    let grant =
+        |key: &SigningKey, op: Op, shard: &str, exp: u64| grant_for(key, &me, op, shard, exp);
     let put = |g: Option<String>, body: Vec<u8>| {
         let mut r = http.put(&url).body(body);
         if let Some(g) = g {
@@ -54,6 +60,10 @@ async fn provider_refuses_without_a_valid_grant() {
             Some(grant(&meta_key, Op::Put, &other, later)),
         ),
         ("other op", Some(grant(&meta_key, Op::Get, &sha1, later))),
+        (
+            "other provider",
+            Some(grant_for(&meta_key, "p-other", Op::Put, &sha1, later)),
+        ),
         ("garbage", Some("not.a-grant".to_string())),
     ];
     for (what, g) in refused {

@@ -145,19 +145,7 @@ async fn a_refusing_provider_is_replaced_by_a_spare() {
     )
     .await;
     let (url, hits) = refusing_provider().await;
-    let beat = tfsfs::proto::Heartbeat {
-        id: "p-refuser".into(),
-        url,
-        capacity: 1 << 40,
-        used: 0,
-    };
-    let r = reqwest::Client::new()
-        .post(format!("{}/api/providers/heartbeat", c.meta.url))
-        .json(&beat)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    c.enroll_double("p-refuser", &url).await;
     c.wait_alive(7).await;
     let local = c.dir.path().join("f");
     std::fs::write(&local, random_bytes(20 << 20, 9)).unwrap();
@@ -305,7 +293,18 @@ async fn usage_counts_each_object_once_and_drops_with_the_last_file() {
 
 #[tokio::test]
 async fn shards_of_deleted_and_replaced_files_are_collected() {
-    let c = TestCluster::start_with(6, &["--gc-interval-secs", "1", "--gc-grace-secs", "0"]).await;
+    let c = TestCluster::start_with(
+        6,
+        &[
+            "--gc-interval-secs",
+            "1",
+            "--gc-grace-secs",
+            "0",
+            "--clock-skew-secs",
+            "0",
+        ],
+    )
+    .await;
     let shards = || async {
         let mut n = 0;
         for i in 0..6 {

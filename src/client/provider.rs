@@ -70,13 +70,14 @@ impl ShardClient {
         })
     }
 
+    /// Stores a shard; returns the provider's signed receipt.
     pub async fn put(
         &self,
         p: &ProviderInfo,
         sha1: &str,
         grant: &str,
         data: Bytes,
-    ) -> Result<(), ShardError> {
+    ) -> Result<String, ShardError> {
         let r = self
             .http
             .put(Self::url(p, sha1))
@@ -85,7 +86,12 @@ impl ShardClient {
             .send()
             .await
             .map_err(Self::transport(p))?;
-        Self::status(p, r).await.map(drop)
+        let stored: crate::proto::ShardStored = Self::status(p, r)
+            .await?
+            .json()
+            .await
+            .map_err(Self::transport(p))?;
+        Ok(stored.receipt)
     }
 
     /// Fetches a shard. With `verify`, its SHA-1 is checked and a corrupt

@@ -1,8 +1,9 @@
-//! The `/api/` routes: policy, grant key, provider registry, and the upload
-//! session (CheckFileExist → UploadFilePrepare → UploadFileDone) with read
-//! layouts.
+//! The `/api/` routes: policy, grant key, provider enrollment and signed
+//! heartbeats, and the upload session (CheckFileExist → UploadFilePrepare →
+//! UploadFileDone) with read layouts. A session commits only shards that
+//! providers' receipts prove stored for it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
@@ -16,13 +17,13 @@ use serde::{Deserialize, Serialize};
 
 use super::db::{unix_now, Kind, NewObject, Ns};
 use super::path::TfsPath;
-use super::placement::{place, spares};
+use super::placement::choose;
 use super::{Meta, MetaError, MetaResult};
 use crate::codec::erasure::Scheme;
 use crate::codec::{
     is_sha1_hex, object_stored_size, partition_count, sha1_hex, stored_len, INLINE_MAX,
 };
-use crate::grant::{now_secs, Op};
+use crate::grant::{self, now_ms, now_secs, Beat, Grant, Op, Receipt};
 use crate::proto::*;
 
 pub fn routes(meta: Arc<Meta>) -> Router {
@@ -30,6 +31,7 @@ pub fn routes(meta: Arc<Meta>) -> Router {
         .route("/api/pubkey", get(pubkey))
         .route("/api/policy", get(policy))
         .route("/api/providers", get(providers))
+        .route("/api/providers/enroll", post(enroll))
         .route("/api/providers/heartbeat", post(heartbeat))
         .route("/api/ns/{appid}/{uid}/check", post(check))
         .route("/api/ns/{appid}/{uid}/prepare", post(prepare))
@@ -72,16 +74,73 @@ async fn providers(State(m): State<Arc<Meta>>) -> MetaResult<Json<Vec<ProviderSt
     ))
 }
 
-async fn heartbeat(State(m): State<Arc<Meta>>, b: Body<Heartbeat>) -> MetaResult<()> {
-    let hb = body(b)?;
-    let url_ok = hb.url.starts_with("http://") || hb.url.starts_with("https://");
-    if hb.id.is_empty() || hb.id.len() > 64 || !url_ok {
+/// How far a heartbeat's timestamp may be from this server's clock.
+const BEAT_WINDOW_MS: u64 = 300_000;
+
+/// Checks a beat's fields and freshness (its signature is checked by the caller).
+fn valid_beat(beat: &Beat) -> MetaResult<()> {
+    let url_ok = beat.url.starts_with("http://") || beat.url.starts_with("https://");
+    if beat.id.is_empty() || beat.id.len() > 64 || !url_ok {
         return Err(MetaError::BadRequest(
             "a heartbeat needs an id and an http(s) URL".into(),
         ));
     }
-    m.db.heartbeat(&hb.id, hb.url.trim_end_matches('/'), hb.capacity, hb.used)?;
+    if now_ms().abs_diff(beat.ts_ms) > BEAT_WINDOW_MS {
+        return Err(MetaError::Unauthorized(
+            "heartbeat timestamp is too far from the server's clock".into(),
+        ));
+    }
     Ok(())
+}
+
+fn unauthorized(e: crate::meta::DbError) -> MetaError {
+    match e {
+        crate::meta::DbError::Forbidden(m) => MetaError::Unauthorized(m),
+        e => e.into(),
+    }
+}
+
+/// A provider presents its key, proven by a beat signed with it, and a join
+/// token unless the key is already enrolled under its id.
+async fn enroll(State(m): State<Arc<Meta>>, b: Body<EnrollRequest>) -> MetaResult<()> {
+    let req = body(b)?;
+    let key = grant::verifying_key_from_hex(&req.pubkey)
+        .ok_or_else(|| MetaError::BadRequest("pubkey is not an Ed25519 key in hex".into()))?;
+    let beat: Beat = grant::open(&req.beat, &key)
+        .map_err(|e| MetaError::Unauthorized(format!("enrollment beat: {e}")))?;
+    valid_beat(&beat)?;
+    let token = req.token.as_deref().map(super::token_hash);
+    m.db.enroll(&beat.id, &req.pubkey, token.as_deref())
+        .map_err(unauthorized)?;
+    record_beat(&m, &beat)
+}
+
+/// A heartbeat: a `Beat` signed by an enrolled provider, newer than its last.
+async fn heartbeat(State(m): State<Arc<Meta>>, token: String) -> MetaResult<()> {
+    let claimed: Beat = grant::peek(token.trim())
+        .map_err(|e| MetaError::Unauthorized(format!("heartbeat: {e}")))?;
+    let keys = m.db.provider_keys()?;
+    let key = keys
+        .get(&claimed.id)
+        .and_then(|k| grant::verifying_key_from_hex(k))
+        .ok_or_else(|| {
+            MetaError::Unauthorized(format!("provider {} is not enrolled", claimed.id))
+        })?;
+    let beat: Beat = grant::open(token.trim(), &key)
+        .map_err(|e| MetaError::Unauthorized(format!("heartbeat: {e}")))?;
+    valid_beat(&beat)?;
+    record_beat(&m, &beat)
+}
+
+fn record_beat(m: &Meta, beat: &Beat) -> MetaResult<()> {
+    m.db.heartbeat(
+        &beat.id,
+        beat.url.trim_end_matches('/'),
+        beat.capacity,
+        beat.used,
+        beat.ts_ms,
+    )
+    .map_err(unauthorized)
 }
 
 /// Namespace of an `/api/ns/{appid}/{uid}` route, checked against the caller.
@@ -108,8 +167,15 @@ const MAX_FILE_SIZE: u64 = 1 << 42;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum Plan {
-    Replica { copies: usize },
-    Erasure { k: usize, m: usize },
+    Replica {
+        copies: usize,
+    },
+    /// The scheme the upload began with; later partitions may have fewer
+    /// data shards, never fewer parity shards.
+    Erasure {
+        k: usize,
+        m: usize,
+    },
 }
 
 /// What a session remembers between its steps.
@@ -121,7 +187,7 @@ struct Session {
     prepared: BTreeMap<u64, PartitionMeta>,
 }
 
-fn new_session_id() -> String {
+pub(super) fn new_session_id() -> String {
     use rand::RngCore;
     let mut raw = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut raw);
@@ -138,6 +204,40 @@ impl Meta {
             &state,
         )?;
         Ok(())
+    }
+
+    fn session_expiry(&self) -> i64 {
+        unix_now() + self.cfg.session_ttl.as_secs() as i64
+    }
+
+    /// PUT grants for `targets` under `session`, each for `shards`, and the
+    /// promise that those copies are not deleted while the session lives.
+    pub(super) fn put_targets(
+        &self,
+        session: &str,
+        providers: Vec<ProviderInfo>,
+        shards: impl Fn(usize) -> Vec<String>,
+    ) -> MetaResult<Vec<Target>> {
+        let mut copies = Vec::new();
+        let targets: Vec<Target> = providers
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let shards = shards(i);
+                copies.extend(shards.iter().map(|s| (s.clone(), p.id.clone())));
+                let grant = self.sign(&Grant {
+                    session: Some(session.to_string()),
+                    ..self.grant(Op::Put, &p.id, shards)
+                });
+                Target { provider: p, grant }
+            })
+            .collect();
+        let refs: Vec<(&str, &str)> = copies
+            .iter()
+            .map(|(s, p)| (s.as_str(), p.as_str()))
+            .collect();
+        self.db.pending_add(session, &refs, self.session_expiry())?;
+        Ok(targets)
     }
 
     fn load_session(&self, id: &str, ns: Ns) -> MetaResult<Session> {
@@ -262,25 +362,24 @@ async fn check(
             ver_no: m.commit(ns, &c, o.id)?,
         }));
     }
-    let alive = m.alive()?;
+    let writable = m.writable(&HashSet::new())?;
     let session = new_session_id();
     // Replicas hold the whole object as one shard, so it must be one partition.
     let one_partition = c.object_size <= stored_len(c.partition_size, c.key.is_some());
     let (plan, answer) = if c.object_size <= m.cfg.replica_max && one_partition {
-        let copies = m.cfg.replicas.min(alive.len());
-        let providers = place(&alive, 0, (copies + m.cfg.spares).min(alive.len()));
-        let grant = m.grant(Op::Put, vec![c.object_sha1.clone()]);
+        let copies = m.copies_for(writable.len())?;
+        let providers = choose(&writable, copies + m.cfg.spares);
+        let targets = m.put_targets(&session, providers, |_| vec![c.object_sha1.clone()])?;
         (
             Plan::Replica { copies },
             CheckResponse::Replica {
                 session: session.clone(),
                 copies,
-                providers,
-                grant,
+                targets,
             },
         )
     } else {
-        let s = m.scheme_for(alive.len());
+        let s = m.scheme_for(writable.len())?;
         (
             Plan::Erasure { k: s.k, m: s.m },
             CheckResponse::Erasure {
@@ -321,12 +420,15 @@ async fn prepare(
     let ns = ns(&m, &headers, appid, uid, true)?;
     let req = body(b)?;
     let mut s = m.load_session(&req.session, ns)?;
-    let Plan::Erasure { k, m: parity } = s.plan else {
+    let Plan::Erasure {
+        k: first_k,
+        m: parity,
+    } = s.plan
+    else {
         return Err(MetaError::BadRequest(
             "a replicated upload has no prepare step".into(),
         ));
     };
-    let scheme = Scheme::new(k, parity).map_err(|e| MetaError::Internal(e.to_string()))?;
     let count = partition_count(s.check.file_size, s.check.partition_size);
     for p in &req.partitions {
         if p.index >= count {
@@ -335,13 +437,20 @@ async fn prepare(
                 p.index + 1
             )));
         }
+        if p.m != parity || p.k == 0 || p.k > first_k {
+            return Err(MetaError::BadRequest(format!(
+                "partition {} must have {parity} parity shards and 1 to {first_k} data shards",
+                p.index
+            )));
+        }
+        let scheme = Scheme::new(p.k, p.m).map_err(|e| MetaError::BadRequest(e.to_string()))?;
         let size = partition_stored(&s.check, p.index);
         let shard = scheme.shard_len(size as usize) as u64;
-        if p.size != size || p.shards.len() != k + parity {
+        if p.size != size || p.shards.len() != p.k + p.m {
             return Err(MetaError::BadRequest(format!(
                 "partition {} must be {size} bytes in {} shards",
                 p.index,
-                k + parity
+                p.k + p.m
             )));
         }
         if p.shards
@@ -354,25 +463,81 @@ async fn prepare(
             )));
         }
     }
-    let alive = m.alive()?;
-    let mut placed = Vec::new();
+    let avoid: HashSet<String> = req.avoid.iter().cloned().collect();
+    let writable = m.writable(&avoid)?;
+    let now = m.scheme_for(writable.len())?;
     let mut partitions = Vec::new();
     for p in &req.partitions {
-        let providers = place(&alive, p.index, k + parity);
-        let grant = m.grant(Op::Put, p.shards.iter().map(|sh| sh.sha1.clone()).collect());
+        if p.k > now.k {
+            // Too few providers left for this many data shards: the client
+            // encodes the partition again with fewer.
+            partitions.push(PreparedPartition {
+                index: p.index,
+                k: now.k,
+                m: now.m,
+                targets: vec![],
+                spares: vec![],
+            });
+            continue;
+        }
+        let n = p.k + p.m;
+        let mut chosen = choose(&writable, n + m.cfg.spares);
+        if chosen.len() < n {
+            return Err(MetaError::Unavailable(format!(
+                "partition {} needs {n} distinct providers",
+                p.index
+            )));
+        }
+        let spare_providers = chosen.split_off(n);
+        let all: Vec<String> = p.shards.iter().map(|sh| sh.sha1.clone()).collect();
+        let targets = m.put_targets(&req.session, chosen, |i| vec![all[i].clone()])?;
+        let spares = m.put_targets(&req.session, spare_providers, |_| all.clone())?;
         partitions.push(PreparedPartition {
             index: p.index,
-            providers: providers.clone(),
-            grant,
+            k: p.k,
+            m: p.m,
+            targets,
+            spares,
         });
-        placed.push(providers);
         s.prepared.insert(p.index, p.clone());
     }
     m.save_session(&req.session, ns, &s)?;
-    Ok(Json(PrepareResponse {
-        partitions,
-        spares: spares(&alive, &placed, m.cfg.spares),
-    }))
+    Ok(Json(PrepareResponse { partitions }))
+}
+
+/// The distinct enrolled providers whose valid receipts prove they stored
+/// `shard` for `session`.
+pub(super) fn proven_providers(
+    keys: &HashMap<String, String>,
+    session: &str,
+    shard: &StoredShard,
+) -> MetaResult<Vec<String>> {
+    let mut providers = Vec::new();
+    for token in &shard.receipts {
+        let claimed: Receipt = grant::peek(token)
+            .map_err(|e| MetaError::BadRequest(format!("receipt for {}: {e}", shard.sha1)))?;
+        let key = keys
+            .get(&claimed.provider)
+            .and_then(|k| grant::verifying_key_from_hex(k))
+            .ok_or_else(|| {
+                MetaError::BadRequest(format!(
+                    "receipt for {} names provider {}, which is not enrolled",
+                    shard.sha1, claimed.provider
+                ))
+            })?;
+        let r: Receipt = grant::open(token, &key)
+            .map_err(|e| MetaError::BadRequest(format!("receipt for {}: {e}", shard.sha1)))?;
+        if r.shard != shard.sha1 || r.size != shard.size || r.session != session {
+            return Err(MetaError::BadRequest(format!(
+                "receipt for {} is for another shard or session",
+                shard.sha1
+            )));
+        }
+        if !providers.contains(&r.provider) {
+            providers.push(r.provider);
+        }
+    }
+    Ok(providers)
 }
 
 async fn done(
@@ -384,22 +549,12 @@ async fn done(
     let ns = ns(&m, &headers, appid, uid, true)?;
     let req = body(b)?;
     let s = m.load_session(&req.session, ns)?;
-    let known: std::collections::HashSet<String> =
-        m.db.providers()?.into_iter().map(|p| p.id).collect();
+    let keys = m.db.provider_keys()?;
     let bad = |msg: String| Err(MetaError::BadRequest(msg));
-    for p in &req.partitions {
-        for sh in &p.shards {
-            if sh.providers.is_empty() || sh.providers.iter().any(|id| !known.contains(id)) {
-                return bad(format!(
-                    "shard {} names no provider, or an unknown one",
-                    sh.sha1
-                ));
-            }
-        }
-    }
     let c = &s.check;
+    let mut placed = Vec::with_capacity(req.partitions.len());
     let (scheme, k, parity) = match s.plan {
-        Plan::Replica { .. } => {
+        Plan::Replica { copies } => {
             let ok = matches!(req.partitions.as_slice(), [p] if p.index == 0 && p.size == c.object_size
                 && matches!(p.shards.as_slice(), [sh] if sh.sha1 == c.object_sha1 && sh.size == c.object_size));
             if !ok {
@@ -407,6 +562,25 @@ async fn done(
                     "a replicated upload is one partition with one shard: the object".into(),
                 );
             }
+            let shard = &req.partitions[0].shards[0];
+            let providers = proven_providers(&keys, &req.session, shard)?;
+            if providers.len() < copies {
+                return bad(format!(
+                    "receipts prove {} of {copies} copies",
+                    providers.len()
+                ));
+            }
+            placed.push(PlacedPartition {
+                index: 0,
+                size: c.object_size,
+                k: 1,
+                m: 0,
+                shards: vec![PlacedShard {
+                    sha1: shard.sha1.clone(),
+                    size: shard.size,
+                    providers,
+                }],
+            });
             (StoreScheme::Replica, 1, 0)
         }
         Plan::Erasure { k, m: parity } => {
@@ -424,13 +598,43 @@ async fn done(
                     ));
                 };
                 let same = p.size == prep.size
+                    && (p.k, p.m) == (prep.k, prep.m)
                     && p.shards.len() == prep.shards.len()
-                    && p.shards.iter().zip(&prep.shards).all(|(a, b)| {
-                        a.sha1 == b.sha1 && a.size == b.size && a.providers.len() == 1
-                    });
+                    && p.shards
+                        .iter()
+                        .zip(&prep.shards)
+                        .all(|(a, b)| a.sha1 == b.sha1 && a.size == b.size);
                 if !same {
                     return bad(format!("partition {i} differs from what was prepared"));
                 }
+                let mut seen = HashSet::new();
+                let mut shards = Vec::with_capacity(p.shards.len());
+                for sh in &p.shards {
+                    let providers = proven_providers(&keys, &req.session, sh)?;
+                    let [provider] = providers.as_slice() else {
+                        return bad(format!(
+                            "shard {} needs exactly one provider's receipt",
+                            sh.sha1
+                        ));
+                    };
+                    if !seen.insert(provider.clone()) {
+                        return bad(format!(
+                            "partition {i} has two shards on provider {provider}"
+                        ));
+                    }
+                    shards.push(PlacedShard {
+                        sha1: sh.sha1.clone(),
+                        size: sh.size,
+                        providers,
+                    });
+                }
+                placed.push(PlacedPartition {
+                    index: p.index,
+                    size: p.size,
+                    k: p.k,
+                    m: p.m,
+                    shards,
+                });
             }
             (StoreScheme::Erasure, k, parity)
         }
@@ -446,11 +650,11 @@ async fn done(
             k,
             m: parity,
             data: None,
-            partitions: &req.partitions,
+            partitions: &placed,
         },
     )?;
     let ver_no = m.commit(ns, c, object)?;
-    m.db.session_delete(&req.session)?;
+    m.db.session_end(&req.session)?;
     Ok(Json(DoneResponse { ver_no }))
 }
 

@@ -15,11 +15,14 @@ mod accounts;
 mod fs;
 #[path = "db_store.rs"]
 mod store;
+#[path = "db_trust.rs"]
+mod trust;
 #[path = "db_v1.rs"]
 mod v1;
 pub use accounts::{OrderRow, PackageFields, PackageRow, Registration, ORDER_CANCELED, ORDER_PAID};
 pub use fs::NewNode;
 pub use store::SortKey;
+pub use trust::DoomedShard;
 pub use v1::{NewV1File, V1File, V1Unlink, V1_DELETED, V1_FILE_HEADER, V1_HIDDEN};
 
 #[derive(Debug, thiserror::Error)]
@@ -160,8 +163,15 @@ pub struct ProviderRow {
     pub last_seen: u64,
 }
 
-/// A partition's index and stored size.
-pub type PartitionSize = (u64, u64);
+/// A partition of a stored object.
+#[derive(Debug, Clone, Copy)]
+pub struct PartitionRow {
+    pub index: u64,
+    /// Stored bytes.
+    pub size: u64,
+    pub k: usize,
+    pub m: usize,
+}
 
 pub struct Db {
     conn: Mutex<Connection>,
@@ -204,8 +214,10 @@ CREATE INDEX IF NOT EXISTS objects_unused ON objects(released) WHERE refs = 0;
 CREATE TABLE IF NOT EXISTS usage(
   appid INTEGER NOT NULL, uid INTEGER NOT NULL, bytes INTEGER NOT NULL,
   PRIMARY KEY(appid, uid));
+-- k and m are the partition's own scheme; NULL means the object's.
 CREATE TABLE IF NOT EXISTS partitions(
   object INTEGER NOT NULL, idx INTEGER NOT NULL, size INTEGER NOT NULL,
+  k INTEGER, m INTEGER,
   PRIMARY KEY(object, idx));
 CREATE TABLE IF NOT EXISTS shards(
   object INTEGER NOT NULL, partition INTEGER NOT NULL, idx INTEGER NOT NULL,
@@ -337,6 +349,8 @@ impl Db {
             )));
         }
         conn.execute_batch(SCHEMA)?;
+        add_partition_scheme(&conn)?;
+        conn.execute_batch(trust::SCHEMA)?;
         conn.execute_batch(v1::SCHEMA)?;
         conn.execute_batch(accounts::SCHEMA)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -654,8 +668,8 @@ impl Db {
             let id = tx.last_insert_rowid();
             for p in o.partitions {
                 tx.execute(
-                    "INSERT INTO partitions(object, idx, size) VALUES(?1, ?2, ?3)",
-                    params![id, p.index as i64, p.size as i64],
+                    "INSERT INTO partitions(object, idx, size, k, m) VALUES(?1, ?2, ?3, ?4, ?5)",
+                    params![id, p.index as i64, p.size as i64, p.k as i64, p.m as i64],
                 )?;
                 for (i, s) in p.shards.iter().enumerate() {
                     for prov in &s.providers {
@@ -671,15 +685,22 @@ impl Db {
         })
     }
 
-    /// The partitions of an object (index, stored size) and its shards with
-    /// the (id, url) of each provider holding them.
-    pub fn object_shards(&self, object: i64) -> DbResult<(Vec<PartitionSize>, Vec<ShardRow>)> {
+    /// The partitions of an object and its shards with the (id, url) of
+    /// each provider holding them.
+    pub fn object_shards(&self, object: i64) -> DbResult<(Vec<PartitionRow>, Vec<ShardRow>)> {
         let conn = self.lock();
-        let mut stmt =
-            conn.prepare_cached("SELECT idx, size FROM partitions WHERE object=?1 ORDER BY idx")?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT p.idx, p.size, COALESCE(p.k, o.k), COALESCE(p.m, o.m)
+             FROM partitions p JOIN objects o ON o.id = p.object WHERE p.object=?1 ORDER BY p.idx",
+        )?;
         let parts = stmt
             .query_map([object], |r| {
-                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+                Ok(PartitionRow {
+                    index: r.get::<_, i64>(0)? as u64,
+                    size: r.get::<_, i64>(1)? as u64,
+                    k: r.get::<_, i64>(2)? as usize,
+                    m: r.get::<_, i64>(3)? as usize,
+                })
             })?
             .collect::<Result<Vec<_>, _>>()?;
         let mut stmt = conn.prepare_cached(
@@ -730,44 +751,7 @@ impl Db {
         Ok(ids)
     }
 
-    /// Deletes an unused object's rows and returns where its shards are:
-    /// (shard SHA-1, provider id, provider URL). Nothing when it is in use.
-    pub fn forget_object(&self, id: i64) -> DbResult<Vec<(String, String, String)>> {
-        self.tx(|tx| {
-            let unused: bool = tx
-                .query_row("SELECT refs = 0 FROM objects WHERE id=?1", [id], |r| {
-                    r.get(0)
-                })
-                .optional()?
-                .unwrap_or(false);
-            if !unused {
-                return Ok(Vec::new());
-            }
-            let shards = tx
-                .prepare_cached(
-                    "SELECT s.sha1, s.provider, COALESCE(p.url, '') FROM shards s
-                     LEFT JOIN providers p ON p.id = s.provider WHERE s.object=?1",
-                )?
-                .query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect::<Result<Vec<_>, _>>()?;
-            tx.execute("DELETE FROM shards WHERE object=?1", [id])?;
-            tx.execute("DELETE FROM partitions WHERE object=?1", [id])?;
-            tx.execute("DELETE FROM objects WHERE id=?1", [id])?;
-            Ok(shards)
-        })
-    }
-
     // ---- providers ----
-
-    pub fn heartbeat(&self, id: &str, url: &str, capacity: u64, used: u64) -> DbResult<()> {
-        self.lock().execute(
-            "INSERT INTO providers(id, url, capacity, used, last_seen) VALUES(?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT(id) DO UPDATE SET url=excluded.url, capacity=excluded.capacity,
-               used=excluded.used, last_seen=excluded.last_seen",
-            params![id, url, capacity as i64, used as i64, unix_now()],
-        )?;
-        Ok(())
-    }
 
     pub fn providers(&self) -> DbResult<Vec<ProviderRow>> {
         let conn = self.lock();
@@ -811,12 +795,21 @@ impl Db {
             )
             .optional()?)
     }
+}
 
-    pub fn session_delete(&self, id: &str) -> DbResult<()> {
-        self.lock()
-            .execute("DELETE FROM sessions WHERE id=?1", [id])?;
-        Ok(())
+/// Stores made before partitions kept their own scheme gain the columns.
+fn add_partition_scheme(conn: &Connection) -> DbResult<()> {
+    let has_k: bool = conn.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info('partitions') WHERE name='k'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_k {
+        conn.execute_batch(
+            "ALTER TABLE partitions ADD COLUMN k INTEGER; ALTER TABLE partitions ADD COLUMN m INTEGER;",
+        )?;
     }
+    Ok(())
 }
 
 fn root(conn: &Connection, ns: Ns) -> DbResult<Node> {

@@ -54,6 +54,10 @@ pub struct MetaConfig {
     /// How often unused objects are collected, and how long unused first.
     pub gc_interval: Duration,
     pub gc_grace: Duration,
+    /// How far a provider's clock may be behind this server's: a shard
+    /// copy stored less than this before its deletion was decided is kept
+    /// until a later round (it may belong to a newer upload).
+    pub clock_skew: Duration,
     /// SMTP server for registration mail, `smtp://[user:pass@]host[:port]`;
     /// without one, mail is written to `DATA/outbox` and logged.
     pub smtp: Option<String>,
@@ -88,6 +92,7 @@ impl MetaConfig {
             free_capacity: 100 << 30,
             gc_interval: Duration::from_secs(30),
             gc_grace: Duration::from_secs(600),
+            clock_skew: Duration::from_secs(120),
             smtp: None,
             mail_from: "tfsfs <noreply@localhost>".into(),
             code_ttl: Duration::from_secs(900),
@@ -200,13 +205,21 @@ impl Meta {
         &self.db
     }
 
-    fn grant(&self, op: Op, shards: Vec<String>) -> String {
+    /// A grant for `provider` to do `op` on `shards`, valid for the grant
+    /// lifetime; callers add a session or a delete condition.
+    fn grant(&self, op: Op, provider: &str, shards: Vec<String>) -> Grant {
         Grant {
             op,
+            provider: provider.to_string(),
             shards,
             exp: now_secs() + self.cfg.grant_ttl.as_secs(),
+            session: None,
+            stored_before_ms: None,
         }
-        .sign(&self.key)
+    }
+
+    fn sign(&self, grant: &Grant) -> String {
+        grant.sign(&self.key)
     }
 
     /// The appid an appkey belongs to.
@@ -268,6 +281,26 @@ pub fn create_app(db: &Db, appkey: Option<String>) -> MetaResult<(String, u64)> 
     }
     let appid = db.create_app(&appkey)?;
     Ok((appkey, appid))
+}
+
+/// Makes a provider join token; the store keeps only its hash.
+pub fn join_token(db: &Db, reusable: bool, ttl: Duration) -> MetaResult<String> {
+    use rand::RngCore;
+    let mut raw = [0u8; 24];
+    rand::thread_rng().fill_bytes(&mut raw);
+    let token = format!("join-{}", hex::encode(raw));
+    db.join_token_add(
+        &token_hash(&token),
+        reusable,
+        db::unix_now() + ttl.as_secs() as i64,
+    )?;
+    Ok(token)
+}
+
+/// Join tokens are random, so a plain SHA-256 keeps them unguessable at rest.
+fn token_hash(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
 }
 
 /// A metadata server serving on a bound listener.

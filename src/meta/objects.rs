@@ -1,28 +1,32 @@
 //! Objects: read layouts with grants, and storing the bytes of REST writes
 //! through the same codec and providers as the drive's uploads.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
+
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use bytes::Bytes;
 
+use super::api::{new_session_id, proven_providers};
 use super::db::{NewObject, Node, Ns, ObjectRow};
-use super::placement::{place, spares};
+use super::placement::choose;
 use super::{Meta, MetaError, MetaResult};
+use crate::codec::erasure::Scheme;
 use crate::codec::{sha1_hex, INLINE_MAX};
 use crate::grant::Op;
 use crate::proto::*;
-use crate::transfer::{put_shards, ShardJob};
+use crate::transfer::{put_shards, PutOutcome, ShardJob};
 
 impl Meta {
     pub(super) fn object_layout(&self, o: &ObjectRow) -> MetaResult<ObjectLayout> {
-        let (parts, shards) = self.db.object_shards(o.id)?;
         if o.scheme == StoreScheme::Inline {
             // The bytes travel in the layout: one partition, no shards.
             let whole = PartitionLayout {
                 index: 0,
                 size: o.stored_size,
+                k: 1,
+                m: 0,
                 shards: vec![],
-                grant: String::new(),
             };
             return Ok(ObjectLayout {
                 data: o.data.as_ref().map(|d| B64.encode(d)),
@@ -30,12 +34,14 @@ impl Meta {
                 ..self.bare_layout(o)
             });
         }
+        let (parts, shards) = self.db.object_shards(o.id)?;
+        let mut on_provider: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let partitions = parts
             .into_iter()
-            .map(|(index, size)| {
+            .map(|part| {
                 let shards: Vec<ShardLocation> = shards
                     .iter()
-                    .filter(|s| s.partition == index)
+                    .filter(|s| s.partition == part.index)
                     .map(|s| ShardLocation {
                         sha1: s.sha1.clone(),
                         size: s.size,
@@ -43,24 +49,38 @@ impl Meta {
                             .providers
                             .iter()
                             .filter(|(_, url)| !url.is_empty())
-                            .map(|(id, url)| ProviderInfo {
-                                id: id.clone(),
-                                url: url.clone(),
+                            .map(|(id, url)| {
+                                on_provider
+                                    .entry(id.clone())
+                                    .or_default()
+                                    .push(s.sha1.clone());
+                                ProviderInfo {
+                                    id: id.clone(),
+                                    url: url.clone(),
+                                }
                             })
                             .collect(),
                     })
                     .collect();
-                let grant = self.grant(Op::Get, shards.iter().map(|s| s.sha1.clone()).collect());
                 PartitionLayout {
-                    index,
-                    size,
+                    index: part.index,
+                    size: part.size,
+                    k: part.k,
+                    m: part.m,
                     shards,
-                    grant,
                 }
+            })
+            .collect();
+        let grants = on_provider
+            .into_iter()
+            .map(|(id, shards)| {
+                let grant = self.sign(&self.grant(Op::Get, &id, shards));
+                (id, grant)
             })
             .collect();
         Ok(ObjectLayout {
             partitions,
+            grants,
             ..self.bare_layout(o)
         })
     }
@@ -76,6 +96,7 @@ impl Meta {
             m: o.m,
             data: None,
             partitions: vec![],
+            grants: BTreeMap::new(),
         }
     }
 
@@ -124,86 +145,104 @@ impl Meta {
             new.data = Some(&data);
             return Ok(self.db.insert_object(ns, &new)?);
         }
-        let alive = self.alive()?;
-        let partitions = if size <= self.cfg.replica_max {
+        let session = new_session_id();
+        let writable = self.writable(&HashSet::new())?;
+        // (partition index, stored size, scheme, shard bytes); replicas are
+        // one partition whose one shard goes to several providers.
+        let mut parts: Vec<(u64, u64, Scheme, Vec<Bytes>)> = Vec::new();
+        let mut jobs = Vec::new();
+        let mut spares = HashMap::new();
+        if size <= self.cfg.replica_max {
             new.scheme = StoreScheme::Replica;
-            let providers = place(&alive, 0, alive.len());
-            let (chosen, spare) = providers.split_at(self.cfg.replicas.min(providers.len()));
-            let grant = self.grant(Op::Put, vec![sha1.clone()]);
-            let jobs = chosen
-                .iter()
-                .map(|p| ShardJob {
+            let copies = self.copies_for(writable.len())?;
+            let providers = choose(&writable, copies + self.cfg.spares);
+            let mut targets = self.put_targets(&session, providers, |_| vec![sha1.clone()])?;
+            spares.insert(0, targets.split_off(copies));
+            for target in targets {
+                jobs.push(ShardJob {
                     partition: 0,
                     sha1: sha1.clone(),
                     data: data.clone(),
-                    primary: p.clone(),
-                    grant: grant.clone(),
-                })
-                .collect();
-            let ids = put_shards(&self.shards, jobs, spare, 8, &|_| {})
-                .await
-                .map_err(unavailable)?;
-            vec![PlacedPartition {
-                index: 0,
-                size,
-                shards: vec![PlacedShard {
-                    sha1: sha1.clone(),
-                    size,
-                    providers: ids,
-                }],
-            }]
+                    target,
+                });
+            }
+            parts.push((0, size, Scheme::new(1, 0).expect("1+0"), vec![data.clone()]));
         } else {
-            let scheme = self.scheme_for(alive.len());
+            let scheme = self.scheme_for(writable.len())?;
             new.scheme = StoreScheme::Erasure;
             (new.k, new.m) = (scheme.k, scheme.m);
-            let mut jobs = Vec::new();
-            let mut placed = Vec::new();
-            let mut metas = Vec::new();
             for (index, chunk) in data.chunks(self.cfg.partition_size as usize).enumerate() {
                 let index = index as u64;
                 let shards: Vec<Bytes> =
                     scheme.encode(chunk).into_iter().map(Bytes::from).collect();
                 let hashes: Vec<String> = shards.iter().map(|s| sha1_hex(s)).collect();
-                let providers = place(&alive, index, shards.len());
-                let grant = self.grant(Op::Put, hashes.clone());
-                for ((s, h), p) in shards.iter().zip(&hashes).zip(&providers) {
+                let mut providers = choose(&writable, shards.len() + self.cfg.spares);
+                let spare = providers.split_off(shards.len().min(providers.len()));
+                let targets = self.put_targets(&session, providers, |i| vec![hashes[i].clone()])?;
+                spares.insert(
+                    index,
+                    self.put_targets(&session, spare, |_| hashes.clone())?,
+                );
+                for ((s, h), target) in shards.iter().zip(&hashes).zip(targets) {
                     jobs.push(ShardJob {
                         partition: index,
                         sha1: h.clone(),
                         data: s.clone(),
-                        primary: p.clone(),
-                        grant: grant.clone(),
+                        target,
                     });
                 }
-                metas.push((index, chunk.len() as u64, shards[0].len() as u64, hashes));
-                placed.push(providers);
+                parts.push((index, chunk.len() as u64, scheme, shards));
             }
-            let spare = spares(&alive, &placed, self.cfg.spares);
-            let ids = put_shards(&self.shards, jobs, &spare, 12, &|_| {})
-                .await
-                .map_err(unavailable)?;
-            let mut ids = ids.into_iter();
-            metas
-                .into_iter()
-                .map(|(index, size, shard_len, hashes)| PlacedPartition {
-                    index,
-                    size,
-                    shards: hashes
-                        .into_iter()
-                        .map(|sha1| PlacedShard {
-                            sha1,
-                            size: shard_len,
-                            providers: vec![ids.next().expect("one id per job")],
-                        })
-                        .collect(),
-                })
-                .collect()
-        };
+        }
+        let (outcomes, _) = put_shards(&self.shards, jobs, &spares, 12, &|_| {}).await;
+        let keys = self.db.provider_keys()?;
+        let mut outcomes = outcomes.into_iter();
+        let mut partitions = Vec::with_capacity(parts.len());
+        for (index, size, scheme, shards) in parts {
+            let mut placed = Vec::with_capacity(shards.len());
+            for shard in &shards {
+                let sha1 = if new.scheme == StoreScheme::Replica {
+                    sha1.clone()
+                } else {
+                    sha1_hex(shard)
+                };
+                // Replicas: every job of the one partition is a copy of the one shard.
+                let copies = if new.scheme == StoreScheme::Replica {
+                    outcomes.by_ref().collect::<Vec<_>>()
+                } else {
+                    outcomes.next().into_iter().collect()
+                };
+                let receipts = copies
+                    .into_iter()
+                    .map(|o| match o {
+                        PutOutcome::Stored(r) => Ok(r),
+                        PutOutcome::Failed(e) => {
+                            Err(MetaError::Unavailable(format!("storing data failed: {e}")))
+                        }
+                    })
+                    .collect::<MetaResult<Vec<_>>>()?;
+                let stored = StoredShard {
+                    sha1,
+                    size: shard.len() as u64,
+                    receipts,
+                };
+                placed.push(PlacedShard {
+                    providers: proven_providers(&keys, &session, &stored)?,
+                    sha1: stored.sha1,
+                    size: stored.size,
+                });
+            }
+            partitions.push(PlacedPartition {
+                index,
+                size,
+                k: scheme.k,
+                m: scheme.m,
+                shards: placed,
+            });
+        }
         new.partitions = &partitions;
-        Ok(self.db.insert_object(ns, &new)?)
+        let id = self.db.insert_object(ns, &new)?;
+        self.db.session_end(&session)?;
+        Ok(id)
     }
-}
-
-fn unavailable(e: crate::transfer::TransferError) -> MetaError {
-    MetaError::Unavailable(format!("storing data failed: {e}"))
 }

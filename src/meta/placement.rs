@@ -1,96 +1,132 @@
-//! Where shards go: the shards of one partition on distinct live providers,
-//! partitions rotated over the providers so load spreads evenly, and a few
-//! spares for shards whose provider fails.
+//! Where shards go. Invariants: the shards of one partition, spares
+//! included, are on distinct providers; only enrolled providers heard from
+//! recently and below their capacity are given anything; among those,
+//! providers with more free space are chosen more often (weighted random,
+//! so concurrent uploads spread). Fault tolerance is never traded for
+//! placement: with fewer providers the data shards per partition shrink,
+//! the parity count never does.
+
+use std::collections::HashSet;
+
+use rand::seq::SliceRandom;
 
 use super::{Meta, MetaError, MetaResult};
 use crate::codec::erasure::Scheme;
 use crate::grant::now_secs;
 use crate::proto::ProviderInfo;
 
+/// A provider that may take new shards.
+#[derive(Debug, Clone)]
+pub(super) struct Candidate {
+    pub info: ProviderInfo,
+    /// Bytes it can still take.
+    pub free: u64,
+}
+
 impl Meta {
-    /// Providers heard from recently, in a per-call random rotation so that
-    /// concurrent uploads do not all start on the same provider.
-    pub(super) fn alive(&self) -> MetaResult<Vec<ProviderInfo>> {
+    /// Enrolled providers heard from recently, below their capacity, less
+    /// those in `avoid`.
+    pub(super) fn writable(&self, avoid: &HashSet<String>) -> MetaResult<Vec<Candidate>> {
         let horizon = now_secs().saturating_sub(self.cfg.provider_timeout.as_secs());
-        let mut alive: Vec<ProviderInfo> = self
+        let keys = self.db.provider_keys()?;
+        Ok(self
             .db
             .providers()?
             .into_iter()
-            .filter(|p| p.last_seen >= horizon)
-            .map(|p| ProviderInfo {
-                id: p.id,
-                url: p.url,
+            .filter(|p| {
+                p.last_seen >= horizon
+                    && p.used < p.capacity
+                    && keys.contains_key(&p.id)
+                    && !avoid.contains(&p.id)
             })
-            .collect();
-        if alive.is_empty() {
-            return Err(MetaError::Unavailable(
-                "no storage provider is alive".into(),
-            ));
+            .map(|p| Candidate {
+                free: p.capacity - p.used,
+                info: ProviderInfo {
+                    id: p.id,
+                    url: p.url,
+                },
+            })
+            .collect())
+    }
+
+    /// The erasure scheme `n` distinct providers can hold: the configured
+    /// k+m, or fewer data shards, never fewer parity shards.
+    pub(super) fn scheme_for(&self, n: usize) -> MetaResult<Scheme> {
+        let m = self.cfg.m;
+        if n < m + 1 {
+            return Err(too_few(n, m + 1));
         }
-        let shift = rand::random::<usize>() % alive.len();
-        alive.rotate_left(shift);
-        Ok(alive)
+        let k = self.cfg.k.min(n - m).max(1);
+        Scheme::new(k, m).map_err(|e| MetaError::Internal(e.to_string()))
     }
 
-    /// The erasure scheme for the providers alive: the configured k+m, or
-    /// less redundancy when fewer providers are there.
-    pub(super) fn scheme_for(&self, alive: usize) -> Scheme {
-        let m = self.cfg.m.min(alive.saturating_sub(1));
-        let k = self.cfg.k.min(alive.saturating_sub(m)).max(1);
-        Scheme::new(k, m).expect("k >= 1 and k + m <= alive")
+    /// Copies a replicated object needs, if `n` providers can hold them.
+    pub(super) fn copies_for(&self, n: usize) -> MetaResult<usize> {
+        let copies = self.cfg.replicas;
+        if n < copies {
+            return Err(too_few(n, copies));
+        }
+        Ok(copies)
     }
 }
 
-/// `n` distinct providers for partition `index`.
-pub(super) fn place(alive: &[ProviderInfo], index: u64, n: usize) -> Vec<ProviderInfo> {
-    let start = (index as usize * n) % alive.len();
-    (0..n.min(alive.len()))
-        .map(|i| alive[(start + i) % alive.len()].clone())
-        .collect()
+fn too_few(have: usize, need: usize) -> MetaError {
+    MetaError::Unavailable(format!(
+        "{have} storage providers can take data; {need} distinct ones are needed"
+    ))
 }
 
-/// Up to `count` spares, preferring providers no partition of `placed` uses.
-pub(super) fn spares(
-    alive: &[ProviderInfo],
-    placed: &[Vec<ProviderInfo>],
-    count: usize,
-) -> Vec<ProviderInfo> {
-    let used = |p: &ProviderInfo| placed.iter().flatten().filter(|q| q.id == p.id).count();
-    let mut by_use: Vec<&ProviderInfo> = alive.iter().collect();
-    by_use.sort_by_key(|p| used(p));
-    by_use.into_iter().take(count).cloned().collect()
+/// Up to `n` distinct providers, drawn at random weighted by free space.
+pub(super) fn choose(candidates: &[Candidate], n: usize) -> Vec<ProviderInfo> {
+    let mut rng = rand::thread_rng();
+    // Weights in MiB (at least 1) keep the sampling's arithmetic in range.
+    candidates
+        .choose_multiple_weighted(&mut rng, n.min(candidates.len()), |c| {
+            (c.free >> 20).max(1) as f64
+        })
+        .map(|chosen| chosen.map(|c| c.info.clone()).collect())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn providers(n: usize) -> Vec<ProviderInfo> {
-        (0..n)
-            .map(|i| ProviderInfo {
-                id: format!("p{i}"),
-                url: String::new(),
+    fn candidates(free: &[u64]) -> Vec<Candidate> {
+        free.iter()
+            .enumerate()
+            .map(|(i, &free)| Candidate {
+                info: ProviderInfo {
+                    id: format!("p{i}"),
+                    url: String::new(),
+                },
+                free,
             })
             .collect()
     }
 
     #[test]
-    fn distinct_within_partition_and_spread() {
-        let alive = providers(7);
-        let a = place(&alive, 0, 6);
-        let b = place(&alive, 1, 6);
-        let ids = |v: &[ProviderInfo]| {
-            v.iter()
-                .map(|p| p.id.clone())
-                .collect::<std::collections::HashSet<_>>()
-        };
-        assert_eq!(ids(&a).len(), 6);
-        assert_eq!(ids(&b).len(), 6);
-        assert_ne!(ids(&a), ids(&b));
-        let s = spares(&alive, std::slice::from_ref(&a), 2);
+    fn distinct_and_weighted_by_free_space() {
+        let c = candidates(&[
+            1 << 30,
+            1 << 30,
+            1 << 30,
+            1 << 30,
+            1 << 30,
+            1 << 30,
+            1 << 40,
+        ]);
+        let mut big = 0;
+        for _ in 0..200 {
+            let chosen = choose(&c, 3);
+            let ids: HashSet<_> = chosen.iter().map(|p| p.id.clone()).collect();
+            assert_eq!(ids.len(), 3, "distinct");
+            big += ids.contains("p6") as usize;
+        }
         assert!(
-            !a.iter().any(|p| p.id == s[0].id),
-            "the unused provider is the first spare"
+            big > 190,
+            "the emptiest provider is nearly always chosen: {big}"
         );
+        assert_eq!(choose(&c, 10).len(), 7, "never more than there are");
     }
 }

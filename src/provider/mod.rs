@@ -1,7 +1,13 @@
 //! The provider: a content-addressed shard store on a local directory.
 //! `PUT/GET/HEAD/DELETE /shards/{sha1}`, each only with a grant signed by the
-//! metadata server. A PUT is hashed while it streams to a temporary file,
-//! checked, fsynced and renamed, so no torn shard ever sits under a real name.
+//! metadata server for this provider. A PUT is hashed while it streams to a
+//! temporary file, checked, fsynced and renamed, so no torn shard ever sits
+//! under a real name, and answered with a receipt signed by the provider's
+//! own key: the metadata server records only what receipts prove.
+//!
+//! A provider joins a cluster only with the operator's consent: its first
+//! start presents a join token with its public key; every heartbeat after
+//! that is signed with the key.
 
 mod store;
 
@@ -17,11 +23,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use ed25519_dalek::VerifyingKey;
+use ed25519_dalek::{SigningKey, VerifyingKey};
 use futures::TryStreamExt;
 
-use crate::grant::{self, Grant, GrantError, Op, GRANT_HEADER};
-use crate::proto::{Heartbeat, ProviderHealth};
+use crate::grant::{self, Beat, Grant, GrantError, Op, Receipt, GRANT_HEADER};
+use crate::proto::{EnrollRequest, ProviderHealth, ShardStored};
 pub use store::{ShardStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +40,10 @@ pub enum ProviderError {
     NotFound,
     #[error("shard larger than {0} bytes")]
     TooLarge(u64),
+    #[error("no space left for this shard")]
+    Full,
+    #[error("shard {0} was stored again after its deletion was decided; kept")]
+    StoredSince(String),
     #[error("storage error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -45,6 +55,8 @@ impl From<StoreError> for ProviderError {
             StoreError::TooLarge(n) => ProviderError::TooLarge(n),
             StoreError::NotFound => ProviderError::NotFound,
             StoreError::Body(m) => ProviderError::BadRequest(m),
+            StoreError::Full => ProviderError::Full,
+            StoreError::StoredSince(s) => ProviderError::StoredSince(s),
             StoreError::Io(e) => ProviderError::Io(e),
         }
     }
@@ -57,6 +69,8 @@ impl IntoResponse for ProviderError {
             ProviderError::Forbidden(_) => StatusCode::FORBIDDEN,
             ProviderError::NotFound => StatusCode::NOT_FOUND,
             ProviderError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ProviderError::Full => StatusCode::INSUFFICIENT_STORAGE,
+            ProviderError::StoredSince(_) => StatusCode::CONFLICT,
             ProviderError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {
@@ -76,15 +90,22 @@ pub struct ProviderConfig {
     pub heartbeat: Duration,
     /// Largest shard accepted.
     pub max_shard: u64,
+    /// Join token from `tfsfs admin provider token`, needed on the first
+    /// start only (later starts are known by their key).
+    pub join: Option<String>,
 }
 
 struct Provider {
     store: ShardStore,
-    key: VerifyingKey,
+    /// The metadata server's grant key.
+    meta_key: VerifyingKey,
+    /// This provider's own key: signs receipts and heartbeats.
+    key: SigningKey,
     id: String,
     capacity: u64,
     received: AtomicU64,
     sent: AtomicU64,
+    last_beat: AtomicU64,
 }
 
 /// A provider serving on a bound listener.
@@ -94,7 +115,7 @@ pub struct RunningProvider {
     pub task: tokio::task::JoinHandle<()>,
 }
 
-/// Binds nothing itself: serves on `listener`, registers with the metadata
+/// Binds nothing itself: serves on `listener`, enrolls with the metadata
 /// server (retrying until it answers), then heartbeats forever.
 pub async fn start(
     listener: tokio::net::TcpListener,
@@ -104,16 +125,21 @@ pub async fn start(
     let url = format!("http://{addr}");
     let store = ShardStore::open(&cfg.data, cfg.max_shard)?;
     let id = store.provider_id()?;
-    let http = reqwest::Client::new();
-    let key = fetch_meta_key(&http, &cfg.meta).await?;
+    let key = grant::load_or_make_key(&cfg.data.join("provider.key"))?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let meta_key = fetch_meta_key(&http, &cfg.meta).await?;
     let capacity = cfg.capacity.unwrap_or_else(|| store.disk_capacity());
     let provider = Arc::new(Provider {
         store,
+        meta_key,
         key,
         id: id.clone(),
         capacity,
         received: AtomicU64::new(0),
         sent: AtomicU64::new(0),
+        last_beat: AtomicU64::new(0),
     });
     let app = Router::new()
         .route(
@@ -126,21 +152,70 @@ pub async fn start(
         .route("/health", get(health))
         .layer(DefaultBodyLimit::disable())
         .with_state(provider.clone());
-    let beat = Heartbeat {
-        id: id.clone(),
-        url: url.clone(),
-        capacity,
-        used: 0,
-    };
+    enroll(&http, &cfg.meta, &provider, &url, cfg.join.as_deref()).await?;
     let task = tokio::spawn(async move {
-        let heartbeats = heartbeat_loop(http, cfg.meta, beat, provider, cfg.heartbeat);
+        let heartbeats = heartbeat_loop(http, cfg.meta, url.clone(), provider, cfg.heartbeat);
         let serve = crate::http::serve(listener, app);
         tokio::select! {
             r = serve => if let Err(e) = r { tracing::error!(error = %e, "provider server stopped") },
             _ = heartbeats => {}
         }
     });
-    Ok(RunningProvider { id, url, task })
+    Ok(RunningProvider {
+        id,
+        url: format!("http://{addr}"),
+        task,
+    })
+}
+
+impl Provider {
+    fn beat(&self, url: &str) -> String {
+        // Strictly increasing, even within one millisecond: the server takes
+        // a beat that is not newer than the last for a replay.
+        let ts_ms = grant::now_ms().max(self.last_beat.load(Ordering::Relaxed) + 1);
+        self.last_beat.store(ts_ms, Ordering::Relaxed);
+        grant::sign(
+            &Beat {
+                id: self.id.clone(),
+                url: url.to_string(),
+                capacity: self.capacity,
+                used: self.store.used(),
+                ts_ms,
+            },
+            &self.key,
+        )
+    }
+}
+
+/// Presents this provider's key (and the join token, if any) to the
+/// metadata server; an unknown provider without a valid token is refused.
+async fn enroll(
+    http: &reqwest::Client,
+    meta: &str,
+    p: &Provider,
+    url: &str,
+    token: Option<&str>,
+) -> anyhow::Result<()> {
+    let req = EnrollRequest {
+        beat: p.beat(url),
+        pubkey: hex::encode(p.key.verifying_key().to_bytes()),
+        token: token.map(str::to_string),
+    };
+    let r = http
+        .post(format!("{meta}/api/providers/enroll"))
+        .json(&req)
+        .send()
+        .await?;
+    if r.status().is_success() {
+        return Ok(());
+    }
+    let status = r.status();
+    let body = r.text().await.unwrap_or_default();
+    anyhow::bail!(
+        "the metadata server refused provider {} ({status}: {body}); a new provider joins with \
+         --join TOKEN from `tfsfs admin --data DIR provider token`",
+        p.id
+    )
 }
 
 async fn fetch_meta_key(http: &reqwest::Client, meta: &str) -> anyhow::Result<VerifyingKey> {
@@ -164,16 +239,15 @@ async fn fetch_meta_key(http: &reqwest::Client, meta: &str) -> anyhow::Result<Ve
 async fn heartbeat_loop(
     http: reqwest::Client,
     meta: String,
-    mut beat: Heartbeat,
+    url: String,
     p: Arc<Provider>,
     every: Duration,
 ) {
-    let url = format!("{meta}/api/providers/heartbeat");
+    let to = format!("{meta}/api/providers/heartbeat");
     loop {
-        beat.used = p.store.used();
         if let Err(e) = http
-            .post(&url)
-            .json(&beat)
+            .post(&to)
+            .body(p.beat(&url))
             .send()
             .await
             .and_then(|r| r.error_for_status())
@@ -188,14 +262,19 @@ fn grant_of(headers: &HeaderMap) -> Option<&str> {
     headers.get(GRANT_HEADER).and_then(|v| v.to_str().ok())
 }
 
-fn check(p: &Provider, headers: &HeaderMap, op: Op, sha1: &str) -> Result<(), ProviderError> {
+fn check(p: &Provider, headers: &HeaderMap, op: Op, sha1: &str) -> Result<Grant, ProviderError> {
     if !crate::codec::is_sha1_hex(sha1) {
         return Err(ProviderError::BadRequest(format!(
             "{sha1:?} is not a SHA-1"
         )));
     }
-    Grant::verify(grant_of(headers), &p.key, op, sha1)?;
-    Ok(())
+    Ok(Grant::verify(
+        grant_of(headers),
+        &p.meta_key,
+        &p.id,
+        op,
+        sha1,
+    )?)
 }
 
 async fn put_shard(
@@ -203,14 +282,35 @@ async fn put_shard(
     Path(sha1): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Result<StatusCode, ProviderError> {
-    check(&p, &headers, Op::Put, &sha1)?;
+) -> Result<(StatusCode, Json<ShardStored>), ProviderError> {
+    let grant = check(&p, &headers, Op::Put, &sha1)?;
+    let session = grant
+        .session
+        .ok_or_else(|| ProviderError::BadRequest("a PUT grant names its upload session".into()))?;
+    let announced = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    if p.store.used().saturating_add(announced) > p.capacity {
+        return Err(ProviderError::Full);
+    }
     let stream = body
         .into_data_stream()
         .map_err(|e| std::io::Error::other(e.to_string()));
     let written = p.store.put(&sha1, stream).await?;
     p.received.fetch_add(written, Ordering::Relaxed);
-    Ok(StatusCode::CREATED)
+    let receipt = Receipt {
+        shard: sha1,
+        size: written,
+        provider: p.id.clone(),
+        session,
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(ShardStored {
+            receipt: grant::sign(&receipt, &p.key),
+        }),
+    ))
 }
 
 async fn get_shard(
@@ -248,8 +348,8 @@ async fn delete_shard(
     Path(sha1): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ProviderError> {
-    check(&p, &headers, Op::Delete, &sha1)?;
-    p.store.delete(&sha1).await?;
+    let grant = check(&p, &headers, Op::Delete, &sha1)?;
+    p.store.delete(&sha1, grant.stored_before_ms).await?;
     Ok(StatusCode::OK)
 }
 

@@ -18,6 +18,10 @@ pub enum StoreError {
     NotFound,
     #[error("request body failed: {0}")]
     Body(String),
+    #[error("the disk is full")]
+    Full,
+    #[error("shard {0} was stored again after its deletion was decided")]
+    StoredSince(String),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -27,12 +31,18 @@ pub struct ShardStore {
     max_shard: u64,
     used: AtomicU64,
     count: AtomicU64,
+    /// Striped by shard name: a delete's check-then-remove and a PUT's
+    /// rename into place never interleave on one shard.
+    locks: Vec<tokio::sync::Mutex<()>>,
 }
 
 impl ShardStore {
     /// Opens (creating) the store and counts what it holds.
     pub fn open(root: &Path, max_shard: u64) -> std::io::Result<Self> {
+        use std::os::unix::fs::PermissionsExt;
         std::fs::create_dir_all(root.join("shards"))?;
+        // The provider's key lives here: nobody else reads the directory.
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))?;
         let tmp = root.join("tmp");
         // Leftovers of PUTs cut short by a crash are never real shards.
         let _ = std::fs::remove_dir_all(&tmp);
@@ -49,6 +59,7 @@ impl ShardStore {
             max_shard,
             used: AtomicU64::new(used),
             count: AtomicU64::new(count),
+            locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
         })
     }
 
@@ -92,6 +103,11 @@ impl ShardStore {
         self.count.load(Ordering::Relaxed)
     }
 
+    fn lock(&self, sha1: &str) -> &tokio::sync::Mutex<()> {
+        let stripe = u8::from_str_radix(&sha1[..2], 16).unwrap_or(0) as usize;
+        &self.locks[stripe % self.locks.len()]
+    }
+
     fn path(&self, sha1: &str) -> PathBuf {
         self.root.join("shards").join(&sha1[..2]).join(sha1)
     }
@@ -112,7 +128,10 @@ impl ShardStore {
         if result.is_err() {
             let _ = tokio::fs::remove_file(&tmp).await;
         }
-        result
+        result.map_err(|e| match e {
+            StoreError::Io(io) if io.raw_os_error() == Some(libc::ENOSPC) => StoreError::Full,
+            e => e,
+        })
     }
 
     async fn receive<S>(&self, tmp: &Path, sha1: &str, body: &mut S) -> Result<u64, StoreError>
@@ -143,6 +162,7 @@ impl ShardStore {
         let dest = self.path(sha1);
         let dir = dest.parent().expect("shard path has a parent");
         tokio::fs::create_dir_all(dir).await?;
+        let _guard = self.lock(sha1).lock().await;
         let existed = tokio::fs::try_exists(&dest).await?;
         tokio::fs::rename(tmp, &dest).await?;
         // The rename is durable only once the directory is.
@@ -169,9 +189,28 @@ impl ShardStore {
             .len())
     }
 
-    pub async fn delete(&self, sha1: &str) -> Result<(), StoreError> {
+    /// Deletes a shard; with `stored_before_ms`, only a copy last stored
+    /// before then (a PUT writes a new file, so its mtime is when it was
+    /// stored).
+    pub async fn delete(
+        &self,
+        sha1: &str,
+        stored_before_ms: Option<u64>,
+    ) -> Result<(), StoreError> {
         let path = self.path(sha1);
-        let len = tokio::fs::metadata(&path).await.map_err(not_found)?.len();
+        let _guard = self.lock(sha1).lock().await;
+        let meta = tokio::fs::metadata(&path).await.map_err(not_found)?;
+        if let Some(before) = stored_before_ms {
+            let stored = meta
+                .modified()?
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            if stored >= before {
+                return Err(StoreError::StoredSince(sha1.to_string()));
+            }
+        }
+        let len = meta.len();
         tokio::fs::remove_file(&path).await.map_err(not_found)?;
         self.used.fetch_sub(len, Ordering::Relaxed);
         self.count.fetch_sub(1, Ordering::Relaxed);

@@ -2,6 +2,7 @@
 //! shards, data shards first; a missing, failing or corrupt shard is replaced
 //! by a parity shard, and a slow one is hedged with an extra fetch.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -24,15 +25,20 @@ const HEDGE_AFTER: Duration = Duration::from_millis(1500);
 /// Partitions fetched at once by a whole-file read.
 const PARALLEL_PARTITIONS: usize = 4;
 
-/// One shard from the first of its providers that serves it intact.
+/// One shard from the first of its providers that serves it intact, each
+/// asked with the object's grant for it.
 async fn fetch_shard(
     client: &ShardClient,
     shard: &ShardLocation,
-    grant: &str,
+    grants: &BTreeMap<String, String>,
     verify: bool,
 ) -> Result<Vec<u8>, String> {
     let mut last = String::from("no provider holds it");
     for p in &shard.providers {
+        let Some(grant) = grants.get(&p.id) else {
+            last = format!("no grant for provider {}", p.id);
+            continue;
+        };
         match client.get(p, &shard.sha1, grant, verify).await {
             Ok(b) if b.len() as u64 == shard.size => return Ok(b.to_vec()),
             Ok(_) => last = format!("shard {} from {} has the wrong size", shard.sha1, p.id),
@@ -63,7 +69,7 @@ async fn fetch_stored(
                 .shards
                 .first()
                 .ok_or_else(|| TransferError::Layout("replica without shard".into()))?;
-            fetch_shard(client, shard, &part.grant, verify)
+            fetch_shard(client, shard, &obj.grants, verify)
                 .await
                 .map_err(|last| TransferError::Unreadable {
                     partition: part.index,
@@ -81,8 +87,8 @@ async fn fetch_erasure(
     part: &PartitionLayout,
     verify: bool,
 ) -> Result<Vec<u8>, TransferError> {
-    let scheme = Scheme::new(obj.k, obj.m).map_err(|e| TransferError::Layout(e.to_string()))?;
-    let n = obj.k + obj.m;
+    let scheme = Scheme::new(part.k, part.m).map_err(|e| TransferError::Layout(e.to_string()))?;
+    let n = part.k + part.m;
     if part.shards.len() != n {
         return Err(TransferError::Layout(format!(
             "partition {} has {} shards, not {n}",
@@ -93,17 +99,17 @@ async fn fetch_erasure(
     let fetch = |i: usize| async move {
         (
             i,
-            fetch_shard(client, &part.shards[i], &part.grant, verify).await,
+            fetch_shard(client, &part.shards[i], &obj.grants, verify).await,
         )
     };
-    let mut pending: FuturesUnordered<_> = (0..obj.k).map(fetch).collect();
-    let mut next = obj.k;
+    let mut pending: FuturesUnordered<_> = (0..part.k).map(fetch).collect();
+    let mut next = part.k;
     let mut got: Vec<Option<Vec<u8>>> = vec![None; n];
     let mut have = 0;
     let mut last = String::new();
     let hedge = tokio::time::sleep(HEDGE_AFTER);
     tokio::pin!(hedge);
-    while have < obj.k {
+    while have < part.k {
         tokio::select! {
             done = pending.next() => match done {
                 Some((i, Ok(data))) => {

@@ -9,7 +9,7 @@ mod upload;
 
 pub use fetch::{download_to_file, read_partition, read_range};
 pub use progress::Progress;
-pub use put::{put_shards, ShardJob};
+pub use put::{put_shards, PutOutcome, ShardJob};
 pub use upload::{content_hash, upload_file, UploadOptions};
 
 use crate::client::meta::ClientError;

@@ -1,5 +1,7 @@
-//! Shards to providers, in parallel and bounded; a provider that fails or
-//! stalls is replaced by a spare, and the real placement is reported.
+//! Shards to providers, in parallel and bounded. A provider that fails is
+//! replaced by one of its partition's spares — each holds no other shard of
+//! that partition, so a spare never puts two shards of a partition on one
+//! provider. Each stored shard comes back with the provider's receipt.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -7,77 +9,83 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use futures::{stream, StreamExt};
 
-use super::TransferError;
 use crate::client::provider::ShardClient;
-use crate::proto::ProviderInfo;
+use crate::proto::Target;
 
 /// One shard to store.
 pub struct ShardJob {
     pub partition: u64,
     pub sha1: String,
     pub data: Bytes,
-    pub primary: ProviderInfo,
-    pub grant: String,
+    pub target: Target,
 }
 
-struct SpareState {
+/// What became of one job.
+#[derive(Debug)]
+pub enum PutOutcome {
+    /// The receipt of the provider that took the shard.
+    Stored(String),
+    /// Every provider tried failed; the last error.
+    Failed(String),
+}
+
+/// Providers that failed, and spares already taken, per partition.
+struct Spares<'a> {
+    available: &'a HashMap<u64, Vec<Target>>,
+    taken: HashMap<u64, HashSet<String>>,
     failed: HashSet<String>,
-    /// Providers holding (or about to hold) a shard of each partition.
-    busy: HashMap<u64, HashSet<String>>,
 }
 
-impl SpareState {
-    /// A spare that has not failed, preferring one that holds no shard of
-    /// the same partition (so losing it costs one shard, not two).
-    fn pick(&mut self, partition: u64, spares: &[ProviderInfo]) -> Option<ProviderInfo> {
-        let busy = self.busy.entry(partition).or_default();
-        let usable = spares.iter().filter(|s| !self.failed.contains(&s.id));
-        let choice = usable
-            .clone()
-            .find(|s| !busy.contains(&s.id))
-            .or_else(|| usable.clone().next())?
+impl Spares<'_> {
+    fn next(&mut self, partition: u64) -> Option<Target> {
+        let taken = self.taken.entry(partition).or_default();
+        let spare = self
+            .available
+            .get(&partition)?
+            .iter()
+            .find(|s| !taken.contains(&s.provider.id) && !self.failed.contains(&s.provider.id))?
             .clone();
-        busy.insert(choice.id.clone());
-        Some(choice)
+        taken.insert(spare.provider.id.clone());
+        Some(spare)
     }
 }
 
-/// Stores every job; returns, in job order, the id of the provider that took
-/// each shard. `on_stored` is called with the byte count of each stored shard.
+/// Stores every job, trying its partition's spares when its provider
+/// fails; returns the outcomes in job order and the providers that failed.
+/// `on_stored` is called with the byte count of each stored shard.
 pub async fn put_shards(
     client: &ShardClient,
     jobs: Vec<ShardJob>,
-    spares: &[ProviderInfo],
+    spares: &HashMap<u64, Vec<Target>>,
     parallel: usize,
     on_stored: &(dyn Fn(u64) + Sync),
-) -> Result<Vec<String>, TransferError> {
-    let mut busy: HashMap<u64, HashSet<String>> = HashMap::new();
-    for j in &jobs {
-        busy.entry(j.partition)
-            .or_default()
-            .insert(j.primary.id.clone());
-    }
-    let state = Mutex::new(SpareState {
+) -> (Vec<PutOutcome>, HashSet<String>) {
+    let state = Mutex::new(Spares {
+        available: spares,
+        taken: HashMap::new(),
         failed: HashSet::new(),
-        busy,
     });
     let state = &state;
-    let results: Vec<Result<String, TransferError>> = stream::iter(jobs)
+    let outcomes = stream::iter(jobs)
         .map(|job| async move {
-            let mut target = job.primary.clone();
+            let mut target = job.target.clone();
             loop {
-                match client.put(&target, &job.sha1, &job.grant, job.data.clone()).await {
-                    Ok(()) => {
+                match client
+                    .put(&target.provider, &job.sha1, &target.grant, job.data.clone())
+                    .await
+                {
+                    Ok(receipt) => {
                         on_stored(job.data.len() as u64);
-                        return Ok(target.id);
+                        return PutOutcome::Stored(receipt);
                     }
                     Err(e) => {
-                        tracing::warn!(provider = %target.id, shard = %job.sha1, error = %e, "shard PUT failed; trying a spare");
+                        tracing::warn!(provider = %target.provider.id, shard = %job.sha1, error = %e,
+                            "shard PUT failed; trying a spare");
                         let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
-                        st.failed.insert(target.id.clone());
-                        match st.pick(job.partition, spares) {
+                        st.failed.insert(target.provider.id.clone());
+                        match st.next(job.partition) {
                             Some(next) => target = next,
-                            None => return Err(TransferError::NoProvider { sha1: job.sha1, last: e.to_string() }),
+                            None => return PutOutcome::Failed(e.to_string()),
                         }
                     }
                 }
@@ -86,5 +94,6 @@ pub async fn put_shards(
         .buffered(parallel.max(1))
         .collect()
         .await;
-    results.into_iter().collect()
+    let failed = std::mem::take(&mut state.lock().unwrap_or_else(|p| p.into_inner()).failed);
+    (outcomes, failed)
 }

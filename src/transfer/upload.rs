@@ -2,6 +2,7 @@
 //! CheckFileExist (inline or dedup ends here) → erasure code or replicas →
 //! UploadFilePrepare → shards to providers → UploadFileDone.
 
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use base64::Engine;
 use bytes::Bytes;
 use sha1::{Digest, Sha1};
 
-use super::put::{put_shards, ShardJob};
+use super::put::{put_shards, PutOutcome, ShardJob};
 use super::{Progress, TransferError};
 use crate::client::meta::MetaClient;
 use crate::client::provider::ShardClient;
@@ -159,19 +160,24 @@ fn parallel_map<T: Send>(
     Ok(parts.into_iter().map(|(_, t)| t).collect())
 }
 
-/// Encodes partitions `[from, to)`: their metadata and shard bytes.
-fn encode_window(
+/// A partition ready to store: its metadata and shard bytes.
+type Encoded = (PartitionMeta, Vec<Bytes>);
+
+/// Encodes the partitions `indices` with `scheme`.
+fn encode_partitions(
     src: &Source,
     scheme: Scheme,
-    from: u64,
-    to: u64,
-) -> std::io::Result<Vec<(PartitionMeta, Vec<Bytes>)>> {
-    parallel_map(from, to, |i| {
+    indices: &[u64],
+) -> std::io::Result<Vec<Encoded>> {
+    parallel_map(0, indices.len() as u64, |at| {
+        let i = indices[at as usize];
         let data = src.stored(i)?;
         let shards: Vec<Bytes> = scheme.encode(&data).into_iter().map(Bytes::from).collect();
         let meta = PartitionMeta {
             index: i,
             size: data.len() as u64,
+            k: scheme.k,
+            m: scheme.m,
             shards: shards
                 .iter()
                 .map(|s| ShardMeta {
@@ -252,8 +258,7 @@ pub async fn upload_file(
         CheckResponse::Replica {
             session,
             copies,
-            providers,
-            grant,
+            targets,
         } => {
             let data = Bytes::from(
                 blocking({
@@ -268,28 +273,40 @@ pub async fn upload_file(
                 ));
             }
             progress.start(remote, object_size * copies as u64);
-            let (chosen, spares) = providers.split_at(copies.min(providers.len()));
+            let (chosen, spares) = targets.split_at(copies.min(targets.len()));
             let jobs = chosen
                 .iter()
-                .map(|p| ShardJob {
+                .map(|t| ShardJob {
                     partition: 0,
                     sha1: object_sha1.clone(),
                     data: data.clone(),
-                    primary: p.clone(),
-                    grant: grant.clone(),
+                    target: t.clone(),
                 })
                 .collect();
-            let ids = put_shards(shards, jobs, spares, opts.parallel, &|n| {
+            let spares = HashMap::from([(0, spares.to_vec())]);
+            let (outcomes, _) = put_shards(shards, jobs, &spares, opts.parallel, &|n| {
                 progress.advance(remote, n)
             })
-            .await?;
-            let partitions = vec![PlacedPartition {
+            .await;
+            let receipts = outcomes
+                .into_iter()
+                .map(|o| match o {
+                    PutOutcome::Stored(r) => Ok(r),
+                    PutOutcome::Failed(last) => Err(TransferError::NoProvider {
+                        sha1: object_sha1.clone(),
+                        last,
+                    }),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let partitions = vec![StoredPartition {
                 index: 0,
                 size: object_size,
-                shards: vec![PlacedShard {
+                k: 1,
+                m: 0,
+                shards: vec![StoredShard {
                     sha1: object_sha1,
                     size: object_size,
-                    providers: ids,
+                    receipts,
                 }],
             }];
             meta.done(&DoneRequest {
@@ -335,89 +352,155 @@ pub async fn upload_file(
     Ok(ver_no)
 }
 
+/// How many times one partition is prepared again after its providers
+/// failed before the upload gives up.
+const PLACEMENT_ROUNDS: usize = 4;
+
 /// Encodes, prepares and stores the partitions window by window; the next
-/// window is encoded while the current one is being stored.
+/// window is encoded while the current one is being stored. A partition
+/// whose providers fail is prepared again on others, encoded again when
+/// the server asks for another scheme (fewer providers left); it never
+/// commits with fewer shards than its scheme.
 #[allow(clippy::too_many_arguments)]
 async fn upload_erasure(
     meta: &MetaClient,
     shards: &ShardClient,
     src: &Source,
-    scheme: Scheme,
+    first: Scheme,
     session: &str,
     opts: &UploadOptions,
     progress: &Progress,
     remote: &str,
-) -> Result<Vec<PlacedPartition>, TransferError> {
+) -> Result<Vec<StoredPartition>, TransferError> {
     let count = src.partitions();
     let window = opts.window.max(1);
-    let encode = |from: u64| {
+    let encode = |scheme: Scheme, indices: Vec<u64>| {
         let s = src.clone();
-        tokio::task::spawn_blocking(move || {
-            encode_window(&s, scheme, from, (from + window).min(count))
-        })
+        tokio::task::spawn_blocking(move || encode_partitions(&s, scheme, &indices))
     };
-    let mut placed = Vec::with_capacity(count as usize);
-    let mut next = Some(encode(0));
+    let mut scheme = first;
+    let mut avoid: HashSet<String> = HashSet::new();
+    let mut stored = Vec::with_capacity(count as usize);
+    let mut next = Some(encode(scheme, (0..window.min(count)).collect()));
     let mut from = 0;
     while let Some(job) = next.take() {
-        let encoded = job
+        let mut todo = job
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))??;
         from += window;
         if from < count {
-            next = Some(encode(from));
+            next = Some(encode(scheme, (from..(from + window).min(count)).collect()));
         }
-        let req = PrepareRequest {
-            session: session.to_string(),
-            partitions: encoded.iter().map(|(m, _)| m.clone()).collect(),
-        };
-        let prepared = meta.prepare(&req).await?;
-        if prepared.partitions.len() != encoded.len() {
-            return Err(TransferError::Layout(
-                "prepare answered for other partitions".into(),
-            ));
-        }
-        let mut jobs = Vec::new();
-        for ((pm, data), pp) in encoded.iter().zip(&prepared.partitions) {
-            if pp.index != pm.index || pp.providers.len() != data.len() {
+        for round in 0.. {
+            if todo.is_empty() {
+                break;
+            }
+            if round == PLACEMENT_ROUNDS {
                 return Err(TransferError::Layout(format!(
-                    "prepare placed partition {} wrongly",
-                    pm.index
+                    "partition {} could not be placed on distinct providers",
+                    todo[0].0.index
                 )));
             }
-            for ((sm, bytes), provider) in pm.shards.iter().zip(data).zip(&pp.providers) {
-                jobs.push(ShardJob {
-                    partition: pm.index,
-                    sha1: sm.sha1.clone(),
-                    data: bytes.clone(),
-                    primary: provider.clone(),
-                    grant: pp.grant.clone(),
+            let req = PrepareRequest {
+                session: session.to_string(),
+                partitions: todo.iter().map(|(m, _)| m.clone()).collect(),
+                avoid: avoid.iter().cloned().collect(),
+            };
+            let prepared = meta.prepare(&req).await?;
+            if prepared.partitions.len() != todo.len() {
+                return Err(TransferError::Layout(
+                    "prepare answered for other partitions".into(),
+                ));
+            }
+            let mut again = Vec::new();
+            let mut jobs = Vec::new();
+            let mut spares = HashMap::new();
+            let mut placed = Vec::new();
+            for ((pm, data), pp) in todo.into_iter().zip(prepared.partitions) {
+                if pp.index != pm.index {
+                    return Err(TransferError::Layout(
+                        "prepare answered out of order".into(),
+                    ));
+                }
+                if (pp.k, pp.m) != (pm.k, pm.m) {
+                    scheme = Scheme::new(pp.k, pp.m)
+                        .map_err(|e| TransferError::Layout(e.to_string()))?;
+                    again.push(pm.index);
+                    continue;
+                }
+                if pp.targets.len() != data.len() {
+                    return Err(TransferError::Layout(format!(
+                        "prepare placed partition {} on {} providers, not {}",
+                        pm.index,
+                        pp.targets.len(),
+                        data.len()
+                    )));
+                }
+                for ((sm, bytes), target) in pm.shards.iter().zip(&data).zip(pp.targets) {
+                    jobs.push(ShardJob {
+                        partition: pm.index,
+                        sha1: sm.sha1.clone(),
+                        data: bytes.clone(),
+                        target,
+                    });
+                }
+                spares.insert(pm.index, pp.spares);
+                placed.push((pm, data));
+            }
+            let (outcomes, failed) = put_shards(shards, jobs, &spares, opts.parallel, &|n| {
+                progress.advance(remote, n)
+            })
+            .await;
+            avoid.extend(failed);
+            let mut outcomes = outcomes.into_iter();
+            let mut retry = Vec::new();
+            for (pm, data) in placed {
+                // Taken whole first: collecting into Option stops at the first None.
+                let results: Vec<PutOutcome> = outcomes.by_ref().take(pm.shards.len()).collect();
+                let receipts: Option<Vec<String>> = results
+                    .into_iter()
+                    .map(|o| match o {
+                        PutOutcome::Stored(r) => Some(r),
+                        PutOutcome::Failed(_) => None,
+                    })
+                    .collect();
+                let Some(receipts) = receipts else {
+                    retry.push((pm, data));
+                    continue;
+                };
+                let shards = pm
+                    .shards
+                    .into_iter()
+                    .zip(receipts)
+                    .map(|(s, r)| StoredShard {
+                        sha1: s.sha1,
+                        size: s.size,
+                        receipts: vec![r],
+                    })
+                    .collect();
+                stored.push(StoredPartition {
+                    index: pm.index,
+                    size: pm.size,
+                    k: pm.k,
+                    m: pm.m,
+                    shards,
                 });
             }
-        }
-        let ids = put_shards(shards, jobs, &prepared.spares, opts.parallel, &|n| {
-            progress.advance(remote, n)
-        })
-        .await?;
-        let mut ids = ids.into_iter();
-        for (pm, _) in encoded {
-            let shards = pm
-                .shards
-                .into_iter()
-                .map(|s| PlacedShard {
-                    sha1: s.sha1,
-                    size: s.size,
-                    providers: vec![ids.next().expect("one id per job")],
-                })
-                .collect();
-            placed.push(PlacedPartition {
-                index: pm.index,
-                size: pm.size,
-                shards,
-            });
+            if !retry.is_empty() {
+                tracing::warn!(partitions = retry.len(), avoid = ?avoid, "placing partitions again");
+            }
+            todo = retry;
+            if !again.is_empty() {
+                todo.extend(
+                    encode(scheme, again)
+                        .await
+                        .map_err(|e| std::io::Error::other(e.to_string()))??,
+                );
+            }
         }
     }
-    Ok(placed)
+    stored.sort_by_key(|p| p.index);
+    Ok(stored)
 }
 
 /// The content hash the store listing shows for `local` once uploaded (with

@@ -61,6 +61,8 @@ impl Drop for Proc {
 pub struct TestCluster {
     pub dir: tempfile::TempDir,
     pub meta: Proc,
+    /// A reusable provider join token.
+    pub join: String,
     pub providers: Vec<Proc>,
     pub appkey: String,
     pub appid: u64,
@@ -97,8 +99,21 @@ impl TestCluster {
         ];
         args.extend_from_slice(meta_args);
         let meta = Proc::spawn(&args);
+        let out = Command::new(bin())
+            .args([
+                "admin",
+                "--data",
+                meta_dir.to_str().unwrap(),
+                "provider",
+                "token",
+                "--reusable",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "admin provider token: {out:?}");
         let mut c = TestCluster {
             meta,
+            join: String::from_utf8(out.stdout).unwrap().trim().to_string(),
             providers: Vec::new(),
             appkey: app["appkey"].as_str().unwrap().to_string(),
             appid: app["appid"].as_u64().unwrap(),
@@ -128,8 +143,36 @@ impl TestCluster {
             &self.meta.url,
             "--heartbeat-secs",
             "1",
+            "--join",
+            &self.join,
         ]);
         self.providers.push(p);
+    }
+
+    /// Enrolls a provider that is not a `tfsfs provider` process (a test
+    /// double at `url`) under `id`, and sends its first heartbeat.
+    pub async fn enroll_double(&self, id: &str, url: &str) -> ed25519_dalek::SigningKey {
+        let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+        let beat = tfsfs::grant::Beat {
+            id: id.into(),
+            url: url.into(),
+            capacity: 1 << 40,
+            used: 0,
+            ts_ms: tfsfs::grant::now_ms(),
+        };
+        let req = tfsfs::proto::EnrollRequest {
+            beat: tfsfs::grant::sign(&beat, &key),
+            pubkey: hex::encode(key.verifying_key().to_bytes()),
+            token: Some(self.join.clone()),
+        };
+        let r = reqwest::Client::new()
+            .post(format!("{}/api/providers/enroll", self.meta.url))
+            .json(&req)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "enroll {id}: {}", r.status());
+        key
     }
 
     pub async fn wait_alive(&self, n: usize) {
