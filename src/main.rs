@@ -617,15 +617,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let progress = Progress::default();
             let bar = show_progress(&progress, &entry.path);
             let shards = ShardClient::new(SHARD_TIMEOUT);
-            let r = transfer::download_entry(
-                &meta,
-                &shards,
-                acct.as_ref(),
-                &entry,
-                &local,
-                &progress,
-            )
-            .await;
+            let r =
+                transfer::download_entry(&meta, &shards, acct.as_ref(), &entry, &local, &progress)
+                    .await;
             bar.abort();
             r.with_context(|| {
                 format!(

@@ -49,9 +49,8 @@ impl SidecarConfig {
     pub fn new(addr: SocketAddr, token_file: Option<&Path>) -> anyhow::Result<Self> {
         let token = match token_file {
             Some(f) => {
-                let raw = std::fs::read_to_string(f).map_err(|e| {
-                    anyhow::anyhow!("--sidecar-token-file {}: {e}", f.display())
-                })?;
+                let raw = std::fs::read_to_string(f)
+                    .map_err(|e| anyhow::anyhow!("--sidecar-token-file {}: {e}", f.display()))?;
                 let t = raw.lines().next().unwrap_or("").trim();
                 if t.is_empty() {
                     anyhow::bail!("--sidecar-token-file {}: the file is empty", f.display());
@@ -124,15 +123,13 @@ impl Access {
             })?;
             match uid {
                 Some(u) if u == self.owner || u == 0 => {}
-                Some(u) => {
-                    return Err(forbidden(
-                        StatusCode::FORBIDDEN,
-                        format!(
-                            "the sidecar serves only uid {} (the mount's user) and root, not uid {u}",
-                            self.owner
-                        ),
-                    ))
-                }
+                Some(u) => return Err(forbidden(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "the sidecar serves only uid {} (the mount's user) and root, not uid {u}",
+                        self.owner
+                    ),
+                )),
                 None => {
                     return Err(forbidden(
                         StatusCode::FORBIDDEN,

@@ -218,7 +218,10 @@ pub fn router(state: Shared, access: Access) -> Router {
         .route("/order/getinfo", only_get(account::order))
         .route("/usage/amount", only_get(account::usage))
         .fallback(no_route)
-        .layer(axum::middleware::from_fn_with_state(Arc::new(access), guard))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(access),
+            guard,
+        ))
         .with_state(state)
 }
 

@@ -41,7 +41,9 @@ pub async fn download_entry(
         .ok_or_else(|| refused(format!("{} names no file", local.display())))?;
     let layout = meta.layout(remote).await?;
     if layout.size != entry.size {
-        return Err(refused(format!("{remote} changed meanwhile: list it again")));
+        return Err(refused(format!(
+            "{remote} changed meanwhile: list it again"
+        )));
     }
     let dir = match local.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
