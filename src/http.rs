@@ -11,5 +11,10 @@ pub async fn serve(listener: tokio::net::TcpListener, app: axum::Router) -> std:
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
     });
-    axum::serve(listener, app).await
+    // The peer's address, for handlers that ask (ConnectInfo).
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .await
 }

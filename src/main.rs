@@ -147,10 +147,14 @@ struct MountArgs {
     /// FUSE worker threads.
     #[arg(long, default_value_t = 8)]
     threads: usize,
-    /// Address of the sidecar API (client-api.md); a non-loopback address
-    /// exposes the account to whoever reaches it.
+    /// Address of the sidecar API (client-api.md). On loopback it serves
+    /// only this user and root; any other address needs --sidecar-token-file.
     #[arg(long, default_value = "127.0.0.1:7788")]
     sidecar: std::net::SocketAddr,
+    /// A file whose first line is the token every sidecar request must
+    /// carry (`Authorization: Bearer TOKEN`).
+    #[arg(long)]
+    sidecar_token_file: Option<PathBuf>,
     /// Do not start the sidecar API.
     #[arg(long)]
     no_sidecar: bool,
@@ -457,6 +461,15 @@ fn mount(a: MountArgs) -> anyhow::Result<()> {
             other => anyhow::bail!("unknown mount option {other:?} (known: allow_other)"),
         }
     }
+    // Checked before detaching, so a wrong flag is seen.
+    let sidecar = if a.no_sidecar {
+        None
+    } else {
+        Some(tfsfs::sidecar::SidecarConfig::new(
+            a.sidecar,
+            a.sidecar_token_file.as_deref(),
+        )?)
+    };
     if !a.foreground {
         return tfsfs::mount::detach(&a.dir);
     }
@@ -472,7 +485,7 @@ fn mount(a: MountArgs) -> anyhow::Result<()> {
         data_dir: a.data.unwrap_or_else(tfsfs::config::data_dir),
         providers: a.providers,
         threads: a.threads,
-        sidecar: (!a.no_sidecar).then_some(a.sidecar),
+        sidecar,
     })
 }
 
@@ -641,21 +654,20 @@ async fn run(command: Command) -> anyhow::Result<()> {
             local,
         } => {
             let (meta, acct) = client.connect().await?;
-            let layout = meta.layout(&remote).await?;
+            let entry = meta.store_entry(&remote).await?;
             let progress = Progress::default();
-            let bar = show_progress(&progress, &remote);
+            let bar = show_progress(&progress, &entry.path);
             let shards = ShardClient::new(SHARD_TIMEOUT);
-            let r = transfer::download_to_file(
-                &shards,
-                &layout,
-                acct.as_ref(),
-                &local,
-                &progress,
-                &remote,
-            )
-            .await;
+            let r =
+                transfer::download_entry(&meta, &shards, acct.as_ref(), &entry, &local, &progress)
+                    .await;
             bar.abort();
-            r?;
+            r.with_context(|| {
+                format!(
+                    "cannot download {remote}; {} is left as it was",
+                    local.display()
+                )
+            })?;
         }
         Command::Ls { client, remote } => {
             let (meta, _) = client.connect().await?;

@@ -39,8 +39,8 @@ pub struct MountOptions {
     pub data_dir: PathBuf,
     pub providers: usize,
     pub threads: usize,
-    /// Where the sidecar API listens; none: no sidecar.
-    pub sidecar: Option<std::net::SocketAddr>,
+    /// Where the sidecar API listens, and its token; none: no sidecar.
+    pub sidecar: Option<crate::sidecar::SidecarConfig>,
 }
 
 /// Runs the drive in this process until it is unmounted.
@@ -52,8 +52,8 @@ pub fn run(opts: MountOptions) -> anyhow::Result<()> {
         .build()?;
     let (fs, _cluster, sidecar) = rt.block_on(open(&opts))?;
     let _sidecar = match opts.sidecar {
-        Some(addr) => rt
-            .block_on(crate::sidecar::serve(addr, sidecar))
+        Some(config) => rt
+            .block_on(crate::sidecar::serve(config, sidecar))
             .map_err(|e| {
                 tracing::warn!(error = %e, "no sidecar");
                 eprintln!("warning: {e:#}; the drive runs without it (--sidecar ADDR picks another address)");

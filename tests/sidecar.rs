@@ -7,6 +7,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -169,17 +170,7 @@ impl Mount {
         // Canonical, as /proc/self/mounts lists it.
         let dir = std::fs::canonicalize(tmp.path()).unwrap().join("mnt");
         std::fs::create_dir(&dir).unwrap();
-        let child = Command::new(bin())
-            .args(["mount", dir.to_str().unwrap(), "--foreground"])
-            .args(["--meta", &c.meta.url])
-            .args(appkey.map_or(vec![], |k| vec!["--appkey", k, "--uid", "1"]))
-            .args(["--cache-dir", tmp.path().join("cache").to_str().unwrap()])
-            .args(args)
-            .env("XDG_CONFIG_HOME", config)
-            .env_remove("TFSFS_META")
-            .env_remove("TFSFS_APPKEY")
-            .env_remove("TFSFS_UID")
-            .stdout(Stdio::null())
+        let child = mount_command(c, appkey, config, &dir, args)
             .stderr(stderr)
             .spawn()
             .expect("spawn tfsfs mount");
@@ -225,6 +216,28 @@ impl Mount {
             .and_then(|l| l.trim().parse().ok())
             .expect("df size")
     }
+}
+
+/// `tfsfs mount DIR --foreground` of `c` with `args` (the cache beside DIR).
+fn mount_command(
+    c: &TestCluster,
+    appkey: Option<&str>,
+    config: &Path,
+    dir: &Path,
+    args: &[&str],
+) -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.args(["mount", s(dir), "--foreground"])
+        .args(["--meta", &c.meta.url])
+        .args(appkey.map_or(vec![], |k| vec!["--appkey", k, "--uid", "1"]))
+        .args(["--cache-dir", s(&dir.with_file_name("cache"))])
+        .args(args)
+        .env("XDG_CONFIG_HOME", config)
+        .env_remove("TFSFS_META")
+        .env_remove("TFSFS_APPKEY")
+        .env_remove("TFSFS_UID")
+        .stdout(Stdio::null());
+    cmd
 }
 
 impl Drop for Mount {
@@ -568,6 +581,109 @@ async fn unknown_routes_and_web_pages_are_refused() {
         )
         .await;
     r.data();
+}
+
+/// `curl -X POST` of `body` to the sidecar's `route`, as the user `nobody`
+/// or as the test's own user (root), exactly as client-api.md shows it.
+fn curl(api: &Api, as_nobody: bool, route: &str, body: Value) -> Reply {
+    let mut cmd = if as_nobody {
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "curl",
+        ]);
+        c
+    } else {
+        Command::new("curl")
+    };
+    let out = cmd
+        .args(["-sS", "-X", "POST", &format!("{}{route}", api.base)])
+        .args(["-d", &body.to_string(), "-w", "\n%{http_code}"])
+        .current_dir("/")
+        .output()
+        .expect("run curl");
+    assert_ok(&out, "curl");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (body, status) = text.rsplit_once('\n').expect("curl's status line");
+    Reply {
+        status: status.parse().expect("an HTTP status"),
+        body: serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body:?}")),
+    }
+}
+
+/// A code-1 "forbidden" answer with status 403, and no data.
+#[track_caller]
+fn forbidden(r: &Reply) {
+    assert_eq!(r.status, 403, "{}", r.body);
+    r.err_has("forbidden");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_user_is_refused() {
+    let c = TestCluster::start(3).await;
+    let m = Mount::start(&c, &config_of(&c)).await;
+    let api = &m.api;
+    // Root's, 0700.
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let secret = base.join("secret.txt");
+    write_file(&secret, b"root's secret");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let private = base.join("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let stored = base.join("stored.txt");
+    write_file(&stored, b"stored by root");
+    let up = api
+        .post("/store/upload", json!({ "filename": s(&stored) }))
+        .await;
+    let hash = up.data()["filehash"].as_str().unwrap().to_string();
+    let download = |local: &Path| json!({"filename": s(&stored), "filehash": hash, "filesize": 14, "local": s(local)});
+
+    // Reading root's 0600 file by storing it: refused, nothing stored.
+    forbidden(&curl(
+        api,
+        true,
+        "/store/upload",
+        json!({ "filename": s(&secret) }),
+    ));
+    forbidden(&curl(
+        api,
+        true,
+        "/store/uploaddir",
+        json!({ "parent": s(base) }),
+    ));
+    let r = curl(api, true, "/store/list", json!({ "path": s(base) }));
+    forbidden(&r);
+    assert!(!r.body.to_string().contains("stored.txt"), "{}", r.body);
+    // Writing into the 0700 dir by downloading: refused, nothing made.
+    forbidden(&curl(
+        api,
+        true,
+        "/store/download",
+        download(&private.join("x")),
+    ));
+    forbidden(&curl(
+        api,
+        true,
+        "/store/downloaddir",
+        json!({ "parent": s(base), "local": s(&private.join("tree")) }),
+    ));
+    assert_eq!(std::fs::read_dir(&private).unwrap().count(), 0);
+    forbidden(&curl(
+        api,
+        true,
+        "/store/remove",
+        json!({ "target": s(&stored) }),
+    ));
+    assert_eq!(names(&list(api, s(base)).await), [s(&stored)]);
+
+    // Root's plain curl is served.
+    let mine = private.join("mine.txt");
+    curl(api, false, "/store/download", download(&mine)).data();
+    assert_eq!(std::fs::read(&mine).unwrap(), b"stored by root");
 }
 
 // ---- /store/upload ----
@@ -1314,7 +1430,6 @@ async fn register_verify_and_resend_over_smtp() {
         acct,
         json!({"meta_url": c.meta.url, "email": "alice@example.com", "appkey": appkey, "appid": appid, "uid": 1})
     );
-    use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&saved).unwrap().permissions().mode() & 0o777,
         0o600
@@ -1786,22 +1901,77 @@ async fn usage_quota_and_df_follow_orders() {
 // ---- flags, and the CLI's registration ----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sidecar_flags_warn_off_loopback_and_turn_it_off() {
+async fn sidecar_flags_need_a_token_off_loopback_and_turn_it_off() {
     let c = TestCluster::start(3).await;
     let config = config_of(&c);
     let tmp = tempfile::tempdir().unwrap();
-    // Off loopback: it serves, and says so on stderr.
+    // Off loopback without a token: the mount refuses to start.
     let port = free_port();
-    let log = tmp.path().join("stderr");
-    let m = Mount::spawn(
+    let dir = tmp.path().join("refused");
+    std::fs::create_dir(&dir).unwrap();
+    let mut child = mount_command(
         &c,
         Some(&c.appkey),
         &config,
+        &dir,
         &["--sidecar", &format!("0.0.0.0:{port}")],
+    )
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = Command::new("umount").arg("-l").arg(&dir).status();
+            panic!("the mount started with an open sidecar");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("give --sidecar-token-file"), "{said}");
+    assert!(!is_mounted(&std::fs::canonicalize(&dir).unwrap()));
+
+    // With a token: only requests that carry it are served.
+    let token_file = tmp.path().join("token");
+    std::fs::write(&token_file, "s3cret-token\n").unwrap();
+    let port = free_port();
+    let log = tmp.path().join("stderr");
+    let mut m = Mount::spawn(
+        &c,
+        Some(&c.appkey),
+        &config,
+        &[
+            "--sidecar",
+            &format!("0.0.0.0:{port}"),
+            "--sidecar-token-file",
+            s(&token_file),
+        ],
         Some(port),
         Stdio::from(std::fs::File::create(&log).unwrap()),
     )
     .await;
+    let unauthorized = |r: Reply| {
+        assert_eq!(r.status, 401, "{}", r.body);
+        r.err_has("forbidden");
+    };
+    unauthorized(m.api.get("/usage/amount").await);
+    for wrong in ["Bearer s3cret-toke", "Bearer s3cret-token2", "s3cret-token"] {
+        let req = m
+            .api
+            .http
+            .get(format!("{}/usage/amount", m.api.base))
+            .header("authorization", wrong);
+        unauthorized(m.api.send(req).await);
+    }
+    let mut with_token = reqwest::header::HeaderMap::new();
+    with_token.insert("authorization", "Bearer s3cret-token".parse().unwrap());
+    m.api.http = reqwest::Client::builder()
+        .default_headers(with_token)
+        .build()
+        .unwrap();
     m.api.get("/usage/amount").await.data();
     // Any Host is fine there (it is meant to be reached by other names).
     let r = m
@@ -1817,7 +1987,7 @@ async fn sidecar_flags_warn_off_loopback_and_turn_it_off() {
     let said = std::fs::read_to_string(&log).unwrap();
     assert!(
         said.contains(&format!(
-            "warning: the sidecar listens on 0.0.0.0:{port}, not a loopback address"
+            "sidecar listening on http://0.0.0.0:{port} (for requests with the token)"
         )),
         "{said}"
     );

@@ -10,16 +10,21 @@
 //! - `account`: `/store/register verifyemail resendemail`, `/order/*` and
 //!   `/usage/amount`, passed to the metadata server with the mount's
 //!   credentials.
+//! - `access`: who may ask (the mount's user and root on loopback, the
+//!   token holder off it).
 
+mod access;
 mod account;
 mod store;
+
+pub use access::{SidecarConfig, Token};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::handler::Handler;
 use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::Next;
@@ -33,6 +38,7 @@ use crate::client::meta::{ClientError, MetaClient};
 use crate::client::provider::ShardClient;
 use crate::codec::crypt::AccountKey;
 use crate::transfer::{Progress, TransferError, UploadOptions};
+use access::Access;
 
 /// What the sidecar works with: the mount's account, clients and progress.
 pub struct Sidecar {
@@ -86,7 +92,7 @@ type Shared = Arc<Sidecar>;
 pub struct Done(serde_json::Value);
 
 /// A code-1 answer, with the HTTP status to send it with (200 unless the
-/// request missed every route or method).
+/// request missed every route or method, or was refused).
 pub struct Fail(StatusCode, String);
 
 pub type Answer = Result<Done, Fail>;
@@ -192,7 +198,7 @@ where
     get(h).fallback(|m: Method, u: Uri| wrong_method(m, u, "GET"))
 }
 
-pub fn router(state: Shared, loopback_only: bool) -> Router {
+pub fn router(state: Shared, access: Access) -> Router {
     Router::new()
         .route("/store/list", only_post(store::list))
         .route("/store/upload", only_post(store::upload))
@@ -212,7 +218,10 @@ pub fn router(state: Shared, loopback_only: bool) -> Router {
         .route("/order/getinfo", only_get(account::order))
         .route("/usage/amount", only_get(account::usage))
         .fallback(no_route)
-        .layer(axum::middleware::from_fn_with_state(loopback_only, guard))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(access),
+            guard,
+        ))
         .with_state(state)
 }
 
@@ -234,8 +243,9 @@ fn header_str(v: Option<&HeaderValue>) -> Option<&str> {
 
 /// Refuses what a web page could send: any request with a non-loopback
 /// Origin (cross-site requests), and on a loopback listener any request
-/// addressed to another host name (DNS rebinding).
-async fn guard(State(loopback_only): State<bool>, req: Request, next: Next) -> Response {
+/// addressed to another host name (DNS rebinding); then anyone `access`
+/// does not let in.
+async fn guard(State(access): State<Arc<Access>>, req: Request, next: Next) -> Response {
     let h = req.headers();
     if let Some(origin) = header_str(h.get(header::ORIGIN)) {
         let host = origin
@@ -250,7 +260,7 @@ async fn guard(State(loopback_only): State<bool>, req: Request, next: Next) -> R
             .into_response();
         }
     }
-    if loopback_only {
+    if access.is_loopback() {
         let host = header_str(h.get(header::HOST)).unwrap_or("127.0.0.1");
         if !loopback_host(host) {
             return Fail(
@@ -260,28 +270,30 @@ async fn guard(State(loopback_only): State<bool>, req: Request, next: Next) -> R
             .into_response();
         }
     }
+    if let Err(f) = access.check(req.extensions().get::<ConnectInfo<SocketAddr>>(), h) {
+        return f.into_response();
+    }
     next.run(req).await
 }
 
-/// Serves the sidecar on `addr` until the process ends. Warns when the
-/// address is reachable from other hosts: the API has no authentication.
+/// Serves the sidecar as `config` says until the process ends.
 pub async fn serve(
-    addr: SocketAddr,
+    config: SidecarConfig,
     state: Sidecar,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let addr = config.addr;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("sidecar: cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr()?;
-    let loopback = local.ip().is_loopback();
-    if !loopback {
-        tracing::warn!(%local, "the sidecar listens on a non-loopback address: anyone who reaches it can read, change and delete this account's files");
-        eprintln!(
-            "warning: the sidecar listens on {local}, not a loopback address: anyone who reaches it can read, change and delete this account's files"
-        );
-    }
-    let app = router(Arc::new(state), loopback);
-    eprintln!("tfsfs sidecar listening on http://{local}");
+    let access = Access::new(local, config.token);
+    let who = match (access.is_loopback(), access.has_token()) {
+        (true, false) => "for this user and root",
+        (true, true) => "for this user and root, with the token",
+        (false, _) => "for requests with the token",
+    };
+    let app = router(Arc::new(state), access);
+    eprintln!("tfsfs sidecar listening on http://{local} ({who})");
     Ok(tokio::spawn(async move {
         if let Err(e) = crate::http::serve(listener, app).await {
             tracing::error!(error = %e, "sidecar stopped");

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use super::{done, fail, meta_msg, parse, transfer_msg, Answer, Fail, Shared, Sidecar};
 use crate::client::meta::ClientError;
 use crate::proto::StoreEntry;
-use crate::transfer::{content_hash, download_to_file, upload_file};
+use crate::transfer::{content_hash, download_entry, upload_file};
 
 /// Entries per request when walking a remote tree.
 const WALK_PAGE: u64 = 5000;
@@ -425,9 +425,9 @@ pub async fn uploaddir(State(s): State<Shared>, body: Bytes) -> Answer {
 
 // ---- download ----
 
-/// Downloads `remote` to `local` (through a temporary file beside it),
-/// checking that it is the content the caller named by hash and size, and
-/// after the transfer that the bytes written have that hash.
+/// Downloads `remote` to `local` (all or nothing, see
+/// `transfer::download_entry`), checking that it is the content the caller
+/// named by hash and size.
 async fn download_one(
     s: &Sidecar,
     remote: &str,
@@ -451,60 +451,16 @@ async fn download_one(
             e.size
         ));
     }
-    if local.is_dir() {
-        return Err(format!("{} is a local directory", local.display()));
-    }
-    let layout = s.meta.layout(remote).await.map_err(|e| meta_msg(&e))?;
-    if layout.size != e.size {
-        return Err(format!("{remote} changed meanwhile: list it again"));
-    }
-    let name = local
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| format!("{} names no file", local.display()))?;
-    let dir = local.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
-    let tmp = dir.join(format!(".{name}.tfsfs-{}", std::process::id()));
-    let result = async {
-        download_to_file(
-            &s.shards,
-            &layout,
-            s.account.as_ref(),
-            &tmp,
-            &s.progress,
-            remote,
-        )
-        .await
-        .map_err(|e| transfer_msg(&e))?;
-        let got = std::fs::metadata(&tmp).map_err(|e| e.to_string())?.len();
-        if got != e.size {
-            return Err(format!("wrote {got} bytes, not {}", e.size));
-        }
-        // One object covering the file: its hash can be recomputed from
-        // the bytes written (re-encrypted under the account's key).
-        if layout.fragments.len() <= 1 {
-            let key = if e.encrypted {
-                s.account.as_ref()
-            } else {
-                None
-            };
-            let h = content_hash(&s.meta, key, &tmp)
-                .await
-                .map_err(|e| transfer_msg(&e))?;
-            if h != e.hash {
-                return Err(format!(
-                    "the bytes written hash to {h}, not {}: not stored intact",
-                    e.hash
-                ));
-            }
-        }
-        std::fs::rename(&tmp, local).map_err(|e| format!("cannot write {}: {e}", local.display()))
-    }
-    .await;
-    if let Err(err) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(err);
-    }
+    download_entry(
+        &s.meta,
+        &s.shards,
+        s.account.as_ref(),
+        &e,
+        local,
+        &s.progress,
+    )
+    .await
+    .map_err(|e| transfer_msg(&e))?;
     Ok(json!({
         "filename": remote,
         "local": local,

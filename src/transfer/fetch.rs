@@ -3,7 +3,6 @@
 //! by a parity shard, and a slow one is hedged with an extra fetch.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -242,17 +241,17 @@ pub async fn read_range(
     Ok(out)
 }
 
-/// Writes a whole file to `dest`, partitions in parallel; holes stay sparse.
+/// Writes a whole file into `file` (empty), partitions in parallel; holes
+/// stay sparse.
 pub async fn download_to_file(
     client: &ShardClient,
     layout: &FileLayout,
     acct: Option<&AccountKey>,
-    dest: &Path,
+    file: &std::fs::File,
     progress: &Progress,
     name: &str,
 ) -> Result<(), TransferError> {
     use std::os::unix::fs::FileExt;
-    let file = std::fs::File::create(dest)?;
     file.set_len(layout.size)?;
     progress.start(name, layout.size);
     for frag in &layout.fragments {

@@ -2,12 +2,14 @@
 //! fallback and hedging), whole uploads and downloads, and the progress
 //! registry every transfer reports to.
 
+mod download;
 mod fetch;
 pub mod progress;
 mod put;
 mod upload;
 
-pub use fetch::{download_to_file, read_partition, read_range};
+pub use download::download_entry;
+pub use fetch::{read_partition, read_range};
 pub use progress::Progress;
 pub use put::{put_shards, PutOutcome, ShardJob};
 pub use upload::{content_hash, upload_file, UploadOptions};
@@ -34,6 +36,9 @@ pub enum TransferError {
     Crypt(#[from] CryptError),
     #[error("malformed layout: {0}")]
     Layout(String),
+    /// A download refused or not verified; the destination is untouched.
+    #[error("{0}")]
+    Download(String),
     #[error("local file: {0}")]
     Io(#[from] std::io::Error),
 }
