@@ -62,15 +62,7 @@ fn mailed_code(outbox: &Path) -> String {
         .map(|e| e.unwrap().path())
         .collect();
     assert_eq!(mails.len(), 1, "{mails:?}");
-    let mail = std::fs::read_to_string(&mails[0]).unwrap();
-    let at = mail.find("verification code").expect("a code mail");
-    let code: String = mail[at..]
-        .chars()
-        .skip_while(|c| !c.is_ascii_digit())
-        .take(6)
-        .collect();
-    assert!(code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()));
-    code
+    code_in(&std::fs::read_to_string(&mails[0]).unwrap())
 }
 
 fn sha256_hex(s: &str) -> String {

@@ -403,6 +403,8 @@ impl Db {
             .map(|id| id as u64))
     }
 
+    // ---- namespace ----
+
     pub fn stat(&self, ns: Ns, path: &TfsPath) -> DbResult<Node> {
         let conn = self.lock();
         resolve(&conn, ns, path)?.ok_or(DbError::NotFound)
