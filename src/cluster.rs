@@ -2,7 +2,7 @@
 //! this process. For trying tfsfs out, for tests, and for `mount` with no
 //! `--meta`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -33,15 +33,16 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts everything under `data`; the app made on first start is kept
-    /// in `cluster.json` and reused after.
+    /// Starts everything under `data` (mode 0700); the app made on first
+    /// start is kept in `cluster.json` (0600: the appkey is the embedded
+    /// client's credential) and reused after.
     pub async fn start(
         data: &Path,
         providers: usize,
         listen: &str,
         meta_cfg: Option<MetaConfig>,
     ) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(data)?;
+        crate::private::dir(data)?;
         let cfg = meta_cfg.unwrap_or_else(|| MetaConfig::new(data.join("meta")));
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let meta = meta::start(listener, cfg).await?;
@@ -87,7 +88,7 @@ impl Cluster {
                 })
                 .collect(),
         };
-        write_atomic(&info_path, &serde_json::to_vec_pretty(&info)?)?;
+        crate::private::write_atomic(&info_path, &serde_json::to_vec_pretty(&info)?)?;
         Ok(Cluster {
             info,
             meta,
@@ -114,10 +115,4 @@ pub async fn wait_for_providers(meta_url: &str, urls: &[String]) -> anyhow::Resu
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     anyhow::bail!("providers did not register with {meta_url}")
-}
-
-fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let tmp: PathBuf = path.with_extension("tmp");
-    std::fs::write(&tmp, data)?;
-    std::fs::rename(tmp, path)
 }

@@ -2,11 +2,7 @@
 //! this user shares (one file, mode 0600, made on first use). Account keys
 //! are derived from it per (appid, uid).
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
-
-use rand::RngCore;
 
 /// `$VAR/tfsfs`, else `~/FALLBACK/tfsfs` (the XDG base directory rule).
 fn xdg(var: &str, fallback: &str) -> PathBuf {
@@ -34,32 +30,12 @@ pub fn cache_dir() -> PathBuf {
     xdg("XDG_CACHE_HOME", ".cache")
 }
 
-/// Reads the master secret, creating it (mode 0600) on first use.
+/// Reads the master secret, creating it (mode 0600, in a 0700 dir) on
+/// first use.
 pub fn master_secret() -> anyhow::Result<[u8; 32]> {
     let dir = config_dir();
-    let path = dir.join("secret");
-    match std::fs::read_to_string(&path) {
-        Ok(s) => {
-            let raw = hex::decode(s.trim())
-                .map_err(|_| anyhow::anyhow!("{} is not hex", path.display()))?;
-            raw.try_into()
-                .map_err(|_| anyhow::anyhow!("{} must hold 32 bytes", path.display()))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(&dir)?;
-            let mut secret = [0u8; 32];
-            rand::thread_rng().fill_bytes(&mut secret);
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)?;
-            f.write_all(hex::encode(secret).as_bytes())?;
-            f.sync_all()?;
-            Ok(secret)
-        }
-        Err(e) => Err(e.into()),
-    }
+    crate::private::dir(&dir)?;
+    crate::private::secret(&dir.join("secret"))
 }
 
 /// The account an e-mail registration made, saved on verification so that
@@ -145,20 +121,11 @@ pub fn choose_account(
     })
 }
 
-/// Saves the account (mode 0600: the appkey is a secret), atomically.
+/// Saves the account (mode 0600 in a 0700 dir: the appkey is a secret),
+/// atomically.
 pub fn save_account(account: &SavedAccount) -> anyhow::Result<PathBuf> {
-    let dir = config_dir();
-    std::fs::create_dir_all(&dir)?;
+    crate::private::dir(&config_dir())?;
     let path = account_path();
-    let tmp = dir.join(format!(".account.json.{}", std::process::id()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(&serde_json::to_vec_pretty(account)?)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
+    crate::private::write_atomic(&path, &serde_json::to_vec_pretty(account)?)?;
     Ok(path)
 }

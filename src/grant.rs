@@ -151,35 +151,6 @@ pub fn verifying_key_from_hex(s: &str) -> Option<VerifyingKey> {
     VerifyingKey::from_bytes(&raw).ok()
 }
 
-/// Loads the Ed25519 key kept in `path`, making it (0600) on first use.
-pub fn load_or_make_key(path: &std::path::Path) -> std::io::Result<SigningKey> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::read(path) {
-        Ok(raw) => {
-            let raw: [u8; 32] = raw.try_into().map_err(|_| {
-                std::io::Error::other(format!("{} is not a 32-byte key", path.display()))
-            })?;
-            Ok(SigningKey::from_bytes(&raw))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key = SigningKey::generate(&mut rand::rngs::OsRng);
-            let tmp = path.with_extension("tmp");
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(&key.to_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)?;
-            Ok(key)
-        }
-        Err(e) => Err(e),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,7 @@ pub mod grant;
 pub mod http;
 pub mod meta;
 pub mod mount;
+pub mod private;
 pub mod proto;
 pub mod provider;
 pub mod sidecar;

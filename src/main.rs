@@ -362,6 +362,7 @@ struct ClientArgs {
     #[arg(long, env = "TFSFS_META")]
     meta: Option<String>,
     /// The app's key (default: the saved account's, for its server).
+    /// Prefer TFSFS_APPKEY: other users see a command line.
     #[arg(long, env = "TFSFS_APPKEY")]
     appkey: Option<String>,
     /// Namespace uid (default: the saved account's, else 1).

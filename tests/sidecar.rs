@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{assert_ok, bin, is_mounted, random_bytes, TestCluster};
+use common::{assert_ok, bin, code_in, is_mounted, random_bytes, TestCluster};
 use serde_json::{json, Value};
 use tfsfs::codec::sha1_hex;
 
@@ -397,21 +397,6 @@ fn smtp_session(conn: std::net::TcpStream, store: &Mutex<Vec<Mail>>) -> std::io:
             _ => out.write_all(b"250 ok\r\n")?,
         }
     }
-}
-
-/// The 6-digit code of a registration mail.
-fn code_in(mail: &str) -> String {
-    let at = mail
-        .find("verification code")
-        .unwrap_or_else(|| panic!("no code in {mail}"));
-    let code: String = mail[at..]
-        .chars()
-        .skip_while(|c| !c.is_ascii_digit())
-        .take(6)
-        .collect();
-    assert_eq!(code.len(), 6, "{mail}");
-    assert!(code.bytes().all(|b| b.is_ascii_digit()), "{mail}");
-    code
 }
 
 fn admin(c: &TestCluster, args: &[&str]) -> Vec<Value> {

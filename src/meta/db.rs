@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use sha2::Digest;
 
 use super::path::{TfsPath, MAX_DEPTH};
 use crate::proto::{FileAttrs, PlacedPartition, StoreScheme};
@@ -178,9 +179,18 @@ pub struct Db {
     limits: Limits,
 }
 
-/// Bumped whenever `SCHEMA` (or a submodule's) changes shape.
-const SCHEMA_VERSION: i64 = 1;
+/// A step from one schema version to the next, run in one transaction.
+type Migration = fn(&Transaction) -> DbResult<()>;
 
+/// `MIGRATIONS[i]` takes a store from version `i + 1` to `i + 2`. A new
+/// store is made at version 1 (`SCHEMA` and the submodules' `SCHEMA`, never
+/// changed) and migrated like an old one, so every step is run by every
+/// test. Append only.
+const MIGRATIONS: &[Migration] = &[hide_secrets, trust_model];
+
+const SCHEMA_VERSION: i64 = 1 + MIGRATIONS.len() as i64;
+
+/// Version 1's shape.
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS config(key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS apps(
@@ -214,10 +224,8 @@ CREATE INDEX IF NOT EXISTS objects_unused ON objects(released) WHERE refs = 0;
 CREATE TABLE IF NOT EXISTS usage(
   appid INTEGER NOT NULL, uid INTEGER NOT NULL, bytes INTEGER NOT NULL,
   PRIMARY KEY(appid, uid));
--- k and m are the partition's own scheme; NULL means the object's.
 CREATE TABLE IF NOT EXISTS partitions(
   object INTEGER NOT NULL, idx INTEGER NOT NULL, size INTEGER NOT NULL,
-  k INTEGER, m INTEGER,
   PRIMARY KEY(object, idx));
 CREATE TABLE IF NOT EXISTS shards(
   object INTEGER NOT NULL, partition INTEGER NOT NULL, idx INTEGER NOT NULL,
@@ -327,33 +335,25 @@ fn object_at(r: &rusqlite::Row, at: usize) -> rusqlite::Result<ObjectRow> {
 }
 
 impl Db {
+    /// Opens the store in `dir`, creating it at first: the dir 0700, the
+    /// database and its WAL files 0600 (it holds the grant-signing key).
+    /// The database file is made before SQLite opens it because SQLite
+    /// gives `-wal` and `-shm` the database's mode.
     pub fn open(dir: &Path) -> DbResult<Self> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| DbError::Invalid(format!("cannot create {}: {e}", dir.display())))?;
-        let conn = Connection::open(dir.join("meta.sqlite"))?;
+        let io =
+            |e: std::io::Error| DbError::Invalid(format!("cannot prepare {}: {e}", dir.display()));
+        crate::private::dir(dir).map_err(io)?;
+        let path = dir.join("meta.sqlite");
+        crate::private::touch(&path).map_err(io)?;
+        for wal in ["meta.sqlite-wal", "meta.sqlite-shm"] {
+            crate::private::restrict(&dir.join(wal)).map_err(io)?;
+        }
+        let mut conn = Connection::open(&path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        let has_tables: bool = conn.query_row(
-            "SELECT COUNT(*) > 0 FROM sqlite_master WHERE name='nodes'",
-            [],
-            |r| r.get(0),
-        )?;
-        if version != SCHEMA_VERSION && (version != 0 || has_tables) {
-            return Err(DbError::Invalid(format!(
-                "{} holds a store of schema version {version}; this tfsfs reads version {SCHEMA_VERSION} and cannot \
-                 convert it",
-                dir.display()
-            )));
-        }
-        conn.execute_batch(SCHEMA)?;
-        add_partition_scheme(&conn)?;
-        conn.execute_batch(trust::SCHEMA)?;
-        conn.execute_batch(v1::SCHEMA)?;
-        conn.execute_batch(accounts::SCHEMA)?;
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        migrate(&mut conn, dir)?;
         Ok(Db {
             conn: Mutex::new(conn),
             limits: Limits::default(),
@@ -396,27 +396,21 @@ impl Db {
         Ok(())
     }
 
+    /// Records a new app; `Exists` if the appkey is taken.
     pub fn create_app(&self, appkey: &str) -> DbResult<u64> {
-        self.tx(|tx| {
-            let n = tx.execute(
-                "INSERT OR IGNORE INTO apps(appkey, created) VALUES(?1, ?2)",
-                params![appkey, unix_now()],
-            )?;
-            if n == 0 {
-                return Err(DbError::Exists);
-            }
-            Ok(tx.last_insert_rowid() as u64)
-        })
+        self.tx(|tx| insert_app(tx, appkey))
     }
 
     pub fn appid_of(&self, appkey: &str) -> DbResult<Option<u64>> {
         Ok(self
             .lock()
-            .query_row("SELECT appid FROM apps WHERE appkey=?1", [appkey], |r| {
-                r.get::<_, i64>(0)
-            })
+            .query_row(
+                "SELECT appid FROM apps WHERE key_hash=?1",
+                [appkey_hash(appkey)],
+                |r| r.get::<_, i64>(0),
+            )
             .optional()?
-            .map(|v| v as u64))
+            .map(|id| id as u64))
     }
 
     // ---- namespace ----
@@ -797,16 +791,103 @@ impl Db {
     }
 }
 
-/// Stores made before partitions kept their own scheme gain the columns.
-fn add_partition_scheme(conn: &Connection) -> DbResult<()> {
-    let has_k: bool = conn.query_row(
-        "SELECT COUNT(*) > 0 FROM pragma_table_info('partitions') WHERE name='k'",
-        [],
-        |r| r.get(0),
+/// What `apps` keeps of an appkey: its SHA-256 (hex), so a copy of the
+/// store holds no credential. Appkeys are random (24 bytes from
+/// `create_app` or a registration), so a fast unsalted hash cannot be
+/// reversed; lookups compare hashes, so their timing tells nothing of a key.
+fn appkey_hash(appkey: &str) -> String {
+    hex::encode(sha2::Sha256::digest(appkey.as_bytes()))
+}
+
+/// Adds an app with `appkey` in `tx`; returns its appid.
+fn insert_app(tx: &Connection, appkey: &str) -> DbResult<u64> {
+    let n = tx.execute(
+        "INSERT OR IGNORE INTO apps(key_hash, created) VALUES(?1, ?2)",
+        params![appkey_hash(appkey), unix_now()],
     )?;
-    if !has_k {
-        conn.execute_batch(
-            "ALTER TABLE partitions ADD COLUMN k INTEGER; ALTER TABLE partitions ADD COLUMN m INTEGER;",
+    if n == 0 {
+        return Err(DbError::Exists);
+    }
+    Ok(tx.last_insert_rowid() as u64)
+}
+
+/// Makes an empty database a store of schema version 1.
+fn create_version_1(conn: &mut Connection) -> DbResult<()> {
+    let tx = conn.transaction()?;
+    tx.execute_batch(SCHEMA)?;
+    tx.execute_batch(v1::SCHEMA)?;
+    tx.execute_batch(accounts::SCHEMA)?;
+    tx.pragma_update(None, "user_version", 1)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Brings the store in `conn` to `SCHEMA_VERSION`: an empty file gets
+/// version 1, then each missing migration runs in its own transaction.
+fn migrate(conn: &mut Connection, dir: &Path) -> DbResult<()> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let empty: bool = conn.query_row("SELECT COUNT(*) = 0 FROM sqlite_master", [], |r| r.get(0))?;
+    let from = match version {
+        0 if empty => {
+            create_version_1(conn)?;
+            1
+        }
+        v if (1..=SCHEMA_VERSION).contains(&v) => v,
+        v if v > SCHEMA_VERSION => {
+            return Err(DbError::Invalid(format!(
+                "{} holds a store of schema version {v}, made by a newer tfsfs; this one reads \
+                 versions up to {SCHEMA_VERSION}",
+                dir.display()
+            )))
+        }
+        v => {
+            return Err(DbError::Invalid(format!(
+                "{} holds a database of schema version {v}, not a tfsfs store",
+                dir.display()
+            )))
+        }
+    };
+    if from == SCHEMA_VERSION {
+        return Ok(());
+    }
+    for v in from..SCHEMA_VERSION {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        MIGRATIONS[(v - 1) as usize](&tx)?;
+        tx.pragma_update(None, "user_version", v + 1)?;
+        tx.commit()?;
+        tracing::info!(store = %dir.display(), version = v + 1, "store migrated");
+    }
+    // What a migration replaced (clear appkeys) lingers in free and unused
+    // page space, and in old WAL frames: rewrite the file, empty the WAL.
+    conn.execute_batch("VACUUM")?;
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    Ok(())
+}
+
+/// 2 → 3: partitions keep their own erasure scheme (NULL: the object's),
+/// providers enroll with keys, sessions promise their shard copies, and
+/// unreferenced copies wait in `doomed_shards` for deletion.
+fn trust_model(tx: &Transaction) -> DbResult<()> {
+    tx.execute_batch(
+        "ALTER TABLE partitions ADD COLUMN k INTEGER; ALTER TABLE partitions ADD COLUMN m INTEGER;",
+    )?;
+    tx.execute_batch(trust::SCHEMA)?;
+    Ok(())
+}
+
+/// 1 → 2: `apps` keeps each appkey's hash, not the key; pending codes
+/// hashed without a key (reversible) are dropped: those accounts ask again.
+fn hide_secrets(tx: &Transaction) -> DbResult<()> {
+    tx.execute("DELETE FROM registrations", [])?;
+    tx.execute_batch("ALTER TABLE apps RENAME COLUMN appkey TO key_hash")?;
+    let keys: Vec<(i64, String)> = tx
+        .prepare("SELECT appid, key_hash FROM apps")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (appid, key) in keys {
+        tx.execute(
+            "UPDATE apps SET key_hash=?1 WHERE appid=?2",
+            params![appkey_hash(&key), appid],
         )?;
     }
     Ok(())
@@ -1029,16 +1110,92 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_store_of_another_schema_version_is_refused_not_misread() {
+    fn a_store_of_a_newer_or_unknown_schema_is_refused_not_misread() {
         let dir = tempfile::tempdir().unwrap();
         Db::open(dir.path()).unwrap();
         Db::open(dir.path()).expect("the same version opens again");
-        let conn = Connection::open(dir.path().join("meta.sqlite")).unwrap();
-        conn.pragma_update(None, "user_version", 0).unwrap();
-        drop(conn);
+        let set_version = |v: i64| {
+            let conn = Connection::open(dir.path().join("meta.sqlite")).unwrap();
+            conn.pragma_update(None, "user_version", v).unwrap();
+        };
+        set_version(SCHEMA_VERSION + 1);
         let err = Db::open(dir.path())
             .err()
-            .expect("an older store is refused");
-        assert!(err.to_string().contains("schema version 0"), "{err}");
+            .expect("a newer store is refused");
+        assert!(err.to_string().contains("made by a newer tfsfs"), "{err}");
+        set_version(0);
+        let err = Db::open(dir.path())
+            .err()
+            .expect("a foreign database is refused");
+        assert!(err.to_string().contains("not a tfsfs store"), "{err}");
+    }
+
+    /// Every byte of every file in `dir`.
+    fn raw_files(dir: &Path) -> Vec<u8> {
+        let mut all = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap() {
+            all.extend(std::fs::read(e.unwrap().path()).unwrap());
+        }
+        all
+    }
+
+    #[test]
+    fn a_version_1_store_is_migrated_and_its_clear_appkeys_still_work() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.sqlite");
+        let appkey = "5f0c3b4e9a7d21c8e6f1a0b2c4d6e8f0a1b3c5d7e9f1";
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+            create_version_1(&mut conn).unwrap();
+            // Enough apps to fill pages, so replaced keys are not merely
+            // compacted away.
+            for i in 0..200 {
+                conn.execute(
+                    "INSERT INTO apps(appkey, created) VALUES(?1, 0)",
+                    [format!("{appkey}{i:03}")],
+                )
+                .unwrap();
+            }
+            conn.execute(
+                "INSERT INTO registrations VALUES('a@example.com', 'unkeyed', 0, 0, 0, 1, 0)",
+                [],
+            )
+            .unwrap();
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+
+        let db = Db::open(dir.path()).unwrap();
+        for i in [0, 99, 199] {
+            let key = format!("{appkey}{i:03}");
+            assert_eq!(
+                db.appid_of(&key).unwrap(),
+                Some(i + 1),
+                "old appkey {i} still works"
+            );
+        }
+        assert_eq!(db.appid_of("another").unwrap(), None);
+        assert!(matches!(
+            db.create_app(&format!("{appkey}007")),
+            Err(DbError::Exists)
+        ));
+        assert_eq!(db.create_app("another").unwrap(), 201);
+        assert!(db.registration("a@example.com").unwrap().is_none());
+        let version: i64 = db
+            .lock()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let raw = raw_files(dir.path());
+        assert!(
+            !raw.windows(appkey.len()).any(|w| w == appkey.as_bytes()),
+            "the clear appkey is still in the store's files"
+        );
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(dir.path()), 0o700);
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&dir.path().join("meta.sqlite-wal")), 0o600);
     }
 }

@@ -5,7 +5,7 @@
 
 use rusqlite::{params, OptionalExtension, Row};
 
-use super::{sql_id, unix_now, Db, DbError, DbResult, Ns};
+use super::{insert_app, sql_id, unix_now, Db, DbError, DbResult, Ns};
 
 pub const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS accounts(
@@ -29,7 +29,8 @@ CREATE TABLE IF NOT EXISTS orders(
 CREATE INDEX IF NOT EXISTS orders_ns ON orders(appid, uid, package);
 "#;
 
-/// A pending registration: the hash of the code last mailed, and counters.
+/// A pending registration: the keyed hash (HMAC, hex) of the code last
+/// mailed, and counters.
 #[derive(Debug, Clone)]
 pub struct Registration {
     pub email: String,
@@ -236,23 +237,13 @@ impl Db {
             if taken.is_some() {
                 return Err(DbError::Exists);
             }
-            let n = tx.execute(
-                "INSERT OR IGNORE INTO apps(appkey, created) VALUES(?1, ?2)",
-                params![appkey, unix_now()],
-            )?;
-            if n == 0 {
-                return Err(DbError::Exists);
-            }
-            let appid = tx.last_insert_rowid();
+            let appid = insert_app(tx, appkey)?;
             tx.execute(
                 "INSERT INTO accounts(email, appid, uid, created) VALUES(?1, ?2, 1, ?3)",
-                params![email, appid, unix_now()],
+                params![email, sql_id(appid), unix_now()],
             )?;
             tx.execute("DELETE FROM registrations WHERE email=?1", [email])?;
-            Ok(Ns {
-                appid: appid as u64,
-                uid: 1,
-            })
+            Ok(Ns { appid, uid: 1 })
         })
     }
 

@@ -1,6 +1,7 @@
 //! Outgoing mail for registrations: over SMTP (lettre, plain SMTP, meant
 //! for a local relay or a trusted link), or, with no SMTP server
-//! configured, into an outbox directory a local user can read.
+//! configured, into an outbox directory (0700, files 0600: they hold
+//! codes) the server's user can read.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -95,11 +96,15 @@ impl Mailer {
                     from,
                 }
             }
-            None => Mailer::Outbox {
-                dir: outbox,
-                from,
-                seq: AtomicU64::new(0),
-            },
+            None => {
+                crate::private::dir(&outbox)
+                    .with_context(|| format!("create the outbox {}", outbox.display()))?;
+                Mailer::Outbox {
+                    dir: outbox,
+                    from,
+                    seq: AtomicU64::new(0),
+                }
+            }
         })
     }
 
@@ -126,7 +131,6 @@ impl Mailer {
                 tracing::info!(to = %to, "mail sent");
             }
             Mailer::Outbox { dir, seq, .. } => {
-                std::fs::create_dir_all(dir)?;
                 let safe: String = to
                     .email
                     .to_string()
@@ -145,7 +149,7 @@ impl Mailer {
                     seq.fetch_add(1, Ordering::Relaxed)
                 );
                 let path = dir.join(name);
-                std::fs::write(&path, msg.formatted())?;
+                crate::private::write_atomic(&path, &msg.formatted())?;
                 tracing::warn!(
                     to = %to,
                     path = %path.display(),

@@ -169,15 +169,19 @@ pub type MetaResult<T> = Result<T, MetaError>;
 pub struct Meta {
     db: Db,
     key: SigningKey,
+    /// Keys the HMAC of mailed codes; kept beside the database, not in it.
+    secret: [u8; 32],
     cfg: MetaConfig,
     shards: ShardClient,
     mailer: mail::Mailer,
 }
 
 impl Meta {
-    /// Opens the store under `cfg.data`, making the signing key on first start.
+    /// Opens the store under `cfg.data`, making the signing key and
+    /// `secret.key` (0600) on first start.
     pub fn open(cfg: MetaConfig) -> anyhow::Result<Self> {
         let db = Db::open(&cfg.data)?.with_limits(cfg.limits);
+        let secret = crate::private::secret(&cfg.data.join("secret.key"))?;
         let key = match db.config_get("signing_key")? {
             Some(raw) => SigningKey::from_bytes(
                 &raw.try_into()
@@ -195,6 +199,7 @@ impl Meta {
         Ok(Meta {
             db,
             key,
+            secret,
             cfg,
             shards: ShardClient::new(Duration::from_secs(30)),
             mailer,

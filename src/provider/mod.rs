@@ -125,7 +125,7 @@ pub async fn start(
     let url = format!("http://{addr}");
     let store = ShardStore::open(&cfg.data, cfg.max_shard)?;
     let id = store.provider_id()?;
-    let key = grant::load_or_make_key(&cfg.data.join("provider.key"))?;
+    let key = SigningKey::from_bytes(&crate::private::secret(&cfg.data.join("provider.key"))?);
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()?;

@@ -39,10 +39,9 @@ pub struct ShardStore {
 impl ShardStore {
     /// Opens (creating) the store and counts what it holds.
     pub fn open(root: &Path, max_shard: u64) -> std::io::Result<Self> {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::create_dir_all(root.join("shards"))?;
         // The provider's key lives here: nobody else reads the directory.
-        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))?;
+        crate::private::dir(root)?;
+        std::fs::create_dir_all(root.join("shards"))?;
         let tmp = root.join("tmp");
         // Leftovers of PUTs cut short by a crash are never real shards.
         let _ = std::fs::remove_dir_all(&tmp);

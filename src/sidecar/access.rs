@@ -123,13 +123,15 @@ impl Access {
             })?;
             match uid {
                 Some(u) if u == self.owner || u == 0 => {}
-                Some(u) => return Err(forbidden(
-                    StatusCode::FORBIDDEN,
-                    format!(
+                Some(u) => {
+                    return Err(forbidden(
+                        StatusCode::FORBIDDEN,
+                        format!(
                         "the sidecar serves only uid {} (the mount's user) and root, not uid {u}",
                         self.owner
                     ),
-                )),
+                    ))
+                }
                 None => {
                     return Err(forbidden(
                         StatusCode::FORBIDDEN,

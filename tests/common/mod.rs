@@ -295,6 +295,21 @@ pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     v
 }
 
+/// The 6-digit code of a registration mail.
+pub fn code_in(mail: &str) -> String {
+    let at = mail
+        .find("verification code")
+        .unwrap_or_else(|| panic!("no code in {mail}"));
+    let code: String = mail[at..]
+        .chars()
+        .skip_while(|c| !c.is_ascii_digit())
+        .take(6)
+        .collect();
+    assert_eq!(code.len(), 6, "{mail}");
+    assert!(code.bytes().all(|b| b.is_ascii_digit()), "{mail}");
+    code
+}
+
 pub fn assert_ok(out: &Output, what: &str) {
     assert!(
         out.status.success(),
