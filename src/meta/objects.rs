@@ -1,17 +1,27 @@
 //! Objects: read layouts with grants, and storing the bytes of REST writes
-//! through the same codec and providers as the drive's uploads.
+//! through the same codec and providers as the drive's uploads: a body is
+//! spooled to disk first, then encoded and stored a window at a time.
 
+use std::os::unix::fs::{DirBuilderExt, FileExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::body::Body;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use bytes::Bytes;
+use futures::StreamExt;
+use sha1::{Digest, Sha1};
+use tokio::io::AsyncWriteExt;
 
 use super::db::{NewObject, Node, Ns, ObjectRow};
 use super::placement::{place, spares};
 use super::{Meta, MetaError, MetaResult};
-use crate::codec::{sha1_hex, INLINE_MAX};
+use crate::codec::erasure::Scheme;
+use crate::codec::INLINE_MAX;
 use crate::grant::Op;
 use crate::proto::*;
-use crate::transfer::{put_shards, ShardJob};
+use crate::transfer::{encode_window, put_shards, ShardJob, Source};
 
 impl Meta {
     pub(super) fn object_layout(&self, o: &ObjectRow) -> MetaResult<ObjectLayout> {
@@ -100,17 +110,62 @@ impl Meta {
         })
     }
 
-    /// Stores plaintext bytes as an object of `ns` (inline, replicated or
+    /// Streams a request body to an unnamed file under `DATA/tmp` (0600,
+    /// gone when dropped), keeping its first `take` bytes (all without
+    /// `take`) and hashing them on the way; a body over `limit` bytes is
+    /// refused as soon as it passes the limit.
+    pub(super) async fn spool(
+        &self,
+        body: Body,
+        take: Option<u64>,
+        limit: u64,
+    ) -> MetaResult<Spooled> {
+        let dir = spool_dir(&self.cfg.data);
+        let file = tokio::task::spawn_blocking(move || tempfile::tempfile_in(dir))
+            .await
+            .map_err(|e| MetaError::Internal(e.to_string()))?
+            .map_err(spool_error)?;
+        let mut out = tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::from_std(file));
+        let (mut sha1, mut crc) = (Sha1::new(), crc32fast::Hasher::new());
+        let (mut received, mut size) = (0u64, 0u64);
+        let take = take.unwrap_or(u64::MAX);
+        let mut chunks = body.into_data_stream();
+        while let Some(chunk) = chunks.next().await {
+            let chunk =
+                chunk.map_err(|e| MetaError::BadRequest(format!("reading the body failed: {e}")))?;
+            received += chunk.len() as u64;
+            if received > limit {
+                return Err(MetaError::BadRequest(format!(
+                    "a request body is at most {limit} bytes"
+                )));
+            }
+            let keep = &chunk[..(take - size).min(chunk.len() as u64) as usize];
+            sha1.update(keep);
+            crc.update(keep);
+            out.write_all(keep).await.map_err(spool_error)?;
+            size += keep.len() as u64;
+        }
+        out.flush().await.map_err(spool_error)?;
+        Ok(Spooled {
+            file: Arc::new(out.into_inner().into_std().await),
+            size,
+            sha1: hex::encode(sha1.finalize()),
+            crc: crc.finalize(),
+        })
+    }
+
+    /// Stores a spooled body as an object of `ns` (inline, replicated or
     /// erasure-coded by size) and returns its id; known content is reused.
-    pub(super) async fn store_object(&self, ns: Ns, data: Bytes) -> MetaResult<i64> {
-        let sha1 = sha1_hex(&data);
-        if let Some(o) = self.db.find_object(ns, &sha1)? {
+    /// Large bodies are read, encoded and stored a window of partitions at
+    /// a time, so memory stays at a few partitions whatever the size.
+    pub(super) async fn store_object(&self, ns: Ns, body: &Spooled) -> MetaResult<i64> {
+        if let Some(o) = self.db.find_object(ns, &body.sha1)? {
             return Ok(o.id);
         }
-        let size = data.len() as u64;
+        let size = body.size;
         self.check_quota(ns, size)?;
         let mut new = NewObject {
-            sha1: &sha1,
+            sha1: &body.sha1,
             scheme: StoreScheme::Inline,
             plain_size: size,
             stored_size: size,
@@ -121,20 +176,22 @@ impl Meta {
             partitions: &[],
         };
         if size <= INLINE_MAX {
+            let data = body.read_all().await?;
             new.data = Some(&data);
             return Ok(self.db.insert_object(ns, &new)?);
         }
         let alive = self.alive()?;
         let partitions = if size <= self.cfg.replica_max {
             new.scheme = StoreScheme::Replica;
+            let data = Bytes::from(body.read_all().await?);
             let providers = place(&alive, 0, alive.len());
             let (chosen, spare) = providers.split_at(self.cfg.replicas.min(providers.len()));
-            let grant = self.grant(Op::Put, vec![sha1.clone()]);
+            let grant = self.grant(Op::Put, vec![body.sha1.clone()]);
             let jobs = chosen
                 .iter()
                 .map(|p| ShardJob {
                     partition: 0,
-                    sha1: sha1.clone(),
+                    sha1: body.sha1.clone(),
                     data: data.clone(),
                     primary: p.clone(),
                     grant: grant.clone(),
@@ -147,7 +204,7 @@ impl Meta {
                 index: 0,
                 size,
                 shards: vec![PlacedShard {
-                    sha1: sha1.clone(),
+                    sha1: body.sha1.clone(),
                     size,
                     providers: ids,
                 }],
@@ -156,52 +213,114 @@ impl Meta {
             let scheme = self.scheme_for(alive.len());
             new.scheme = StoreScheme::Erasure;
             (new.k, new.m) = (scheme.k, scheme.m);
-            let mut jobs = Vec::new();
-            let mut placed = Vec::new();
-            let mut metas = Vec::new();
-            for (index, chunk) in data.chunks(self.cfg.partition_size as usize).enumerate() {
-                let index = index as u64;
-                let shards: Vec<Bytes> =
-                    scheme.encode(chunk).into_iter().map(Bytes::from).collect();
-                let hashes: Vec<String> = shards.iter().map(|s| sha1_hex(s)).collect();
-                let providers = place(&alive, index, shards.len());
-                let grant = self.grant(Op::Put, hashes.clone());
-                for ((s, h), p) in shards.iter().zip(&hashes).zip(&providers) {
-                    jobs.push(ShardJob {
-                        partition: index,
-                        sha1: h.clone(),
-                        data: s.clone(),
-                        primary: p.clone(),
-                        grant: grant.clone(),
-                    });
-                }
-                metas.push((index, chunk.len() as u64, shards[0].len() as u64, hashes));
-                placed.push(providers);
-            }
-            let spare = spares(&alive, &placed, self.cfg.spares);
-            let ids = put_shards(&self.shards, jobs, &spare, 12, &|_| {})
-                .await
-                .map_err(unavailable)?;
-            let mut ids = ids.into_iter();
-            metas
-                .into_iter()
-                .map(|(index, size, shard_len, hashes)| PlacedPartition {
-                    index,
-                    size,
-                    shards: hashes
-                        .into_iter()
-                        .map(|sha1| PlacedShard {
-                            sha1,
-                            size: shard_len,
-                            providers: vec![ids.next().expect("one id per job")],
-                        })
-                        .collect(),
-                })
-                .collect()
+            self.store_erasure(body, scheme, &alive).await?
         };
         new.partitions = &partitions;
         Ok(self.db.insert_object(ns, &new)?)
     }
+
+    async fn store_erasure(
+        &self,
+        body: &Spooled,
+        scheme: Scheme,
+        alive: &[ProviderInfo],
+    ) -> MetaResult<Vec<PlacedPartition>> {
+        let src = Source {
+            file: body.file.clone(),
+            size: body.size,
+            partition_size: self.cfg.partition_size,
+            cipher: None,
+        };
+        let count = src.partitions();
+        let mut placed = Vec::with_capacity(count as usize);
+        for from in (0..count).step_by(WINDOW as usize) {
+            let to = (from + WINDOW).min(count);
+            let s = src.clone();
+            let encoded = tokio::task::spawn_blocking(move || encode_window(&s, scheme, from, to))
+                .await
+                .map_err(|e| MetaError::Internal(e.to_string()))?
+                .map_err(spool_error)?;
+            let mut jobs = Vec::new();
+            let mut window = Vec::new();
+            for (pm, shards) in &encoded {
+                let providers = place(alive, pm.index, shards.len());
+                let grant = self.grant(Op::Put, pm.shards.iter().map(|s| s.sha1.clone()).collect());
+                for ((sm, data), p) in pm.shards.iter().zip(shards).zip(&providers) {
+                    jobs.push(ShardJob {
+                        partition: pm.index,
+                        sha1: sm.sha1.clone(),
+                        data: data.clone(),
+                        primary: p.clone(),
+                        grant: grant.clone(),
+                    });
+                }
+                window.push(providers);
+            }
+            let spare = spares(alive, &window, self.cfg.spares);
+            let ids = put_shards(&self.shards, jobs, &spare, 12, &|_| {})
+                .await
+                .map_err(unavailable)?;
+            let mut ids = ids.into_iter();
+            for (pm, _) in encoded {
+                placed.push(PlacedPartition {
+                    index: pm.index,
+                    size: pm.size,
+                    shards: pm
+                        .shards
+                        .into_iter()
+                        .map(|s| PlacedShard {
+                            sha1: s.sha1,
+                            size: s.size,
+                            providers: vec![ids.next().expect("one id per job")],
+                        })
+                        .collect(),
+                });
+            }
+        }
+        Ok(placed)
+    }
+}
+
+/// Partitions encoded and stored at a time by `store_object`.
+const WINDOW: u64 = 4;
+
+/// A request body on disk, with the size, SHA-1 and CRC32 of its bytes.
+pub(super) struct Spooled {
+    file: Arc<std::fs::File>,
+    pub size: u64,
+    pub sha1: String,
+    pub crc: u32,
+}
+
+impl Spooled {
+    /// The whole body, for the small ones kept inline or replicated.
+    async fn read_all(&self) -> MetaResult<Vec<u8>> {
+        let (file, size) = (self.file.clone(), self.size as usize);
+        tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; size];
+            file.read_exact_at(&mut buf, 0).map(|()| buf)
+        })
+        .await
+        .map_err(|e| MetaError::Internal(e.to_string()))?
+        .map_err(spool_error)
+    }
+}
+
+fn spool_dir(data: &Path) -> PathBuf {
+    data.join("tmp")
+}
+
+/// Makes `DATA/tmp` (0700) and removes what a crash left there.
+pub(super) fn clean_spool(data: &Path) -> std::io::Result<()> {
+    let dir = spool_dir(data);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)
+}
+
+fn spool_error(e: std::io::Error) -> MetaError {
+    MetaError::Internal(format!("spooling the body failed: {e}"))
 }
 
 fn unavailable(e: crate::transfer::TransferError) -> MetaError {

@@ -44,15 +44,15 @@ impl Default for UploadOptions {
 
 /// A local file read partition by partition, encrypted when a cipher is set.
 #[derive(Clone)]
-struct Source {
-    file: Arc<std::fs::File>,
-    size: u64,
-    partition_size: u64,
-    cipher: Option<PartitionCipher>,
+pub(crate) struct Source {
+    pub(crate) file: Arc<std::fs::File>,
+    pub(crate) size: u64,
+    pub(crate) partition_size: u64,
+    pub(crate) cipher: Option<PartitionCipher>,
 }
 
 impl Source {
-    fn partitions(&self) -> u64 {
+    pub(crate) fn partitions(&self) -> u64 {
         partition_count(self.size, self.partition_size)
     }
 
@@ -160,7 +160,7 @@ fn parallel_map<T: Send>(
 }
 
 /// Encodes partitions `[from, to)`: their metadata and shard bytes.
-fn encode_window(
+pub(crate) fn encode_window(
     src: &Source,
     scheme: Scheme,
     from: u64,
