@@ -74,7 +74,9 @@ async fn file_size(c: &TestCluster, name: &str) -> u64 {
 }
 
 async fn read(c: &TestCluster, name: &str) -> Vec<u8> {
-    let r = reqwest::get(format!("{}/file/{name}", c.v2())).await.unwrap();
+    let r = reqwest::get(format!("{}/file/{name}", c.v2()))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "read {name}");
     r.bytes().await.unwrap().to_vec()
 }
@@ -99,7 +101,11 @@ async fn idle_sockets_leave_room_for_real_clients() {
     let idle: Vec<TcpStream> = (0..2000)
         .filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok())
         .collect();
-    assert!(idle.len() >= 1000, "only {} idle sockets connected", idle.len());
+    assert!(
+        idle.len() >= 1000,
+        "only {} idle sockets connected",
+        idle.len()
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     for i in 0..10 {
         let started = Instant::now();
@@ -137,7 +143,8 @@ async fn a_stalled_body_gets_408_and_the_connection_closed() {
 async fn a_stalled_header_gets_the_connection_closed() {
     let c = TestCluster::start_with(0, &["--header-timeout-secs", "1"]).await;
     let mut s = TcpStream::connect(meta_addr(&c)).unwrap();
-    s.write_all(b"GET /api/policy HTTP/1.1\r\nHost: x\r\n").unwrap();
+    s.write_all(b"GET /api/policy HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
     let started = Instant::now();
     let (answer, closed) = read_until_closed(&mut s, Duration::from_secs(10));
     assert!(closed, "connection left open; got {answer:?}");
@@ -177,7 +184,11 @@ async fn four_concurrent_200mb_uploads_stay_in_bounded_memory() {
         assert_eq!(&Sha1::digest(read(&c, &name).await), sum, "{name}");
     }
     let spool = c.dir.path().join("meta/tmp");
-    assert_eq!(std::fs::read_dir(spool).unwrap().count(), 0, "spool left behind");
+    assert_eq!(
+        std::fs::read_dir(spool).unwrap().count(),
+        0,
+        "spool left behind"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,7 +196,10 @@ async fn a_write_at_offset_2_pow_62_is_refused() {
     let c = TestCluster::start(3).await;
     create_file(&c, "f").await;
     assert_eq!(put(&c, "f", "", b"hello".to_vec()).await, 200);
-    assert_eq!(put(&c, "f", "?offset=4611686018427387904", b"x".to_vec()).await, 400);
+    assert_eq!(
+        put(&c, "f", "?offset=4611686018427387904", b"x".to_vec()).await,
+        400
+    );
     assert_eq!(file_size(&c, "f").await, 5);
     assert_eq!(read(&c, "f").await, b"hello");
 }
@@ -219,7 +233,10 @@ async fn writes_past_the_max_file_size_are_refused() {
     let local = dir.path().join("big");
     std::fs::write(&local, random_bytes(1_000_001, 4)).unwrap();
     let out = c.put(&local, "/big", false);
-    assert!(!out.status.success(), "put of a file over the limit succeeded");
+    assert!(
+        !out.status.success(),
+        "put of a file over the limit succeeded"
+    );
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("at most 1000000 bytes"),
         "{}",
@@ -247,7 +264,11 @@ async fn registrations_are_limited_per_client_address() {
     }
     let r = register("user3@example.com".into()).await;
     assert_eq!(r.status(), 429);
-    assert!(r.text().await.unwrap().contains("registration mails an hour"));
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("registration mails an hour"));
     let outbox = c.dir.path().join("meta/outbox");
     assert_eq!(std::fs::read_dir(outbox).unwrap().count(), 3);
 }

@@ -1667,7 +1667,8 @@ async fn sparse_file_far_out_reads_without_harm() {
     let tib: u64 = 1 << 40;
     assert_eq!(a.post(&a.f("/sparse")).await, 201);
     assert_eq!(
-        a.put(&a.f(&format!("/sparse?offset={}", tib - 1)), b"Z").await,
+        a.put(&a.f(&format!("/sparse?offset={}", tib - 1)), b"Z")
+            .await,
         200
     );
     assert_eq!(a.stat("/sparse").await["SIZE"], tib);

@@ -131,8 +131,8 @@ impl Meta {
         let take = take.unwrap_or(u64::MAX);
         let mut chunks = body.into_data_stream();
         while let Some(chunk) = chunks.next().await {
-            let chunk =
-                chunk.map_err(|e| MetaError::BadRequest(format!("reading the body failed: {e}")))?;
+            let chunk = chunk
+                .map_err(|e| MetaError::BadRequest(format!("reading the body failed: {e}")))?;
             received += chunk.len() as u64;
             if received > limit {
                 return Err(MetaError::BadRequest(format!(

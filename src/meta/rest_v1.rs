@@ -264,12 +264,7 @@ async fn body_of(m: &Meta, body: Body) -> MetaResult<Spooled> {
     Ok(body)
 }
 
-async fn write(
-    m: &Meta,
-    appid: u64,
-    args: &Args,
-    body: Body,
-) -> MetaResult<Response> {
+async fn write(m: &Meta, appid: u64, args: &Args, body: Body) -> MetaResult<Response> {
     let suffix = args.suffix()?.unwrap_or("");
     let simple = args.flag("simple_name")?;
     let large = args.flag("large_file")?;
@@ -287,13 +282,7 @@ async fn write(
     Ok(file_name_json(&f))
 }
 
-async fn update(
-    m: &Meta,
-    appid: u64,
-    t: &Target,
-    args: &Args,
-    body: Body,
-) -> MetaResult<Response> {
+async fn update(m: &Meta, appid: u64, t: &Target, args: &Args, body: Body) -> MetaResult<Response> {
     // nginx-tfs: large files are not updated.
     if args.get("large_file").is_some() || t.name.large {
         return Err(bad("large TFS files cannot be updated"));
@@ -305,9 +294,8 @@ async fn update(
         return Err(not_found());
     }
     let object = m.store_object(Ns { appid, uid: V1_UID }, &body).await?;
-    let f = m
-        .db
-        .v1_update(appid, f.block_id, f.seq_id, object, body.size, body.crc)?;
+    let f =
+        m.db.v1_update(appid, f.block_id, f.seq_id, object, body.size, body.crc)?;
     Ok(file_name_json(&f))
 }
 

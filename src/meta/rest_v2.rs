@@ -231,7 +231,8 @@ async fn v2(
 async fn write(m: &Meta, ns: Ns, path: &TfsPath, q: &Params, body: Body) -> MetaResult<Response> {
     let offset = q.number("offset")?;
     let size = q.size()?;
-    let too_big = || MetaError::BadRequest(format!("a file is at most {} bytes", m.cfg.max_file_size));
+    let too_big =
+        || MetaError::BadRequest(format!("a file is at most {} bytes", m.cfg.max_file_size));
     // Refused before a byte of the body is read.
     if offset.is_some_and(|o| o >= m.cfg.max_file_size) {
         return Err(too_big());

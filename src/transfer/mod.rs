@@ -10,8 +10,8 @@ mod upload;
 pub use fetch::{download_to_file, read_partition, read_range};
 pub use progress::Progress;
 pub use put::{put_shards, ShardJob};
-pub(crate) use upload::{encode_window, Source};
 pub use upload::{content_hash, upload_file, UploadOptions};
+pub(crate) use upload::{encode_window, Source};
 
 use crate::client::meta::ClientError;
 use crate::codec::crypt::CryptError;

@@ -28,7 +28,12 @@ impl Proc {
 
     /// `spawn` with `tfsfs` run by the command `wrapper` (e.g. `prlimit ...`).
     pub fn spawn_under(wrapper: &[&str], args: &[&str]) -> Proc {
-        let argv: Vec<&str> = wrapper.iter().copied().chain([bin()]).chain(args.iter().copied()).collect();
+        let argv: Vec<&str> = wrapper
+            .iter()
+            .copied()
+            .chain([bin()])
+            .chain(args.iter().copied())
+            .collect();
         let mut child = Command::new(argv[0])
             .args(&argv[1..])
             .stdout(Stdio::piped())
