@@ -4,6 +4,7 @@
 //!   `POST /api/account/resend {email}` mails a new one;
 //!   `POST /api/account/verify {email, code}` makes the account (an app of
 //!   its own, namespace uid 1) and answers its appkey, appid and uid.
+//!   Mails are limited per address and per client address (429).
 //! - `GET /api/packages`, `GET /api/packages/{id}`: public.
 //! - Under `/api/ns/{appid}/{uid}/` with header `x-tfs-appkey` (the app's
 //!   own namespaces only): `POST orders` buys or cancels, `GET orders`,
