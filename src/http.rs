@@ -1,20 +1,246 @@
-//! Serving HTTP: every server of tfsfs (metadata, provider, sidecar) answers
-//! small requests, so Nagle's algorithm is turned off on each connection:
-//! with it, a response written in two pieces waited for the peer's delayed
-//! acknowledgement (half a millisecond a request on loopback).
+//! Serving HTTP for every server of tfsfs (metadata, provider, sidecar):
+//! HTTP/1.1 over hyper with timeouts and a cap on open connections, so slow
+//! or idle clients cannot take the server's file descriptors or tasks.
+//!
+//! - A request's head must arrive within `header_read`; hyper starts that
+//!   timer whenever a connection waits for a request, so it also closes
+//!   keep-alive connections idle that long.
+//! - A request body that sends nothing for `body_read` fails; the answer is
+//!   408 and the connection is closed.
+//! - Open connections are capped below RLIMIT_NOFILE (one process-wide
+//!   count: the embedded cluster runs several servers in one process). At
+//!   the cap, the connection idle longest (no request in flight) is closed
+//!   to make room; with none idle, new clients wait in the listen backlog.
+//! - Nagle's algorithm is off: with it, a response written in two pieces
+//!   waited for the peer's delayed acknowledgement.
+//!
+//! Handlers see the peer's address as `ConnectInfo<SocketAddr>`.
 
-use axum::serve::ListenerExt;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{header, Request, StatusCode};
+use axum::response::IntoResponse;
+use http_body_util::BodyExt;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+use tower_http::timeout::{TimeoutBody, TimeoutError};
+
+#[derive(Debug, Clone, Copy)]
+pub struct ServeConfig {
+    /// Time to receive a request's head, and to wait idle for the next one.
+    pub header_read: Duration,
+    /// Longest wait for the next piece of a request body.
+    pub body_read: Duration,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            header_read: Duration::from_secs(10),
+            body_read: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Serves `app` with the default timeouts.
 pub async fn serve(listener: tokio::net::TcpListener, app: axum::Router) -> std::io::Result<()> {
-    let listener = listener.tap_io(|tcp| {
+    serve_with(listener, app, ServeConfig::default()).await
+}
+
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    cfg: ServeConfig,
+) -> std::io::Result<()> {
+    loop {
+        CONNECTIONS.make_room().await;
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of descriptors or a connection reset before accept:
+                // wait a little rather than spin.
+                tracing::debug!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
+        let conn = CONNECTIONS.admit();
+        tokio::spawn(serve_connection(tcp, peer, app.clone(), cfg, conn));
+    }
+}
+
+async fn serve_connection(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    app: axum::Router,
+    cfg: ServeConfig,
+    conn: Admitted,
+) {
+    let state = conn.state.clone();
+    let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+        let busy = Busy::new(state.clone());
+        let stalled = Arc::new(AtomicBool::new(false));
+        let flag = stalled.clone();
+        let (mut parts, body) = req.into_parts();
+        parts.extensions.insert(ConnectInfo(peer));
+        let body = TimeoutBody::new(cfg.body_read, body).map_err(move |e| {
+            if e.is::<TimeoutError>() {
+                flag.store(true, Ordering::Relaxed);
+            }
+            e
+        });
+        let req = Request::from_parts(parts, Body::new(body));
+        let app = app.clone();
+        async move {
+            let Ok(mut res) = app.oneshot(req).await;
+            if stalled.load(Ordering::Relaxed) {
+                res = (
+                    StatusCode::REQUEST_TIMEOUT,
+                    [(header::CONNECTION, "close")],
+                    "the request body stalled",
+                )
+                    .into_response();
+            }
+            // The request counts as in flight until its answer is sent.
+            Ok::<_, std::convert::Infallible>(res.map(|b| {
+                b.map_frame(move |f| {
+                    let _ = &busy;
+                    f
+                })
+            }))
+        }
     });
-    // The peer's address, for handlers that ask (ConnectInfo).
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .await
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(cfg.header_read);
+    let served = http.serve_connection(TokioIo::new(tcp), svc);
+    tokio::select! {
+        r = served => if let Err(e) = r {
+            tracing::debug!(%peer, error = %e, "connection ended");
+        },
+        // Dropping the connection closes the socket.
+        _ = conn.state.shed.cancelled() => tracing::debug!(%peer, "idle connection shed"),
+    }
+}
+
+/// One open connection.
+struct ConnState {
+    in_flight: AtomicUsize,
+    /// When the connection last became idle (or was opened).
+    idle_since: Mutex<Instant>,
+    shed: CancellationToken,
+}
+
+/// A request in flight on a connection.
+struct Busy(Arc<ConnState>);
+
+impl Busy {
+    fn new(state: Arc<ConnState>) -> Self {
+        state.in_flight.fetch_add(1, Ordering::SeqCst);
+        Busy(state)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        *self.0.idle_since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            CONNECTIONS.changed.notify_waiters();
+        }
+    }
+}
+
+/// The process's open connections.
+struct Connections {
+    open: Mutex<HashMap<u64, Arc<ConnState>>>,
+    next_id: AtomicU64,
+    cap: usize,
+    /// Signalled when a connection closes or becomes idle.
+    changed: tokio::sync::Notify,
+}
+
+static CONNECTIONS: LazyLock<Connections> = LazyLock::new(|| Connections {
+    open: Mutex::new(HashMap::new()),
+    next_id: AtomicU64::new(0),
+    cap: connection_cap(),
+    changed: tokio::sync::Notify::new(),
+});
+
+/// Three quarters of the soft RLIMIT_NOFILE: the rest is left for the
+/// store, outgoing connections to providers and spooled bodies.
+fn connection_cap() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct it is given.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur.min(1 << 20) as usize
+    } else {
+        1024
+    };
+    (soft / 4 * 3).max(16)
+}
+
+/// A connection's place in the count; given back when dropped.
+struct Admitted {
+    id: u64,
+    state: Arc<ConnState>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        CONNECTIONS.lock().remove(&self.id);
+        CONNECTIONS.changed.notify_waiters();
+    }
+}
+
+impl Connections {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<ConnState>>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Returns once a connection may be accepted: below the cap, or after
+    /// shedding the connection idle longest.
+    async fn make_room(&self) {
+        loop {
+            let changed = self.changed.notified();
+            {
+                let open = self.lock();
+                if open.len() < self.cap {
+                    return;
+                }
+                let idle = open
+                    .values()
+                    .filter(|c| c.in_flight.load(Ordering::SeqCst) == 0 && !c.shed.is_cancelled())
+                    .min_by_key(|c| *c.idle_since.lock().unwrap_or_else(|p| p.into_inner()));
+                if let Some(c) = idle {
+                    // Its slot is free once its task has closed it.
+                    c.shed.cancel();
+                }
+            }
+            changed.await;
+        }
+    }
+
+    fn admit(&self) -> Admitted {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let state = Arc::new(ConnState {
+            in_flight: AtomicUsize::new(0),
+            idle_since: Mutex::new(Instant::now()),
+            shed: CancellationToken::new(),
+        });
+        self.lock().insert(id, state.clone());
+        Admitted { id, state }
+    }
 }

@@ -1,6 +1,7 @@
 //! `tfsfs`: the one binary. See README.md for the commands.
 
 use std::io::IsTerminal;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -334,6 +335,20 @@ struct MetaArgs {
     /// Codes mailed to one address per day at most.
     #[arg(long, default_value_t = 20)]
     codes_per_day: u32,
+    /// Registration mails per hour at most for one client address (IPv6:
+    /// one /64).
+    #[arg(long, default_value_t = NonZeroU32::new(20).expect("not zero"))]
+    registrations_per_ip: NonZeroU32,
+    /// Largest file in bytes: REST writes and uploads past it are refused.
+    #[arg(long, default_value_t = 1 << 40)]
+    max_file_size: u64,
+    /// Seconds to receive a request's head; also how long an idle
+    /// keep-alive connection is kept.
+    #[arg(long, default_value_t = 10)]
+    header_timeout_secs: u64,
+    /// Seconds a request body may send nothing before it fails (408).
+    #[arg(long, default_value_t = 30)]
+    body_timeout_secs: u64,
 }
 
 #[derive(Args)]
@@ -522,6 +537,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
             cfg.code_attempts = a.code_attempts.max(1);
             cfg.resend_interval = Duration::from_secs(a.resend_interval_secs);
             cfg.codes_per_day = a.codes_per_day.max(1);
+            cfg.registrations_per_ip = a.registrations_per_ip;
+            cfg.max_file_size = a.max_file_size;
+            cfg.serve = tfsfs::http::ServeConfig {
+                header_read: Duration::from_secs(a.header_timeout_secs.max(1)),
+                body_read: Duration::from_secs(a.body_timeout_secs.max(1)),
+            };
             cfg.limits = Limits {
                 max_subdirs: a.max_subdirs,
                 max_files: a.max_files,

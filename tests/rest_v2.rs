@@ -1142,9 +1142,10 @@ async fn write_file_400_bad_args() {
 
 #[tokio::test]
 async fn write_file_400_past_the_largest_offset() {
-    let a = Api::meta_only().await;
+    let a = Api::with(0, &["--max-file-size", "9223372036854775807"]).await;
     assert_eq!(a.post(&a.f("/f")).await, 201);
-    // TFS offsets are signed 64-bit: the last byte is at 2^63 - 2.
+    // TFS offsets are signed 64-bit: the last byte is at 2^63 - 2 (given a
+    // maximum file size that large).
     assert_eq!(
         a.put(&a.f("/f?offset=9223372036854775807"), b"x").await,
         400
@@ -1662,22 +1663,24 @@ async fn large_writes_go_through_providers_and_read_back() {
 #[tokio::test]
 async fn sparse_file_far_out_reads_without_harm() {
     let a = Api::meta_only().await;
+    // As large as the default maximum file size allows.
     let tib: u64 = 1 << 40;
     assert_eq!(a.post(&a.f("/sparse")).await, 201);
     assert_eq!(
-        a.put(&a.f(&format!("/sparse?offset={tib}")), b"Z").await,
+        a.put(&a.f(&format!("/sparse?offset={}", tib - 1)), b"Z")
+            .await,
         200
     );
-    assert_eq!(a.stat("/sparse").await["SIZE"], tib + 1);
+    assert_eq!(a.stat("/sparse").await["SIZE"], tib);
     let got = a
-        .read(&a.f(&format!("/sparse?offset={}&size=10", tib - 2)))
+        .read(&a.f(&format!("/sparse?offset={}&size=10", tib - 3)))
         .await;
     assert_eq!(got, b"\0\0Z");
     // A whole read of the 1 TiB file starts streaming zeros; the server
     // neither buffers it all nor falls over when the client goes away.
     let resp = a.h.get(a.f("/sparse")).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 200);
-    assert_eq!(resp.content_length(), Some(tib + 1));
+    assert_eq!(resp.content_length(), Some(tib));
     let mut stream = resp;
     let chunk = stream.chunk().await.unwrap().expect("some bytes");
     assert!(!chunk.is_empty() && chunk.iter().all(|&b| b == 0));

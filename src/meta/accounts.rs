@@ -4,15 +4,17 @@
 //!   `POST /api/account/resend {email}` mails a new one;
 //!   `POST /api/account/verify {email, code}` makes the account (an app of
 //!   its own, namespace uid 1) and answers its appkey, appid and uid.
+//!   Mails are limited per address and per client address (429).
 //! - `GET /api/packages`, `GET /api/packages/{id}`: public.
 //! - Under `/api/ns/{appid}/{uid}/` with header `x-tfs-appkey` (the app's
 //!   own namespaces only): `POST orders` buys or cancels, `GET orders`,
 //!   `GET orders/{orderid}`, `GET usage`.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -152,8 +154,14 @@ fn order_json(o: &OrderRow, now: i64) -> Order {
 }
 
 impl Meta {
-    /// Mails a new code to `email` (a first registration or a resend).
-    pub async fn register(&self, raw: &str, resend: bool) -> MetaResult<RegisterResponse> {
+    /// Mails a new code to `email` (a first registration or a resend) for
+    /// a client at `peer`.
+    pub async fn register(
+        &self,
+        raw: &str,
+        resend: bool,
+        peer: IpAddr,
+    ) -> MetaResult<RegisterResponse> {
         let email = normalize_email(raw)?;
         if self.db.account_by_email(&email)?.is_some() {
             return Err(MetaError::Conflict(format!(
@@ -186,6 +194,7 @@ impl Meta {
                 "{sends} codes were sent to {email} within a day: try again tomorrow"
             )));
         }
+        self.registration_allowed(peer)?;
         let code = format!("{:06}", rand::rngs::OsRng.gen_range(0..1_000_000u32));
         let ttl = self.cfg.code_ttl.as_secs();
         let body = format!(
@@ -217,6 +226,24 @@ impl Meta {
             code_ttl_secs: ttl,
             resend_after_secs: interval as u64,
         })
+    }
+
+    /// Counts a mail for `peer`, refusing it past the hourly limit. An IPv6
+    /// client counts by its /64, the least a host is usually given.
+    fn registration_allowed(&self, peer: IpAddr) -> MetaResult<()> {
+        let key = match peer.to_canonical() {
+            IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !(u64::MAX as u128)).into()),
+            v4 => v4,
+        };
+        let allowed = self.registrations.check_key(&key).is_ok();
+        self.registrations.retain_recent();
+        if !allowed {
+            return Err(MetaError::TooMany(format!(
+                "more than {} registration mails an hour from {peer}: try again later",
+                self.cfg.registrations_per_ip
+            )));
+        }
+        Ok(())
     }
 
     /// Checks a mailed code; on success the account exists.
@@ -350,10 +377,11 @@ impl Meta {
 
 async fn register(
     State(m): State<Arc<Meta>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     b: Body<RegisterRequest>,
 ) -> MetaResult<Json<RegisterResponse>> {
     let r = body(b)?;
-    Ok(Json(m.register(&r.email, r.resend).await?))
+    Ok(Json(m.register(&r.email, r.resend, peer.ip()).await?))
 }
 
 #[derive(Deserialize)]
@@ -363,10 +391,11 @@ struct ResendRequest {
 
 async fn resend(
     State(m): State<Arc<Meta>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     b: Body<ResendRequest>,
 ) -> MetaResult<Json<RegisterResponse>> {
     let r = body(b)?;
-    Ok(Json(m.register(&r.email, true).await?))
+    Ok(Json(m.register(&r.email, true, peer.ip()).await?))
 }
 
 async fn verify(

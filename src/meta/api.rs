@@ -162,9 +162,6 @@ pub(super) fn ns(
     Ok(Ns { appid, uid })
 }
 
-/// Largest file an upload may announce: 4 TiB.
-const MAX_FILE_SIZE: u64 = 1 << 42;
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum Plan {
     Replica {
@@ -286,9 +283,10 @@ fn validate_check(m: &Meta, ns: Ns, c: &CheckRequest) -> MetaResult<()> {
             "object_sha1 is not a lower-case hex SHA-1".into(),
         ));
     }
-    if c.file_size > MAX_FILE_SIZE {
+    if c.file_size > m.cfg.max_file_size {
         return Err(MetaError::BadRequest(format!(
-            "a file is at most {MAX_FILE_SIZE} bytes"
+            "a file is at most {} bytes",
+            m.cfg.max_file_size
         )));
     }
     if c.partition_size != m.cfg.partition_size {

@@ -73,6 +73,7 @@ impl From<MetaError> for FsFail {
             MetaError::NotFound(_) => (StatusCode::NOT_FOUND, "ENOENT"),
             MetaError::Conflict(_) => (StatusCode::CONFLICT, "EEXIST"),
             MetaError::Quota(_) => (StatusCode::PAYLOAD_TOO_LARGE, "EDQUOT"),
+            MetaError::TooMany(_) => (StatusCode::TOO_MANY_REQUESTS, "EAGAIN"),
             MetaError::Unavailable(_) | MetaError::Internal(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "EIO")
             }

@@ -15,6 +15,8 @@ mod rest_v1;
 mod rest_v2;
 pub mod tfs_name;
 
+use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +28,7 @@ use ed25519_dalek::SigningKey;
 use crate::client::provider::ShardClient;
 use crate::codec::DEFAULT_PARTITION_SIZE;
 use crate::grant::{now_secs, Grant, Op};
+use crate::http::ServeConfig;
 pub use accounts::{default_packages, package_json};
 pub use db::{Db, DbError, Limits, Ns};
 
@@ -49,6 +52,8 @@ pub struct MetaConfig {
     pub grant_ttl: Duration,
     /// Largest request body the REST routes accept.
     pub max_body: usize,
+    /// Largest file: uploads and REST writes ending past it are refused.
+    pub max_file_size: u64,
     /// Bytes every account may store before it buys more.
     pub free_capacity: u64,
     /// How often unused objects are collected, and how long unused first.
@@ -71,6 +76,10 @@ pub struct MetaConfig {
     pub resend_interval: Duration,
     /// Codes sent to one address per day at most.
     pub codes_per_day: u32,
+    /// Registration codes mailed per hour at most for one client address.
+    pub registrations_per_ip: NonZeroU32,
+    /// Header, idle and body timeouts of the server.
+    pub serve: ServeConfig,
 }
 
 impl MetaConfig {
@@ -89,6 +98,7 @@ impl MetaConfig {
             session_ttl: Duration::from_secs(3600),
             grant_ttl: Duration::from_secs(600),
             max_body: 256 << 20,
+            max_file_size: 1 << 40,
             free_capacity: 100 << 30,
             gc_interval: Duration::from_secs(30),
             gc_grace: Duration::from_secs(600),
@@ -99,6 +109,8 @@ impl MetaConfig {
             code_attempts: 5,
             resend_interval: Duration::from_secs(60),
             codes_per_day: 20,
+            registrations_per_ip: NonZeroU32::new(20).expect("not zero"),
+            serve: ServeConfig::default(),
         }
     }
 }
@@ -119,6 +131,8 @@ pub enum MetaError {
     Unavailable(String),
     #[error("quota exceeded: {0}")]
     Quota(String),
+    #[error("{0}")]
+    TooMany(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -155,6 +169,7 @@ impl IntoResponse for MetaError {
             MetaError::Conflict(_) => StatusCode::CONFLICT,
             MetaError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             MetaError::Quota(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            MetaError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             MetaError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {
@@ -174,6 +189,8 @@ pub struct Meta {
     cfg: MetaConfig,
     shards: ShardClient,
     mailer: mail::Mailer,
+    /// Registration mails sent per client address.
+    registrations: governor::DefaultKeyedRateLimiter<IpAddr>,
 }
 
 impl Meta {
@@ -196,6 +213,9 @@ impl Meta {
         db.seed_packages(&default_packages())?;
         let mailer =
             mail::Mailer::new(cfg.smtp.as_deref(), &cfg.mail_from, cfg.data.join("outbox"))?;
+        objects::clean_spool(&cfg.data)?;
+        let registrations =
+            governor::RateLimiter::keyed(governor::Quota::per_hour(cfg.registrations_per_ip));
         Ok(Meta {
             db,
             key,
@@ -203,6 +223,7 @@ impl Meta {
             cfg,
             shards: ShardClient::new(Duration::from_secs(30)),
             mailer,
+            registrations,
         })
     }
 
@@ -327,9 +348,10 @@ pub async fn start(
         .merge(accounts::routes(meta.clone()))
         .merge(api_store::routes(meta.clone()));
     let collector = gc::run(meta.clone(), meta.cfg.gc_interval);
+    let serve = crate::http::serve_with(listener, app, meta.cfg.serve);
     let task = tokio::spawn(async move {
         tokio::select! {
-            r = crate::http::serve(listener, app) => if let Err(e) = r {
+            r = serve => if let Err(e) = r {
                 tracing::error!(error = %e, "metadata server stopped");
             },
             _ = collector => {}

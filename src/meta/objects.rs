@@ -1,21 +1,30 @@
 //! Objects: read layouts with grants, and storing the bytes of REST writes
-//! through the same codec and providers as the drive's uploads.
+//! through the same codec and providers as the drive's uploads: a body is
+//! spooled to disk first, then encoded and stored a window at a time, and
+//! recorded where the providers' receipts prove it is.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::os::unix::fs::{DirBuilderExt, FileExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use axum::body::Body;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use bytes::Bytes;
+use futures::StreamExt;
+use sha1::{Digest, Sha1};
+use tokio::io::AsyncWriteExt;
 
 use super::api::{new_session_id, proven_providers};
 use super::db::{NewObject, Node, Ns, ObjectRow};
-use super::placement::choose;
+use super::placement::{choose, Candidate};
 use super::{Meta, MetaError, MetaResult};
 use crate::codec::erasure::Scheme;
-use crate::codec::{sha1_hex, INLINE_MAX};
+use crate::codec::INLINE_MAX;
 use crate::grant::Op;
 use crate::proto::*;
-use crate::transfer::{put_shards, PutOutcome, ShardJob};
+use crate::transfer::{encode_partitions, put_shards, PutOutcome, ShardJob, Source};
 
 impl Meta {
     pub(super) fn object_layout(&self, o: &ObjectRow) -> MetaResult<ObjectLayout> {
@@ -121,17 +130,62 @@ impl Meta {
         })
     }
 
-    /// Stores plaintext bytes as an object of `ns` (inline, replicated or
+    /// Streams a request body to an unnamed file under `DATA/tmp` (0600,
+    /// gone when dropped), keeping its first `take` bytes (all without
+    /// `take`) and hashing them on the way; a body over `limit` bytes is
+    /// refused as soon as it passes the limit.
+    pub(super) async fn spool(
+        &self,
+        body: Body,
+        take: Option<u64>,
+        limit: u64,
+    ) -> MetaResult<Spooled> {
+        let dir = spool_dir(&self.cfg.data);
+        let file = tokio::task::spawn_blocking(move || tempfile::tempfile_in(dir))
+            .await
+            .map_err(|e| MetaError::Internal(e.to_string()))?
+            .map_err(spool_error)?;
+        let mut out = tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::from_std(file));
+        let (mut sha1, mut crc) = (Sha1::new(), crc32fast::Hasher::new());
+        let (mut received, mut size) = (0u64, 0u64);
+        let take = take.unwrap_or(u64::MAX);
+        let mut chunks = body.into_data_stream();
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk
+                .map_err(|e| MetaError::BadRequest(format!("reading the body failed: {e}")))?;
+            received += chunk.len() as u64;
+            if received > limit {
+                return Err(MetaError::BadRequest(format!(
+                    "a request body is at most {limit} bytes"
+                )));
+            }
+            let keep = &chunk[..(take - size).min(chunk.len() as u64) as usize];
+            sha1.update(keep);
+            crc.update(keep);
+            out.write_all(keep).await.map_err(spool_error)?;
+            size += keep.len() as u64;
+        }
+        out.flush().await.map_err(spool_error)?;
+        Ok(Spooled {
+            file: Arc::new(out.into_inner().into_std().await),
+            size,
+            sha1: hex::encode(sha1.finalize()),
+            crc: crc.finalize(),
+        })
+    }
+
+    /// Stores a spooled body as an object of `ns` (inline, replicated or
     /// erasure-coded by size) and returns its id; known content is reused.
-    pub(super) async fn store_object(&self, ns: Ns, data: Bytes) -> MetaResult<i64> {
-        let sha1 = sha1_hex(&data);
-        if let Some(o) = self.db.find_object(ns, &sha1)? {
+    /// Large bodies are read, encoded and stored a window of partitions at
+    /// a time, so memory stays at a few partitions whatever the size.
+    pub(super) async fn store_object(&self, ns: Ns, body: &Spooled) -> MetaResult<i64> {
+        if let Some(o) = self.db.find_object(ns, &body.sha1)? {
             return Ok(o.id);
         }
-        let size = data.len() as u64;
+        let size = body.size;
         self.check_quota(ns, size)?;
         let mut new = NewObject {
-            sha1: &sha1,
+            sha1: &body.sha1,
             scheme: StoreScheme::Inline,
             plain_size: size,
             stored_size: size,
@@ -142,107 +196,185 @@ impl Meta {
             partitions: &[],
         };
         if size <= INLINE_MAX {
+            let data = body.read_all().await?;
             new.data = Some(&data);
             return Ok(self.db.insert_object(ns, &new)?);
         }
         let session = new_session_id();
         let writable = self.writable(&HashSet::new())?;
-        // (partition index, stored size, scheme, shard bytes); replicas are
-        // one partition whose one shard goes to several providers.
-        let mut parts: Vec<(u64, u64, Scheme, Vec<Bytes>)> = Vec::new();
-        let mut jobs = Vec::new();
-        let mut spares = HashMap::new();
-        if size <= self.cfg.replica_max {
+        let partitions = if size <= self.cfg.replica_max {
             new.scheme = StoreScheme::Replica;
+            let data = Bytes::from(body.read_all().await?);
             let copies = self.copies_for(writable.len())?;
             let providers = choose(&writable, copies + self.cfg.spares);
-            let mut targets = self.put_targets(&session, providers, |_| vec![sha1.clone()])?;
-            spares.insert(0, targets.split_off(copies));
-            for target in targets {
-                jobs.push(ShardJob {
+            let mut targets = self.put_targets(&session, providers, |_| vec![body.sha1.clone()])?;
+            let spares = HashMap::from([(0, targets.split_off(copies))]);
+            let jobs = targets
+                .into_iter()
+                .map(|target| ShardJob {
                     partition: 0,
-                    sha1: sha1.clone(),
+                    sha1: body.sha1.clone(),
                     data: data.clone(),
                     target,
-                });
-            }
-            parts.push((0, size, Scheme::new(1, 0).expect("1+0"), vec![data.clone()]));
+                })
+                .collect();
+            let (outcomes, _) = put_shards(&self.shards, jobs, &spares, 8, &|_| {}).await;
+            let shard = StoredShard {
+                sha1: body.sha1.clone(),
+                size,
+                receipts: receipts(outcomes)?,
+            };
+            vec![PlacedPartition {
+                index: 0,
+                size,
+                k: 1,
+                m: 0,
+                shards: vec![self.placed_shard(&session, shard)?],
+            }]
         } else {
             let scheme = self.scheme_for(writable.len())?;
             new.scheme = StoreScheme::Erasure;
             (new.k, new.m) = (scheme.k, scheme.m);
-            for (index, chunk) in data.chunks(self.cfg.partition_size as usize).enumerate() {
-                let index = index as u64;
-                let shards: Vec<Bytes> =
-                    scheme.encode(chunk).into_iter().map(Bytes::from).collect();
-                let hashes: Vec<String> = shards.iter().map(|s| sha1_hex(s)).collect();
-                let mut providers = choose(&writable, shards.len() + self.cfg.spares);
-                let spare = providers.split_off(shards.len().min(providers.len()));
-                let targets = self.put_targets(&session, providers, |i| vec![hashes[i].clone()])?;
-                spares.insert(
-                    index,
-                    self.put_targets(&session, spare, |_| hashes.clone())?,
-                );
-                for ((s, h), target) in shards.iter().zip(&hashes).zip(targets) {
-                    jobs.push(ShardJob {
-                        partition: index,
-                        sha1: h.clone(),
-                        data: s.clone(),
-                        target,
-                    });
-                }
-                parts.push((index, chunk.len() as u64, scheme, shards));
-            }
-        }
-        let (outcomes, _) = put_shards(&self.shards, jobs, &spares, 12, &|_| {}).await;
-        let keys = self.db.provider_keys()?;
-        let mut outcomes = outcomes.into_iter();
-        let mut partitions = Vec::with_capacity(parts.len());
-        for (index, size, scheme, shards) in parts {
-            let mut placed = Vec::with_capacity(shards.len());
-            for shard in &shards {
-                let sha1 = if new.scheme == StoreScheme::Replica {
-                    sha1.clone()
-                } else {
-                    sha1_hex(shard)
-                };
-                // Replicas: every job of the one partition is a copy of the one shard.
-                let copies = if new.scheme == StoreScheme::Replica {
-                    outcomes.by_ref().collect::<Vec<_>>()
-                } else {
-                    outcomes.next().into_iter().collect()
-                };
-                let receipts = copies
-                    .into_iter()
-                    .map(|o| match o {
-                        PutOutcome::Stored(r) => Ok(r),
-                        PutOutcome::Failed(e) => {
-                            Err(MetaError::Unavailable(format!("storing data failed: {e}")))
-                        }
-                    })
-                    .collect::<MetaResult<Vec<_>>>()?;
-                let stored = StoredShard {
-                    sha1,
-                    size: shard.len() as u64,
-                    receipts,
-                };
-                placed.push(PlacedShard {
-                    providers: proven_providers(&keys, &session, &stored)?,
-                    sha1: stored.sha1,
-                    size: stored.size,
-                });
-            }
-            partitions.push(PlacedPartition {
-                index,
-                size,
-                k: scheme.k,
-                m: scheme.m,
-                shards: placed,
-            });
-        }
+            self.store_erasure(body, scheme, &writable, &session)
+                .await?
+        };
         new.partitions = &partitions;
         let id = self.db.insert_object(ns, &new)?;
         self.db.session_end(&session)?;
         Ok(id)
     }
+
+    /// Where a shard's receipts prove it is.
+    fn placed_shard(&self, session: &str, shard: StoredShard) -> MetaResult<PlacedShard> {
+        let keys = self.db.provider_keys()?;
+        Ok(PlacedShard {
+            providers: proven_providers(&keys, session, &shard)?,
+            sha1: shard.sha1,
+            size: shard.size,
+        })
+    }
+
+    async fn store_erasure(
+        &self,
+        body: &Spooled,
+        scheme: Scheme,
+        writable: &[Candidate],
+        session: &str,
+    ) -> MetaResult<Vec<PlacedPartition>> {
+        let src = Source {
+            file: body.file.clone(),
+            size: body.size,
+            partition_size: self.cfg.partition_size,
+            cipher: None,
+        };
+        let count = src.partitions();
+        let mut placed = Vec::with_capacity(count as usize);
+        for from in (0..count).step_by(WINDOW as usize) {
+            let indices: Vec<u64> = (from..(from + WINDOW).min(count)).collect();
+            let s = src.clone();
+            let encoded =
+                tokio::task::spawn_blocking(move || encode_partitions(&s, scheme, &indices))
+                    .await
+                    .map_err(|e| MetaError::Internal(e.to_string()))?
+                    .map_err(spool_error)?;
+            let mut jobs = Vec::new();
+            let mut spares = HashMap::new();
+            for (pm, shards) in &encoded {
+                let all: Vec<String> = pm.shards.iter().map(|s| s.sha1.clone()).collect();
+                let mut providers = choose(writable, shards.len() + self.cfg.spares);
+                let spare = providers.split_off(shards.len().min(providers.len()));
+                let targets = self.put_targets(session, providers, |i| vec![all[i].clone()])?;
+                spares.insert(pm.index, self.put_targets(session, spare, |_| all.clone())?);
+                for ((sm, data), target) in pm.shards.iter().zip(shards).zip(targets) {
+                    jobs.push(ShardJob {
+                        partition: pm.index,
+                        sha1: sm.sha1.clone(),
+                        data: data.clone(),
+                        target,
+                    });
+                }
+            }
+            let (outcomes, _) = put_shards(&self.shards, jobs, &spares, 12, &|_| {}).await;
+            let mut receipts = receipts(outcomes)?.into_iter();
+            for (pm, _) in encoded {
+                let shards = pm
+                    .shards
+                    .into_iter()
+                    .map(|s| {
+                        self.placed_shard(
+                            session,
+                            StoredShard {
+                                sha1: s.sha1,
+                                size: s.size,
+                                receipts: receipts.next().into_iter().collect(),
+                            },
+                        )
+                    })
+                    .collect::<MetaResult<Vec<_>>>()?;
+                placed.push(PlacedPartition {
+                    index: pm.index,
+                    size: pm.size,
+                    k: pm.k,
+                    m: pm.m,
+                    shards,
+                });
+            }
+        }
+        Ok(placed)
+    }
+}
+
+/// Every job's receipt, or the store fails: the REST client may try again.
+fn receipts(outcomes: Vec<PutOutcome>) -> MetaResult<Vec<String>> {
+    outcomes
+        .into_iter()
+        .map(|o| match o {
+            PutOutcome::Stored(r) => Ok(r),
+            PutOutcome::Failed(e) => {
+                Err(MetaError::Unavailable(format!("storing data failed: {e}")))
+            }
+        })
+        .collect()
+}
+
+/// Partitions encoded and stored at a time by `store_object`.
+const WINDOW: u64 = 4;
+
+/// A request body on disk, with the size, SHA-1 and CRC32 of its bytes.
+pub(super) struct Spooled {
+    file: Arc<std::fs::File>,
+    pub size: u64,
+    pub sha1: String,
+    pub crc: u32,
+}
+
+impl Spooled {
+    /// The whole body, for the small ones kept inline or replicated.
+    async fn read_all(&self) -> MetaResult<Vec<u8>> {
+        let (file, size) = (self.file.clone(), self.size as usize);
+        tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; size];
+            file.read_exact_at(&mut buf, 0).map(|()| buf)
+        })
+        .await
+        .map_err(|e| MetaError::Internal(e.to_string()))?
+        .map_err(spool_error)
+    }
+}
+
+fn spool_dir(data: &Path) -> PathBuf {
+    data.join("tmp")
+}
+
+/// Makes `DATA/tmp` (0700) and removes what a crash left there.
+pub(super) fn clean_spool(data: &Path) -> std::io::Result<()> {
+    let dir = spool_dir(data);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)
+}
+
+fn spool_error(e: std::io::Error) -> MetaError {
+    MetaError::Internal(format!("spooling the body failed: {e}"))
 }

@@ -17,7 +17,7 @@ use crate::proto::ProviderInfo;
 
 /// A provider that may take new shards.
 #[derive(Debug, Clone)]
-pub(super) struct Candidate {
+pub(crate) struct Candidate {
     pub info: ProviderInfo,
     /// Bytes it can still take.
     pub free: u64,

@@ -15,14 +15,14 @@
 
 use std::collections::HashMap;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
 use super::db::{NewV1File, Ns, V1File, V1Unlink, V1_FILE_HEADER};
+use super::objects::Spooled;
 use super::rest_v2::tfs_time;
 use super::tfs_name::{suffix_hash, FileBits, TfsName, MAX_SUFFIX_LEN};
 use super::{Meta, MetaError, MetaResult};
@@ -224,7 +224,7 @@ pub(super) async fn v1(
     method: &Method,
     rest: &str,
     query: Option<&str>,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> MetaResult<Response> {
     let (appkey, tail) = match rest.split_once('/') {
         Some((k, t)) => (k, Some(t)),
@@ -254,66 +254,48 @@ pub(super) async fn v1(
     }
 }
 
-fn body_of(m: &Meta, body: Result<Bytes, BytesRejection>) -> MetaResult<Bytes> {
-    let body = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            bad(format!("a TFS file is at most {} bytes", m.cfg.max_body))
-        }
-        _ => bad(e.body_text()),
-    })?;
-    if body.is_empty() {
+/// The request's bytes, spooled: a TFS file is one body.
+async fn body_of(m: &Meta, body: Body) -> MetaResult<Spooled> {
+    let limit = (m.cfg.max_body as u64).min(m.cfg.max_file_size);
+    let body = m.spool(body, None, limit).await?;
+    if body.size == 0 {
         return Err(bad("nothing to write"));
     }
     Ok(body)
 }
 
-async fn write(
-    m: &Meta,
-    appid: u64,
-    args: &Args,
-    body: Result<Bytes, BytesRejection>,
-) -> MetaResult<Response> {
+async fn write(m: &Meta, appid: u64, args: &Args, body: Body) -> MetaResult<Response> {
     let suffix = args.suffix()?.unwrap_or("");
     let simple = args.flag("simple_name")?;
     let large = args.flag("large_file")?;
-    let body = body_of(m, body)?;
-    let size = body.len() as u64;
-    let crc = crc32fast::hash(&body);
-    let object = m.store_object(Ns { appid, uid: V1_UID }, body).await?;
+    let body = body_of(m, body).await?;
+    let object = m.store_object(Ns { appid, uid: V1_UID }, &body).await?;
     let f = m.db.v1_create(&NewV1File {
         appid,
         large,
         suffix,
         simple,
         object,
-        size,
-        crc,
+        size: body.size,
+        crc: body.crc,
     })?;
     Ok(file_name_json(&f))
 }
 
-async fn update(
-    m: &Meta,
-    appid: u64,
-    t: &Target,
-    args: &Args,
-    body: Result<Bytes, BytesRejection>,
-) -> MetaResult<Response> {
+async fn update(m: &Meta, appid: u64, t: &Target, args: &Args, body: Body) -> MetaResult<Response> {
     // nginx-tfs: large files are not updated.
     if args.get("large_file").is_some() || t.name.large {
         return Err(bad("large TFS files cannot be updated"));
     }
     args.flag("simple_name")?;
-    let body = body_of(m, body)?;
+    let body = body_of(m, body).await?;
     let f = t.find(m, appid)?;
     if f.status != 0 {
         return Err(not_found());
     }
-    let size = body.len() as u64;
-    let crc = crc32fast::hash(&body);
-    let object = m.store_object(Ns { appid, uid: V1_UID }, body).await?;
+    let object = m.store_object(Ns { appid, uid: V1_UID }, &body).await?;
     let f =
-        m.db.v1_update(appid, f.block_id, f.seq_id, object, size, crc)?;
+        m.db.v1_update(appid, f.block_id, f.seq_id, object, body.size, body.crc)?;
     Ok(file_name_json(&f))
 }
 

@@ -7,8 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
@@ -23,11 +22,7 @@ use crate::transfer::{read_range, TransferError};
 pub const MOVE_SOURCE_HEADER: &str = "x-ali-move-source";
 
 pub fn routes(meta: Arc<Meta>) -> Router {
-    let limit = meta.cfg.max_body;
-    Router::new()
-        .fallback(dispatch)
-        .layer(DefaultBodyLimit::max(limit))
-        .with_state(meta)
+    Router::new().fallback(dispatch).with_state(meta)
 }
 
 async fn dispatch(
@@ -35,7 +30,7 @@ async fn dispatch(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
     if let Some(rest) = uri.path().strip_prefix("/v1/") {
         let result = super::rest_v1::v1(&m, &method, rest, uri.query(), body).await;
@@ -138,7 +133,7 @@ async fn v2(
     rest: &str,
     query: Option<&str>,
     headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> MetaResult<Response> {
     let (appkey, rest) = rest
         .split_once('/')
@@ -225,15 +220,7 @@ async fn v2(
             m.db.remove(ns, &path, kind)?;
             Ok(StatusCode::OK.into_response())
         }
-        (false, Method::PUT) if !is_dir => {
-            let body = body.map_err(|e| match e.status() {
-                StatusCode::PAYLOAD_TOO_LARGE => {
-                    MetaError::BadRequest(format!("a write is at most {} bytes", m.cfg.max_body))
-                }
-                _ => MetaError::BadRequest(e.body_text()),
-            })?;
-            write(m, ns, &path, &q, body).await
-        }
+        (false, Method::PUT) if !is_dir => write(m, ns, &path, &q, body).await,
         (false, Method::GET) if !is_dir => read(m, ns, &path, &q).await,
         _ => Err(MetaError::BadRequest(format!(
             "{method} is not a {what} operation"
@@ -241,28 +228,35 @@ async fn v2(
     }
 }
 
-async fn write(m: &Meta, ns: Ns, path: &TfsPath, q: &Params, body: Bytes) -> MetaResult<Response> {
+async fn write(m: &Meta, ns: Ns, path: &TfsPath, q: &Params, body: Body) -> MetaResult<Response> {
     let offset = q.number("offset")?;
-    let data = match q.size()? {
-        Some(s) if s > body.len() as u64 => {
-            return Err(MetaError::BadRequest(format!(
-                "size {s} is larger than the {} bytes sent",
-                body.len()
-            )))
-        }
-        Some(s) => body.slice(..s as usize),
-        None => body,
-    };
-    if data.is_empty() {
+    let size = q.size()?;
+    let too_big =
+        || MetaError::BadRequest(format!("a file is at most {} bytes", m.cfg.max_file_size));
+    // Refused before a byte of the body is read.
+    if offset.is_some_and(|o| o >= m.cfg.max_file_size) {
+        return Err(too_big());
+    }
+    let data = m.spool(body, size, m.cfg.max_body as u64).await?;
+    if let Some(s) = size.filter(|&s| s > data.size) {
+        return Err(MetaError::BadRequest(format!(
+            "size {s} is larger than the {} bytes sent",
+            data.size
+        )));
+    }
+    if data.size == 0 {
         return Err(MetaError::BadRequest("nothing to write".into()));
     }
     let node = m.db.stat(ns, path)?;
     if node.kind != Kind::File {
         return Err(MetaError::NotFound(format!("{path} is not a file")));
     }
-    let len = data.len() as u64;
-    let object = m.store_object(ns, data).await?;
-    m.db.add_fragment(ns, path, offset, len, object)?;
+    // An append lands at the end of the file.
+    if offset.unwrap_or(node.size).saturating_add(data.size) > m.cfg.max_file_size {
+        return Err(too_big());
+    }
+    let object = m.store_object(ns, &data).await?;
+    m.db.add_fragment(ns, path, offset, data.size, object)?;
     Ok(StatusCode::OK.into_response())
 }
 

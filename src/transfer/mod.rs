@@ -13,6 +13,7 @@ pub use fetch::{read_partition, read_range};
 pub use progress::Progress;
 pub use put::{put_shards, PutOutcome, ShardJob};
 pub use upload::{content_hash, upload_file, UploadOptions};
+pub(crate) use upload::{encode_partitions, Source};
 
 use crate::client::meta::ClientError;
 use crate::codec::crypt::CryptError;

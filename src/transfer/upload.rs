@@ -45,15 +45,15 @@ impl Default for UploadOptions {
 
 /// A local file read partition by partition, encrypted when a cipher is set.
 #[derive(Clone)]
-struct Source {
-    file: Arc<std::fs::File>,
-    size: u64,
-    partition_size: u64,
-    cipher: Option<PartitionCipher>,
+pub(crate) struct Source {
+    pub(crate) file: Arc<std::fs::File>,
+    pub(crate) size: u64,
+    pub(crate) partition_size: u64,
+    pub(crate) cipher: Option<PartitionCipher>,
 }
 
 impl Source {
-    fn partitions(&self) -> u64 {
+    pub(crate) fn partitions(&self) -> u64 {
         partition_count(self.size, self.partition_size)
     }
 
@@ -161,10 +161,10 @@ fn parallel_map<T: Send>(
 }
 
 /// A partition ready to store: its metadata and shard bytes.
-type Encoded = (PartitionMeta, Vec<Bytes>);
+pub(crate) type Encoded = (PartitionMeta, Vec<Bytes>);
 
 /// Encodes the partitions `indices` with `scheme`.
-fn encode_partitions(
+pub(crate) fn encode_partitions(
     src: &Source,
     scheme: Scheme,
     indices: &[u64],

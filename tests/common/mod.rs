@@ -23,8 +23,19 @@ pub struct Proc {
 impl Proc {
     /// Starts `tfsfs ARGS` and waits for its `LISTENING url` line.
     pub fn spawn(args: &[&str]) -> Proc {
-        let mut child = Command::new(bin())
-            .args(args)
+        Self::spawn_under(&[], args)
+    }
+
+    /// `spawn` with `tfsfs` run by the command `wrapper` (e.g. `prlimit ...`).
+    pub fn spawn_under(wrapper: &[&str], args: &[&str]) -> Proc {
+        let argv: Vec<&str> = wrapper
+            .iter()
+            .copied()
+            .chain([bin()])
+            .chain(args.iter().copied())
+            .collect();
+        let mut child = Command::new(argv[0])
+            .args(&argv[1..])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -76,6 +87,11 @@ impl TestCluster {
 
     /// `meta_args` go to `tfsfs meta` (e.g. `--partition-size`).
     pub async fn start_with(n: usize, meta_args: &[&str]) -> TestCluster {
+        Self::start_under(n, &[], meta_args).await
+    }
+
+    /// `start_with`, the metadata server run by `wrapper` (see `Proc::spawn_under`).
+    pub async fn start_under(n: usize, wrapper: &[&str], meta_args: &[&str]) -> TestCluster {
         let dir = tempfile::tempdir().unwrap();
         let meta_dir = dir.path().join("meta");
         let out = Command::new(bin())
@@ -98,7 +114,7 @@ impl TestCluster {
             meta_dir.to_str().unwrap(),
         ];
         args.extend_from_slice(meta_args);
-        let meta = Proc::spawn(&args);
+        let meta = Proc::spawn_under(wrapper, &args);
         let out = Command::new(bin())
             .args([
                 "admin",
