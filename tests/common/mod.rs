@@ -148,8 +148,26 @@ impl TestCluster {
     }
 
     pub fn add_provider(&mut self) {
-        let d = self.provider_dir(self.providers.len());
-        let p = Proc::spawn(&[
+        self.add_provider_with(&[]);
+    }
+
+    /// A new provider, with extra `tfsfs provider` arguments.
+    pub fn add_provider_with(&mut self, extra: &[&str]) {
+        let i = self.providers.len();
+        let join = self.join.clone();
+        let p = self.spawn_provider(i, &[&["--join", &join], extra].concat());
+        self.providers.push(p);
+    }
+
+    /// Starts provider `i` again on its data dir (after a kill): enrolled
+    /// already, it needs no join token.
+    pub fn restart_provider(&mut self, i: usize) {
+        self.providers[i] = self.spawn_provider(i, &[]);
+    }
+
+    fn spawn_provider(&self, i: usize, extra: &[&str]) -> Proc {
+        let d = self.provider_dir(i);
+        let mut args = vec![
             "provider",
             "--listen",
             "127.0.0.1:0",
@@ -159,10 +177,9 @@ impl TestCluster {
             &self.meta.url,
             "--heartbeat-secs",
             "1",
-            "--join",
-            &self.join,
-        ]);
-        self.providers.push(p);
+        ];
+        args.extend_from_slice(extra);
+        Proc::spawn(&args)
     }
 
     /// Enrolls a provider that is not a `tfsfs provider` process (a test
