@@ -199,7 +199,12 @@ pub struct DoneResponse {
 pub struct ShardLocation {
     pub sha1: String,
     pub size: u64,
+    /// Providers heard from recently first.
     pub providers: Vec<ProviderInfo>,
+    /// The metadata server has not heard from any of them lately: readers
+    /// ask for this shard last.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspect: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

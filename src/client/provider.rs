@@ -1,6 +1,8 @@
 //! HTTP client for providers' shard routes.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use reqwest::StatusCode;
@@ -25,22 +27,78 @@ pub enum ShardError {
     Corrupt { provider: String, sha1: String },
 }
 
-/// Talks to providers. Cheap to clone; shares one connection pool.
+/// A request that moves no byte for this long has failed: a stalled
+/// provider is given up on in seconds, whatever the shard's size.
+pub const STALL: Duration = Duration::from_secs(5);
+/// How long a provider that failed or stalled is tried last.
+const SUSPECT_FOR: Duration = Duration::from_secs(30);
+
+/// Talks to providers. Cheap to clone; shares one connection pool and one
+/// memory of the providers that recently failed or stalled.
 #[derive(Clone)]
 pub struct ShardClient {
     http: reqwest::Client,
+    suspects: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
 impl ShardClient {
-    /// `timeout` bounds each request, so a stalled provider counts as failed.
+    /// `timeout` bounds each request as a whole; a request without progress
+    /// for `STALL` fails sooner.
     pub fn new(timeout: Duration) -> Self {
         let http = reqwest::Client::builder()
             .timeout(timeout)
+            .read_timeout(STALL)
             .connect_timeout(Duration::from_secs(3))
             .pool_max_idle_per_host(16)
             .build()
             .expect("HTTP client builds");
-        ShardClient { http }
+        ShardClient {
+            http,
+            suspects: Arc::default(),
+        }
+    }
+
+    /// Remembers that provider `id` failed or stalled.
+    pub fn suspect(&self, id: &str) {
+        let mut s = self.suspects.lock().unwrap_or_else(|e| e.into_inner());
+        s.insert(id.to_string(), Instant::now());
+    }
+
+    /// Whether provider `id` failed or stalled recently.
+    pub fn is_suspect(&self, id: &str) -> bool {
+        let s = self.suspects.lock().unwrap_or_else(|e| e.into_inner());
+        s.get(id).is_some_and(|at| at.elapsed() < SUSPECT_FOR)
+    }
+
+    /// Providers that failed or stalled recently.
+    pub fn suspects(&self) -> Vec<String> {
+        let s = self.suspects.lock().unwrap_or_else(|e| e.into_inner());
+        s.iter()
+            .filter(|(_, at)| at.elapsed() < SUSPECT_FOR)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Sends a request to `p`; a provider that cannot be reached, stalls or
+    /// fails on its side becomes a suspect.
+    async fn send(
+        &self,
+        p: &ProviderInfo,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ShardError> {
+        let result = match req.send().await {
+            Ok(r) => Self::status(p, r).await,
+            Err(e) => Err(Self::transport(p)(e)),
+        };
+        if let Err(ShardError::Transport { .. }) = &result {
+            self.suspect(&p.id);
+        }
+        if let Err(ShardError::Status { status, .. }) = &result {
+            if status.is_server_error() {
+                self.suspect(&p.id);
+            }
+        }
+        result
     }
 
     fn url(p: &ProviderInfo, sha1: &str) -> String {
@@ -78,15 +136,13 @@ impl ShardClient {
         grant: &str,
         data: Bytes,
     ) -> Result<String, ShardError> {
-        let r = self
+        let req = self
             .http
             .put(Self::url(p, sha1))
             .header(GRANT_HEADER, grant)
-            .body(data)
-            .send()
-            .await
-            .map_err(Self::transport(p))?;
-        let stored: crate::proto::ShardStored = Self::status(p, r)
+            .body(data);
+        let stored: crate::proto::ShardStored = self
+            .send(p, req)
             .await?
             .json()
             .await
@@ -104,18 +160,14 @@ impl ShardClient {
         grant: &str,
         verify: bool,
     ) -> Result<Bytes, ShardError> {
-        let r = self
+        let req = self
             .http
             .get(Self::url(p, sha1))
-            .header(GRANT_HEADER, grant)
-            .send()
-            .await
-            .map_err(Self::transport(p))?;
-        let data = Self::status(p, r)
-            .await?
-            .bytes()
-            .await
-            .map_err(Self::transport(p))?;
+            .header(GRANT_HEADER, grant);
+        let data = self.send(p, req).await?.bytes().await.map_err(|e| {
+            self.suspect(&p.id);
+            Self::transport(p)(e)
+        })?;
         if verify && crate::codec::sha1_hex(&data) != sha1 {
             return Err(ShardError::Corrupt {
                 provider: p.id.clone(),
@@ -131,13 +183,10 @@ impl ShardClient {
         sha1: &str,
         grant: &str,
     ) -> Result<(), ShardError> {
-        let r = self
+        let req = self
             .http
             .delete(Self::url(p, sha1))
-            .header(GRANT_HEADER, grant)
-            .send()
-            .await
-            .map_err(Self::transport(p))?;
-        Self::status(p, r).await.map(drop)
+            .header(GRANT_HEADER, grant);
+        self.send(p, req).await.map(drop)
     }
 }

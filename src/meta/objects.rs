@@ -22,7 +22,7 @@ use super::placement::{choose, Candidate};
 use super::{Meta, MetaError, MetaResult};
 use crate::codec::erasure::Scheme;
 use crate::codec::INLINE_MAX;
-use crate::grant::Op;
+use crate::grant::{now_secs, Op};
 use crate::proto::*;
 use crate::transfer::{encode_partitions, put_shards, PutOutcome, ShardJob, Source};
 
@@ -44,6 +44,14 @@ impl Meta {
             });
         }
         let (parts, shards) = self.db.object_shards(o.id)?;
+        let horizon = now_secs().saturating_sub(self.cfg.provider_timeout.as_secs());
+        let alive: HashSet<String> = self
+            .db
+            .providers()?
+            .into_iter()
+            .filter(|p| p.last_seen >= horizon)
+            .map(|p| p.id)
+            .collect();
         let mut on_provider: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let partitions = parts
             .into_iter()
@@ -51,10 +59,8 @@ impl Meta {
                 let shards: Vec<ShardLocation> = shards
                     .iter()
                     .filter(|s| s.partition == part.index)
-                    .map(|s| ShardLocation {
-                        sha1: s.sha1.clone(),
-                        size: s.size,
-                        providers: s
+                    .map(|s| {
+                        let mut providers: Vec<ProviderInfo> = s
                             .providers
                             .iter()
                             .filter(|(_, url)| !url.is_empty())
@@ -68,7 +74,14 @@ impl Meta {
                                     url: url.clone(),
                                 }
                             })
-                            .collect(),
+                            .collect();
+                        providers.sort_by_key(|p| !alive.contains(&p.id));
+                        ShardLocation {
+                            sha1: s.sha1.clone(),
+                            size: s.size,
+                            suspect: !providers.iter().any(|p| alive.contains(&p.id)),
+                            providers,
+                        }
                     })
                     .collect();
                 PartitionLayout {

@@ -15,7 +15,8 @@ use crate::client::provider::ShardClient;
 use crate::codec::crypt::{AccountKey, PartitionCipher};
 use crate::codec::erasure::{ErasureError, Scheme};
 use crate::proto::{
-    FileLayout, FragmentLayout, ObjectLayout, PartitionLayout, ShardLocation, StoreScheme,
+    FileLayout, FragmentLayout, ObjectLayout, PartitionLayout, ProviderInfo, ShardLocation,
+    StoreScheme,
 };
 
 /// How long a partition's fetches may run before one more parity shard is
@@ -24,27 +25,71 @@ const HEDGE_AFTER: Duration = Duration::from_millis(1500);
 /// Partitions fetched at once by a whole-file read.
 const PARALLEL_PARTITIONS: usize = 4;
 
+/// Whether a shard is best asked for last: the metadata server has not
+/// heard from its providers lately, or each failed or stalled here.
+fn is_suspect(client: &ShardClient, shard: &ShardLocation) -> bool {
+    shard.suspect || shard.providers.iter().all(|p| client.is_suspect(&p.id))
+}
+
 /// One shard from the first of its providers that serves it intact, each
-/// asked with the object's grant for it.
+/// asked with the object's grant for it. Providers that failed here lately
+/// are asked last; one that is slow gets a second provider asked alongside
+/// after `HEDGE_AFTER`.
 async fn fetch_shard(
     client: &ShardClient,
     shard: &ShardLocation,
     grants: &BTreeMap<String, String>,
     verify: bool,
 ) -> Result<Vec<u8>, String> {
+    let mut order: Vec<&ProviderInfo> = shard.providers.iter().collect();
+    order.sort_by_key(|p| client.is_suspect(&p.id));
+    let fetch = |p: &'_ ProviderInfo| {
+        let p = p.clone();
+        async move {
+            let Some(grant) = grants.get(&p.id) else {
+                return Err(format!("no grant for provider {}", p.id));
+            };
+            match client.get(&p, &shard.sha1, grant, verify).await {
+                Ok(b) if b.len() as u64 == shard.size => Ok(b.to_vec()),
+                Ok(_) => Err(format!(
+                    "shard {} from {} has the wrong size",
+                    shard.sha1, p.id
+                )),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    };
+    let mut next = order.into_iter();
+    let mut pending = FuturesUnordered::new();
     let mut last = String::from("no provider holds it");
-    for p in &shard.providers {
-        let Some(grant) = grants.get(&p.id) else {
-            last = format!("no grant for provider {}", p.id);
-            continue;
-        };
-        match client.get(p, &shard.sha1, grant, verify).await {
-            Ok(b) if b.len() as u64 == shard.size => return Ok(b.to_vec()),
-            Ok(_) => last = format!("shard {} from {} has the wrong size", shard.sha1, p.id),
-            Err(e) => last = e.to_string(),
+    match next.next() {
+        Some(p) => pending.push(fetch(p)),
+        None => return Err(last),
+    }
+    let hedge = tokio::time::sleep(HEDGE_AFTER);
+    tokio::pin!(hedge);
+    loop {
+        tokio::select! {
+            done = pending.next() => match done {
+                Some(Ok(data)) => return Ok(data),
+                Some(Err(e)) => {
+                    last = e;
+                    match next.next() {
+                        Some(p) => pending.push(fetch(p)),
+                        None if pending.is_empty() => return Err(last),
+                        None => {}
+                    }
+                }
+                None => return Err(last),
+            },
+            _ = &mut hedge => {
+                if let Some(p) = next.next() {
+                    pending.push(fetch(p));
+                }
+                hedge.as_mut().reset(tokio::time::Instant::now() + HEDGE_AFTER);
+            }
         }
     }
-    Err(last)
 }
 
 /// The stored bytes of one partition.
@@ -101,7 +146,12 @@ async fn fetch_erasure(
             fetch_shard(client, &part.shards[i], &obj.grants, verify).await,
         )
     };
-    let mut pending: FuturesUnordered<_> = (0..part.k).map(fetch).collect();
+    // Data shards first (no decoding when they all come), shards on
+    // suspect providers last.
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by_key(|&i| is_suspect(client, &part.shards[i]));
+    let mut in_flight: std::collections::HashSet<usize> = order[..part.k].iter().copied().collect();
+    let mut pending: FuturesUnordered<_> = order[..part.k].iter().map(|&i| fetch(i)).collect();
     let mut next = part.k;
     let mut got: Vec<Option<Vec<u8>>> = vec![None; n];
     let mut have = 0;
@@ -112,26 +162,37 @@ async fn fetch_erasure(
         tokio::select! {
             done = pending.next() => match done {
                 Some((i, Ok(data))) => {
+                    in_flight.remove(&i);
                     got[i] = Some(data);
                     have += 1;
                 }
-                Some((_, Err(e))) => {
+                Some((i, Err(e))) => {
+                    in_flight.remove(&i);
                     last = e;
                     if next < n {
-                        pending.push(fetch(next));
+                        in_flight.insert(order[next]);
+                        pending.push(fetch(order[next]));
                         next += 1;
                     }
                 }
                 None => break,
             },
             _ = &mut hedge, if next < n => {
-                pending.push(fetch(next));
+                in_flight.insert(order[next]);
+                pending.push(fetch(order[next]));
                 next += 1;
                 hedge.as_mut().reset(tokio::time::Instant::now() + HEDGE_AFTER);
             }
         }
     }
     drop(pending);
+    // Shards still on their way when k others had come are from slow
+    // providers: later partitions ask them last.
+    for i in in_flight {
+        for p in &part.shards[i].providers {
+            client.suspect(&p.id);
+        }
+    }
     scheme
         .decode(got, part.size as usize)
         .map_err(|source| TransferError::Unreadable {

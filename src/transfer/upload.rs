@@ -401,6 +401,8 @@ async fn upload_erasure(
                     todo[0].0.index
                 )));
             }
+            // Providers that failed or stalled for this client lately too.
+            avoid.extend(shards.suspects());
             let req = PrepareRequest {
                 session: session.to_string(),
                 partitions: todo.iter().map(|(m, _)| m.clone()).collect(),
