@@ -163,7 +163,10 @@ async fn a_leftover_upload_never_overwrites_a_newer_version() {
         "the 100 MiB upload finished within 100 ms: kill earlier"
     );
     m.kill9();
-    assert!(!cp.wait().unwrap().success(), "cp succeeded on a killed mount");
+    assert!(
+        !cp.wait().unwrap().success(),
+        "cp succeeded on a killed mount"
+    );
     assert_eq!(markers(&m, "done"), 1, "the killed upload left no marker");
 
     // Meanwhile another client writes f.
@@ -174,7 +177,10 @@ async fn a_leftover_upload_never_overwrites_a_newer_version() {
         std::fs::read(&f).unwrap() == newer,
         "the leftover replaced the newer version"
     );
-    assert!(cli_get(&c, "/f") == newer, "another client lost the newer f");
+    assert!(
+        cli_get(&c, "/f") == newer,
+        "another client lost the newer f"
+    );
     // The staged bytes are a conflict copy beside it, stored for any client.
     let copy = conflict_copy(&c, "f", staged.len()).await;
     assert!(cli_get(&c, &format!("/{copy}")) == staged);
@@ -183,7 +189,10 @@ async fn a_leftover_upload_never_overwrites_a_newer_version() {
         markers(&m, "done") + markers(&m, "open") == 0
     });
     assert!(recovered(&m).is_empty(), "set aside: {:?}", recovered(&m));
-    assert!(m.log().contains("conflict copy"), "no word of it in the log");
+    assert!(
+        m.log().contains("conflict copy"),
+        "no word of it in the log"
+    );
 }
 
 /// A meta outage at close(): cp fails with EIO at once, the bytes stay
@@ -238,14 +247,20 @@ async fn meta_down_at_close_fails_then_the_file_lands_without_remount() {
             .unwrap()
             .read_exact_at(&mut head, data.len() as u64 - 4096)
             .unwrap();
-        assert!(head == data[data.len() - 4096..], "the mount reads other bytes");
+        assert!(
+            head == data[data.len() - 4096..],
+            "the mount reads other bytes"
+        );
         assert!(
             Instant::now() < deadline,
             "f never landed after meta came back"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(cli_get(&c, "/f") == data, "another client reads other bytes");
+    assert!(
+        cli_get(&c, "/f") == data,
+        "another client reads other bytes"
+    );
     assert!(std::fs::read(&f).unwrap() == data);
     wait_for(10, "staging emptied", || {
         markers(&m, "done") + markers(&m, "open") == 0
@@ -345,13 +360,22 @@ async fn own_changes_never_conflict_another_writers_do() {
     drop(pipe);
     let status = wait_exit(&mut cp, 60);
     let err = stderr_of(&mut cp);
-    assert!(!status.success(), "cp succeeded over another writer's version");
+    assert!(
+        !status.success(),
+        "cp succeeded over another writer's version"
+    );
     assert!(err.contains("Input/output error"), "cp said: {err}");
-    assert!(cli_get(&c, "/h") == theirs, "the other writer's version is gone");
+    assert!(
+        cli_get(&c, "/h") == theirs,
+        "the other writer's version is gone"
+    );
     let copy = conflict_copy(&c, "h", ours.len()).await;
     assert!(cli_get(&c, &format!("/{copy}")) == ours);
     std::thread::sleep(Duration::from_millis(1100));
-    assert!(std::fs::read(&h).unwrap() == theirs, "mount a reads another h");
+    assert!(
+        std::fs::read(&h).unwrap() == theirs,
+        "mount a reads another h"
+    );
     assert!(std::fs::read(b.path("h")).unwrap() == theirs);
     assert!(std::fs::read(b.path(&copy)).unwrap() == ours);
     assert!(a.log().contains("conflict copy"));

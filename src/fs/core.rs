@@ -251,7 +251,11 @@ impl<B: Backend> Fs<B> {
                         mtime_ns,
                         base,
                     });
-                    tracing::warn!(node = id, base, "uploading a file a crashed mount had staged");
+                    tracing::warn!(
+                        node = id,
+                        base,
+                        "uploading a file a crashed mount had staged"
+                    );
                     self.retry(id).await;
                 }
                 _ => {
