@@ -306,7 +306,7 @@ impl<B: Backend> Fs<B> {
                 self.upload(id, &mut g).await
             };
             if r.is_ok() {
-                tracing::info!(node = id, "a staged file is uploaded");
+                tracing::warn!(node = id, "a staged file is uploaded, on a retry");
             }
         } else {
             // Written again since (its close uploads it), or settled.
@@ -609,12 +609,19 @@ impl<B: Backend> Fs<B> {
     }
 
     /// After the removal: a node kept for its open descriptors stays an
-    /// ordinary file when its entry did not go away after all; the lock
-    /// taken by `keep_if_open` is let go.
+    /// ordinary file when its entry did not go away after all; a closed
+    /// one that went away takes its staged copy (an upload still to be
+    /// retried) with it; the lock taken by `keep_if_open` is let go.
     fn kept_outcome<T>(&self, victim: Option<Victim>, r: &FsResult<T>) {
-        if let Some(v) = victim {
+        if let Some(mut v) = victim {
             if v.kept && r.is_err() {
                 lock(&self.orphans).remove(&v.id);
+            }
+            if !v.kept && r.is_ok() {
+                if let Some(st) = v.g.staged.take() {
+                    self.staging.remove(v.id, st.base);
+                    lock(&self.pending).remove(&v.id);
+                }
             }
             self.drop_if_idle(v.id, &v.g);
         }
@@ -897,7 +904,12 @@ impl<B: Backend> Fs<B> {
                     "the file changed since this upload began; no conflict copy yet: {e}"
                 )));
             }
-            Err(e) => return Err(e),
+            Err(FsError::NotFound) => return Err(FsError::NotFound),
+            Err(e) => {
+                return Err(FsError::Io(format!(
+                    "the file changed since this upload began; no conflict copy: {e}"
+                )))
+            }
         };
         let Some(mut st) = g.staged.take() else {
             return Err(FsError::Conflict);
