@@ -380,3 +380,56 @@ async fn own_changes_never_conflict_another_writers_do() {
     assert!(std::fs::read(b.path(&copy)).unwrap() == ours);
     assert!(a.log().contains("conflict copy"));
 }
+
+/// Providers unreachable at close(): EIO, the bytes stay staged; a file
+/// removed meanwhile takes its pending upload with it, and the other lands
+/// once providers are back, without a remount.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn providers_down_at_close_the_file_lands_when_they_are_back() {
+    let mut c = TestCluster::start(6).await;
+    let m = TestMount::new(&c);
+    for p in &mut c.providers {
+        p.kill();
+    }
+    let data = random_bytes(3 * MIB + 1, 141);
+    let f = m.path("f");
+    let g = m.path("g");
+    for (path, bytes) in [(&f, &data[..]), (&g, &data[..MIB])] {
+        let (mut cp, mut pipe) = cp_from_pipe(path);
+        pipe.write_all(bytes).unwrap();
+        drop(pipe);
+        let status = wait_exit(&mut cp, 60);
+        let err = stderr_of(&mut cp);
+        assert!(!status.success(), "cp succeeded with no provider");
+        assert!(err.contains("Input/output error"), "cp said: {err}");
+    }
+    wait_for(5, "both staged whole", || markers(&m, "done") == 2);
+    std::fs::remove_file(&g).unwrap();
+    wait_for(5, "g's staged copy gone", || markers(&m, "done") == 1);
+
+    for _ in 0..6 {
+        c.add_provider();
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let r = reqwest::get(format!("{}/file/f", c.v2_meta()))
+            .await
+            .unwrap();
+        let size = r.json::<TfsEntry>().await.unwrap().size;
+        if size == data.len() as u64 {
+            break;
+        }
+        assert_eq!(size, 0, "the namespace shows {size} bytes for f");
+        assert!(Instant::now() < deadline, "f never landed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        cli_get(&c, "/f") == data,
+        "another client reads other bytes"
+    );
+    wait_for(10, "staging emptied", || {
+        markers(&m, "done") + markers(&m, "open") == 0
+    });
+    assert!(recovered(&m).is_empty(), "set aside: {:?}", recovered(&m));
+    assert!(!remote_root(&c).await.iter().any(|e| e.name == "g"));
+}
