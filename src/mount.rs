@@ -62,6 +62,8 @@ pub fn run(opts: MountOptions) -> anyhow::Result<()> {
         None => None,
     };
     let fs = Arc::new(fs);
+    // Uploads that failed because storage was unreachable are retried.
+    rt.spawn(fs.clone().retry_failed_uploads());
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::FSName("tfsfs".into()),

@@ -66,7 +66,15 @@ pub struct CheckRequest {
     pub data: Option<String>,
     #[serde(default)]
     pub attrs: FileAttrs,
+    /// Commit only if the file is still at this version (the one the
+    /// writer started from); otherwise 409 with body `STALE_BASE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_ver: Option<u64>,
 }
+
+/// The body of the 409 refusing an upload whose `base_ver` is no longer
+/// the file's version.
+pub const STALE_BASE: &str = "the file changed since this upload began";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "scheme", rename_all = "lowercase")]

@@ -16,12 +16,16 @@ pub enum ClientError {
     Transport(#[from] reqwest::Error),
     #[error("unexpected answer from metadata server: {0}")]
     Decode(String),
+    /// An upload's file moved on from the version it started from.
+    #[error("{STALE_BASE}")]
+    Conflict,
 }
 
 impl ClientError {
     pub fn status(&self) -> Option<StatusCode> {
         match self {
             ClientError::Status { status, .. } => Some(*status),
+            ClientError::Conflict => Some(StatusCode::CONFLICT),
             _ => None,
         }
     }
@@ -106,6 +110,9 @@ impl MetaClient {
         }
         let status = r.status();
         let body = r.text().await.unwrap_or_default();
+        if status == StatusCode::CONFLICT && body == STALE_BASE {
+            return Err(ClientError::Conflict);
+        }
         Err(ClientError::Status { status, body })
     }
 

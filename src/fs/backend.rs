@@ -31,7 +31,8 @@ pub trait Backend: Send + Sync + 'static {
         frag: &FragmentLayout,
         index: u64,
     ) -> impl Future<Output = BResult<Vec<u8>>> + Send;
-    /// Uploads the local file `staged` as the new content of node `id`;
+    /// Uploads the local file `staged` as the new content of node `id` if
+    /// the node is still at version `base` (else `FsError::Conflict`);
     /// `name` labels the transfer in the progress registry.
     fn upload(
         &self,
@@ -39,6 +40,7 @@ pub trait Backend: Send + Sync + 'static {
         name: &str,
         staged: &Path,
         attrs: FileAttrs,
+        base: u64,
     ) -> impl Future<Output = BResult<u64>> + Send;
 }
 
@@ -55,11 +57,14 @@ fn client_error(e: ClientError) -> FsError {
     if let Some(errno) = e.errno() {
         return FsError::from_errno_name(&errno, e.to_string());
     }
-    match e.status().map(|s| s.as_u16()) {
-        Some(404) => FsError::NotFound,
-        Some(409) => FsError::Exists,
-        Some(413) => FsError::Quota,
-        Some(507) => FsError::NoSpace,
+    match (&e, e.status().map(|s| s.as_u16())) {
+        (ClientError::Conflict, _) => FsError::Conflict,
+        (ClientError::Transport(_), _) => FsError::Unavailable(e.to_string()),
+        (_, Some(404)) => FsError::NotFound,
+        (_, Some(409)) => FsError::Exists,
+        (_, Some(413)) => FsError::Quota,
+        (_, Some(507)) => FsError::NoSpace,
+        (_, Some(408 | 429 | 500..=599)) => FsError::Unavailable(e.to_string()),
         _ => FsError::Io(e.to_string()),
     }
 }
@@ -68,6 +73,11 @@ fn transfer_error(e: TransferError) -> FsError {
     match e {
         TransferError::Meta(c) => client_error(c),
         TransferError::Io(io) => io.into(),
+        // No provider took a shard, or the providers changed under the
+        // upload: both pass when providers come back.
+        TransferError::NoProvider { .. } | TransferError::Layout(_) => {
+            FsError::Unavailable(e.to_string())
+        }
         e => FsError::Io(e.to_string()),
     }
 }
@@ -129,10 +139,18 @@ impl Backend for RemoteBackend {
             .map_err(transfer_error)
     }
 
-    async fn upload(&self, id: i64, name: &str, staged: &Path, attrs: FileAttrs) -> BResult<u64> {
+    async fn upload(
+        &self,
+        id: i64,
+        name: &str,
+        staged: &Path,
+        attrs: FileAttrs,
+        base: u64,
+    ) -> BResult<u64> {
         let opts = UploadOptions {
             attrs,
             node: Some(id),
+            base_ver: Some(base),
             ..self.upload.clone()
         };
         transfer::upload_file(

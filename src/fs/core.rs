@@ -3,12 +3,13 @@
 
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use backon::BackoffBuilder;
 use tokio::sync::Mutex as AsyncMutex;
 
 use super::backend::Backend;
@@ -83,9 +84,39 @@ pub struct SetAttr {
 struct Staged {
     file: std::fs::File,
     size: u64,
-    dirty: bool,
+    /// What its marker on disk says.
+    mark: Mark,
     mtime_ns: i64,
+    /// The version the local copy started from (or last uploaded): an
+    /// upload commits only while the file is still at it.
+    base: u64,
 }
+
+/// The state of a staged file's marker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    /// No marker: nothing to upload.
+    Clean,
+    /// Being written.
+    Open,
+    /// Whole (closed or fsynced), to be uploaded.
+    Done,
+}
+
+/// When to try a failed upload again, and the delays after that.
+struct Retry {
+    at: tokio::time::Instant,
+    backoff: backon::ExponentialBackoff,
+}
+
+/// Delays between tries of an upload that failed for a passing reason:
+/// 1 s doubling up to a minute, each with up to as much again of jitter.
+const RETRY: backon::ExponentialBuilder = backon::ExponentialBuilder::new()
+    .with_min_delay(Duration::from_secs(1))
+    .with_max_delay(Duration::from_secs(60))
+    .with_factor(2.0)
+    .with_jitter()
+    .without_max_times();
 
 /// A file whose entry is being removed (unlink, rename over it), locked
 /// until the removal is done.
@@ -134,10 +165,23 @@ pub struct Fs<B: Backend> {
     orphans: Mutex<HashMap<i64, NodeAttr>>,
     next_fh: AtomicU64,
     uploads: AtomicUsize,
+    /// Whole staged files whose upload failed for a passing reason
+    /// (storage unreachable), tried again by `retry_failed_uploads`.
+    pending: Mutex<HashMap<i64, Retry>>,
+    retry_wake: tokio::sync::Notify,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A file deleted elsewhere while open here closes fine, as an unlinked
+/// file does (its bytes are kept aside at the last close).
+fn gone_is_closed(r: FsResult<()>) -> FsResult<()> {
+    match r {
+        Err(FsError::NotFound) => Ok(()),
+        r => r,
+    }
 }
 
 /// One partition of fragment `fi` of `layout`, through the cache.
@@ -177,43 +221,121 @@ impl<B: Backend> Fs<B> {
             orphans: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             uploads: AtomicUsize::new(0),
+            pending: Mutex::new(HashMap::new()),
+            retry_wake: tokio::sync::Notify::new(),
         };
         fs.recover().await?;
         Ok(fs)
     }
 
+    /// Files a crashed mount staged: those its writer closed are committed
+    /// to the version they started from (or become conflict copies, or
+    /// stay staged for a retry, like any failed upload of this mount);
+    /// unfinished ones are set aside.
     async fn recover(&self) -> FsResult<()> {
         for left in self.staging.leftovers()? {
-            if left.complete {
-                let attrs = FileAttrs::default();
-                match self
-                    .backend
-                    .upload(
-                        left.node,
-                        &format!("/recovered/{}", left.node),
-                        &left.data,
-                        attrs,
-                    )
-                    .await
-                {
-                    Ok(ver) => {
-                        tracing::warn!(
-                            node = left.node,
-                            ver,
-                            "uploaded a file a crashed mount had staged"
-                        );
-                        self.staging.remove(left.node);
-                        continue;
+            let id = left.node;
+            match (left.complete, left.base) {
+                (true, Some(base)) => {
+                    let file = self.staging.reopen(id)?;
+                    let md = file.metadata()?;
+                    let mtime_ns = md.mtime() * 1_000_000_000 + md.mtime_nsec();
+                    lock(&self.local).insert(id, (md.len(), mtime_ns, mtime_ns));
+                    if let Ok(n) = self.backend.getattr(id).await {
+                        self.remember(&n);
                     }
-                    Err(e) => {
-                        tracing::warn!(node = left.node, error = %e, "cannot upload staged leftover")
-                    }
+                    self.inode(id).lock().await.staged = Some(Staged {
+                        file,
+                        size: md.len(),
+                        mark: Mark::Done,
+                        mtime_ns,
+                        base,
+                    });
+                    tracing::warn!(
+                        node = id,
+                        base,
+                        "uploading a file a crashed mount had staged"
+                    );
+                    self.retry(id).await;
+                }
+                _ => {
+                    let kept = self.staging.set_aside(id, left.base)?;
+                    tracing::warn!(node = id, path = %kept.display(), "staged data that was never closed is kept aside");
                 }
             }
-            let kept = self.staging.set_aside(left.node)?;
-            tracing::warn!(node = left.node, path = %kept.display(), "staged data that was never closed is kept aside");
         }
         Ok(())
+    }
+
+    /// Tries the uploads that failed for a passing reason again, each on
+    /// its own backoff, for as long as the mount runs.
+    pub async fn retry_failed_uploads(self: Arc<Self>) {
+        loop {
+            let wake = self.retry_wake.notified();
+            let next = lock(&self.pending).values().map(|r| r.at).min();
+            match next {
+                Some(at) => tokio::select! {
+                    _ = tokio::time::sleep_until(at) => {}
+                    _ = wake => continue,
+                },
+                None => {
+                    wake.await;
+                    continue;
+                }
+            }
+            let now = tokio::time::Instant::now();
+            let due: Vec<i64> = lock(&self.pending)
+                .iter()
+                .filter(|(_, r)| r.at <= now)
+                .map(|(&id, _)| id)
+                .collect();
+            for id in due {
+                self.retry(id).await;
+            }
+        }
+    }
+
+    /// One more try of a whole staged file's upload.
+    async fn retry(&self, id: i64) {
+        let inode = self.inode(id);
+        let mut g = inode.lock().await;
+        if g.staged.as_ref().is_some_and(|s| s.mark == Mark::Done) {
+            let r = if g.open == 0 {
+                self.settle(id, &mut g).await
+            } else {
+                self.upload(id, &mut g).await
+            };
+            if r.is_ok() {
+                tracing::warn!(node = id, "a staged file is uploaded, on a retry");
+            }
+        } else {
+            // Written again since (its close uploads it), or settled.
+            lock(&self.pending).remove(&id);
+        }
+        self.drop_if_idle(id, &g);
+    }
+
+    fn retry_later(&self, id: i64) {
+        let mut pending = lock(&self.pending);
+        let r = pending.entry(id).or_insert_with(|| Retry {
+            at: tokio::time::Instant::now(),
+            backoff: RETRY.build(),
+        });
+        let delay = r.backoff.next().unwrap_or(Duration::from_secs(60));
+        r.at = tokio::time::Instant::now() + delay;
+        drop(pending);
+        self.retry_wake.notify_one();
+    }
+
+    fn retry_now(&self, id: i64) {
+        lock(&self.pending).insert(
+            id,
+            Retry {
+                at: tokio::time::Instant::now(),
+                backoff: RETRY.build(),
+            },
+        );
+        self.retry_wake.notify_one();
     }
 
     // ---- inode numbers: the node id, with the root at FUSE's inode 1 ----
@@ -368,7 +490,7 @@ impl<B: Backend> Fs<B> {
                 .values()
                 .any(|h| h.id == id && h.flags.write);
             if writers {
-                if let Err(e) = self.stage(id, &mut g, None).await {
+                if let Err(e) = self.stage(id, &mut g, None, None).await {
                     self.drop_if_idle(id, &g);
                     return Err(e);
                 }
@@ -387,7 +509,7 @@ impl<B: Backend> Fs<B> {
         mode: u32,
         owner: Owner,
         target: Option<String>,
-    ) -> FsResult<Attr> {
+    ) -> FsResult<NodeAttr> {
         let req = MakeRequest {
             parent: self.id(parent),
             name: name.to_string(),
@@ -400,12 +522,14 @@ impl<B: Backend> Fs<B> {
         };
         let n = self.backend.make(req).await?;
         self.remember(&n);
-        Ok(self.attr(&n))
+        Ok(n)
     }
 
     pub async fn mkdir(&self, parent: u64, name: &str, mode: u32, owner: Owner) -> FsResult<Attr> {
-        self.make(parent, name, NodeKind::Dir, mode, owner, None)
-            .await
+        let n = self
+            .make(parent, name, NodeKind::Dir, mode, owner, None)
+            .await?;
+        Ok(self.attr(&n))
     }
 
     /// mknod: a regular file, or a FIFO, socket or device node (kept as a
@@ -451,15 +575,17 @@ impl<B: Backend> Fs<B> {
         target: &str,
         owner: Owner,
     ) -> FsResult<Attr> {
-        self.make(
-            parent,
-            name,
-            NodeKind::Symlink,
-            0o777,
-            owner,
-            Some(target.to_string()),
-        )
-        .await
+        let n = self
+            .make(
+                parent,
+                name,
+                NodeKind::Symlink,
+                0o777,
+                owner,
+                Some(target.to_string()),
+            )
+            .await?;
+        Ok(self.attr(&n))
     }
 
     pub async fn readlink(&self, ino: u64) -> FsResult<String> {
@@ -483,12 +609,19 @@ impl<B: Backend> Fs<B> {
     }
 
     /// After the removal: a node kept for its open descriptors stays an
-    /// ordinary file when its entry did not go away after all; the lock
-    /// taken by `keep_if_open` is let go.
+    /// ordinary file when its entry did not go away after all; a closed
+    /// one that went away takes its staged copy (an upload still to be
+    /// retried) with it; the lock taken by `keep_if_open` is let go.
     fn kept_outcome<T>(&self, victim: Option<Victim>, r: &FsResult<T>) {
-        if let Some(v) = victim {
+        if let Some(mut v) = victim {
             if v.kept && r.is_err() {
                 lock(&self.orphans).remove(&v.id);
+            }
+            if !v.kept && r.is_ok() {
+                if let Some(st) = v.g.staged.take() {
+                    self.staging.remove(v.id, st.base);
+                    lock(&self.pending).remove(&v.id);
+                }
             }
             self.drop_if_idle(v.id, &v.g);
         }
@@ -593,16 +726,14 @@ impl<B: Backend> Fs<B> {
         let inode = self.inode(id);
         let mut g = inode.lock().await;
         let result = async {
-            self.stage(id, &mut g, Some(size)).await?;
+            self.stage(id, &mut g, Some(size), None).await?;
             let st = g.staged.as_mut().expect("staged");
             st.file.set_len(size)?;
             st.size = size;
             self.dirtied(id, st)?;
             if g.open == 0 {
                 // truncate(2) on a path: no close will follow, so commit now.
-                self.upload(id, &mut g).await?;
-                g.staged = None;
-                self.staging.remove(id);
+                self.settle(id, &mut g).await?;
             }
             Ok(())
         }
@@ -614,15 +745,26 @@ impl<B: Backend> Fs<B> {
     // ---- staging ----
 
     /// Makes sure `g` has a local copy of the file, with its first `keep`
-    /// bytes (all of them by default) fetched from storage.
-    async fn stage(&self, id: i64, g: &mut Inode, keep: Option<u64>) -> FsResult<()> {
+    /// bytes (all of them by default) fetched from storage. `base` is the
+    /// file's version when the caller knows it.
+    async fn stage(
+        &self,
+        id: i64,
+        g: &mut Inode,
+        keep: Option<u64>,
+        base: Option<u64>,
+    ) -> FsResult<()> {
         if g.staged.is_some() {
             return Ok(());
         }
         let file = self.staging.create(id)?;
         // Keeping nothing (a new file, O_TRUNC, truncate to 0) needs no fetch.
-        let size = if keep == Some(0) {
-            0
+        let (size, base) = if keep == Some(0) {
+            let base = match base {
+                Some(v) => v,
+                None => self.backend.getattr(id).await?.ver_no,
+            };
+            (0, base)
         } else {
             let layout = Arc::new(self.backend.layout(id).await?);
             let copy = keep.unwrap_or(layout.size).min(layout.size);
@@ -634,7 +776,7 @@ impl<B: Backend> Fs<B> {
                 file.write_all_at(&data, at)?;
                 at += n;
             }
-            layout.size
+            (layout.size, layout.ver_no)
         };
         if size > 0 {
             file.set_len(size)?;
@@ -643,36 +785,44 @@ impl<B: Backend> Fs<B> {
         g.staged = Some(Staged {
             file,
             size,
-            dirty: false,
+            mark: Mark::Clean,
             mtime_ns,
+            base,
         });
         Ok(())
     }
 
-    /// Marks a staged file changed: a marker on disk (so a crash keeps it)
-    /// and its size and time for getattr.
+    /// Marks a staged file changed: a marker on disk (so a crash keeps it,
+    /// and not as whole) and its size and time for getattr.
     fn dirtied(&self, id: i64, st: &mut Staged) -> FsResult<()> {
-        if !st.dirty {
-            self.staging.mark(id, false)?;
-            st.dirty = true;
+        if st.mark != Mark::Open {
+            self.staging.mark(id, st.base, false)?;
+            st.mark = Mark::Open;
         }
         st.mtime_ns = now_ns();
         lock(&self.local).insert(id, (st.size, st.mtime_ns, st.mtime_ns));
         Ok(())
     }
 
-    /// Uploads a dirty staged file as the node's new version.
+    /// Uploads a changed staged file as the node's new version, if the
+    /// node is still at the version the copy started from. On a failure
+    /// that passes (storage unreachable) the copy stays staged and whole,
+    /// and is tried again later; when the file moved on, the copy becomes
+    /// a conflict copy beside it.
     async fn upload(&self, id: i64, g: &mut Inode) -> FsResult<()> {
-        let Some(st) = g.staged.as_mut().filter(|s| s.dirty) else {
+        let Some(st) = g.staged.as_mut().filter(|s| s.mark != Mark::Clean) else {
             return Ok(());
         };
         if lock(&self.orphans).contains_key(&id) {
-            // Unlinked: nothing to upload to.
-            st.dirty = false;
-            self.staging.unmark(id);
+            // Unlinked here: nothing to upload to.
+            self.staging.unmark(id, st.base);
+            st.mark = Mark::Clean;
             return Ok(());
         }
-        self.staging.mark(id, true)?;
+        if st.mark == Mark::Open {
+            self.staging.mark(id, st.base, true)?;
+            st.mark = Mark::Done;
+        }
         self.uploads.fetch_add(1, Ordering::SeqCst);
         let attrs = FileAttrs {
             mode: None,
@@ -680,30 +830,131 @@ impl<B: Backend> Fs<B> {
         };
         let result = self
             .backend
-            .upload(id, &self.path_of(id), &self.staging.data_path(id), attrs)
+            .upload(
+                id,
+                &self.path_of(id),
+                &self.staging.data_path(id),
+                attrs,
+                st.base,
+            )
             .await;
         self.uploads.fetch_sub(1, Ordering::SeqCst);
+        if result.is_err() {
+            // The kernel's pages hold bytes that are not the file's
+            // version: the next open must not keep them.
+            lock(&self.kernel_ver).remove(&id);
+        }
         match result {
             Ok(ver) => {
-                st.dirty = false;
-                self.staging.unmark(id);
+                self.staging.unmark(id, st.base);
+                st.mark = Mark::Clean;
+                st.base = ver;
                 lock(&self.kernel_ver).insert(id, ver);
+                lock(&self.pending).remove(&id);
                 Ok(())
             }
-            // Unlinked while open: its data goes with it, as POSIX has it.
-            Err(FsError::NotFound) => {
-                st.dirty = false;
-                self.staging.unmark(id);
-                Ok(())
+            Err(e) if e.passing() => {
+                tracing::warn!(node = id, error = %e, "upload failed; the file stays staged and is tried again");
+                self.retry_later(id);
+                Err(e)
             }
+            Err(FsError::Conflict) => self.divert(id, g).await,
             Err(e) => {
-                // The kernel's pages hold the refused bytes: the next open
-                // must not keep them.
-                lock(&self.kernel_ver).remove(&id);
-                self.staging.mark(id, false)?;
+                // Refused for good (over quota, deleted elsewhere): not
+                // retried; a writer may change it and try again, and the
+                // last close keeps it aside.
+                lock(&self.pending).remove(&id);
+                self.staging.mark(id, st.base, false)?;
+                st.mark = Mark::Open;
                 Err(e)
             }
         }
+    }
+
+    /// The file moved on (another client wrote it) since its staged copy
+    /// began: the copy becomes a new file beside it,
+    /// `NAME.conflict-YYYYMMDDTHHMMSSZ`, staged whole and uploaded like any
+    /// other, and the newer version stays. The caller gets EIO: its bytes
+    /// are not in the file it named.
+    async fn divert(&self, id: i64, g: &mut Inode) -> FsResult<()> {
+        lock(&self.pending).remove(&id);
+        let made = async {
+            let n = self.backend.getattr(id).await?;
+            let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+            let req = MakeRequest {
+                parent: n.parent,
+                name: format!("{}.conflict-{stamp}", n.name),
+                kind: NodeKind::File,
+                mode: n.mode,
+                uid: n.uid,
+                gid: n.gid,
+                target: None,
+                rdev: 0,
+            };
+            self.backend.make(req).await
+        }
+        .await;
+        let copy = match made {
+            Ok(c) => c,
+            // Storage unreachable, or a copy made this very second: later.
+            Err(e) if e.passing() || e == FsError::Exists => {
+                tracing::warn!(node = id, error = %e, "the file changed since this upload began; its conflict copy is made later");
+                self.retry_later(id);
+                return Err(FsError::Unavailable(format!(
+                    "the file changed since this upload began; no conflict copy yet: {e}"
+                )));
+            }
+            Err(FsError::NotFound) => return Err(FsError::NotFound),
+            Err(e) => {
+                return Err(FsError::Io(format!(
+                    "the file changed since this upload began; no conflict copy: {e}"
+                )))
+            }
+        };
+        let Some(mut st) = g.staged.take() else {
+            return Err(FsError::Conflict);
+        };
+        if let Err(e) = self.staging.adopt(id, st.base, copy.id, copy.ver_no) {
+            g.staged = Some(st);
+            return Err(e.into());
+        }
+        lock(&self.local).remove(&id);
+        tracing::warn!(
+            node = id,
+            copy = copy.id,
+            name = %copy.name,
+            "the file changed since this upload began: the staged bytes go to a conflict copy, the newer version stays"
+        );
+        self.remember(&copy);
+        st.base = copy.ver_no;
+        st.mark = Mark::Done;
+        lock(&self.local).insert(copy.id, (st.size, st.mtime_ns, st.mtime_ns));
+        self.inode(copy.id).lock().await.staged = Some(st);
+        self.retry_now(copy.id);
+        Err(FsError::Io(format!(
+            "the file changed since this upload began; the bytes written are in {}",
+            copy.name
+        )))
+    }
+
+    /// The last close of a staged file (or a truncate by path): the copy is
+    /// uploaded and let go, or, when the upload failed for a passing
+    /// reason, stays staged for the retries. Bytes refused for good are
+    /// kept aside in `CACHE_DIR/recovered`.
+    async fn settle(&self, id: i64, g: &mut Inode) -> FsResult<()> {
+        let result = self.upload(id, g).await;
+        if matches!(&result, Err(e) if e.passing()) {
+            return result;
+        }
+        if let Some(st) = g.staged.take() {
+            if let Err(e) = &result {
+                let kept = self.staging.set_aside(id, Some(st.base))?;
+                tracing::warn!(node = id, error = %e, path = %kept.display(), "upload refused; the staged data is kept aside");
+            } else {
+                self.staging.remove(id, st.base);
+            }
+        }
+        result
     }
 
     // ---- files ----
@@ -717,7 +968,7 @@ impl<B: Backend> Fs<B> {
         let mut keep_cache = false;
         let mut layout = None;
         if flags.write && flags.truncate {
-            if let Err(e) = self.stage(id, &mut g, Some(0)).await {
+            if let Err(e) = self.stage(id, &mut g, Some(0), None).await {
                 self.drop_if_idle(id, &g);
                 return Err(e.stale_if_gone());
             }
@@ -767,9 +1018,10 @@ impl<B: Backend> Fs<B> {
         owner: Owner,
         flags: OpenFlags,
     ) -> FsResult<(Attr, u64)> {
-        let attr = self
+        let n = self
             .make(parent, name, NodeKind::File, mode, owner, None)
             .await?;
+        let attr = self.attr(&n);
         let (fh, _) = self
             .open(
                 attr.ino,
@@ -784,7 +1036,7 @@ impl<B: Backend> Fs<B> {
             let id = self.id(attr.ino);
             let inode = self.inode(id);
             let mut g = inode.lock().await;
-            self.stage(id, &mut g, Some(0)).await?;
+            self.stage(id, &mut g, Some(0), Some(n.ver_no)).await?;
         }
         Ok((attr, fh))
     }
@@ -895,7 +1147,7 @@ impl<B: Backend> Fs<B> {
             return Err(FsError::BadHandle);
         }
         let mut g = self.inode(h.id).lock_owned().await;
-        self.stage(h.id, &mut g, None).await?;
+        self.stage(h.id, &mut g, None, None).await?;
         Ok((h, g))
     }
 
@@ -940,7 +1192,7 @@ impl<B: Backend> Fs<B> {
         }
         let inode = self.inode(h.id);
         let mut g = inode.lock().await;
-        self.upload(h.id, &mut g).await
+        gone_is_closed(self.upload(h.id, &mut g).await)
     }
 
     /// fsync(2): durable on the providers when it returns.
@@ -948,7 +1200,7 @@ impl<B: Backend> Fs<B> {
         let h = self.handle(fh)?;
         let inode = self.inode(h.id);
         let mut g = inode.lock().await;
-        self.upload(h.id, &mut g).await
+        gone_is_closed(self.upload(h.id, &mut g).await)
     }
 
     pub async fn release(&self, fh: u64) -> FsResult<()> {
@@ -960,14 +1212,7 @@ impl<B: Backend> Fs<B> {
         g.open = g.open.saturating_sub(1);
         let mut result = Ok(());
         if g.open == 0 && g.staged.is_some() {
-            result = self.upload(h.id, &mut g).await;
-            if result.is_err() {
-                let kept = self.staging.set_aside(h.id)?;
-                tracing::warn!(node = h.id, path = %kept.display(), "upload failed at close; staged data kept aside");
-            } else {
-                self.staging.remove(h.id);
-            }
-            g.staged = None;
+            result = gone_is_closed(self.settle(h.id, &mut g).await);
         }
         self.drop_if_idle(h.id, &g);
         result

@@ -33,6 +33,14 @@ pub enum FsError {
     /// a rename): the kernel looks the path up again and retries.
     #[error("stale file handle")]
     Stale,
+    /// Storage cannot be reached for now (the metadata server or the
+    /// providers): an upload is kept staged and tried again.
+    #[error("storage unreachable: {0}")]
+    Unavailable(String),
+    /// An upload's file moved on (another client wrote it) since the
+    /// version the upload started from.
+    #[error("the file changed since this upload began")]
+    Conflict,
     #[error("I/O error: {0}")]
     Io(String),
 }
@@ -55,8 +63,13 @@ impl FsError {
             FsError::NotSupported => libc::EOPNOTSUPP,
             FsError::BadHandle => libc::EBADF,
             FsError::Stale => libc::ESTALE,
-            FsError::Io(_) => libc::EIO,
+            FsError::Unavailable(_) | FsError::Conflict | FsError::Io(_) => libc::EIO,
         }
+    }
+
+    /// Will an upload that failed so succeed later, unchanged?
+    pub fn passing(&self) -> bool {
+        matches!(self, FsError::Unavailable(_) | FsError::NoSpace)
     }
 
     /// From the errno name the metadata server's `fs/` routes give.

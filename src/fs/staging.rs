@@ -1,11 +1,14 @@
 //! Staged writes on local disk: one sparse file per inode being written,
 //! under `CACHE_DIR/staging`, with an empty marker file whose name says
-//! whether the writer finished: `{node}.open` while it writes, `{node}.done`
-//! once it closed or fsynced. After a crash, finished files are uploaded by
-//! the next mount and unfinished ones are kept aside, never shown torn.
-//! Markers are empty and change state by rename to a fresh name, so no
-//! state change makes the disk flush data.
+//! the version the writer started from and whether the writer finished:
+//! `{node}.{base}.open` while it writes, `{node}.{base}.done` once it
+//! closed or fsynced (and until the upload lands). After a crash, finished
+//! files are uploaded by the next mount, to `base` only, and unfinished
+//! ones are kept aside, never shown torn. Markers are empty and change
+//! state by rename to a fresh name, so no state change makes the disk
+//! flush data.
 
+use std::collections::HashMap;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -17,8 +20,44 @@ pub struct StagingArea {
 /// A staged file left by an earlier mount.
 pub struct Leftover {
     pub node: i64,
+    /// The version its writer started from; None from a mount older than
+    /// versioned markers, whose bytes cannot be committed safely.
+    pub base: Option<u64>,
     pub complete: bool,
-    pub data: PathBuf,
+}
+
+/// What a name in the staging directory is.
+enum Entry {
+    Data(i64),
+    Marker {
+        node: i64,
+        base: Option<u64>,
+        complete: bool,
+    },
+}
+
+fn parse(name: &str) -> Option<Entry> {
+    let parts: Vec<&str> = name.split('.').collect();
+    let node = parts.first()?.parse().ok()?;
+    let state = |s: &str| match s {
+        "open" => Some(false),
+        "done" => Some(true),
+        _ => None,
+    };
+    match parts[1..] {
+        ["data"] => Some(Entry::Data(node)),
+        [s] => Some(Entry::Marker {
+            node,
+            base: None,
+            complete: state(s)?,
+        }),
+        [base, s] => Some(Entry::Marker {
+            node,
+            base: Some(base.parse().ok()?),
+            complete: state(s)?,
+        }),
+        _ => None,
+    }
 }
 
 impl StagingArea {
@@ -34,9 +73,9 @@ impl StagingArea {
         self.dir.join(format!("{node}.data"))
     }
 
-    fn marker(&self, node: i64, complete: bool) -> PathBuf {
-        self.dir
-            .join(format!("{node}.{}", if complete { "done" } else { "open" }))
+    fn marker(&self, node: i64, base: u64, complete: bool) -> PathBuf {
+        let state = if complete { "done" } else { "open" };
+        self.dir.join(format!("{node}.{base}.{state}"))
     }
 
     /// A new, empty staging file for `node`. Made afresh rather than
@@ -55,9 +94,21 @@ impl StagingArea {
             .open(path)
     }
 
-    /// Records that `node` has staged data, and whether it is whole.
-    pub fn mark(&self, node: i64, complete: bool) -> std::io::Result<()> {
-        let (from, to) = (self.marker(node, !complete), self.marker(node, complete));
+    /// The staging file an earlier mount left for `node`.
+    pub fn reopen(&self, node: i64) -> std::io::Result<std::fs::File> {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(self.data_path(node))
+    }
+
+    /// Records that `node` has staged data based on version `base`, and
+    /// whether it is whole.
+    pub fn mark(&self, node: i64, base: u64, complete: bool) -> std::io::Result<()> {
+        let (from, to) = (
+            self.marker(node, base, !complete),
+            self.marker(node, base, complete),
+        );
         match std::fs::rename(&from, &to) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -68,68 +119,88 @@ impl StagingArea {
     }
 
     /// The staged data of `node` is safe elsewhere (uploaded): forget it.
-    pub fn unmark(&self, node: i64) {
+    pub fn unmark(&self, node: i64, base: u64) {
         for complete in [false, true] {
-            let _ = std::fs::remove_file(self.marker(node, complete));
+            let _ = std::fs::remove_file(self.marker(node, base, complete));
         }
     }
 
-    pub fn remove(&self, node: i64) {
-        self.unmark(node);
+    pub fn remove(&self, node: i64, base: u64) {
+        self.unmark(node, base);
         let _ = std::fs::remove_file(self.data_path(node));
     }
 
+    /// Hands the staged data of `from` to `to` (a conflict copy made at
+    /// version `to_base`), whole. A crash half-way leaves it with `from`,
+    /// or with `to`, never with neither.
+    pub fn adopt(&self, from: i64, from_base: u64, to: i64, to_base: u64) -> std::io::Result<()> {
+        std::fs::File::create(self.marker(to, to_base, true))?;
+        std::fs::rename(self.data_path(from), self.data_path(to))?;
+        self.unmark(from, from_base);
+        Ok(())
+    }
+
     /// Moves staged data out of the way, to `CACHE_DIR/recovered`, and
-    /// returns where it went.
-    pub fn set_aside(&self, node: i64) -> std::io::Result<PathBuf> {
+    /// returns where it went. A marker left behind by a crash is removed
+    /// by the next `leftovers`.
+    pub fn set_aside(&self, node: i64, base: Option<u64>) -> std::io::Result<PathBuf> {
         let dest = self.recovered.join(format!(
             "{node}-{}",
             chrono::Utc::now().format("%Y%m%dT%H%M%S%.f")
         ));
         std::fs::rename(self.data_path(node), &dest)?;
-        self.unmark(node);
+        if let Some(base) = base {
+            self.unmark(node, base);
+        }
         Ok(dest)
     }
 
     /// Staged files an earlier mount left behind; data files without a
-    /// marker were never changed and are removed.
+    /// marker were never changed, and markers without data are stale: both
+    /// are removed.
     pub fn leftovers(&self) -> std::io::Result<Vec<Leftover>> {
-        let mut out = Vec::new();
+        let mut data = Vec::new();
+        let mut markers: HashMap<i64, (Option<u64>, bool)> = HashMap::new();
+        let mut marker_paths = Vec::new();
         for entry in std::fs::read_dir(&self.dir)? {
             let path = entry?.path();
             let name = path
                 .file_name()
                 .and_then(|n| n.to_str())
                 .unwrap_or_default();
-            let Some((node, ext)) = name
-                .split_once('.')
-                .and_then(|(n, e)| Some((n.parse::<i64>().ok()?, e)))
-            else {
-                continue;
-            };
-            let complete = match ext {
-                "done" => true,
-                "open" if !self.marker(node, true).exists() => false,
-                "open" => continue,
-                _ => {
-                    if ext == "data"
-                        && !self.marker(node, false).exists()
-                        && !self.marker(node, true).exists()
-                    {
-                        let _ = std::fs::remove_file(&path);
-                    }
-                    continue;
-                }
-            };
-            let data = self.data_path(node);
-            if data.exists() {
-                out.push(Leftover {
+            match parse(name) {
+                Some(Entry::Data(node)) => data.push(node),
+                Some(Entry::Marker {
                     node,
+                    base,
                     complete,
-                    data,
-                });
-            } else {
-                self.unmark(node);
+                }) => {
+                    // A "done" marker wins: the writer finished.
+                    let m = markers.entry(node).or_insert((base, complete));
+                    if complete {
+                        *m = (base, true);
+                    }
+                    marker_paths.push((node, path));
+                }
+                None => {}
+            }
+        }
+        for (node, path) in marker_paths {
+            if !data.contains(&node) {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        let mut out = Vec::new();
+        for node in data {
+            match markers.get(&node) {
+                Some(&(base, complete)) => out.push(Leftover {
+                    node,
+                    base,
+                    complete,
+                }),
+                None => {
+                    let _ = std::fs::remove_file(self.data_path(node));
+                }
             }
         }
         Ok(out)
@@ -144,24 +215,41 @@ mod tests {
     fn markers_say_what_a_crash_left() {
         let dir = tempfile::tempdir().unwrap();
         let area = StagingArea::open(dir.path()).unwrap();
-        for node in [1, 2, 3] {
+        for node in [1, 2, 3, 4] {
             std::fs::write(area.data_path(node), b"x").unwrap();
         }
-        area.mark(1, false).unwrap();
-        area.mark(2, false).unwrap();
-        area.mark(2, true).unwrap();
-        let mut left: Vec<(i64, bool)> = area
+        area.mark(1, 7, false).unwrap();
+        area.mark(2, 9, false).unwrap();
+        area.mark(2, 9, true).unwrap();
+        // A marker of an older mount: no base.
+        std::fs::write(dir.path().join("staging/4.done"), b"").unwrap();
+        area.mark(5, 1, true).unwrap();
+        let mut left: Vec<(i64, Option<u64>, bool)> = area
             .leftovers()
             .unwrap()
             .iter()
-            .map(|l| (l.node, l.complete))
+            .map(|l| (l.node, l.base, l.complete))
             .collect();
         left.sort();
-        assert_eq!(left, vec![(1, false), (2, true)]);
+        assert_eq!(
+            left,
+            vec![(1, Some(7), false), (2, Some(9), true), (4, None, true)]
+        );
         assert!(!area.data_path(3).exists(), "unmarked data was never dirty");
-        let kept = area.set_aside(1).unwrap();
+        assert!(!area.marker(5, 1, true).exists(), "a marker without data");
+        let kept = area.set_aside(1, Some(7)).unwrap();
         assert_eq!(std::fs::read(kept).unwrap(), b"x");
-        area.remove(2);
+        area.adopt(2, 9, 6, 1).unwrap();
+        let left: Vec<(i64, Option<u64>, bool)> = area
+            .leftovers()
+            .unwrap()
+            .iter()
+            .filter(|l| l.node != 4)
+            .map(|l| (l.node, l.base, l.complete))
+            .collect();
+        assert_eq!(left, vec![(6, Some(1), true)]);
+        area.remove(6, 1);
+        area.set_aside(4, None).unwrap();
         assert!(area.leftovers().unwrap().is_empty());
     }
 }

@@ -244,19 +244,22 @@ impl Meta {
         serde_json::from_str(&state).map_err(|e| MetaError::Internal(e.to_string()))
     }
 
-    /// Makes `object` the content of the checked file.
+    /// Makes `object` the content of the checked file, unless the file has
+    /// moved on from the version the upload started from (409).
     fn commit(&self, ns: Ns, c: &CheckRequest, object: i64) -> MetaResult<u64> {
         let key = c.key.as_deref();
-        Ok(match c.node {
-            Some(id) => self
-                .db
-                .commit_node(ns, id, object, c.file_size, key, &c.attrs)?,
+        let committed = match c.node {
+            Some(id) => {
+                self.db
+                    .commit_node(ns, id, object, c.file_size, key, &c.attrs, c.base_ver)?
+            }
             None => {
                 let path = TfsPath::parse(&c.path)?;
                 self.db
-                    .commit_file(ns, &path, object, c.file_size, key, &c.attrs)?
+                    .commit_file(ns, &path, object, c.file_size, key, &c.attrs, c.base_ver)?
             }
-        })
+        };
+        committed.ok_or_else(|| MetaError::Conflict(STALE_BASE.into()))
     }
 }
 

@@ -572,7 +572,10 @@ impl Db {
     }
 
     /// Makes an uploaded object the whole content of the file at `path`
-    /// (created with its parents if missing), as one new version.
+    /// (created with its parents if missing), as one new version, if the
+    /// file is still at `base_ver` (when given; a missing file is not).
+    /// None (nothing changed) when it is not.
+    #[allow(clippy::too_many_arguments)]
     pub fn commit_file(
         &self,
         ns: Ns,
@@ -581,17 +584,22 @@ impl Db {
         size: u64,
         key: Option<&str>,
         attrs: &FileAttrs,
-    ) -> DbResult<u64> {
+        base_ver: Option<u64>,
+    ) -> DbResult<Option<u64>> {
         let limits = self.limits;
         self.tx(|tx| {
+            let found = resolve(tx, ns, path)?;
+            if base_ver.is_some() && base_ver != found.as_ref().map(|n| n.ver_no) {
+                return Ok(None);
+            }
             // A file made by this upload starts at version 1; an existing one
             // gets the next version.
-            let (node, bump) = match resolve(tx, ns, path)? {
+            let (node, bump) = match found {
                 Some(n) if n.kind == Kind::File => (n, 1),
                 Some(_) => return Err(DbError::Exists),
                 None => (create_in(tx, ns, path, Kind::File, true, limits)?, 0),
             };
-            replace_content(tx, &node, object, size, key, attrs, bump)
+            replace_content(tx, &node, object, size, key, attrs, bump).map(Some)
         })
     }
 

@@ -283,7 +283,9 @@ impl Db {
     }
 
     /// Makes an uploaded object the whole content of file `id`, as one new
-    /// version. Returns the new VER_NO.
+    /// version, if the file is still at `base_ver` (when given). Returns the
+    /// new VER_NO, or None (and changes nothing) when the version moved on.
+    #[allow(clippy::too_many_arguments)]
     pub fn commit_node(
         &self,
         ns: Ns,
@@ -292,13 +294,17 @@ impl Db {
         size: u64,
         key: Option<&str>,
         attrs: &FileAttrs,
-    ) -> DbResult<u64> {
+        base_ver: Option<u64>,
+    ) -> DbResult<Option<u64>> {
         self.tx(|tx| {
             let node = node_in(tx, ns, id)?;
             if node.kind != Kind::File {
                 return Err(DbError::IsDir);
             }
-            super::replace_content(tx, &node, object, size, key, attrs, 1)
+            if base_ver.is_some_and(|v| v != node.ver_no) {
+                return Ok(None);
+            }
+            super::replace_content(tx, &node, object, size, key, attrs, 1).map(Some)
         })
     }
 

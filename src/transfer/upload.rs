@@ -26,6 +26,8 @@ pub struct UploadOptions {
     pub attrs: FileAttrs,
     /// Commit to this node id rather than to the remote path.
     pub node: Option<i64>,
+    /// Commit only if the file is still at this version.
+    pub base_ver: Option<u64>,
     /// Shard PUTs in flight at once.
     pub parallel: usize,
     /// Partitions encoded per UploadFilePrepare round.
@@ -37,6 +39,7 @@ impl Default for UploadOptions {
         UploadOptions {
             attrs: FileAttrs::default(),
             node: None,
+            base_ver: None,
             parallel: 12,
             window: 4,
         }
@@ -252,6 +255,7 @@ pub async fn upload_file(
         key,
         data: inline.map(|d| B64.encode(d)),
         attrs: opts.attrs.clone(),
+        base_ver: opts.base_ver,
     };
     let ver_no = match meta.check(&check).await? {
         CheckResponse::Done { ver_no } => ver_no,

@@ -78,6 +78,7 @@ pub struct TestCluster {
     pub appkey: String,
     pub appid: u64,
     pub uid: u64,
+    meta_args: Vec<String>,
 }
 
 impl TestCluster {
@@ -128,6 +129,7 @@ impl TestCluster {
             .unwrap();
         assert!(out.status.success(), "admin provider token: {out:?}");
         let mut c = TestCluster {
+            meta_args: args.iter().map(|a| a.to_string()).collect(),
             meta,
             join: String::from_utf8(out.stdout).unwrap().trim().to_string(),
             providers: Vec::new(),
@@ -141,6 +143,18 @@ impl TestCluster {
         }
         c.wait_alive(n).await;
         c
+    }
+
+    /// Starts the metadata server again, on its address and data dir
+    /// (after `meta.kill()`).
+    pub fn restart_meta(&mut self) {
+        let addr = self.meta.url.trim_start_matches("http://").to_string();
+        let mut args = self.meta_args.clone();
+        let at = args.iter().position(|a| a == "--listen").unwrap() + 1;
+        args[at] = addr;
+        self.meta.kill();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.meta = Proc::spawn(&args);
     }
 
     pub fn provider_dir(&self, i: usize) -> PathBuf {
