@@ -186,6 +186,7 @@ async fn an_object_cannot_be_claimed_by_its_hash() {
         key: None,
         data: None,
         attrs: FileAttrs::default(),
+        base_ver: None,
     };
     let r = http
         .post(api("check"))

@@ -267,8 +267,13 @@ impl Meta {
 fn validate_check(m: &Meta, ns: Ns, c: &CheckRequest) -> MetaResult<()> {
     match c.node {
         Some(id) => {
-            if m.db.node(ns, id)?.kind != Kind::File {
+            let node = m.db.node(ns, id)?;
+            if node.kind != Kind::File {
                 return Err(MetaError::Conflict(format!("node {id} is not a file")));
+            }
+            // Refused before any shard moves; the commit checks again.
+            if c.base_ver.is_some_and(|base| base != node.ver_no) {
+                return Err(MetaError::Conflict(STALE_BASE.into()));
             }
         }
         None => {
