@@ -1,6 +1,7 @@
 //! HTTP client for providers' shard routes.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,9 @@ pub enum ShardError {
 pub const STALL: Duration = Duration::from_secs(5);
 /// How long a provider that failed or stalled is tried last.
 const SUSPECT_FOR: Duration = Duration::from_secs(30);
+/// Bounds of the hedging delay.
+const HEDGE_MIN: Duration = Duration::from_millis(150);
+const HEDGE_MAX: Duration = Duration::from_millis(1500);
 
 /// Talks to providers. Cheap to clone; shares one connection pool and one
 /// memory of the providers that recently failed or stalled.
@@ -39,6 +43,8 @@ const SUSPECT_FOR: Duration = Duration::from_secs(30);
 pub struct ShardClient {
     http: reqwest::Client,
     suspects: Arc<Mutex<HashMap<String, Instant>>>,
+    /// Moving average of a shard GET's time, in microseconds.
+    typical_get_us: Arc<AtomicU64>,
 }
 
 impl ShardClient {
@@ -55,7 +61,26 @@ impl ShardClient {
         ShardClient {
             http,
             suspects: Arc::default(),
+            typical_get_us: Arc::new(AtomicU64::new(20_000)),
         }
+    }
+
+    /// How long a read waits for a shard before asking another provider
+    /// alongside: a few times a typical shard's time, so a stopped provider
+    /// costs a reader a fraction of a second, not the request timeout.
+    pub fn hedge_after(&self) -> Duration {
+        let typical = self.typical_get_us.load(Ordering::Relaxed);
+        Duration::from_micros(typical.saturating_mul(4)).clamp(HEDGE_MIN, HEDGE_MAX)
+    }
+
+    fn observe_get(&self, took: Duration) {
+        let us = took.as_micros().min(u64::MAX as u128) as u64;
+        // An exponential moving average, 1/8 weight for the new sample.
+        let _ = self
+            .typical_get_us
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                Some(old - old / 8 + us / 8)
+            });
     }
 
     /// Remembers that provider `id` failed or stalled.
@@ -160,6 +185,7 @@ impl ShardClient {
         grant: &str,
         verify: bool,
     ) -> Result<Bytes, ShardError> {
+        let started = Instant::now();
         let req = self
             .http
             .get(Self::url(p, sha1))
@@ -168,6 +194,7 @@ impl ShardClient {
             self.suspect(&p.id);
             Self::transport(p)(e)
         })?;
+        self.observe_get(started.elapsed());
         if verify && crate::codec::sha1_hex(&data) != sha1 {
             return Err(ShardError::Corrupt {
                 provider: p.id.clone(),

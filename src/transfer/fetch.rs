@@ -3,7 +3,6 @@
 //! by a parity shard, and a slow one is hedged with an extra fetch.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -19,9 +18,6 @@ use crate::proto::{
     StoreScheme,
 };
 
-/// How long a partition's fetches may run before one more parity shard is
-/// asked for in parallel.
-const HEDGE_AFTER: Duration = Duration::from_millis(1500);
 /// Partitions fetched at once by a whole-file read.
 const PARALLEL_PARTITIONS: usize = 4;
 
@@ -34,7 +30,7 @@ fn is_suspect(client: &ShardClient, shard: &ShardLocation) -> bool {
 /// One shard from the first of its providers that serves it intact, each
 /// asked with the object's grant for it. Providers that failed here lately
 /// are asked last; one that is slow gets a second provider asked alongside
-/// after `HEDGE_AFTER`.
+/// after `ShardClient::hedge_after`.
 async fn fetch_shard(
     client: &ShardClient,
     shard: &ShardLocation,
@@ -66,7 +62,7 @@ async fn fetch_shard(
         Some(p) => pending.push(fetch(p)),
         None => return Err(last),
     }
-    let hedge = tokio::time::sleep(HEDGE_AFTER);
+    let hedge = tokio::time::sleep(client.hedge_after());
     tokio::pin!(hedge);
     loop {
         tokio::select! {
@@ -86,7 +82,7 @@ async fn fetch_shard(
                 if let Some(p) = next.next() {
                     pending.push(fetch(p));
                 }
-                hedge.as_mut().reset(tokio::time::Instant::now() + HEDGE_AFTER);
+                hedge.as_mut().reset(tokio::time::Instant::now() + client.hedge_after());
             }
         }
     }
@@ -156,7 +152,7 @@ async fn fetch_erasure(
     let mut got: Vec<Option<Vec<u8>>> = vec![None; n];
     let mut have = 0;
     let mut last = String::new();
-    let hedge = tokio::time::sleep(HEDGE_AFTER);
+    let hedge = tokio::time::sleep(client.hedge_after());
     tokio::pin!(hedge);
     while have < part.k {
         tokio::select! {
@@ -181,7 +177,7 @@ async fn fetch_erasure(
                 in_flight.insert(order[next]);
                 pending.push(fetch(order[next]));
                 next += 1;
-                hedge.as_mut().reset(tokio::time::Instant::now() + HEDGE_AFTER);
+                hedge.as_mut().reset(tokio::time::Instant::now() + client.hedge_after());
             }
         }
     }

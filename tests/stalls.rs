@@ -1,0 +1,61 @@
+//! A provider that stops answering (SIGSTOP: connections open, no bytes)
+//! costs a writer seconds, not the upload, and a reader a fraction of its
+//! time: stalled requests fail after a few seconds without progress, the
+//! provider is then asked last, and reads hedge to other shards early.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn signal(p: &Proc, sig: i32) {
+    // SAFETY: kill(2) on a child process we own.
+    assert_eq!(unsafe { libc::kill(p.child.id() as i32, sig) }, 0);
+}
+
+/// Reads `path` whole, returning the bytes and the time taken.
+fn timed_read(path: &std::path::Path) -> (Vec<u8>, Duration) {
+    let started = Instant::now();
+    let data = std::fs::read(path).unwrap();
+    (data, started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_provider_costs_a_writer_seconds_and_a_reader_little() {
+    let c = TestCluster::start(6).await;
+    let mut m = TestMount::new(&c);
+    let a = random_bytes(200 << 20, 1);
+    let b = random_bytes(200 << 20, 2);
+    std::fs::write(m.path("a"), &a).unwrap();
+
+    // The copy of b goes on while provider 0 is stopped 0.1 s in.
+    let local = c.dir.path().join("b");
+    std::fs::write(&local, &b).unwrap();
+    let dest = m.path("b");
+    let cp = std::thread::spawn(move || {
+        std::process::Command::new("cp")
+            .arg(&local)
+            .arg(&dest)
+            .status()
+            .unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    signal(&c.providers[0], libc::SIGSTOP);
+    assert!(cp.join().unwrap().success(), "cp with a stopped provider");
+
+    // Cold reads: a with every provider up would need provider 0 back; so
+    // measure both with the same mount, cache wiped before each.
+    m.remount(true);
+    let (got_b, stopped) = timed_read(&m.path("b"));
+    assert!(got_b == b, "b reads back equal with provider 0 stopped");
+    signal(&c.providers[0], libc::SIGCONT);
+    m.remount(true);
+    let (got_a, all_up) = timed_read(&m.path("a"));
+    assert!(got_a == a, "a reads back equal");
+    eprintln!("cold 200 MiB read: {all_up:?} all up, {stopped:?} with one provider stopped");
+    assert!(
+        stopped < all_up * 2,
+        "a stopped provider slowed a cold read from {all_up:?} to {stopped:?}"
+    );
+}
