@@ -59,3 +59,56 @@ async fn a_stopped_provider_costs_a_writer_seconds_and_a_reader_little() {
         "a stopped provider slowed a cold read from {all_up:?} to {stopped:?}"
     );
 }
+
+/// Runs `cmd` to its end, returning its status and how long it took.
+fn timed(cmd: &mut std::process::Command) -> (std::process::ExitStatus, Duration) {
+    let started = Instant::now();
+    let status = cmd.status().unwrap();
+    (status, started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_metadata_server_never_hangs_the_mount() {
+    let c = TestCluster::start(6).await;
+    let m = TestMount::new(&c);
+    std::fs::create_dir(m.path("d")).unwrap();
+    std::fs::write(m.path("d/f"), b"kept").unwrap();
+    signal(&c.meta, libc::SIGSTOP);
+    // Past the kernel's attribute and entry cache (1 s).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (status, took) = timed(std::process::Command::new("ls").arg("-la").arg(m.path("d")));
+    assert!(
+        !status.success(),
+        "ls fails while the metadata server is stopped"
+    );
+    assert!(took < Duration::from_secs(35), "ls returned after {took:?}");
+    // A process blocked in the mount can be killed: it ends once its
+    // request fails (fuser does not pass FUSE_INTERRUPT on, so the bound is
+    // the metadata client's 15 s read timeout, not the signal).
+    let mut blocked = std::process::Command::new("stat")
+        .arg(m.path("d/other"))
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    blocked.kill().unwrap();
+    blocked.wait().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "kill took {:?}",
+        started.elapsed()
+    );
+    signal(&c.meta, libc::SIGCONT);
+    // The same mount works again, no remount.
+    let mut back = None;
+    for _ in 0..50 {
+        if let Ok(data) = std::fs::read(m.path("d/f")) {
+            back = Some(data);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(back.as_deref(), Some(&b"kept"[..]));
+    std::fs::write(m.path("d/g"), b"new").unwrap();
+    assert_eq!(std::fs::read(m.path("d/g")).unwrap(), b"new");
+}

@@ -41,6 +41,44 @@ impl ClientError {
     }
 }
 
+/// Bounds of every request to the metadata server.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Sends a request. A read (GET) that could not connect, or that the
+/// server answered 503, is tried again a few times with backoff and
+/// jitter; nothing else is, so no change is ever applied twice and no
+/// request takes much longer than its timeouts.
+async fn send(req: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
+    use backon::BackoffBuilder;
+    let retries = backon::ExponentialBuilder::new()
+        .with_min_delay(std::time::Duration::from_millis(100))
+        .with_max_delay(std::time::Duration::from_secs(1))
+        .with_max_times(3)
+        .with_jitter()
+        .build();
+    let idempotent = req
+        .try_clone()
+        .and_then(|r| r.build().ok())
+        .is_some_and(|r| r.method() == Method::GET);
+    let mut delays = retries.into_iter();
+    loop {
+        let Some(attempt) = req.try_clone() else {
+            return Ok(req.send().await?);
+        };
+        let result = attempt.send().await;
+        let again = idempotent
+            && match &result {
+                Err(e) => e.is_connect(),
+                Ok(r) => r.status() == StatusCode::SERVICE_UNAVAILABLE,
+            };
+        match delays.next() {
+            Some(delay) if again => tokio::time::sleep(delay).await,
+            _ => return Ok(result?),
+        }
+    }
+}
+
 /// Characters escaped in a path segment of a URL.
 const SEGMENT: &AsciiSet = &CONTROLS
     .add(b' ')
@@ -73,9 +111,14 @@ pub struct MetaClient {
 impl MetaClient {
     /// Looks up the app's appid with its appkey.
     pub async fn connect(base: &str, appkey: &str, uid: u64) -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder().build()?;
+        // No request waits without bound: a server that stops answering
+        // fails the request after READ_TIMEOUT without a byte.
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(READ_TIMEOUT)
+            .build()?;
         let base = base.trim_end_matches('/').to_string();
-        let r = http.get(format!("{base}/v2/{appkey}/appid")).send().await?;
+        let r = send(http.get(format!("{base}/v2/{appkey}/appid"))).await?;
         #[derive(Deserialize)]
         struct AppId {
             #[serde(rename = "APP_ID")]
@@ -146,37 +189,25 @@ impl MetaClient {
 
     pub async fn policy(&self) -> Result<Policy, ClientError> {
         let fetch = || async {
-            Self::decode(
-                self.http
-                    .get(format!("{}/api/policy", self.base))
-                    .send()
-                    .await?,
-            )
-            .await
+            Self::decode(send(self.http.get(format!("{}/api/policy", self.base))).await?).await
         };
         self.policy.get_or_try_init(fetch).await.cloned()
     }
 
     pub async fn check(&self, req: &CheckRequest) -> Result<CheckResponse, ClientError> {
-        Self::decode(self.api(Method::POST, "check").json(req).send().await?).await
+        Self::decode(send(self.api(Method::POST, "check").json(req)).await?).await
     }
 
     pub async fn prepare(&self, req: &PrepareRequest) -> Result<PrepareResponse, ClientError> {
-        Self::decode(self.api(Method::POST, "prepare").json(req).send().await?).await
+        Self::decode(send(self.api(Method::POST, "prepare").json(req)).await?).await
     }
 
     pub async fn done(&self, req: &DoneRequest) -> Result<DoneResponse, ClientError> {
-        Self::decode(self.api(Method::POST, "done").json(req).send().await?).await
+        Self::decode(send(self.api(Method::POST, "done").json(req)).await?).await
     }
 
     pub async fn layout(&self, path: &str) -> Result<FileLayout, ClientError> {
-        Self::decode(
-            self.api(Method::GET, "layout")
-                .query(&[("path", path)])
-                .send()
-                .await?,
-        )
-        .await
+        Self::decode(send(self.api(Method::GET, "layout").query(&[("path", path)])).await?).await
     }
 
     pub async fn list_dir(&self, path: &str) -> Result<Vec<TfsEntry>, ClientError> {
@@ -188,7 +219,7 @@ impl MetaClient {
             self.uid,
             encode_path(path)
         );
-        Self::decode(self.http.get(url).send().await?).await
+        Self::decode(send(self.http.get(url)).await?).await
     }
 
     pub async fn stat_file(&self, path: &str) -> Result<TfsEntry, ClientError> {
@@ -200,27 +231,27 @@ impl MetaClient {
             self.uid,
             encode_path(path)
         );
-        Self::decode(self.http.get(url).send().await?).await
+        Self::decode(send(self.http.get(url)).await?).await
     }
 
     pub async fn remove_file(&self, path: &str) -> Result<(), ClientError> {
-        Self::checked(self.v2(Method::DELETE, "file", path).send().await?)
+        Self::checked(send(self.v2(Method::DELETE, "file", path)).await?)
             .await
             .map(drop)
     }
 
     pub async fn remove_dir(&self, path: &str) -> Result<(), ClientError> {
-        Self::checked(self.v2(Method::DELETE, "dir", path).send().await?)
+        Self::checked(send(self.v2(Method::DELETE, "dir", path)).await?)
             .await
             .map(drop)
     }
 
     pub async fn create_dir(&self, path: &str, recursive: bool) -> Result<(), ClientError> {
-        let r = self
-            .v2(Method::POST, "dir", path)
-            .query(&[("recursive", u8::from(recursive))])
-            .send()
-            .await?;
+        let r = send(
+            self.v2(Method::POST, "dir", path)
+                .query(&[("recursive", u8::from(recursive))]),
+        )
+        .await?;
         Self::checked(r).await.map(drop)
     }
 
@@ -231,13 +262,7 @@ impl MetaClient {
         route: &str,
         query: &[(&str, &str)],
     ) -> Result<T, ClientError> {
-        Self::decode(
-            self.api(Method::GET, &format!("fs/{route}"))
-                .query(query)
-                .send()
-                .await?,
-        )
-        .await
+        Self::decode(send(self.api(Method::GET, &format!("fs/{route}")).query(query)).await?).await
     }
 
     async fn fs_post<B: Serialize, T: DeserializeOwned>(
@@ -245,13 +270,7 @@ impl MetaClient {
         route: &str,
         body: &B,
     ) -> Result<T, ClientError> {
-        Self::decode(
-            self.api(Method::POST, &format!("fs/{route}"))
-                .json(body)
-                .send()
-                .await?,
-        )
-        .await
+        Self::decode(send(self.api(Method::POST, &format!("fs/{route}")).json(body)).await?).await
     }
 
     pub async fn fs_root(&self) -> Result<NodeAttr, ClientError> {
