@@ -293,18 +293,7 @@ async fn usage_counts_each_object_once_and_drops_with_the_last_file() {
 
 #[tokio::test]
 async fn shards_of_deleted_and_replaced_files_are_collected() {
-    let c = TestCluster::start_with(
-        6,
-        &[
-            "--gc-interval-secs",
-            "1",
-            "--gc-grace-secs",
-            "0",
-            "--clock-skew-secs",
-            "0",
-        ],
-    )
-    .await;
+    let c = TestCluster::start_with(6, GC_NOW).await;
     let shards = || async {
         let mut n = 0;
         for i in 0..6 {

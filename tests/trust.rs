@@ -16,29 +16,15 @@ use common::*;
 use reqwest::StatusCode;
 use tfsfs::proto::*;
 
-/// Partitions of 1 MiB keep the files small; GC runs every second, with no
-/// grace and no clock skew allowance.
-const GC_FAST: &[&str] = &[
-    "--partition-size",
-    "1048576",
-    "--gc-interval-secs",
-    "1",
-    "--gc-grace-secs",
-    "0",
-    "--clock-skew-secs",
-    "0",
-];
+/// `tfsfs meta` arguments: partitions of 1 MiB keep the files small, GC
+/// runs at once.
+fn gc_fast() -> Vec<&'static str> {
+    [&["--partition-size", "1048576"], GC_NOW].concat()
+}
 
 /// A second app on the cluster's metadata server: (appkey, appid).
 fn other_app(c: &TestCluster) -> (String, u64) {
-    let out = Command::new(bin())
-        .args(["admin", "--data"])
-        .arg(c.dir.path().join("meta"))
-        .args(["app", "create"])
-        .output()
-        .unwrap();
-    assert_ok(&out, "app create");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&c.admin(&["app", "create"])).unwrap();
     (
         v["appkey"].as_str().unwrap().into(),
         v["appid"].as_u64().unwrap(),
@@ -88,7 +74,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gc_keeps_shard_copies_that_other_objects_use() {
-    let c = TestCluster::start_with(6, GC_FAST).await;
+    let c = TestCluster::start_with(6, &gc_fast()).await;
     let dir = c.dir.path();
     // Ten pairs of plaintext files sharing their first 2 MiB (2 partitions:
     // identical shards), one of each pair then deleted.
@@ -165,7 +151,7 @@ async fn gc_keeps_shard_copies_that_other_objects_use() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_object_cannot_be_claimed_by_its_hash() {
-    let c = TestCluster::start_with(6, GC_FAST).await;
+    let c = TestCluster::start_with(6, &gc_fast()).await;
     let local = c.dir.path().join("secret");
     std::fs::write(&local, random_bytes(3 << 20, 11)).unwrap();
     assert_ok(&c.put(&local, "/secret", false), "owner put");
@@ -339,14 +325,7 @@ async fn only_enrolled_providers_heartbeat_and_only_with_their_key() {
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{what}");
     }
     // A single-use token enrolls one provider, not two.
-    let out = Command::new(bin())
-        .args(["admin", "--data"])
-        .arg(c.dir.path().join("meta"))
-        .args(["provider", "token"])
-        .output()
-        .unwrap();
-    assert_ok(&out, "provider token");
-    let once = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let once = c.admin(&["provider", "token"]).trim().to_string();
     let r = http
         .post(&enroll_url)
         .json(&enroll("p-new", Some(once.clone())))

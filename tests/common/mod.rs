@@ -68,6 +68,17 @@ impl Drop for Proc {
     }
 }
 
+/// `tfsfs meta` arguments for garbage collection every second, with no
+/// grace and no clock skew allowance.
+pub const GC_NOW: &[&str] = &[
+    "--gc-interval-secs",
+    "1",
+    "--gc-grace-secs",
+    "0",
+    "--clock-skew-secs",
+    "0",
+];
+
 /// A metadata server and N providers, each its own process.
 pub struct TestCluster {
     pub dir: tempfile::TempDir,
@@ -155,6 +166,18 @@ impl TestCluster {
         self.meta.kill();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.meta = Proc::spawn(&args);
+    }
+
+    /// `tfsfs admin --data META_DIR ARGS`, which must succeed; its stdout.
+    pub fn admin(&self, args: &[&str]) -> String {
+        let out = Command::new(bin())
+            .args(["admin", "--data"])
+            .arg(self.dir.path().join("meta"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_ok(&out, &format!("admin {args:?}"));
+        String::from_utf8(out.stdout).unwrap()
     }
 
     pub fn provider_dir(&self, i: usize) -> PathBuf {
