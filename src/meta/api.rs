@@ -183,7 +183,9 @@ async fn reader_report(
 
 /// Partitions by redundancy, the repair queue and every provider.
 async fn health(State(m): State<Arc<Meta>>) -> MetaResult<Json<super::db::HealthReport>> {
-    Ok(Json(m.db.health_report(m.horizons(), m.cfg.replicas)?))
+    let mut r = m.db.health_report(m.horizons(), m.cfg.replicas)?;
+    (r.repaired_shards, r.repaired_bytes) = m.repaired();
+    Ok(Json(r))
 }
 
 fn record_beat(m: &Meta, beat: &Beat) -> MetaResult<()> {

@@ -149,6 +149,12 @@ pub struct HealthReport {
     pub repair_queue: u64,
     /// Of those, how many wait out a backoff after a failed repair.
     pub repair_backoff: u64,
+    /// Shards (or replica copies) repair stored since the server started
+    /// (`GET /api/health` only).
+    #[serde(default)]
+    pub repaired_shards: u64,
+    #[serde(default)]
+    pub repaired_bytes: u64,
     pub providers: Vec<ProviderReport>,
 }
 

@@ -88,6 +88,14 @@ impl Meta {
         }
     }
 
+    /// Shards and bytes repair stored since the server started.
+    pub(super) fn repaired(&self) -> (u64, u64) {
+        (
+            self.repair_stats.shards.load(Ordering::Relaxed),
+            self.repair_stats.bytes.load(Ordering::Relaxed),
+        )
+    }
+
     /// One repair round: returns the partitions repaired.
     pub async fn repair_round(&self, pacer: &Pacer) -> MetaResult<usize> {
         let todo = self
