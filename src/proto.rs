@@ -479,5 +479,10 @@ pub struct ScrubHealth {
     pub passes: u64,
     /// Unix seconds the last pass ended (0: none yet).
     pub last_pass: u64,
+    /// Bytes hashed in the last finished pass, and how long it took.
+    #[serde(default)]
+    pub last_pass_bytes: u64,
+    #[serde(default)]
+    pub last_pass_ms: u64,
     pub running: bool,
 }

@@ -185,6 +185,7 @@ async fn reader_report(
 async fn health(State(m): State<Arc<Meta>>) -> MetaResult<Json<super::db::HealthReport>> {
     let mut r = m.db.health_report(m.horizons(), m.cfg.replicas)?;
     (r.repaired_shards, r.repaired_bytes) = m.repaired();
+    (r.last_round_bytes, r.last_round_ms) = m.last_round();
     Ok(Json(r))
 }
 

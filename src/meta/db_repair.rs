@@ -155,6 +155,12 @@ pub struct HealthReport {
     pub repaired_shards: u64,
     #[serde(default)]
     pub repaired_bytes: u64,
+    /// The last repair round that stored anything: shard bytes stored, and
+    /// how long the round took.
+    #[serde(default)]
+    pub last_round_bytes: u64,
+    #[serde(default)]
+    pub last_round_ms: u64,
     pub providers: Vec<ProviderReport>,
 }
 

@@ -75,6 +75,9 @@ pub struct RepairStats {
     pub shards: AtomicU64,
     pub bytes: AtomicU64,
     pub failures: AtomicU64,
+    /// The last round that stored anything: its bytes and milliseconds.
+    pub round_bytes: AtomicU64,
+    pub round_ms: AtomicU64,
     /// Verifier's place in the shards table (rowid).
     cursor: AtomicI64,
 }
@@ -86,6 +89,14 @@ impl Meta {
             alive_since: now - self.cfg.provider_timeout.as_secs() as i64,
             lost_before: now - self.cfg.repair_after.as_secs() as i64,
         }
+    }
+
+    /// The last round that stored anything: (bytes, milliseconds).
+    pub(super) fn last_round(&self) -> (u64, u64) {
+        (
+            self.repair_stats.round_bytes.load(Ordering::Relaxed),
+            self.repair_stats.round_ms.load(Ordering::Relaxed),
+        )
     }
 
     /// Shards and bytes repair stored since the server started.
@@ -101,6 +112,7 @@ impl Meta {
         let todo = self
             .db
             .repair_candidates(self.horizons(), self.cfg.replicas, BATCH)?;
+        let (started, bytes_before) = (Instant::now(), self.repaired().1);
         let done = futures::stream::iter(todo)
             .map(|p| async move {
                 let (object, partition) = (p.object, p.partition);
@@ -123,6 +135,13 @@ impl Meta {
             .filter(|ok| std::future::ready(*ok))
             .count()
             .await;
+        let bytes = self.repaired().1 - bytes_before;
+        if bytes > 0 {
+            let st = &self.repair_stats;
+            st.round_bytes.store(bytes, Ordering::Relaxed);
+            st.round_ms
+                .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
         for id in self.db.retire_drained()? {
             tracing::info!(provider = %id, "drained: every shard moved off; retired");
         }

@@ -20,6 +20,8 @@ pub struct ScrubState {
     bad_found: AtomicU64,
     passes: AtomicU64,
     last_pass: AtomicU64,
+    last_pass_bytes: AtomicU64,
+    last_pass_ms: AtomicU64,
     running: AtomicBool,
 }
 
@@ -30,6 +32,8 @@ impl ScrubState {
             bad_found: self.bad_found.load(Ordering::Relaxed),
             passes: self.passes.load(Ordering::Relaxed),
             last_pass: self.last_pass.load(Ordering::Relaxed),
+            last_pass_bytes: self.last_pass_bytes.load(Ordering::Relaxed),
+            last_pass_ms: self.last_pass_ms.load(Ordering::Relaxed),
             running: self.running.load(Ordering::Relaxed),
         }
     }
@@ -61,8 +65,15 @@ async fn pass(http: &reqwest::Client, meta: &str, p: &Provider, pacer: &Pacer) -
         }
     };
     let (mut checked, mut bad) = (0, 0);
+    let (started, bytes) = (std::time::Instant::now(), AtomicU64::new(0));
     for sha1 in names {
-        let hashed = p.store.hash_file(&sha1, |n| pacer.pace(n)).await;
+        let hashed = p
+            .store
+            .hash_file(&sha1, |n| {
+                bytes.fetch_add(n, Ordering::Relaxed);
+                pacer.pace(n)
+            })
+            .await;
         match hashed {
             Ok(Some(h)) if h == sha1 => {}
             Ok(None) => continue,
@@ -89,6 +100,10 @@ async fn pass(http: &reqwest::Client, meta: &str, p: &Provider, pacer: &Pacer) -
     s.running.store(false, Ordering::Relaxed);
     s.passes.fetch_add(1, Ordering::Relaxed);
     s.last_pass.store(now_secs(), Ordering::Relaxed);
+    s.last_pass_bytes
+        .store(bytes.load(Ordering::Relaxed), Ordering::Relaxed);
+    s.last_pass_ms
+        .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
     let r = ScrubReport {
         id: p.id.clone(),
         ts_ms: now_ms(),
