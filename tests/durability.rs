@@ -404,3 +404,76 @@ async fn scrub_and_verifier_find_damaged_shard_files_and_repair_heals_them() {
     c.providers[7].kill();
     read_all(&c, &files);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_readers_report_is_checked_then_repaired() {
+    // No verifier and no scrub: only the report finds the damage.
+    let mut args = FAST.to_vec();
+    let at = args.iter().position(|a| *a == "--verify-rate").unwrap();
+    args[at + 1] = "0";
+    let c = TestCluster::start_with(7, &args).await;
+    let local = c.dir.path().join("f");
+    std::fs::write(&local, random_bytes(3 << 20, 5)).unwrap();
+    assert_ok(&c.put(&local, "/f", true), "put");
+    let layout = c.layout("/f").await;
+    let part = &layout.fragments[0].object.partitions[0];
+    let (bad, good) = (&part.shards[0], &part.shards[1]);
+    let ids: Vec<String> = (0..7).map(|i| provider_id(&c, i)).collect();
+    let holder = ids.iter().position(|x| *x == bad.providers[0].id).unwrap();
+    let path = c
+        .provider_dir(holder)
+        .join("shards")
+        .join(&bad.sha1[..2])
+        .join(&bad.sha1);
+    std::fs::remove_file(&path).unwrap();
+    let report = |sha1: &str, provider: &str| {
+        reqwest::Client::new()
+            .post(format!(
+                "{}/api/ns/{}/{}/report",
+                c.meta.url, c.appid, c.uid
+            ))
+            .header(tfsfs::proto::APPKEY_HEADER, &c.appkey)
+            .json(&tfsfs::proto::ShardReport {
+                sha1: sha1.into(),
+                provider: provider.into(),
+            })
+            .send()
+    };
+    let r = report(&good.sha1, &good.providers[0].id).await.unwrap();
+    assert!(r.status().is_success());
+    assert!(
+        !r.json::<bool>().await.unwrap(),
+        "a false claim is checked and ignored"
+    );
+    let r = reqwest::Client::new()
+        .post(format!(
+            "{}/api/ns/{}/{}/report",
+            c.meta.url, c.appid, c.uid
+        ))
+        .json(&tfsfs::proto::ShardReport {
+            sha1: bad.sha1.clone(),
+            provider: bad.providers[0].id.clone(),
+        })
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        reqwest::StatusCode::UNAUTHORIZED,
+        "needs the appkey"
+    );
+    let r = report(&bad.sha1, &bad.providers[0].id).await.unwrap();
+    assert!(
+        r.json::<bool>().await.unwrap(),
+        "the missing copy is confirmed"
+    );
+    wait_full(&c, Duration::from_secs(30)).await;
+    let layout = c.layout("/f").await;
+    let now = &layout.fragments[0].object.partitions[0].shards[0];
+    assert_eq!(now.sha1, bad.sha1);
+    assert_ne!(
+        now.providers[0].id, bad.providers[0].id,
+        "rebuilt elsewhere"
+    );
+    read_all(&c, &[("/f".into(), local, true)]);
+}

@@ -565,3 +565,23 @@ pub async fn run(meta: Arc<Meta>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn pacer_holds_the_rate_and_gives_no_credit_for_idle_time() {
+        let p = Pacer::new(8 << 20);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let t = Instant::now();
+        for _ in 0..4 {
+            p.pace(1 << 20).await;
+        }
+        let secs = t.elapsed().as_secs_f64();
+        assert!(secs >= 0.45, "4 MiB at 8 MiB/s took {secs} s");
+        let t = Instant::now();
+        Pacer::new(0).pace(1 << 30).await;
+        assert!(t.elapsed() < Duration::from_millis(50), "0 is unbounded");
+    }
+}
