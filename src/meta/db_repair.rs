@@ -168,9 +168,25 @@ impl Db {
     /// Every partition's health; with `only_lost`, those holding a lost copy.
     pub fn partition_health(&self, h: Horizons, only_lost: bool) -> DbResult<Vec<PartitionHealth>> {
         let conn = self.lock();
+        // With `only_lost`, only partitions with a copy on a provider that
+        // is not active or silent past the horizon, or a bad copy (found
+        // through the provider and copy indexes, not a scan of `shards`).
+        let restrict = if only_lost {
+            format!(
+                "WHERE (s.object, s.partition) IN (
+                   SELECT s2.object, s2.partition FROM providers p2
+                   JOIN shards s2 ON s2.provider = p2.id
+                   WHERE p2.state != 'active' OR p2.last_seen < {lost}
+                   UNION SELECT s3.object, s3.partition FROM bad_shards b
+                   JOIN shards s3 ON s3.sha1 = b.sha1 AND s3.provider = b.provider)",
+                lost = h.lost_before
+            )
+        } else {
+            String::new()
+        };
         let sql = format!(
             "WITH c AS (SELECT s.object, s.partition, s.idx, {flags}
-                        FROM shards s LEFT JOIN providers p ON p.id = s.provider),
+                        FROM shards s LEFT JOIN providers p ON p.id = s.provider {restrict}),
                   i AS (SELECT object, partition, idx, SUM(lost) AS lost, SUM(NOT lost) AS kept,
                                SUM(healthy) AS healthy FROM c GROUP BY object, partition, idx)
              SELECT i.object, i.partition, o.scheme, COALESCE(pt.k, o.k), COALESCE(pt.m, o.m),
@@ -206,8 +222,10 @@ impl Db {
         Ok(rows)
     }
 
-    /// Partitions a repair round should take: a lost copy, or a replicated
-    /// one short of `replicas` copies kept, not in backoff; most at risk first.
+    /// Partitions a repair round should take: a lost copy (a replicated one
+    /// also when short of `replicas` copies kept), not in backoff; most at
+    /// risk first. Copies on unregistered providers (rows `provider remove
+    /// --force` did not drop) are not looked for here.
     pub fn repair_candidates(
         &self,
         h: Horizons,
@@ -226,8 +244,20 @@ impl Db {
                 .collect::<Result<_, _>>()?;
             rows
         };
+        // A copy is lost only on a provider that is not active or silent
+        // past the horizon, or when found bad: look no further when none is.
+        let any_lost: bool = self.lock().query_row(
+            "SELECT EXISTS (SELECT 1 FROM bad_shards) OR EXISTS (
+               SELECT 1 FROM providers p WHERE (p.state != 'active' OR p.last_seen < ?1)
+               AND EXISTS (SELECT 1 FROM shards s WHERE s.provider = p.id))",
+            [h.lost_before],
+            |r| r.get(0),
+        )?;
+        if !any_lost {
+            return Ok(Vec::new());
+        }
         let mut all: Vec<PartitionHealth> = self
-            .partition_health(h, false)?
+            .partition_health(h, true)?
             .into_iter()
             .filter(|p| p.lost_copies > 0 || (p.replicated && p.kept < replicas))
             .filter(|p| !backoff.contains(&(p.object, p.partition)))

@@ -69,8 +69,10 @@ impl Pacer {
 }
 
 /// What repair has done since the server started.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RepairStats {
+    /// When the server started (Unix seconds).
+    started: u64,
     /// Shards (or replica copies) stored by repair.
     pub shards: AtomicU64,
     pub bytes: AtomicU64,
@@ -82,12 +84,35 @@ pub struct RepairStats {
     cursor: AtomicI64,
 }
 
+impl Default for RepairStats {
+    fn default() -> Self {
+        RepairStats {
+            started: now_secs(),
+            shards: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            round_bytes: AtomicU64::new(0),
+            round_ms: AtomicU64::new(0),
+            cursor: AtomicI64::new(0),
+        }
+    }
+}
+
 impl Meta {
+    /// How copies are classified now. Until this server has been up for
+    /// two provider timeouts, silence loses nothing: after a long outage of
+    /// the metadata server every provider looks silent until it beats.
     pub(super) fn horizons(&self) -> Horizons {
         let now = now_secs() as i64;
+        let timeout = self.cfg.provider_timeout.as_secs() as i64;
+        let up = now - self.repair_stats.started as i64;
         Horizons {
-            alive_since: now - self.cfg.provider_timeout.as_secs() as i64,
-            lost_before: now - self.cfg.repair_after.as_secs() as i64,
+            alive_since: now - timeout,
+            lost_before: if up < 2 * timeout {
+                0
+            } else {
+                now - self.cfg.repair_after.as_secs() as i64
+            },
         }
     }
 
