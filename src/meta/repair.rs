@@ -224,8 +224,10 @@ impl Meta {
             let have = kept.get(&0).copied().unwrap_or(0);
             vec![(0, self.cfg.replicas.saturating_sub(have))]
         } else {
+            // (An index with no row at all, after `provider remove --force`,
+            // has no recorded hash to check a rebuild against: left alone.)
             (0..ph.k + ph.m)
-                .filter(|i| kept.get(i).copied().unwrap_or(0) == 0)
+                .filter(|i| shards.contains_key(i) && kept.get(i).copied().unwrap_or(0) == 0)
                 .map(|i| (i, 1))
                 .collect()
         };
@@ -316,7 +318,11 @@ impl Meta {
         want: &[(usize, usize)],
         pacer: &Pacer,
     ) -> MetaResult<HashMap<usize, Bytes>> {
-        let mut sources: Vec<&CopyRow> = copies.iter().filter(|c| c.readable).collect();
+        let n = if ph.replicated { 1 } else { ph.k + ph.m };
+        let mut sources: Vec<&CopyRow> = copies
+            .iter()
+            .filter(|c| c.readable && c.index < n)
+            .collect();
         // Healthy providers first, then draining ones.
         sources.sort_by_key(|c| c.lost);
         if ph.replicated {
@@ -573,20 +579,28 @@ impl Meta {
 /// Repairs every `interval`, and verifies `verify_rate` copies a second,
 /// forever.
 pub async fn run(meta: Arc<Meta>) {
-    let pacer = Pacer::new(meta.cfg.repair_rate);
+    let pacer = Arc::new(Pacer::new(meta.cfg.repair_rate));
     let interval = meta.cfg.repair_interval;
     loop {
         tokio::time::sleep(interval).await;
-        let n = (meta.cfg.verify_rate as f64 * interval.as_secs_f64()).ceil() as usize;
-        match meta.verify_round(n).await {
-            Ok(0) => {}
-            Ok(bad) => tracing::info!(bad, "verifier found bad shard copies"),
-            Err(e) => tracing::warn!(error = %e, "verifier failed"),
-        }
-        match meta.repair_round(&pacer).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(partitions = n, "repair round done"),
-            Err(e) => tracing::warn!(error = %e, "repair round failed"),
+        // Each round in its own task: a bug that panics costs one round,
+        // never the server.
+        let (m, pacer) = (meta.clone(), pacer.clone());
+        let round = tokio::spawn(async move {
+            let n = (m.cfg.verify_rate as f64 * interval.as_secs_f64()).ceil() as usize;
+            match m.verify_round(n).await {
+                Ok(0) => {}
+                Ok(bad) => tracing::info!(bad, "verifier found bad shard copies"),
+                Err(e) => tracing::warn!(error = %e, "verifier failed"),
+            }
+            match m.repair_round(&pacer).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(partitions = n, "repair round done"),
+                Err(e) => tracing::warn!(error = %e, "repair round failed"),
+            }
+        });
+        if let Err(e) = round.await {
+            tracing::error!(error = %e, "repair round panicked");
         }
     }
 }

@@ -124,16 +124,23 @@ pub async fn run(
     rate: u64,
     interval: Duration,
 ) {
-    let pacer = Pacer::new(rate);
+    let pacer = Arc::new(Pacer::new(rate));
     loop {
         tokio::time::sleep(interval).await;
-        let started = std::time::Instant::now();
-        let (checked, bad) = pass(&http, &meta, &p, &pacer).await;
-        tracing::info!(
-            checked,
-            bad,
-            secs = started.elapsed().as_secs_f64(),
-            "scrub pass done"
-        );
+        // In its own task: a panic costs one pass, never the provider.
+        let (http, meta, p, pacer) = (http.clone(), meta.clone(), p.clone(), pacer.clone());
+        let run = tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let (checked, bad) = pass(&http, &meta, &p, &pacer).await;
+            tracing::info!(
+                checked,
+                bad,
+                secs = started.elapsed().as_secs_f64(),
+                "scrub pass done"
+            );
+        });
+        if let Err(e) = run.await {
+            tracing::error!(error = %e, "scrub pass panicked");
+        }
     }
 }
