@@ -477,3 +477,38 @@ async fn a_readers_report_is_checked_then_repaired() {
     );
     read_all(&c, &[("/f".into(), local, true)]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_bandwidth_is_bounded() {
+    let mut args = FAST.to_vec();
+    let at = args.iter().position(|a| *a == "--repair-rate").unwrap();
+    args[at + 1] = "2";
+    let mut c = TestCluster::start_with(7, &args).await;
+    let mut files = Vec::new();
+    for i in 0..3u64 {
+        let local = c.dir.path().join(format!("b{i}"));
+        std::fs::write(&local, random_bytes(3 << 20, 40 + i)).unwrap();
+        let remote = format!("/b{i}");
+        assert_ok(&c.put(&local, &remote, false), "put");
+        files.push((remote, local, false));
+    }
+    c.providers[0].kill();
+    wait_degraded(&c).await;
+    wait_full(&c, Duration::from_secs(60)).await;
+    let h = api_health(&c).await;
+    // Every stored byte was read about k times first: stored bytes move at
+    // well under the rate, never above it.
+    let rate = h.last_round_bytes as f64 / (1 << 20) as f64 / (h.last_round_ms as f64 / 1000.0);
+    eprintln!(
+        "FIGURE bounded repair: {:.2} MiB stored in {} ms ({rate:.2} MiB/s stored, rate 2 MiB/s read+written)",
+        h.last_round_bytes as f64 / (1 << 20) as f64,
+        h.last_round_ms
+    );
+    assert!(h.last_round_bytes > 0);
+    assert!(rate <= 2.0, "{rate} MiB/s");
+    let text = String::from_utf8(admin(&c, &["health"]).stdout).unwrap();
+    assert!(text.contains("repair queue: 0"), "{text}");
+    let text = String::from_utf8(admin(&c, &["provider", "list"]).stdout).unwrap();
+    assert_eq!(text.lines().count(), 8, "{text}");
+    read_all(&c, &files);
+}
