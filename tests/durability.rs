@@ -467,6 +467,20 @@ async fn a_readers_report_is_checked_then_repaired() {
         reqwest::StatusCode::UNAUTHORIZED,
         "needs the appkey"
     );
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/ns/{}/2/report", c.meta.url, c.appid))
+        .header(tfsfs::proto::APPKEY_HEADER, &c.appkey)
+        .json(&tfsfs::proto::ShardReport {
+            sha1: bad.sha1.clone(),
+            provider: bad.providers[0].id.clone(),
+        })
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        !r.json::<bool>().await.unwrap(),
+        "only copies of the reader's own namespace are checked"
+    );
     let r = report(&bad.sha1, &bad.providers[0].id).await.unwrap();
     assert!(
         r.json::<bool>().await.unwrap(),

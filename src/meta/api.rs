@@ -173,12 +173,12 @@ async fn reader_report(
     headers: HeaderMap,
     b: Body<ShardReport>,
 ) -> MetaResult<Json<bool>> {
-    ns(&m, &headers, appid, uid, false)?;
+    let ns = ns(&m, &headers, appid, uid, false)?;
     let r = body(b)?;
     if !is_sha1_hex(&r.sha1) {
         return Err(MetaError::BadRequest("sha1 is not a SHA-1".into()));
     }
-    Ok(Json(m.check_reported(&r.sha1, &r.provider).await?))
+    Ok(Json(m.check_reported(ns, &r.sha1, &r.provider).await?))
 }
 
 /// Partitions by redundancy, the repair queue and every provider.

@@ -405,11 +405,12 @@ impl Db {
         Ok(n > 0)
     }
 
-    /// Whether some object places `sha1` on `provider`.
-    pub fn shard_placed(&self, sha1: &str, provider: &str) -> DbResult<bool> {
+    /// Whether an object of namespace `ns` places `sha1` on `provider`.
+    pub fn shard_placed_in(&self, ns: super::Ns, sha1: &str, provider: &str) -> DbResult<bool> {
         Ok(self.lock().query_row(
-            "SELECT EXISTS (SELECT 1 FROM shards WHERE sha1=?1 AND provider=?2)",
-            params![sha1, provider],
+            "SELECT EXISTS (SELECT 1 FROM shards s JOIN objects o ON o.id = s.object
+                            WHERE s.sha1=?1 AND s.provider=?2 AND o.appid=?3 AND o.uid=?4)",
+            params![sha1, provider, ns.appid as i64, ns.uid as i64],
             |r| r.get(0),
         )?)
     }

@@ -551,8 +551,14 @@ impl Meta {
 
     /// Checks a reader's claim that `provider`'s copy of `sha1` is missing
     /// or corrupt by fetching it; records it as bad if so. Whether it was.
-    pub async fn check_reported(&self, sha1: &str, provider: &str) -> MetaResult<bool> {
-        if !self.db.shard_placed(sha1, provider)? {
+    /// Only copies of the reader's own namespace's objects are checked.
+    pub async fn check_reported(
+        &self,
+        ns: super::Ns,
+        sha1: &str,
+        provider: &str,
+    ) -> MetaResult<bool> {
+        if !self.db.shard_placed_in(ns, sha1, provider)? {
             return Ok(false);
         }
         let Some(p) = self.db.providers()?.into_iter().find(|p| p.id == provider) else {
