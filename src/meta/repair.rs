@@ -3,7 +3,8 @@
 //! retired, or when the copy was found missing or corrupt (a provider's
 //! scrub, a reader's report checked here, or the verifier's HEAD). The
 //! worker takes partitions holding lost copies, most at risk first; for an
-//! erasure-coded partition it fetches k readable shards (checking their
+//! erasure-coded partition it copies a lost shard still readable (on a
+//! draining provider), or else fetches k readable shards (checking their
 //! SHA-1), decodes and encodes again with the partition's own k+m, and
 //! stores each shard that has no kept copy on a provider holding no shard
 //! of that partition; a replicated object gets copies of a readable
@@ -335,6 +336,20 @@ impl Meta {
                 "no readable replica of the object".into(),
             ));
         }
+        // A wanted shard still readable where it is (a draining provider)
+        // is copied: one read instead of k.
+        let mut out = HashMap::new();
+        for (i, _) in want {
+            for c in sources.iter().filter(|c| c.index == *i) {
+                if let Some(d) = self.fetch_copy(c, pacer).await {
+                    out.insert(*i, d);
+                    break;
+                }
+            }
+        }
+        if want.iter().all(|(i, _)| out.contains_key(i)) {
+            return Ok(out);
+        }
         let scheme = Scheme::new(ph.k, ph.m).map_err(|e| MetaError::Internal(e.to_string()))?;
         let mut got: Vec<Option<Vec<u8>>> = vec![None; ph.k + ph.m];
         let mut have = 0;
@@ -375,8 +390,12 @@ impl Meta {
         .await
         .map_err(|e| MetaError::Internal(e.to_string()))?
         .map_err(|e| MetaError::Internal(format!("decode: {e}")))?;
-        let mut out = HashMap::new();
-        for (i, _) in want {
+        let rebuilt: Vec<usize> = want
+            .iter()
+            .map(|w| w.0)
+            .filter(|i| !out.contains_key(i))
+            .collect();
+        for i in &rebuilt {
             let shard = &plain[*i];
             let (sha1, len) = &shards[i];
             if crate::codec::sha1_hex(shard) != *sha1 || shard.len() as u64 != *len {
