@@ -70,6 +70,8 @@ impl Cluster {
                     false,
                     Duration::from_secs(600),
                 )?),
+                scrub_rate: 8 << 20,
+                scrub_interval: Duration::from_secs(86_400),
             };
             running.push(provider::start(listener, cfg).await?);
         }

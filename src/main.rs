@@ -172,10 +172,16 @@ enum AdminCommand {
         #[command(subcommand)]
         what: PackageCommand,
     },
-    /// Storage providers: who may join.
+    /// Storage providers: who may join, their state, drain and removal.
     Provider {
         #[command(subcommand)]
         what: ProviderCommand,
+    },
+    /// Partitions by redundancy, the repair queue, and every provider with
+    /// its last scrub (as the running server classifies them).
+    Health {
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -190,6 +196,23 @@ enum ProviderCommand {
         /// Seconds the token stays valid.
         #[arg(long, default_value_t = 86_400)]
         ttl_secs: u64,
+    },
+    /// Every provider: id, url, state, alive, capacity, used, shards, last seen.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop placing shards on a provider; repair moves every shard off it,
+    /// then it is retired.
+    Drain { id: String },
+    /// Place shards on a drained (or draining) provider again.
+    Undrain { id: String },
+    /// Forget a provider: refused while it holds the only copy of a shard.
+    Remove {
+        id: String,
+        /// Remove even so (its unique shards are then lost).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -349,6 +372,22 @@ struct MetaArgs {
     /// Seconds a request body may send nothing before it fails (408).
     #[arg(long, default_value_t = 30)]
     body_timeout_secs: u64,
+    /// A provider silent this long has its shards rebuilt elsewhere.
+    #[arg(long, default_value_t = 1800)]
+    repair_after_secs: u64,
+    /// Repair bandwidth in MiB/s (shard bytes read plus written; 0: unbounded).
+    #[arg(long, default_value_t = 50.0)]
+    repair_rate: f64,
+    /// Partitions repaired at once.
+    #[arg(long, default_value_t = 4)]
+    repair_parallel: usize,
+    /// Seconds between repair rounds (also the first backoff of a failed repair).
+    #[arg(long, default_value_t = 10)]
+    repair_interval_secs: u64,
+    /// Placed shard copies the verifier checks (HEAD) per second: finds
+    /// shard files deleted or truncated on a provider's disk.
+    #[arg(long, default_value_t = 50)]
+    verify_rate: u64,
 }
 
 #[derive(Args)]
@@ -367,6 +406,12 @@ struct ProviderArgs {
     /// Join token from `tfsfs admin provider token` (first start only).
     #[arg(long, env = "TFSFS_JOIN_TOKEN")]
     join: Option<String>,
+    /// Scrub read rate in MiB/s (0: unbounded).
+    #[arg(long, default_value_t = 8.0)]
+    scrub_rate: f64,
+    /// Seconds between scrub passes (each hashes every shard again).
+    #[arg(long, default_value_t = 86_400)]
+    scrub_interval_secs: u64,
 }
 
 #[derive(Args)]
@@ -543,6 +588,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 header_read: Duration::from_secs(a.header_timeout_secs.max(1)),
                 body_read: Duration::from_secs(a.body_timeout_secs.max(1)),
             };
+            cfg.repair_after = Duration::from_secs(a.repair_after_secs);
+            cfg.repair_rate = mib_per_s(a.repair_rate);
+            cfg.repair_parallel = a.repair_parallel.max(1);
+            cfg.repair_interval = Duration::from_secs(a.repair_interval_secs.max(1));
+            cfg.verify_rate = a.verify_rate;
             cfg.limits = Limits {
                 max_subdirs: a.max_subdirs,
                 max_files: a.max_files,
@@ -565,6 +615,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 heartbeat: Duration::from_secs(a.heartbeat_secs.max(1)),
                 max_shard: 256 << 20,
                 join: a.join,
+                scrub_rate: mib_per_s(a.scrub_rate),
+                scrub_interval: Duration::from_secs(a.scrub_interval_secs.max(1)),
             };
             let running = provider::start(listener, cfg).await?;
             announce(&running.url);
@@ -604,16 +656,27 @@ async fn run(command: Command) -> anyhow::Result<()> {
         } => admin_package(&data, what)?,
         Command::Admin {
             data,
-            what:
-                AdminCommand::Provider {
-                    what: ProviderCommand::Token { reusable, ttl_secs },
-                },
+            what: AdminCommand::Provider { what },
+        } => admin_provider(&data, what)?,
+        Command::Admin {
+            data,
+            what: AdminCommand::Health { json },
         } => {
-            let db = tfsfs::meta::Db::open(&data)?;
-            println!(
-                "{}",
-                meta::join_token(&db, reusable, Duration::from_secs(ttl_secs))?
-            );
+            let (db, h, replicas) = admin_store(&data)?;
+            let r = db.health_report(h, replicas)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "partitions: {} ({} full redundancy, {} degraded, {} one loss from data loss, {} lost)",
+                    r.partitions, r.full, r.degraded, r.one_from_loss, r.lost
+                );
+                println!(
+                    "repair queue: {} partitions ({} waiting after a failure)",
+                    r.repair_queue, r.repair_backoff
+                );
+                print_providers(&r.providers);
+            }
         }
         Command::Register {
             meta,
@@ -709,6 +772,100 @@ async fn run(command: Command) -> anyhow::Result<()> {
             } else {
                 meta.remove_file(&remote).await?;
             }
+        }
+    }
+    Ok(())
+}
+
+/// Bytes per second of a MiB/s flag.
+fn mib_per_s(rate: f64) -> u64 {
+    (rate.max(0.0) * (1 << 20) as f64) as u64
+}
+
+/// The store, and the horizons and replica count its server runs with.
+fn admin_store(
+    data: &std::path::Path,
+) -> anyhow::Result<(tfsfs::meta::Db, tfsfs::meta::db::Horizons, usize)> {
+    let db = tfsfs::meta::Db::open(data)?;
+    let num = |key: &str, default: u64| -> anyhow::Result<u64> {
+        Ok(db
+            .config_get(key)?
+            .and_then(|v| String::from_utf8(v).ok()?.parse().ok())
+            .unwrap_or(default))
+    };
+    let now = tfsfs::grant::now_secs() as i64;
+    let h = tfsfs::meta::db::Horizons {
+        alive_since: now - num("provider_timeout_secs", 15)? as i64,
+        lost_before: now - num("repair_after_secs", 1800)? as i64,
+    };
+    let replicas = num("replicas", 3)? as usize;
+    Ok((db, h, replicas))
+}
+
+fn print_providers(ps: &[tfsfs::meta::db::ProviderReport]) {
+    println!(
+        "{:<20} {:<8} {:<5} {:>14} {:>14} {:>7} {:>10}  {:<24} scrub",
+        "id", "state", "alive", "capacity", "used", "shards", "last seen", "url"
+    );
+    let now = tfsfs::grant::now_secs();
+    for p in ps {
+        let scrub = match &p.scrub {
+            Some(s) => format!(
+                "{} checked, {} bad, {}s ago",
+                s.checked,
+                s.bad,
+                now.saturating_sub(s.last_pass)
+            ),
+            None => "never".into(),
+        };
+        println!(
+            "{:<20} {:<8} {:<5} {:>14} {:>14} {:>7} {:>9}s  {:<24} {scrub}",
+            p.id,
+            p.state,
+            p.alive,
+            p.capacity,
+            p.used,
+            p.shards,
+            now.saturating_sub(p.last_seen),
+            p.url
+        );
+    }
+}
+
+fn admin_provider(data: &std::path::Path, what: ProviderCommand) -> anyhow::Result<()> {
+    use tfsfs::meta::db::{ACTIVE, DRAINING};
+    let (db, h, _) = admin_store(data)?;
+    match what {
+        ProviderCommand::Token { reusable, ttl_secs } => {
+            println!(
+                "{}",
+                meta::join_token(&db, reusable, Duration::from_secs(ttl_secs))?
+            );
+        }
+        ProviderCommand::List { json } => {
+            let ps = db.provider_reports(h.alive_since)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&ps)?);
+            } else {
+                print_providers(&ps);
+            }
+        }
+        ProviderCommand::Drain { id } => {
+            anyhow::ensure!(db.provider_set_state(&id, DRAINING)?, "no provider {id}");
+            eprintln!("provider {id} is draining: nothing new is placed on it, repair moves its shards off");
+        }
+        ProviderCommand::Undrain { id } => {
+            anyhow::ensure!(db.provider_set_state(&id, ACTIVE)?, "no provider {id}");
+        }
+        ProviderCommand::Remove { id, force } => {
+            let unique = db.unique_on(h, &id)?;
+            anyhow::ensure!(
+                unique == 0 || force,
+                "provider {id} holds the only copy of {unique} shards; drain it first \
+                 (`tfsfs admin provider drain {id}`) and wait until it is retired"
+            );
+            anyhow::ensure!(db.provider_remove(&id)?, "no provider {id}");
+            eprintln!("provider {id} removed; it may join again only with a new token");
         }
     }
     Ok(())

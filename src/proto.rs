@@ -319,6 +319,8 @@ pub struct ProviderHealth {
     pub bytes_received: u64,
     pub bytes_sent: u64,
     pub capacity: u64,
+    #[serde(default)]
+    pub scrub: ScrubHealth,
 }
 
 /// An entry of a v2 directory listing, as TFS prints it.
@@ -452,4 +454,48 @@ pub struct FsStats {
 pub struct FsApiError {
     pub error: String,
     pub errno: String,
+}
+
+/// A provider's scrub findings, signed with its key
+/// (`POST /api/providers/report`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ScrubReport {
+    pub id: String,
+    /// Unix milliseconds; must be near the server's clock.
+    pub ts_ms: u64,
+    /// Shards whose file failed its hash (moved to quarantine).
+    pub bad: Vec<String>,
+    /// Set when a pass ended: shards hashed in it.
+    #[serde(default)]
+    pub pass_checked: Option<u64>,
+    /// Shards found bad in that pass.
+    #[serde(default)]
+    pub pass_bad: u64,
+}
+
+/// A reader's claim that a provider's copy of a shard is missing or
+/// corrupt (`POST /api/ns/{appid}/{uid}/report`); checked before acted on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShardReport {
+    pub sha1: String,
+    pub provider: String,
+}
+
+/// A provider's scrub counters, in its `/health`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ScrubHealth {
+    /// Shards hashed in the pass under way (or the last, when idle).
+    pub checked: u64,
+    /// Shards found bad since the provider started.
+    pub bad_found: u64,
+    /// Passes finished since the provider started.
+    pub passes: u64,
+    /// Unix seconds the last pass ended (0: none yet).
+    pub last_pass: u64,
+    /// Bytes hashed in the last finished pass, and how long it took.
+    #[serde(default)]
+    pub last_pass_bytes: u64,
+    #[serde(default)]
+    pub last_pass_ms: u64,
+    pub running: bool,
 }

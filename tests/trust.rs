@@ -341,7 +341,9 @@ async fn only_enrolled_providers_heartbeat_and_only_with_their_key() {
     };
     let r = http.post(&enroll_url).json(&second).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "second use");
-    // A recorded heartbeat cannot be replayed.
+    // A recorded heartbeat cannot be replayed. (A beat in the same
+    // millisecond as p-new's enrollment beat would not be newer: wait.)
+    tokio::time::sleep(Duration::from_millis(5)).await;
     let recorded = tfsfs::grant::sign(&beat("p-new", "http://127.0.0.1:9"), &rogue);
     let r = http
         .post(&beat_url)

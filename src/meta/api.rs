@@ -33,6 +33,9 @@ pub fn routes(meta: Arc<Meta>) -> Router {
         .route("/api/providers", get(providers))
         .route("/api/providers/enroll", post(enroll))
         .route("/api/providers/heartbeat", post(heartbeat))
+        .route("/api/providers/report", post(provider_report))
+        .route("/api/health", get(health))
+        .route("/api/ns/{appid}/{uid}/report", post(reader_report))
         .route("/api/ns/{appid}/{uid}/check", post(check))
         .route("/api/ns/{appid}/{uid}/prepare", post(prepare))
         .route("/api/ns/{appid}/{uid}/done", post(done))
@@ -130,6 +133,60 @@ async fn heartbeat(State(m): State<Arc<Meta>>, token: String) -> MetaResult<()> 
         .map_err(|e| MetaError::Unauthorized(format!("heartbeat: {e}")))?;
     valid_beat(&beat)?;
     record_beat(&m, &beat)
+}
+
+/// A provider's scrub findings, signed with its key: its bad copies are
+/// lost from now on, and repair rebuilds them.
+async fn provider_report(State(m): State<Arc<Meta>>, token: String) -> MetaResult<()> {
+    let claimed: ScrubReport =
+        grant::peek(token.trim()).map_err(|e| MetaError::Unauthorized(format!("report: {e}")))?;
+    let keys = m.db.provider_keys()?;
+    let key = keys
+        .get(&claimed.id)
+        .and_then(|k| grant::verifying_key_from_hex(k))
+        .ok_or_else(|| {
+            MetaError::Unauthorized(format!("provider {} is not enrolled", claimed.id))
+        })?;
+    let r: ScrubReport = grant::open(token.trim(), &key)
+        .map_err(|e| MetaError::Unauthorized(format!("report: {e}")))?;
+    if now_ms().abs_diff(r.ts_ms) > BEAT_WINDOW_MS {
+        return Err(MetaError::Unauthorized(
+            "report timestamp is too far from the server's clock".into(),
+        ));
+    }
+    for sha1 in r.bad.iter().filter(|s| is_sha1_hex(s)) {
+        if m.db.shard_bad(sha1, &r.id, "corrupt (provider scrub)")? {
+            tracing::warn!(shard = %sha1, provider = %r.id, "scrub found a bad shard copy");
+        }
+    }
+    if let Some(checked) = r.pass_checked {
+        m.db.scrub_report(&r.id, checked, r.pass_bad)?;
+    }
+    Ok(())
+}
+
+/// A reader routed around a copy: the server checks the claim itself
+/// before it counts the copy as lost. Answers whether it was bad.
+async fn reader_report(
+    State(m): State<Arc<Meta>>,
+    Path((appid, uid)): Path<(u64, u64)>,
+    headers: HeaderMap,
+    b: Body<ShardReport>,
+) -> MetaResult<Json<bool>> {
+    let ns = ns(&m, &headers, appid, uid, false)?;
+    let r = body(b)?;
+    if !is_sha1_hex(&r.sha1) {
+        return Err(MetaError::BadRequest("sha1 is not a SHA-1".into()));
+    }
+    Ok(Json(m.check_reported(ns, &r.sha1, &r.provider).await?))
+}
+
+/// Partitions by redundancy, the repair queue and every provider.
+async fn health(State(m): State<Arc<Meta>>) -> MetaResult<Json<super::db::HealthReport>> {
+    let mut r = m.db.health_report(m.horizons(), m.cfg.replicas)?;
+    (r.repaired_shards, r.repaired_bytes) = m.repaired();
+    (r.last_round_bytes, r.last_round_ms) = m.last_round();
+    Ok(Json(r))
 }
 
 fn record_beat(m: &Meta, beat: &Beat) -> MetaResult<()> {

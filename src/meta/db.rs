@@ -14,6 +14,8 @@ use crate::proto::{FileAttrs, PlacedPartition, StoreScheme};
 mod accounts;
 #[path = "db_fs.rs"]
 mod fs;
+#[path = "db_repair.rs"]
+mod repair;
 #[path = "db_store.rs"]
 mod store;
 #[path = "db_trust.rs"]
@@ -22,6 +24,10 @@ mod trust;
 mod v1;
 pub use accounts::{OrderRow, PackageFields, PackageRow, Registration, ORDER_CANCELED, ORDER_PAID};
 pub use fs::NewNode;
+pub use repair::{
+    CopyRow, HealthReport, Horizons, PartitionHealth, ProviderReport, ScrubRow, ACTIVE, DRAINING,
+    RETIRED,
+};
 pub use store::SortKey;
 pub use trust::DoomedShard;
 pub use v1::{NewV1File, V1File, V1Unlink, V1_DELETED, V1_FILE_HEADER, V1_HIDDEN};
@@ -162,6 +168,8 @@ pub struct ProviderRow {
     pub capacity: u64,
     pub used: u64,
     pub last_seen: u64,
+    /// `active`, `draining` or `retired`.
+    pub state: String,
 }
 
 /// A partition of a stored object.
@@ -186,7 +194,7 @@ type Migration = fn(&Transaction) -> DbResult<()>;
 /// store is made at version 1 (`SCHEMA` and the submodules' `SCHEMA`, never
 /// changed) and migrated like an old one, so every step is run by every
 /// test. Append only.
-const MIGRATIONS: &[Migration] = &[hide_secrets, trust_model];
+const MIGRATIONS: &[Migration] = &[hide_secrets, trust_model, durability];
 
 const SCHEMA_VERSION: i64 = 1 + MIGRATIONS.len() as i64;
 
@@ -758,7 +766,7 @@ impl Db {
     pub fn providers(&self) -> DbResult<Vec<ProviderRow>> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(
-            "SELECT id, url, capacity, used, last_seen FROM providers ORDER BY id",
+            "SELECT id, url, capacity, used, last_seen, state FROM providers ORDER BY id",
         )?;
         let rows = stmt
             .query_map([], |r| {
@@ -768,6 +776,7 @@ impl Db {
                     capacity: r.get::<_, i64>(2)? as u64,
                     used: r.get::<_, i64>(3)? as u64,
                     last_seen: r.get::<_, i64>(4)? as u64,
+                    state: r.get(5)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
@@ -869,6 +878,13 @@ fn migrate(conn: &mut Connection, dir: &Path) -> DbResult<()> {
     // page space, and in old WAL frames: rewrite the file, empty the WAL.
     conn.execute_batch("VACUUM")?;
     conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    Ok(())
+}
+
+/// 3 → 4: providers have a state (active, draining, retired); bad shard
+/// copies, repair backoff and scrub reports are kept.
+fn durability(tx: &Transaction) -> DbResult<()> {
+    tx.execute_batch(repair::SCHEMA)?;
     Ok(())
 }
 

@@ -37,7 +37,7 @@ pub struct DoomedShard {
 
 /// Dooms `(sha1, provider)` copies that no object and no open session
 /// references; `copies` is a query yielding candidate (sha1, provider) rows.
-fn doom_unreferenced(
+pub(super) fn doom_unreferenced(
     tx: &rusqlite::Connection,
     copies: &str,
     args: impl rusqlite::Params,

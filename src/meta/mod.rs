@@ -11,6 +11,7 @@ pub mod mail;
 mod objects;
 pub mod path;
 mod placement;
+pub mod repair;
 mod rest_v1;
 mod rest_v2;
 pub mod tfs_name;
@@ -80,6 +81,16 @@ pub struct MetaConfig {
     pub registrations_per_ip: NonZeroU32,
     /// Header, idle and body timeouts of the server.
     pub serve: ServeConfig,
+    /// A provider silent this long has its shard copies rebuilt elsewhere.
+    pub repair_after: Duration,
+    /// Repair bandwidth (shard bytes read and written) per second; 0: unbounded.
+    pub repair_rate: u64,
+    /// Partitions repaired at once.
+    pub repair_parallel: usize,
+    /// Pause between repair rounds (and first backoff after a failed repair).
+    pub repair_interval: Duration,
+    /// Placed shard copies the verifier HEADs per second.
+    pub verify_rate: u64,
 }
 
 impl MetaConfig {
@@ -111,6 +122,11 @@ impl MetaConfig {
             codes_per_day: 20,
             registrations_per_ip: NonZeroU32::new(20).expect("not zero"),
             serve: ServeConfig::default(),
+            repair_after: Duration::from_secs(1800),
+            repair_rate: 50 << 20,
+            repair_parallel: 4,
+            repair_interval: Duration::from_secs(10),
+            verify_rate: 50,
         }
     }
 }
@@ -188,6 +204,9 @@ pub struct Meta {
     secret: [u8; 32],
     cfg: MetaConfig,
     shards: ShardClient,
+    /// For the verifier's HEADs.
+    http: reqwest::Client,
+    repair_stats: repair::RepairStats,
     mailer: mail::Mailer,
     /// Registration mails sent per client address.
     registrations: governor::DefaultKeyedRateLimiter<IpAddr>,
@@ -222,6 +241,11 @@ impl Meta {
             secret,
             cfg,
             shards: ShardClient::new(Duration::from_secs(30)),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .connect_timeout(Duration::from_secs(3))
+                .build()?,
+            repair_stats: repair::RepairStats::default(),
             mailer,
             registrations,
         })
@@ -347,7 +371,19 @@ pub async fn start(
         .merge(rest_v2::routes(meta.clone()))
         .merge(accounts::routes(meta.clone()))
         .merge(api_store::routes(meta.clone()));
+    // `tfsfs admin health` classifies shard copies as this server does.
+    meta.db.config_set(
+        "provider_timeout_secs",
+        meta.cfg.provider_timeout.as_secs().to_string().as_bytes(),
+    )?;
+    meta.db.config_set(
+        "repair_after_secs",
+        meta.cfg.repair_after.as_secs().to_string().as_bytes(),
+    )?;
+    meta.db
+        .config_set("replicas", meta.cfg.replicas.to_string().as_bytes())?;
     let collector = gc::run(meta.clone(), meta.cfg.gc_interval);
+    let repairer = repair::run(meta.clone());
     let serve = crate::http::serve_with(listener, app, meta.cfg.serve);
     let task = tokio::spawn(async move {
         tokio::select! {
@@ -355,6 +391,7 @@ pub async fn start(
                 tracing::error!(error = %e, "metadata server stopped");
             },
             _ = collector => {}
+            _ = repairer => {}
         }
     });
     Ok(RunningMeta { url, meta, task })

@@ -1,6 +1,7 @@
 //! Where shards go. Invariants: the shards of one partition, spares
 //! included, are on distinct providers; only enrolled providers heard from
-//! recently and below their capacity are given anything; among those,
+//! recently, below their capacity and neither draining nor retired are
+//! given anything; among those,
 //! providers with more free space are chosen more often (weighted random,
 //! so concurrent uploads spread). Fault tolerance is never traded for
 //! placement: with fewer providers the data shards per partition shrink,
@@ -36,6 +37,7 @@ impl Meta {
             .filter(|p| {
                 p.last_seen >= horizon
                     && p.used < p.capacity
+                    && p.state == super::db::ACTIVE
                     && keys.contains_key(&p.id)
                     && !avoid.contains(&p.id)
             })

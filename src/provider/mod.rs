@@ -9,6 +9,7 @@
 //! start presents a join token with its public key; every heartbeat after
 //! that is signed with the key.
 
+mod scrub;
 mod store;
 
 use std::net::SocketAddr;
@@ -93,6 +94,10 @@ pub struct ProviderConfig {
     /// Join token from `tfsfs admin provider token`, needed on the first
     /// start only (later starts are known by their key).
     pub join: Option<String>,
+    /// Scrub read rate in bytes per second (0: unbounded).
+    pub scrub_rate: u64,
+    /// Pause between scrub passes.
+    pub scrub_interval: Duration,
 }
 
 struct Provider {
@@ -106,6 +111,7 @@ struct Provider {
     received: AtomicU64,
     sent: AtomicU64,
     last_beat: AtomicU64,
+    scrub: scrub::ScrubState,
 }
 
 /// A provider serving on a bound listener.
@@ -140,6 +146,7 @@ pub async fn start(
         received: AtomicU64::new(0),
         sent: AtomicU64::new(0),
         last_beat: AtomicU64::new(0),
+        scrub: scrub::ScrubState::default(),
     });
     let app = Router::new()
         .route(
@@ -154,11 +161,19 @@ pub async fn start(
         .with_state(provider.clone());
     enroll(&http, &cfg.meta, &provider, &url, cfg.join.as_deref()).await?;
     let task = tokio::spawn(async move {
+        let scrubber = scrub::run(
+            http.clone(),
+            cfg.meta.clone(),
+            provider.clone(),
+            cfg.scrub_rate,
+            cfg.scrub_interval,
+        );
         let heartbeats = heartbeat_loop(http, cfg.meta, url.clone(), provider, cfg.heartbeat);
         let serve = crate::http::serve(listener, app);
         tokio::select! {
             r = serve => if let Err(e) = r { tracing::error!(error = %e, "provider server stopped") },
             _ = heartbeats => {}
+            _ = scrubber => {}
         }
     });
     Ok(RunningProvider {
@@ -361,5 +376,6 @@ async fn health(State(p): State<Arc<Provider>>) -> Json<ProviderHealth> {
         bytes_received: p.received.load(Ordering::Relaxed),
         bytes_sent: p.sent.load(Ordering::Relaxed),
         capacity: p.capacity,
+        scrub: p.scrub.health(),
     })
 }

@@ -224,3 +224,72 @@ fn not_found(e: std::io::Error) -> StoreError {
         StoreError::Io(e)
     }
 }
+
+impl ShardStore {
+    /// Names of every shard held, in no particular order.
+    pub fn shard_names(&self) -> std::io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for dir in std::fs::read_dir(self.root.join("shards"))? {
+            for f in std::fs::read_dir(dir?.path())? {
+                if let Some(name) = f?.file_name().to_str() {
+                    if crate::codec::is_sha1_hex(name) {
+                        names.push(name.to_string());
+                    }
+                }
+            }
+        }
+        Ok(names)
+    }
+
+    /// The SHA-1 of a shard's file, read in chunks; `on_chunk` is awaited
+    /// with each chunk's length (to bound the read rate). `None` if gone.
+    pub async fn hash_file<F, Fut>(
+        &self,
+        sha1: &str,
+        on_chunk: F,
+    ) -> std::io::Result<Option<String>>
+    where
+        F: Fn(u64) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        use tokio::io::AsyncReadExt;
+        let mut file = match tokio::fs::File::open(self.path(sha1)).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut hasher = Sha1::new();
+        let mut buf = vec![0u8; 256 << 10];
+        loop {
+            let n = file.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            on_chunk(n as u64).await;
+        }
+        Ok(Some(hex::encode(hasher.finalize())))
+    }
+
+    /// Moves a shard whose file fails its hash to `DIR/quarantine/`, after
+    /// hashing it again under its lock (a PUT may have just replaced it).
+    /// Whether it was moved.
+    pub async fn quarantine(&self, sha1: &str) -> std::io::Result<bool> {
+        let _guard = self.lock(sha1).lock().await;
+        let path = self.path(sha1);
+        let data = match tokio::fs::read(&path).await {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        if hex::encode(Sha1::digest(&data)) == sha1 {
+            return Ok(false);
+        }
+        let dir = self.root.join("quarantine");
+        tokio::fs::create_dir_all(&dir).await?;
+        tokio::fs::rename(&path, dir.join(sha1)).await?;
+        self.used.fetch_sub(data.len() as u64, Ordering::Relaxed);
+        self.count.fetch_sub(1, Ordering::Relaxed);
+        Ok(true)
+    }
+}
