@@ -475,7 +475,7 @@ pub struct ScrubReport {
 
 /// A reader's claim that a provider's copy of a shard is missing or
 /// corrupt (`POST /api/ns/{appid}/{uid}/report`); checked before acted on.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardReport {
     pub sha1: String,
     pub provider: String,

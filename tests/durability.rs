@@ -38,20 +38,8 @@ const FAST: &[&str] = &[
     "0",
 ];
 
-/// `tfsfs admin --data META ARGS`.
-fn admin(c: &TestCluster, args: &[&str]) -> std::process::Output {
-    let out = Command::new(bin())
-        .args(["admin", "--data"])
-        .arg(c.dir.path().join("meta"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert_ok(&out, &format!("admin {args:?}"));
-    out
-}
-
 fn health(c: &TestCluster) -> HealthReport {
-    serde_json::from_slice(&admin(c, &["health", "--json"]).stdout).unwrap()
+    serde_json::from_str(&c.admin(&["health", "--json"])).unwrap()
 }
 
 async fn api_health(c: &TestCluster) -> HealthReport {
@@ -238,11 +226,11 @@ async fn a_drained_provider_is_emptied_then_retired() {
     let files = write_files(&c);
     let id = provider_id(&c, 0);
     assert!(!shard_files(&c, 0).is_empty());
-    admin(&c, &["provider", "drain", &id]);
+    c.admin(&["provider", "drain", &id]);
     let start = Instant::now();
     loop {
         let list: Vec<serde_json::Value> =
-            serde_json::from_slice(&admin(&c, &["provider", "list", "--json"]).stdout).unwrap();
+            serde_json::from_str(&c.admin(&["provider", "list", "--json"])).unwrap();
         let me = list.iter().find(|p| p["id"] == id.as_str()).unwrap();
         if me["state"] == "retired" && full(&health(&c)) {
             assert_eq!(me["shards"], 0);
@@ -282,9 +270,9 @@ async fn a_drained_provider_is_emptied_then_retired() {
     c.providers[1].kill();
     c.providers[2].kill();
     read_all(&c, &files);
-    admin(&c, &["provider", "remove", &id]);
+    c.admin(&["provider", "remove", &id]);
     let list: Vec<serde_json::Value> =
-        serde_json::from_slice(&admin(&c, &["provider", "list", "--json"]).stdout).unwrap();
+        serde_json::from_str(&c.admin(&["provider", "list", "--json"])).unwrap();
     assert!(list.iter().all(|p| p["id"] != id.as_str()));
 }
 
@@ -525,9 +513,45 @@ async fn repair_bandwidth_is_bounded() {
     );
     assert!(h.last_round_bytes > 0);
     assert!(rate <= 2.0, "{rate} MiB/s");
-    let text = String::from_utf8(admin(&c, &["health"]).stdout).unwrap();
+    let text = c.admin(&["health"]);
     assert!(text.contains("repair queue: 0"), "{text}");
-    let text = String::from_utf8(admin(&c, &["provider", "list"]).stdout).unwrap();
+    let text = c.admin(&["provider", "list"]);
     assert_eq!(text.lines().count(), 8, "{text}");
     read_all(&c, &files);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_routes_around_a_corrupt_shard_causes_its_repair() {
+    // No verifier and no scrub: only the reader finds the damage.
+    let mut args = FAST.to_vec();
+    let at = args.iter().position(|a| *a == "--verify-rate").unwrap();
+    args[at + 1] = "0";
+    let c = TestCluster::start_with(7, &args).await;
+    let local = c.dir.path().join("f");
+    std::fs::write(&local, random_bytes(3 << 20, 6)).unwrap();
+    assert_ok(&c.put(&local, "/f", true), "put");
+    let layout = c.layout("/f").await;
+    let bad = layout.fragments[0].object.partitions[0].shards[0].clone();
+    let holder = (0..7)
+        .position(|i| provider_id(&c, i) == bad.providers[0].id)
+        .unwrap();
+    let path = c
+        .provider_dir(holder)
+        .join("shards")
+        .join(&bad.sha1[..2])
+        .join(&bad.sha1);
+    let mut raw = std::fs::read(&path).unwrap();
+    raw[100] ^= 0x40;
+    std::fs::write(&path, raw).unwrap();
+    // The read goes around the flipped shard, returns the right bytes, and
+    // tells the metadata server, which checks the copy and rebuilds it.
+    read_all(&c, &[("/f".into(), local.clone(), true)]);
+    wait_full(&c, Duration::from_secs(30)).await;
+    let now = &c.layout("/f").await.fragments[0].object.partitions[0].shards[0];
+    assert_eq!(now.sha1, bad.sha1);
+    assert_ne!(
+        now.providers[0].id, bad.providers[0].id,
+        "rebuilt elsewhere"
+    );
+    read_all(&c, &[("/f".into(), local, true)]);
 }

@@ -206,6 +206,12 @@ impl MetaClient {
         Self::decode(send(self.api(Method::POST, "done").json(req)).await?).await
     }
 
+    /// Reports a shard copy a read found missing or corrupt; answers
+    /// whether the server found it bad.
+    pub async fn report(&self, r: &ShardReport) -> Result<bool, ClientError> {
+        Self::decode(send(self.api(Method::POST, "report").json(r)).await?).await
+    }
+
     pub async fn layout(&self, path: &str) -> Result<FileLayout, ClientError> {
         Self::decode(send(self.api(Method::GET, "layout").query(&[("path", path)])).await?).await
     }

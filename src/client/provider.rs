@@ -9,7 +9,7 @@ use bytes::Bytes;
 use reqwest::StatusCode;
 
 use crate::grant::GRANT_HEADER;
-use crate::proto::ProviderInfo;
+use crate::proto::{ProviderInfo, ShardReport};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShardError {
@@ -45,7 +45,12 @@ pub struct ShardClient {
     suspects: Arc<Mutex<HashMap<String, Instant>>>,
     /// Moving average of a shard GET's time, in microseconds.
     typical_get_us: Arc<AtomicU64>,
+    /// Copies a read found missing or corrupt, for the metadata server.
+    routed_around: Arc<Mutex<Vec<ShardReport>>>,
 }
+
+/// Reports waiting at most: a reader never holds more than this many.
+const MAX_REPORTS: usize = 1024;
 
 impl ShardClient {
     /// `timeout` bounds each request as a whole; a request without progress
@@ -62,7 +67,26 @@ impl ShardClient {
             http,
             suspects: Arc::default(),
             typical_get_us: Arc::new(AtomicU64::new(20_000)),
+            routed_around: Arc::default(),
         }
+    }
+
+    /// Notes that provider `provider` served shard `sha1` missing, short or
+    /// corrupt, so the metadata server can check it and repair it.
+    pub fn routed_around(&self, sha1: &str, provider: &str) {
+        let mut r = self.routed_around.lock().unwrap_or_else(|e| e.into_inner());
+        let report = ShardReport {
+            sha1: sha1.to_string(),
+            provider: provider.to_string(),
+        };
+        if r.len() < MAX_REPORTS && !r.contains(&report) {
+            r.push(report);
+        }
+    }
+
+    /// The copies noted since the last call.
+    pub fn take_routed_around(&self) -> Vec<ShardReport> {
+        std::mem::take(&mut *self.routed_around.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// How long a read waits for a shard before asking another provider

@@ -134,9 +134,9 @@ impl Backend for RemoteBackend {
                 &a.unwrap(w).map_err(|e| FsError::Io(e.to_string()))?,
             )),
         };
-        transfer::read_partition(&self.shards, frag, cipher.as_ref(), index)
-            .await
-            .map_err(transfer_error)
+        let data = transfer::read_partition(&self.shards, frag, cipher.as_ref(), index).await;
+        transfer::report_routed_around(&self.meta, &self.shards).await;
+        data.map_err(transfer_error)
     }
 
     async fn upload(

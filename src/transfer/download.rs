@@ -59,7 +59,9 @@ pub async fn download_entry(
         .permissions(std::fs::Permissions::from_mode(0o666))
         .tempfile_in(dir)
         .map_err(|e| refused(format!("cannot write in {}: {e}", dir.display())))?;
-    download_to_file(shards, &layout, acct, tmp.as_file(), progress, remote).await?;
+    let downloaded = download_to_file(shards, &layout, acct, tmp.as_file(), progress, remote).await;
+    super::report_routed_around(meta, shards).await;
+    downloaded?;
     let got = tmp.as_file().metadata()?.len();
     if got != entry.size {
         return Err(refused(format!("wrote {got} bytes, not {}", entry.size)));

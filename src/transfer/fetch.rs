@@ -10,7 +10,8 @@ use futures::stream::FuturesUnordered;
 use futures::{stream, StreamExt, TryStreamExt};
 
 use super::{Progress, TransferError};
-use crate::client::provider::ShardClient;
+use crate::client::meta::MetaClient;
+use crate::client::provider::{ShardClient, ShardError};
 use crate::codec::crypt::{AccountKey, PartitionCipher};
 use crate::codec::erasure::{ErasureError, Scheme};
 use crate::proto::{
@@ -47,11 +48,29 @@ async fn fetch_shard(
             };
             match client.get(&p, &shard.sha1, grant, verify).await {
                 Ok(b) if b.len() as u64 == shard.size => Ok(b.to_vec()),
-                Ok(_) => Err(format!(
-                    "shard {} from {} has the wrong size",
-                    shard.sha1, p.id
-                )),
-                Err(e) => Err(e.to_string()),
+                Ok(_) => {
+                    client.routed_around(&shard.sha1, &p.id);
+                    Err(format!(
+                        "shard {} from {} has the wrong size",
+                        shard.sha1, p.id
+                    ))
+                }
+                Err(e) => {
+                    // A provider that answers but lacks the shard or serves it
+                    // corrupt has lost this copy; one that does not answer is
+                    // the metadata server's to notice.
+                    let lost = match &e {
+                        ShardError::Corrupt { .. } => true,
+                        ShardError::Status { status, .. } => {
+                            *status == reqwest::StatusCode::NOT_FOUND
+                        }
+                        ShardError::Transport { .. } => false,
+                    };
+                    if lost {
+                        client.routed_around(&shard.sha1, &p.id);
+                    }
+                    Err(e.to_string())
+                }
             }
         }
     };
@@ -214,6 +233,16 @@ fn plain_len(obj: &ObjectLayout, index: u64) -> u64 {
     obj.plain_size
         .saturating_sub(index * obj.partition_size)
         .min(obj.partition_size)
+}
+
+/// Tells the metadata server about the copies reads routed around (it
+/// checks each itself and repairs it); failures only cost the report.
+pub async fn report_routed_around(meta: &MetaClient, shards: &ShardClient) {
+    for r in shards.take_routed_around() {
+        if let Err(e) = meta.report(&r).await {
+            tracing::info!(shard = %r.sha1, provider = %r.provider, error = %e, "report not sent");
+        }
+    }
 }
 
 /// The plaintext of partition `index` of a fragment's object.

@@ -9,7 +9,7 @@ mod put;
 mod upload;
 
 pub use download::download_entry;
-pub use fetch::{read_partition, read_range};
+pub use fetch::{read_partition, read_range, report_routed_around};
 pub use progress::Progress;
 pub use put::{put_shards, PutOutcome, ShardJob};
 pub use upload::{content_hash, upload_file, UploadOptions};
