@@ -112,3 +112,36 @@ async fn a_stopped_metadata_server_never_hangs_the_mount() {
     std::fs::write(m.path("d/g"), b"new").unwrap();
     assert_eq!(std::fs::read(m.path("d/g")).unwrap(), b"new");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_fail_over_to_the_next_metadata_server() {
+    let c = TestCluster::start(6).await;
+    // A second metadata server on the same store; the first URL given to
+    // the client refuses connections.
+    let meta_dir = c.dir.path().join("meta");
+    let second = Proc::spawn(&[
+        "meta",
+        "--listen",
+        "127.0.0.1:0",
+        "--data",
+        meta_dir.to_str().unwrap(),
+    ]);
+    let urls = format!("http://127.0.0.1:1,{},{}", second.url, c.meta.url);
+    let cli = |args: &[&str]| {
+        std::process::Command::new(bin())
+            .args(args)
+            .env("TFSFS_META", &urls)
+            .env("TFSFS_APPKEY", &c.appkey)
+            .env("TFSFS_UID", "1")
+            .env("XDG_CONFIG_HOME", c.dir.path().join("config"))
+            .output()
+            .unwrap()
+    };
+    let local = c.dir.path().join("f");
+    std::fs::write(&local, random_bytes(6 << 20, 4)).unwrap();
+    assert_ok(&cli(&["put", local.to_str().unwrap(), "/f"]), "put");
+    drop(second);
+    let back = c.dir.path().join("f.back");
+    assert_ok(&cli(&["get", "/f", back.to_str().unwrap()]), "get");
+    assert!(std::fs::read(&back).unwrap() == std::fs::read(&local).unwrap());
+}

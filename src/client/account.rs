@@ -59,42 +59,44 @@ impl MetaClient {
 
     pub async fn packages(&self) -> Result<Vec<Package>, ClientError> {
         let r = self
-            .http()
-            .get(format!("{}/api/packages", self.base()))
-            .send()
+            .send(self.http().get(format!("{}/api/packages", self.base())))
             .await?;
         Self::decode(r).await
     }
 
     pub async fn package(&self, id: i64) -> Result<Package, ClientError> {
         let r = self
-            .http()
-            .get(format!("{}/api/packages/{id}", self.base()))
-            .send()
+            .send(
+                self.http()
+                    .get(format!("{}/api/packages/{id}", self.base())),
+            )
             .await?;
         Self::decode(r).await
     }
 
     pub async fn buy(&self, req: &BuyRequest) -> Result<BuyResult, ClientError> {
-        Self::decode(self.api(Method::POST, "orders").json(req).send().await?).await
+        Self::decode(
+            self.send(self.api(Method::POST, "orders").json(req))
+                .await?,
+        )
+        .await
     }
 
     pub async fn orders(&self) -> Result<Vec<Order>, ClientError> {
-        Self::decode(self.api(Method::GET, "orders").send().await?).await
+        Self::decode(self.send(self.api(Method::GET, "orders")).await?).await
     }
 
     pub async fn order(&self, orderid: &str) -> Result<Order, ClientError> {
         let id = crate::client::meta::encode_path(orderid).replace('/', "%2F");
         Self::decode(
-            self.api(Method::GET, &format!("orders/{id}"))
-                .send()
+            self.send(self.api(Method::GET, &format!("orders/{id}")))
                 .await?,
         )
         .await
     }
 
     pub async fn usage(&self) -> Result<Usage, ClientError> {
-        Self::decode(self.api(Method::GET, "usage").send().await?).await
+        Self::decode(self.send(self.api(Method::GET, "usage")).await?).await
     }
 
     /// A page of a directory: folders first, then by `sort` (name, size or

@@ -45,40 +45,6 @@ impl ClientError {
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
-/// Sends a request. A read (GET) that could not connect, or that the
-/// server answered 503, is tried again a few times with backoff and
-/// jitter; nothing else is, so no change is ever applied twice and no
-/// request takes much longer than its timeouts.
-async fn send(req: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
-    use backon::BackoffBuilder;
-    let retries = backon::ExponentialBuilder::new()
-        .with_min_delay(std::time::Duration::from_millis(100))
-        .with_max_delay(std::time::Duration::from_secs(1))
-        .with_max_times(3)
-        .with_jitter()
-        .build();
-    let idempotent = req
-        .try_clone()
-        .and_then(|r| r.build().ok())
-        .is_some_and(|r| r.method() == Method::GET);
-    let mut delays = retries.into_iter();
-    loop {
-        let Some(attempt) = req.try_clone() else {
-            return Ok(req.send().await?);
-        };
-        let result = attempt.send().await;
-        let again = idempotent
-            && match &result {
-                Err(e) => e.is_connect(),
-                Ok(r) => r.status() == StatusCode::SERVICE_UNAVAILABLE,
-            };
-        match delays.next() {
-            Some(delay) if again => tokio::time::sleep(delay).await,
-            _ => return Ok(result?),
-        }
-    }
-}
-
 /// Characters escaped in a path segment of a URL.
 const SEGMENT: &AsciiSet = &CONTROLS
     .add(b' ')
@@ -102,45 +68,119 @@ pub struct MetaClient {
     http: reqwest::Client,
     /// The server's policy, asked once.
     policy: std::sync::Arc<tokio::sync::OnceCell<Policy>>,
-    base: String,
+    /// The metadata servers, tried in turn when one cannot be reached.
+    bases: std::sync::Arc<Vec<String>>,
+    /// Index in `bases` of the server in use.
+    current: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     appkey: String,
     pub appid: u64,
     pub uid: u64,
 }
 
 impl MetaClient {
-    /// Looks up the app's appid with its appkey.
-    pub async fn connect(base: &str, appkey: &str, uid: u64) -> Result<Self, ClientError> {
+    /// Looks up the app's appid with its appkey. `bases` is one URL or
+    /// several separated by commas (servers of one cluster).
+    pub async fn connect(bases: &str, appkey: &str, uid: u64) -> Result<Self, ClientError> {
         // No request waits without bound: a server that stops answering
         // fails the request after READ_TIMEOUT without a byte.
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(READ_TIMEOUT)
             .build()?;
-        let base = base.trim_end_matches('/').to_string();
-        let r = send(http.get(format!("{base}/v2/{appkey}/appid"))).await?;
+        let bases: Vec<String> = bases
+            .split(',')
+            .map(|b| b.trim().trim_end_matches('/').to_string())
+            .filter(|b| !b.is_empty())
+            .collect();
+        if bases.is_empty() {
+            return Err(ClientError::Decode("no metadata server URL".into()));
+        }
+        let mut client = MetaClient {
+            policy: Default::default(),
+            http,
+            bases: std::sync::Arc::new(bases),
+            current: Default::default(),
+            appkey: appkey.to_string(),
+            appid: 0,
+            uid,
+        };
+        let r = client
+            .send(
+                client
+                    .http
+                    .get(format!("{}/v2/{appkey}/appid", client.base())),
+            )
+            .await?;
         #[derive(Deserialize)]
         struct AppId {
             #[serde(rename = "APP_ID")]
             app_id: String,
         }
         let a: AppId = Self::decode(r).await?;
-        let appid = a
+        client.appid = a
             .app_id
             .parse()
             .map_err(|_| ClientError::Decode(format!("APP_ID {:?}", a.app_id)))?;
-        Ok(MetaClient {
-            policy: Default::default(),
-            http,
-            base,
-            appkey: appkey.to_string(),
-            appid,
-            uid,
-        })
+        Ok(client)
     }
 
+    /// Sends a request. One that could not connect (never sent), or a read
+    /// (GET) that timed out, goes to the next metadata server when there
+    /// are several. A read that could not connect or was answered 503 is
+    /// tried again a few times with backoff and jitter. Nothing else is
+    /// repeated, so no change is ever applied twice, and no request takes
+    /// much longer than its timeouts.
+    pub(crate) async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ClientError> {
+        use backon::BackoffBuilder;
+        use std::sync::atomic::Ordering;
+        let mut request = req.build()?;
+        let idempotent = request.method() == Method::GET;
+        let mut delays = backon::ExponentialBuilder::new()
+            .with_min_delay(std::time::Duration::from_millis(100))
+            .with_max_delay(std::time::Duration::from_secs(1))
+            .with_max_times(3)
+            .with_jitter()
+            .build();
+        let mut failovers = self.bases.len() - 1;
+        loop {
+            let Some(attempt) = request.try_clone() else {
+                return Ok(self.http.execute(request).await?);
+            };
+            let result = self.http.execute(attempt).await;
+            let unsent = matches!(&result, Err(e) if e.is_connect());
+            let timed_out = matches!(&result, Err(e) if e.is_timeout());
+            if failovers > 0 && (unsent || (idempotent && timed_out)) {
+                failovers -= 1;
+                let from = self.base().to_string();
+                self.current.fetch_add(1, Ordering::Relaxed);
+                let to = self.base();
+                tracing::warn!(from, to, "metadata server unreachable; trying the next");
+                if let Some(rest) = request.url().as_str().strip_prefix(from.as_str()) {
+                    if let Ok(url) = reqwest::Url::parse(&format!("{to}{rest}")) {
+                        *request.url_mut() = url;
+                    }
+                }
+                continue;
+            }
+            let again = idempotent
+                && match &result {
+                    Err(_) => unsent,
+                    Ok(r) => r.status() == StatusCode::SERVICE_UNAVAILABLE,
+                };
+            match delays.next() {
+                Some(delay) if again => tokio::time::sleep(delay).await,
+                _ => return Ok(result?),
+            }
+        }
+    }
+
+    /// The metadata server in use.
     pub fn base(&self) -> &str {
-        &self.base
+        let at = self.current.load(std::sync::atomic::Ordering::Relaxed);
+        &self.bases[at % self.bases.len()]
     }
 
     pub(crate) fn http(&self) -> &reqwest::Client {
@@ -170,7 +210,7 @@ impl MetaClient {
         self.http
             .request(
                 method,
-                format!("{}/api/ns/{}/{}/{route}", self.base, self.appid, self.uid),
+                format!("{}/api/ns/{}/{}/{route}", self.base(), self.appid, self.uid),
             )
             .header(APPKEY_HEADER, &self.appkey)
     }
@@ -178,7 +218,7 @@ impl MetaClient {
     fn v2(&self, method: Method, what: &str, path: &str) -> reqwest::RequestBuilder {
         let url = format!(
             "{}/v2/{}/{}/{}/{what}{}",
-            self.base,
+            self.base(),
             self.appkey,
             self.appid,
             self.uid,
@@ -189,75 +229,88 @@ impl MetaClient {
 
     pub async fn policy(&self) -> Result<Policy, ClientError> {
         let fetch = || async {
-            Self::decode(send(self.http.get(format!("{}/api/policy", self.base))).await?).await
+            Self::decode(
+                self.send(self.http.get(format!("{}/api/policy", self.base())))
+                    .await?,
+            )
+            .await
         };
         self.policy.get_or_try_init(fetch).await.cloned()
     }
 
     pub async fn check(&self, req: &CheckRequest) -> Result<CheckResponse, ClientError> {
-        Self::decode(send(self.api(Method::POST, "check").json(req)).await?).await
+        Self::decode(self.send(self.api(Method::POST, "check").json(req)).await?).await
     }
 
     pub async fn prepare(&self, req: &PrepareRequest) -> Result<PrepareResponse, ClientError> {
-        Self::decode(send(self.api(Method::POST, "prepare").json(req)).await?).await
+        Self::decode(
+            self.send(self.api(Method::POST, "prepare").json(req))
+                .await?,
+        )
+        .await
     }
 
     pub async fn done(&self, req: &DoneRequest) -> Result<DoneResponse, ClientError> {
-        Self::decode(send(self.api(Method::POST, "done").json(req)).await?).await
+        Self::decode(self.send(self.api(Method::POST, "done").json(req)).await?).await
     }
 
     /// Reports a shard copy a read found missing or corrupt; answers
     /// whether the server found it bad.
     pub async fn report(&self, r: &ShardReport) -> Result<bool, ClientError> {
-        Self::decode(send(self.api(Method::POST, "report").json(r)).await?).await
+        Self::decode(self.send(self.api(Method::POST, "report").json(r)).await?).await
     }
 
     pub async fn layout(&self, path: &str) -> Result<FileLayout, ClientError> {
-        Self::decode(send(self.api(Method::GET, "layout").query(&[("path", path)])).await?).await
+        Self::decode(
+            self.send(self.api(Method::GET, "layout").query(&[("path", path)]))
+                .await?,
+        )
+        .await
     }
 
     pub async fn list_dir(&self, path: &str) -> Result<Vec<TfsEntry>, ClientError> {
         let url = format!(
             "{}/v2/{}/metadata/{}/{}/dir{}",
-            self.base,
+            self.base(),
             self.appkey,
             self.appid,
             self.uid,
             encode_path(path)
         );
-        Self::decode(send(self.http.get(url)).await?).await
+        Self::decode(self.send(self.http.get(url)).await?).await
     }
 
     pub async fn stat_file(&self, path: &str) -> Result<TfsEntry, ClientError> {
         let url = format!(
             "{}/v2/{}/metadata/{}/{}/file{}",
-            self.base,
+            self.base(),
             self.appkey,
             self.appid,
             self.uid,
             encode_path(path)
         );
-        Self::decode(send(self.http.get(url)).await?).await
+        Self::decode(self.send(self.http.get(url)).await?).await
     }
 
     pub async fn remove_file(&self, path: &str) -> Result<(), ClientError> {
-        Self::checked(send(self.v2(Method::DELETE, "file", path)).await?)
+        Self::checked(self.send(self.v2(Method::DELETE, "file", path)).await?)
             .await
             .map(drop)
     }
 
     pub async fn remove_dir(&self, path: &str) -> Result<(), ClientError> {
-        Self::checked(send(self.v2(Method::DELETE, "dir", path)).await?)
+        Self::checked(self.send(self.v2(Method::DELETE, "dir", path)).await?)
             .await
             .map(drop)
     }
 
     pub async fn create_dir(&self, path: &str, recursive: bool) -> Result<(), ClientError> {
-        let r = send(
-            self.v2(Method::POST, "dir", path)
-                .query(&[("recursive", u8::from(recursive))]),
-        )
-        .await?;
+        let r = self
+            .send(
+                self.v2(Method::POST, "dir", path)
+                    .query(&[("recursive", u8::from(recursive))]),
+            )
+            .await?;
         Self::checked(r).await.map(drop)
     }
 
@@ -268,7 +321,11 @@ impl MetaClient {
         route: &str,
         query: &[(&str, &str)],
     ) -> Result<T, ClientError> {
-        Self::decode(send(self.api(Method::GET, &format!("fs/{route}")).query(query)).await?).await
+        Self::decode(
+            self.send(self.api(Method::GET, &format!("fs/{route}")).query(query))
+                .await?,
+        )
+        .await
     }
 
     async fn fs_post<B: Serialize, T: DeserializeOwned>(
@@ -276,7 +333,11 @@ impl MetaClient {
         route: &str,
         body: &B,
     ) -> Result<T, ClientError> {
-        Self::decode(send(self.api(Method::POST, &format!("fs/{route}")).json(body)).await?).await
+        Self::decode(
+            self.send(self.api(Method::POST, &format!("fs/{route}")).json(body))
+                .await?,
+        )
+        .await
     }
 
     pub async fn fs_root(&self) -> Result<NodeAttr, ClientError> {
