@@ -62,6 +62,23 @@ pub struct Beat {
     pub ts_ms: u64,
 }
 
+/// A token a provider signs: it names the provider whose key checks it.
+pub trait ProviderSigned: DeserializeOwned {
+    fn provider(&self) -> &str;
+}
+
+impl ProviderSigned for Receipt {
+    fn provider(&self) -> &str {
+        &self.provider
+    }
+}
+
+impl ProviderSigned for Beat {
+    fn provider(&self) -> &str {
+        &self.id
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum GrantError {
     #[error("no grant")]

@@ -473,6 +473,12 @@ pub struct ScrubReport {
     pub pass_bad: u64,
 }
 
+impl crate::grant::ProviderSigned for ScrubReport {
+    fn provider(&self) -> &str {
+        &self.id
+    }
+}
+
 /// A reader's claim that a provider's copy of a shard is missing or
 /// corrupt (`POST /api/ns/{appid}/{uid}/report`); checked before acted on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -17,26 +17,23 @@ use tfsfs::meta::db::HealthReport;
 
 /// 1 MiB partitions; providers dead after 2 s, their shards lost after 3 s;
 /// repair and GC every second.
-const FAST: &[&str] = &[
-    "--partition-size",
-    "1048576",
-    "--provider-timeout-secs",
-    "2",
-    "--repair-after-secs",
-    "3",
-    "--repair-interval-secs",
-    "1",
-    "--repair-rate",
-    "0",
-    "--verify-rate",
-    "2000",
-    "--gc-interval-secs",
-    "1",
-    "--gc-grace-secs",
-    "0",
-    "--clock-skew-secs",
-    "0",
-];
+fn fast() -> Vec<&'static str> {
+    let repair: &[&str] = &[
+        "--partition-size",
+        "1048576",
+        "--provider-timeout-secs",
+        "2",
+        "--repair-after-secs",
+        "3",
+        "--repair-interval-secs",
+        "1",
+        "--repair-rate",
+        "0",
+        "--verify-rate",
+        "2000",
+    ];
+    [repair, GC_NOW].concat()
+}
 
 fn health(c: &TestCluster) -> HealthReport {
     serde_json::from_str(&c.admin(&["health", "--json"])).unwrap()
@@ -116,6 +113,25 @@ fn read_all(c: &TestCluster, files: &[(String, PathBuf, bool)]) {
     }
 }
 
+/// `fast()` without the verifier: damage is found only when reported.
+fn unverified() -> Vec<&'static str> {
+    let mut args = fast();
+    let at = args.iter().position(|a| *a == "--verify-rate").unwrap();
+    args[at + 1] = "0";
+    args
+}
+
+/// The file of `shard`'s first copy on its provider's disk.
+fn shard_file(c: &TestCluster, shard: &tfsfs::proto::ShardLocation) -> PathBuf {
+    let holder = (0..c.providers.len())
+        .position(|i| provider_id(c, i) == shard.providers[0].id)
+        .unwrap();
+    c.provider_dir(holder)
+        .join("shards")
+        .join(&shard.sha1[..2])
+        .join(&shard.sha1)
+}
+
 fn provider_id(c: &TestCluster, i: usize) -> String {
     std::fs::read_to_string(c.provider_dir(i).join("provider_id"))
         .unwrap()
@@ -166,7 +182,7 @@ async fn providers_in_layouts(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_providers_are_repaired_and_their_return_serves_nothing_stale() {
-    let mut c = TestCluster::start_with(8, FAST).await;
+    let mut c = TestCluster::start_with(8, &fast()).await;
     let files = write_files(&c);
     let h = health(&c);
     assert!(full(&h), "all healthy after upload: {h:?}");
@@ -222,7 +238,7 @@ async fn dead_providers_are_repaired_and_their_return_serves_nothing_stale() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drained_provider_is_emptied_then_retired() {
-    let mut c = TestCluster::start_with(8, FAST).await;
+    let mut c = TestCluster::start_with(8, &fast()).await;
     let files = write_files(&c);
     let id = provider_id(&c, 0);
     assert!(!shard_files(&c, 0).is_empty());
@@ -278,7 +294,7 @@ async fn a_drained_provider_is_emptied_then_retired() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provider_holding_unique_shards_cannot_be_removed() {
-    let c = TestCluster::start_with(6, FAST).await;
+    let c = TestCluster::start_with(6, &fast()).await;
     let local = c.dir.path().join("f");
     std::fs::write(&local, random_bytes(2 << 20, 1)).unwrap();
     assert_ok(&c.put(&local, "/f", true), "put");
@@ -295,7 +311,7 @@ async fn provider_holding_unique_shards_cannot_be_removed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scrub_and_verifier_find_damaged_shard_files_and_repair_heals_them() {
-    let mut c = TestCluster::start_with(0, FAST).await;
+    let mut c = TestCluster::start_with(0, &fast()).await;
     for _ in 0..8 {
         c.add_provider_with(&["--scrub-interval-secs", "2", "--scrub-rate", "64"]);
     }
@@ -401,24 +417,14 @@ async fn scrub_and_verifier_find_damaged_shard_files_and_repair_heals_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_readers_report_is_checked_then_repaired() {
     // No verifier and no scrub: only the report finds the damage.
-    let mut args = FAST.to_vec();
-    let at = args.iter().position(|a| *a == "--verify-rate").unwrap();
-    args[at + 1] = "0";
-    let c = TestCluster::start_with(7, &args).await;
+    let c = TestCluster::start_with(7, &unverified()).await;
     let local = c.dir.path().join("f");
     std::fs::write(&local, random_bytes(3 << 20, 5)).unwrap();
     assert_ok(&c.put(&local, "/f", true), "put");
     let layout = c.layout("/f").await;
     let part = &layout.fragments[0].object.partitions[0];
     let (bad, good) = (&part.shards[0], &part.shards[1]);
-    let ids: Vec<String> = (0..7).map(|i| provider_id(&c, i)).collect();
-    let holder = ids.iter().position(|x| *x == bad.providers[0].id).unwrap();
-    let path = c
-        .provider_dir(holder)
-        .join("shards")
-        .join(&bad.sha1[..2])
-        .join(&bad.sha1);
-    std::fs::remove_file(&path).unwrap();
+    std::fs::remove_file(shard_file(&c, bad)).unwrap();
     let report = |sha1: &str, provider: &str| {
         reqwest::Client::new()
             .post(format!(
@@ -487,7 +493,7 @@ async fn a_readers_report_is_checked_then_repaired() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repair_bandwidth_is_bounded() {
-    let mut args = FAST.to_vec();
+    let mut args = fast();
     let at = args.iter().position(|a| *a == "--repair-rate").unwrap();
     args[at + 1] = "2";
     let mut c = TestCluster::start_with(7, &args).await;
@@ -523,23 +529,13 @@ async fn repair_bandwidth_is_bounded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_that_routes_around_a_corrupt_shard_causes_its_repair() {
     // No verifier and no scrub: only the reader finds the damage.
-    let mut args = FAST.to_vec();
-    let at = args.iter().position(|a| *a == "--verify-rate").unwrap();
-    args[at + 1] = "0";
-    let c = TestCluster::start_with(7, &args).await;
+    let c = TestCluster::start_with(7, &unverified()).await;
     let local = c.dir.path().join("f");
     std::fs::write(&local, random_bytes(3 << 20, 6)).unwrap();
     assert_ok(&c.put(&local, "/f", true), "put");
     let layout = c.layout("/f").await;
     let bad = layout.fragments[0].object.partitions[0].shards[0].clone();
-    let holder = (0..7)
-        .position(|i| provider_id(&c, i) == bad.providers[0].id)
-        .unwrap();
-    let path = c
-        .provider_dir(holder)
-        .join("shards")
-        .join(&bad.sha1[..2])
-        .join(&bad.sha1);
+    let path = shard_file(&c, &bad);
     let mut raw = std::fs::read(&path).unwrap();
     raw[100] ^= 0x40;
     std::fs::write(&path, raw).unwrap();

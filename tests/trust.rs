@@ -217,10 +217,11 @@ async fn an_object_cannot_be_claimed_by_its_hash() {
     assert_eq!(r.status(), StatusCode::OK);
     // Done without receipts, and with receipts the claimant signed itself.
     let forger = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+    // The forged receipts name a real, enrolled provider.
+    let holder = object.partitions[0].shards[0].providers[0].id.clone();
     let claim = |forge: bool| DoneRequest {
         session: session.clone(),
-        partitions: object
-            .partitions
+        partitions: metas
             .iter()
             .map(|p| StoredPartition {
                 index: p.index,
@@ -238,7 +239,7 @@ async fn an_object_cannot_be_claimed_by_its_hash() {
                                 &tfsfs::grant::Receipt {
                                     shard: s.sha1.clone(),
                                     size: s.size,
-                                    provider: s.providers[0].id.clone(),
+                                    provider: holder.clone(),
                                     session: session.clone(),
                                 },
                                 &forger,
@@ -503,5 +504,23 @@ async fn a_full_provider_gets_nothing() {
         (h.shards, h.bytes_received),
         (0, 0),
         "a full provider gets nothing"
+    );
+}
+
+#[tokio::test]
+async fn too_few_providers_store_nothing_rather_than_less_redundancy() {
+    // RS(4,2) needs m + 1 = 3 distinct providers at least; 2 are up.
+    let c = TestCluster::start(2).await;
+    let local = c.dir.path().join("f");
+    std::fs::write(&local, random_bytes(5 << 20, 8)).unwrap();
+    let out = c.put(&local, "/f", true);
+    assert!(!out.status.success(), "put with 2 providers must fail");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("distinct"), "a clear reason: {err}");
+    assert_eq!((c.health(0).await.shards, c.health(1).await.shards), (0, 0));
+    let ls = c.cli(&["ls", "/"]);
+    assert!(
+        !String::from_utf8_lossy(&ls.stdout).contains('f'),
+        "nothing committed"
     );
 }

@@ -23,7 +23,7 @@ use crate::codec::erasure::Scheme;
 use crate::codec::{
     is_sha1_hex, object_stored_size, partition_count, sha1_hex, stored_len, INLINE_MAX,
 };
-use crate::grant::{self, now_ms, now_secs, Beat, Grant, Op, Receipt};
+use crate::grant::{self, now_ms, now_secs, Beat, Grant, Op, ProviderSigned, Receipt};
 use crate::proto::*;
 
 pub fn routes(meta: Arc<Meta>) -> Router {
@@ -80,6 +80,16 @@ async fn providers(State(m): State<Arc<Meta>>) -> MetaResult<Json<Vec<ProviderSt
 /// How far a heartbeat's timestamp may be from this server's clock.
 const BEAT_WINDOW_MS: u64 = 300_000;
 
+/// Refuses a provider's message stamped too far from this server's clock.
+fn fresh(ts_ms: u64, what: &str) -> MetaResult<()> {
+    if now_ms().abs_diff(ts_ms) > BEAT_WINDOW_MS {
+        return Err(MetaError::Unauthorized(format!(
+            "{what} timestamp is too far from the server's clock"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks a beat's fields and freshness (its signature is checked by the caller).
 fn valid_beat(beat: &Beat) -> MetaResult<()> {
     let url_ok = beat.url.starts_with("http://") || beat.url.starts_with("https://");
@@ -88,12 +98,20 @@ fn valid_beat(beat: &Beat) -> MetaResult<()> {
             "a heartbeat needs an id and an http(s) URL".into(),
         ));
     }
-    if now_ms().abs_diff(beat.ts_ms) > BEAT_WINDOW_MS {
-        return Err(MetaError::Unauthorized(
-            "heartbeat timestamp is too far from the server's clock".into(),
-        ));
-    }
-    Ok(())
+    fresh(beat.ts_ms, "heartbeat")
+}
+
+/// The value of `token`, signed by the enrolled provider it names.
+fn open_signed<T: ProviderSigned>(
+    keys: &HashMap<String, String>,
+    token: &str,
+) -> Result<T, String> {
+    let claimed: T = grant::peek(token).map_err(|e| e.to_string())?;
+    let key = keys
+        .get(claimed.provider())
+        .and_then(|k| grant::verifying_key_from_hex(k))
+        .ok_or_else(|| format!("provider {} is not enrolled", claimed.provider()))?;
+    grant::open(token, &key).map_err(|e| e.to_string())
 }
 
 fn unauthorized(e: crate::meta::DbError) -> MetaError {
@@ -120,16 +138,7 @@ async fn enroll(State(m): State<Arc<Meta>>, b: Body<EnrollRequest>) -> MetaResul
 
 /// A heartbeat: a `Beat` signed by an enrolled provider, newer than its last.
 async fn heartbeat(State(m): State<Arc<Meta>>, token: String) -> MetaResult<()> {
-    let claimed: Beat = grant::peek(token.trim())
-        .map_err(|e| MetaError::Unauthorized(format!("heartbeat: {e}")))?;
-    let keys = m.db.provider_keys()?;
-    let key = keys
-        .get(&claimed.id)
-        .and_then(|k| grant::verifying_key_from_hex(k))
-        .ok_or_else(|| {
-            MetaError::Unauthorized(format!("provider {} is not enrolled", claimed.id))
-        })?;
-    let beat: Beat = grant::open(token.trim(), &key)
+    let beat: Beat = open_signed(&m.db.provider_keys()?, token.trim())
         .map_err(|e| MetaError::Unauthorized(format!("heartbeat: {e}")))?;
     valid_beat(&beat)?;
     record_beat(&m, &beat)
@@ -138,22 +147,9 @@ async fn heartbeat(State(m): State<Arc<Meta>>, token: String) -> MetaResult<()> 
 /// A provider's scrub findings, signed with its key: its bad copies are
 /// lost from now on, and repair rebuilds them.
 async fn provider_report(State(m): State<Arc<Meta>>, token: String) -> MetaResult<()> {
-    let claimed: ScrubReport =
-        grant::peek(token.trim()).map_err(|e| MetaError::Unauthorized(format!("report: {e}")))?;
-    let keys = m.db.provider_keys()?;
-    let key = keys
-        .get(&claimed.id)
-        .and_then(|k| grant::verifying_key_from_hex(k))
-        .ok_or_else(|| {
-            MetaError::Unauthorized(format!("provider {} is not enrolled", claimed.id))
-        })?;
-    let r: ScrubReport = grant::open(token.trim(), &key)
+    let r: ScrubReport = open_signed(&m.db.provider_keys()?, token.trim())
         .map_err(|e| MetaError::Unauthorized(format!("report: {e}")))?;
-    if now_ms().abs_diff(r.ts_ms) > BEAT_WINDOW_MS {
-        return Err(MetaError::Unauthorized(
-            "report timestamp is too far from the server's clock".into(),
-        ));
-    }
+    fresh(r.ts_ms, "report")?;
     for sha1 in r.bad.iter().filter(|s| is_sha1_hex(s)) {
         if m.db.shard_bad(sha1, &r.id, "corrupt (provider scrub)")? {
             tracing::warn!(shard = %sha1, provider = %r.id, "scrub found a bad shard copy");
@@ -577,18 +573,7 @@ pub(super) fn proven_providers(
 ) -> MetaResult<Vec<String>> {
     let mut providers = Vec::new();
     for token in &shard.receipts {
-        let claimed: Receipt = grant::peek(token)
-            .map_err(|e| MetaError::BadRequest(format!("receipt for {}: {e}", shard.sha1)))?;
-        let key = keys
-            .get(&claimed.provider)
-            .and_then(|k| grant::verifying_key_from_hex(k))
-            .ok_or_else(|| {
-                MetaError::BadRequest(format!(
-                    "receipt for {} names provider {}, which is not enrolled",
-                    shard.sha1, claimed.provider
-                ))
-            })?;
-        let r: Receipt = grant::open(token, &key)
+        let r: Receipt = open_signed(keys, token)
             .map_err(|e| MetaError::BadRequest(format!("receipt for {}: {e}", shard.sha1)))?;
         if r.shard != shard.sha1 || r.size != shard.size || r.session != session {
             return Err(MetaError::BadRequest(format!(
