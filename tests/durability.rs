@@ -489,6 +489,19 @@ async fn a_readers_report_is_checked_then_repaired() {
         "rebuilt elsewhere"
     );
     read_all(&c, &[("/f".into(), local, true)]);
+    // A client with a valid key cannot make the server fetch shards
+    // without bound: reports past the namespace's budget answer 429.
+    let flood =
+        futures::future::join_all((0..120).map(|_| report(&good.sha1, &good.providers[0].id)))
+            .await;
+    let refused = flood
+        .iter()
+        .filter(|r| r.as_ref().unwrap().status() == reqwest::StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert!(
+        (50..=80).contains(&refused),
+        "{refused} of 120 reports refused"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

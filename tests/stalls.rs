@@ -86,7 +86,11 @@ async fn a_stopped_metadata_server_never_hangs_the_mount() {
     // A process blocked in the mount dies as soon as it is killed, by
     // SIGKILL or by a signal it does not catch, long before its request
     // could time out.
-    for (cmd, sig) in [("stat", libc::SIGKILL), ("cat", libc::SIGTERM), ("ls", libc::SIGINT)] {
+    for (cmd, sig) in [
+        ("stat", libc::SIGKILL),
+        ("cat", libc::SIGTERM),
+        ("ls", libc::SIGINT),
+    ] {
         let mut blocked = std::process::Command::new(cmd)
             .arg(m.path(&format!("d/{cmd}-never")))
             .spawn()

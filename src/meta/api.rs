@@ -170,6 +170,10 @@ async fn reader_report(
     b: Body<ShardReport>,
 ) -> MetaResult<Json<bool>> {
     let ns = ns(&m, &headers, appid, uid, false)?;
+    if m.reader_reports.check_key(&(ns.appid, ns.uid)).is_err() {
+        return Err(MetaError::TooMany("too many reports; try later".into()));
+    }
+    m.reader_reports.retain_recent();
     let r = body(b)?;
     if !is_sha1_hex(&r.sha1) {
         return Err(MetaError::BadRequest("sha1 is not a SHA-1".into()));

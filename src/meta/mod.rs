@@ -197,6 +197,11 @@ impl IntoResponse for MetaError {
 
 pub type MetaResult<T> = Result<T, MetaError>;
 
+/// Reports of bad copies a namespace's readers may make: 5 a second, 50 at
+/// once (a read that routes around a dead provider reports a few).
+const READER_REPORTS: governor::Quota = governor::Quota::per_second(NonZeroU32::new(5).unwrap())
+    .allow_burst(NonZeroU32::new(50).unwrap());
+
 pub struct Meta {
     db: Db,
     key: SigningKey,
@@ -210,6 +215,9 @@ pub struct Meta {
     mailer: mail::Mailer,
     /// Registration mails sent per client address.
     registrations: governor::DefaultKeyedRateLimiter<IpAddr>,
+    /// Readers' reports checked per namespace: each check fetches a shard,
+    /// so a client must not make the server fetch without bound.
+    reader_reports: governor::DefaultKeyedRateLimiter<(u64, u64)>,
 }
 
 impl Meta {
@@ -248,6 +256,7 @@ impl Meta {
             repair_stats: repair::RepairStats::default(),
             mailer,
             registrations,
+            reader_reports: governor::RateLimiter::keyed(READER_REPORTS),
         })
     }
 
