@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod fs;
+pub mod fstab;
 pub mod fuse;
 pub mod grant;
 pub mod http;

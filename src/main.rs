@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use tfsfs::client::meta::MetaClient;
 use tfsfs::client::provider::ShardClient;
@@ -134,7 +134,9 @@ struct MountArgs {
     /// Bytes of decoded data kept in memory.
     #[arg(long, default_value_t = 512 << 20)]
     cache_size: u64,
-    /// Mount options; `allow_other` lets other users in.
+    /// Mount options: `allow_other` lets other users in, `ro` mounts
+    /// read-only; `-o key=value,flag` also sets `--key value --flag` (the
+    /// form mount(8) and /etc/fstab use).
     #[arg(short = 'o')]
     options: Vec<String>,
     /// Stay in the foreground (otherwise detach once mounted).
@@ -468,7 +470,13 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let subcommands: Vec<String> = Cli::command()
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .collect();
+    let subcommands: Vec<&str> = subcommands.iter().map(String::as_str).collect();
+    let args = tfsfs::fstab::expand(std::env::args().collect(), &subcommands);
+    let cli = Cli::parse_from(args);
     if let Command::Mount(m) = cli.command {
         return mount(m);
     }
@@ -514,12 +522,16 @@ fn tempfile_dir() -> std::io::Result<PathBuf> {
 }
 
 fn mount(a: MountArgs) -> anyhow::Result<()> {
-    let mut allow_other = false;
+    let (mut allow_other, mut read_only) = (false, false);
     for opt in a.options.iter().flat_map(|o| o.split(',')) {
         match opt {
             "allow_other" => allow_other = true,
+            "ro" => read_only = true,
             "" => {}
-            other => anyhow::bail!("unknown mount option {other:?} (known: allow_other)"),
+            other => anyhow::bail!(
+                "unknown mount option {other:?} (known: {})",
+                tfsfs::fstab::KERNEL.join(", ")
+            ),
         }
     }
     // Checked before detaching, so a wrong flag is seen.
@@ -543,6 +555,7 @@ fn mount(a: MountArgs) -> anyhow::Result<()> {
         cache_size: a.cache_size,
         encrypt: !a.client.no_encrypt,
         allow_other,
+        read_only,
         data_dir: a.data.unwrap_or_else(tfsfs::config::data_dir),
         providers: a.providers,
         threads: a.threads,

@@ -35,6 +35,8 @@ pub struct MountOptions {
     pub cache_size: u64,
     pub encrypt: bool,
     pub allow_other: bool,
+    /// Mounted read-only: the kernel answers EROFS to every change.
+    pub read_only: bool,
     /// Where the embedded cluster keeps its state.
     pub data_dir: PathBuf,
     pub providers: usize,
@@ -70,6 +72,9 @@ pub fn run(opts: MountOptions) -> anyhow::Result<()> {
         MountOption::Subtype("tfsfs".into()),
         MountOption::DefaultPermissions,
     ];
+    if opts.read_only {
+        config.mount_options.push(MountOption::RO);
+    }
     if opts.allow_other {
         config.acl = SessionACL::All;
     }
