@@ -51,9 +51,10 @@ async fn dispatch(
     result.unwrap_or_else(MetaError::into_tfs_response)
 }
 
-/// The `Content-Type` of a file read: nginx's MIME type of the name's
-/// suffix (what follows its last dot), else `application/octet-stream`,
-/// nginx's `default_type`.
+/// The `Content-Type` of a file read: the MIME type of the name's suffix
+/// (what follows its last dot; `mime_guess` agrees with nginx's
+/// `mime.types` on the common ones), else nginx's `default_type`,
+/// `application/octet-stream`.
 pub(super) fn content_type(name: &str) -> &'static str {
     name.rsplit_once('.')
         .and_then(|(_, ext)| mime_guess::from_ext(ext).first_raw())
