@@ -156,6 +156,15 @@ async fn errors_are_nginx_error_pages_with_the_explanation() {
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert!(r.body.is_empty());
+    // tfsfs's own client shows the explanation, not the page.
+    let out = t.c.cli(&["ls", "/nope"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("404 Not Found: no such file or directory"),
+        "{err}"
+    );
+    assert!(!err.contains("<html>"), "{err}");
     // The drive's own API keeps its plain answers.
     let r = t.get(&format!("{}/api/no/such/route", t.c.meta.url)).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);

@@ -224,6 +224,14 @@ pub(super) fn nginx_error_page(status: StatusCode, explanation: &str) -> Respons
     (status, [(header::CONTENT_TYPE, "text/html")], body).into_response()
 }
 
+/// The explanation inside a page of `nginx_error_page`, for tfsfs's own
+/// clients to show.
+pub fn error_page_explanation(page: &str) -> Option<String> {
+    let (_, rest) = page.split_once("<p>")?;
+    let (text, _) = rest.split_once("</p>")?;
+    Some(html_escape::decode_html_entities(text).into_owned())
+}
+
 impl IntoResponse for MetaError {
     fn into_response(self) -> Response {
         (self.status(), self.to_string()).into_response()
