@@ -565,6 +565,12 @@ async fn offset_and_size_reads() {
                 q.push(format!("size={s}"));
             }
             let r = t.read(&format!("{name}?{}", q.join("&"))).await;
+            // nginx-tfs: a small file's read starting past its end is 400
+            // (tests/rest_compat.rs has the rest).
+            if offset.is_some_and(|o| o > l) {
+                assert_eq!(r.status, StatusCode::BAD_REQUEST, "{q:?}");
+                continue;
+            }
             assert_eq!(r.status, StatusCode::OK, "{q:?}");
             let from = offset.unwrap_or(0).min(l) as usize;
             let to = offset

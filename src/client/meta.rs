@@ -192,7 +192,18 @@ impl MetaClient {
             return Ok(r);
         }
         let status = r.status();
-        let body = r.text().await.unwrap_or_default();
+        let html = r
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .is_some_and(|t| t == "text/html");
+        let mut body = r.text().await.unwrap_or_default();
+        // The TFS routes answer nginx's error page: keep its explanation.
+        if let Some(text) = html
+            .then(|| crate::meta::error_page_explanation(&body))
+            .flatten()
+        {
+            body = text;
+        }
         if status == StatusCode::CONFLICT && body == STALE_BASE {
             return Err(ClientError::Conflict);
         }

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use ed25519_dalek::SigningKey;
 
@@ -175,9 +175,11 @@ impl From<path::PathError> for MetaError {
     }
 }
 
-impl IntoResponse for MetaError {
-    fn into_response(self) -> Response {
-        let status = match &self {
+impl MetaError {
+    /// The status this error answers with; server faults are logged here,
+    /// once, whichever rendering follows.
+    fn status(&self) -> StatusCode {
+        let status = match self {
             MetaError::BadRequest(_) => StatusCode::BAD_REQUEST,
             MetaError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             MetaError::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -191,7 +193,48 @@ impl IntoResponse for MetaError {
         if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
         }
-        (status, self.to_string()).into_response()
+        status
+    }
+
+    /// The answer of the TFS REST routes: nginx's error page, as nginx-tfs
+    /// clients expect, with the explanation inside.
+    pub(super) fn into_tfs_response(self) -> Response {
+        nginx_error_page(self.status(), &self.to_string())
+    }
+}
+
+/// nginx's error page for `status` (ngx_http_special_response.c: its
+/// title texts, CRLF lines, text/html), with `explanation` (escaped) after
+/// the heading and tfsfs in nginx's place at the foot.
+pub(super) fn nginx_error_page(status: StatusCode, explanation: &str) -> Response {
+    // nginx's wording where it differs from the standard reason phrase.
+    let reason = match status.as_u16() {
+        401 => "Authorization Required",
+        413 => "Request Entity Too Large",
+        503 => "Service Temporarily Unavailable",
+        _ => status.canonical_reason().unwrap_or("Error"),
+    };
+    let title = format!("{} {reason}", status.as_u16());
+    let body = format!(
+        "<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n\
+         <center><h1>{title}</h1></center>\r\n<p>{}</p>\r\n\
+         <hr><center>tfsfs</center>\r\n</body>\r\n</html>\r\n",
+        html_escape::encode_text(explanation)
+    );
+    (status, [(header::CONTENT_TYPE, "text/html")], body).into_response()
+}
+
+/// The explanation inside a page of `nginx_error_page`, for tfsfs's own
+/// clients to show.
+pub fn error_page_explanation(page: &str) -> Option<String> {
+    let (_, rest) = page.split_once("<p>")?;
+    let (text, _) = rest.split_once("</p>")?;
+    Some(html_escape::decode_html_entities(text).into_owned())
+}
+
+impl IntoResponse for MetaError {
+    fn into_response(self) -> Response {
+        (self.status(), self.to_string()).into_response()
     }
 }
 

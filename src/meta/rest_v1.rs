@@ -16,14 +16,14 @@
 use std::collections::HashMap;
 
 use axum::body::Body;
-use axum::http::{header, Method, StatusCode};
+use axum::http::{header, HeaderName, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
 use super::db::{NewV1File, Ns, V1File, V1Unlink, V1_FILE_HEADER};
 use super::objects::Spooled;
-use super::rest_v2::tfs_time;
+use super::rest_v2::{content_type, tfs_time};
 use super::tfs_name::{suffix_hash, FileBits, TfsName, MAX_SUFFIX_LEN};
 use super::{Meta, MetaError, MetaResult};
 use crate::proto::{FileLayout, FragmentLayout};
@@ -333,10 +333,30 @@ fn visible(m: &Meta, appid: u64, t: &Target, args: &Args) -> MetaResult<V1File> 
     Ok(f)
 }
 
+/// The headers of a file's read, GET or HEAD: the MIME type of its suffix
+/// and its modification time.
+fn file_headers(f: &V1File) -> [(HeaderName, String); 2] {
+    [
+        (header::CONTENT_TYPE, content_type(&f.suffix).to_string()),
+        (header::LAST_MODIFIED, http_date(f.modify_time)),
+    ]
+}
+
+/// HEAD of a file, by its name or its metadata: nginx-tfs answers both with
+/// a stat, the file's size as `Content-Length` and no body.
+fn head_of(f: &V1File) -> Response {
+    (
+        file_headers(f),
+        [(header::CONTENT_LENGTH, f.size.to_string())],
+        (),
+    )
+        .into_response()
+}
+
 fn stat(m: &Meta, appid: u64, t: &Target, args: &Args, head: bool) -> MetaResult<Response> {
     let f = visible(m, appid, t, args)?;
     if head {
-        return Ok(StatusCode::OK.into_response());
+        return Ok(head_of(&f));
     }
     Ok(Json(stat_of(&f)).into_response())
 }
@@ -349,9 +369,17 @@ async fn read(m: &Meta, appid: u64, t: &Target, args: &Args, head: bool) -> Meta
         None => u64::MAX,
     };
     let f = visible(m, appid, t, args)?;
-    let last_modified = [(header::LAST_MODIFIED, http_date(f.modify_time))];
     if head {
-        return Ok((StatusCode::OK, last_modified).into_response());
+        return Ok(head_of(&f));
+    }
+    // TFS's data servers refuse a read of a small file starting past its
+    // end (nginx-tfs answers 400); one at the end, or of a large file
+    // anywhere past it, is 200 with no bytes.
+    if offset > f.size && !f.large {
+        return Err(bad(format!(
+            "offset {offset} is past the end of the {}-byte file",
+            f.size
+        )));
     }
     let layout = FileLayout {
         size: f.size,
@@ -366,10 +394,5 @@ async fn read(m: &Meta, appid: u64, t: &Target, args: &Args, head: bool) -> Meta
     let data = read_range(&m.shards, &layout, None, offset, size)
         .await
         .map_err(|e| MetaError::Internal(e.to_string()))?;
-    Ok((
-        [(header::CONTENT_TYPE, "application/octet-stream".to_string())],
-        last_modified,
-        data,
-    )
-        .into_response())
+    Ok((file_headers(&f), data).into_response())
 }
