@@ -601,6 +601,46 @@ impl Meta {
     }
 }
 
+/// Sets the durability gauges from the health report, at each scrape of
+/// `/metrics`: partitions by redundancy, the repair queue, what repair has
+/// done, and each provider as the registry knows it.
+pub(super) fn record_health(m: &Meta) {
+    let r = match m.db.health_report(m.horizons(), m.cfg.replicas) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "no health figures for /metrics");
+            return;
+        }
+    };
+    for (health, n) in [
+        ("full", r.full),
+        ("degraded", r.degraded),
+        ("one_from_loss", r.one_from_loss),
+        ("lost", r.lost),
+    ] {
+        metrics::gauge!("tfsfs_partitions", "health" => health).set(n as f64);
+    }
+    metrics::gauge!("tfsfs_repair_queue_partitions").set(r.repair_queue as f64);
+    metrics::gauge!("tfsfs_repair_backoff_partitions").set(r.repair_backoff as f64);
+    let st = &m.repair_stats;
+    metrics::counter!("tfsfs_repair_shards_total").absolute(st.shards.load(Ordering::Relaxed));
+    metrics::counter!("tfsfs_repair_bytes_total").absolute(st.bytes.load(Ordering::Relaxed));
+    metrics::counter!("tfsfs_repair_failures_total")
+        .absolute(st.failures.load(Ordering::Relaxed));
+    for p in r.providers {
+        let id = p.id;
+        let flag = |b: bool| if b { 1.0 } else { 0.0 };
+        metrics::gauge!("tfsfs_meta_provider_up", "provider" => id.clone()).set(flag(p.alive));
+        metrics::gauge!("tfsfs_meta_provider_active", "provider" => id.clone())
+            .set(flag(p.state == super::db::ACTIVE));
+        metrics::gauge!("tfsfs_meta_provider_capacity_bytes", "provider" => id.clone())
+            .set(p.capacity as f64);
+        metrics::gauge!("tfsfs_meta_provider_used_bytes", "provider" => id.clone())
+            .set(p.used as f64);
+        metrics::gauge!("tfsfs_meta_provider_placed_shards", "provider" => id).set(p.shards as f64);
+    }
+}
+
 /// Repairs every `interval`, and verifies `verify_rate` copies a second,
 /// forever.
 pub async fn run(meta: Arc<Meta>) {
