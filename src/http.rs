@@ -158,8 +158,13 @@ async fn record(State(server): State<Arc<Vec<Label>>>, req: Request<Body>, next:
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     // Extension methods are the client's choice: kept out of labels too.
     let method = match *req.method() {
-        Method::GET | Method::HEAD | Method::PUT | Method::POST | Method::DELETE
-        | Method::PATCH | Method::OPTIONS => req.method().as_str().to_string(),
+        Method::GET
+        | Method::HEAD
+        | Method::PUT
+        | Method::POST
+        | Method::DELETE
+        | Method::PATCH
+        | Method::OPTIONS => req.method().as_str().to_string(),
         _ => "other".to_string(),
     };
     let mut labels: Vec<Label> = server

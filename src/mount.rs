@@ -114,9 +114,7 @@ pub fn run(opts: MountOptions) -> anyhow::Result<()> {
 
 /// Serves `GET /metrics` on `addr` (the process's every series: in the
 /// embedded cluster, meta's and the providers' too).
-async fn serve_metrics(
-    addr: std::net::SocketAddr,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+async fn serve_metrics(addr: std::net::SocketAddr) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     crate::metrics::install();
     let listener = tokio::net::TcpListener::bind(addr)
         .await

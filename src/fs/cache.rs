@@ -32,7 +32,7 @@ pub struct BlockCache {
 
 impl BlockCache {
     pub fn new(capacity: usize) -> Self {
-        metrics::gauge!("tfsfs_cache_capacity_bytes").set(capacity as f64);
+        metrics::gauge!(crate::metrics::CACHE_CAPACITY).set(capacity as f64);
         BlockCache {
             inner: Mutex::new(Inner {
                 lru: LruCache::unbounded(),
@@ -63,16 +63,16 @@ impl BlockCache {
         let pending = {
             let mut inner = self.lock();
             if let Some(b) = inner.lru.get(&key) {
-                metrics::counter!("tfsfs_cache_hits_total").increment(1);
+                metrics::counter!(crate::metrics::CACHE_HITS).increment(1);
                 return Ok(b.clone());
             }
             match inner.pending.get(&key) {
                 Some(p) => {
-                    metrics::counter!("tfsfs_cache_hits_total").increment(1);
+                    metrics::counter!(crate::metrics::CACHE_HITS).increment(1);
                     p.clone()
                 }
                 None => {
-                    metrics::counter!("tfsfs_cache_misses_total").increment(1);
+                    metrics::counter!(crate::metrics::CACHE_MISSES).increment(1);
                     let p = fetch.map(|r| r.map(Arc::new)).boxed().shared();
                     inner.pending.insert(key.clone(), p.clone());
                     p
@@ -89,12 +89,12 @@ impl BlockCache {
                     match inner.lru.pop_lru() {
                         Some((_, old)) => {
                             inner.bytes -= old.len();
-                            metrics::counter!("tfsfs_cache_evictions_total").increment(1);
+                            metrics::counter!(crate::metrics::CACHE_EVICTIONS).increment(1);
                         }
                         None => break,
                     }
                 }
-                metrics::gauge!("tfsfs_cache_bytes").set(inner.bytes as f64);
+                metrics::gauge!(crate::metrics::CACHE_BYTES).set(inner.bytes as f64);
             }
         }
         result

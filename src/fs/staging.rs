@@ -218,11 +218,16 @@ fn record_staged_bytes(dir: &Path) {
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|e| matches!(parse(&e.file_name().to_string_lossy()), Some(Entry::Data(_))))
+        .filter(|e| {
+            matches!(
+                parse(&e.file_name().to_string_lossy()),
+                Some(Entry::Data(_))
+            )
+        })
         .filter_map(|e| e.metadata().ok())
         .map(|m| m.blocks() * 512)
         .sum();
-    metrics::gauge!("tfsfs_staging_bytes").set(bytes as f64);
+    metrics::gauge!(crate::metrics::STAGING_BYTES).set(bytes as f64);
 }
 
 #[cfg(test)]

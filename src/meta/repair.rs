@@ -618,26 +618,28 @@ pub(super) fn record_health(m: &Meta) {
         ("one_from_loss", r.one_from_loss),
         ("lost", r.lost),
     ] {
-        metrics::gauge!("tfsfs_partitions", "health" => health).set(n as f64);
+        metrics::gauge!(crate::metrics::PARTITIONS, "health" => health).set(n as f64);
     }
-    metrics::gauge!("tfsfs_repair_queue_partitions").set(r.repair_queue as f64);
-    metrics::gauge!("tfsfs_repair_backoff_partitions").set(r.repair_backoff as f64);
+    metrics::gauge!(crate::metrics::REPAIR_QUEUE).set(r.repair_queue as f64);
+    metrics::gauge!(crate::metrics::REPAIR_BACKOFF).set(r.repair_backoff as f64);
     let st = &m.repair_stats;
-    metrics::counter!("tfsfs_repair_shards_total").absolute(st.shards.load(Ordering::Relaxed));
-    metrics::counter!("tfsfs_repair_bytes_total").absolute(st.bytes.load(Ordering::Relaxed));
-    metrics::counter!("tfsfs_repair_failures_total")
+    metrics::counter!(crate::metrics::REPAIR_SHARDS).absolute(st.shards.load(Ordering::Relaxed));
+    metrics::counter!(crate::metrics::REPAIR_BYTES).absolute(st.bytes.load(Ordering::Relaxed));
+    metrics::counter!(crate::metrics::REPAIR_FAILURES)
         .absolute(st.failures.load(Ordering::Relaxed));
     for p in r.providers {
         let id = p.id;
         let flag = |b: bool| if b { 1.0 } else { 0.0 };
-        metrics::gauge!("tfsfs_meta_provider_up", "provider" => id.clone()).set(flag(p.alive));
-        metrics::gauge!("tfsfs_meta_provider_active", "provider" => id.clone())
+        metrics::gauge!(crate::metrics::META_PROVIDER_UP, "provider" => id.clone())
+            .set(flag(p.alive));
+        metrics::gauge!(crate::metrics::META_PROVIDER_ACTIVE, "provider" => id.clone())
             .set(flag(p.state == super::db::ACTIVE));
-        metrics::gauge!("tfsfs_meta_provider_capacity_bytes", "provider" => id.clone())
+        metrics::gauge!(crate::metrics::META_PROVIDER_CAPACITY, "provider" => id.clone())
             .set(p.capacity as f64);
-        metrics::gauge!("tfsfs_meta_provider_used_bytes", "provider" => id.clone())
+        metrics::gauge!(crate::metrics::META_PROVIDER_USED, "provider" => id.clone())
             .set(p.used as f64);
-        metrics::gauge!("tfsfs_meta_provider_placed_shards", "provider" => id).set(p.shards as f64);
+        metrics::gauge!(crate::metrics::META_PROVIDER_PLACED, "provider" => id)
+            .set(p.shards as f64);
     }
 }
 

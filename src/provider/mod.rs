@@ -394,12 +394,10 @@ async fn health(State(p): State<Arc<Provider>>) -> Json<ProviderHealth> {
 fn record(p: &Provider) {
     let h = p.health();
     let labels = crate::metrics::provider_service(&h.id);
-    metrics::gauge!("tfsfs_provider_shards", labels.clone()).set(h.shards as f64);
-    metrics::gauge!("tfsfs_provider_stored_bytes", labels.clone()).set(h.bytes_used as f64);
-    metrics::gauge!("tfsfs_provider_capacity_bytes", labels.clone()).set(h.capacity as f64);
-    metrics::counter!("tfsfs_provider_shard_bytes_received_total", labels.clone())
-        .absolute(h.bytes_received);
-    metrics::counter!("tfsfs_provider_shard_bytes_sent_total", labels.clone())
-        .absolute(h.bytes_sent);
+    metrics::gauge!(crate::metrics::PROVIDER_SHARDS, labels.clone()).set(h.shards as f64);
+    metrics::gauge!(crate::metrics::PROVIDER_STORED, labels.clone()).set(h.bytes_used as f64);
+    metrics::gauge!(crate::metrics::PROVIDER_CAPACITY, labels.clone()).set(h.capacity as f64);
+    metrics::counter!(crate::metrics::PROVIDER_RECEIVED, labels.clone()).absolute(h.bytes_received);
+    metrics::counter!(crate::metrics::PROVIDER_SENT, labels.clone()).absolute(h.bytes_sent);
     scrub::record(&h.scrub, labels);
 }

@@ -41,14 +41,18 @@ impl ScrubState {
 
 /// Scrub's figures as metrics (`labels`: the provider's).
 pub fn record(h: &ScrubHealth, labels: Vec<metrics::Label>) {
-    metrics::counter!("tfsfs_scrub_passes_total", labels.clone()).absolute(h.passes);
-    metrics::counter!("tfsfs_scrub_bad_shards_total", labels.clone()).absolute(h.bad_found);
-    metrics::gauge!("tfsfs_scrub_checked_shards", labels.clone()).set(h.checked as f64);
-    metrics::gauge!("tfsfs_scrub_running", labels.clone()).set(if h.running { 1.0 } else { 0.0 });
-    metrics::gauge!("tfsfs_scrub_last_pass_timestamp_seconds", labels.clone())
-        .set(h.last_pass as f64);
-    metrics::gauge!("tfsfs_scrub_last_pass_bytes", labels.clone()).set(h.last_pass_bytes as f64);
-    metrics::gauge!("tfsfs_scrub_last_pass_duration_seconds", labels)
+    metrics::counter!(crate::metrics::SCRUB_PASSES, labels.clone()).absolute(h.passes);
+    metrics::counter!(crate::metrics::SCRUB_BAD, labels.clone()).absolute(h.bad_found);
+    metrics::gauge!(crate::metrics::SCRUB_CHECKED, labels.clone()).set(h.checked as f64);
+    metrics::gauge!(crate::metrics::SCRUB_RUNNING, labels.clone()).set(if h.running {
+        1.0
+    } else {
+        0.0
+    });
+    metrics::gauge!(crate::metrics::SCRUB_LAST_PASS_TIME, labels.clone()).set(h.last_pass as f64);
+    metrics::gauge!(crate::metrics::SCRUB_LAST_PASS_BYTES, labels.clone())
+        .set(h.last_pass_bytes as f64);
+    metrics::gauge!(crate::metrics::SCRUB_LAST_PASS_SECONDS, labels)
         .set(h.last_pass_ms as f64 / 1000.0);
 }
 
