@@ -23,9 +23,11 @@ apt_install() {
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt_install "${need_apt[@]}"
 fi
-# tests/metrics.rs checks every /metrics with promtool; only the tool is
+# tests/metrics.rs checks every /metrics with promtool and reads it with
+# the Prometheus Python client's parser (Debian's python3); only the tools are
 # wanted, not the exporters Debian recommends beside it.
 command -v promtool >/dev/null 2>&1 || apt_install --no-install-recommends prometheus
+/usr/bin/python3 -c "import prometheus_client" 2>/dev/null || apt_install --no-install-recommends python3-prometheus-client
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy
 
 cargo fmt --check

@@ -146,16 +146,23 @@ async fn serve_connection(
     }
 }
 
+/// Path prefixes of the REST front ends, which route by hand (no route
+/// template): their requests are labelled `PREFIX*`.
+const HAND_ROUTED: &[&str] = &["/v1/", "/v2/"];
+
 /// Records a request: its count and duration (until the answer's body is
 /// sent or dropped) by method, route template and status, and the body
 /// bytes it brought and took. Raw paths never become labels: they name
 /// accounts' files, and would make series without bound.
 async fn record(State(server): State<Arc<Vec<Label>>>, req: Request<Body>, next: Next) -> Response {
     let started = Instant::now();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let route = match req.extensions().get::<MatchedPath>() {
+        Some(p) => p.as_str().to_string(),
+        None => HAND_ROUTED
+            .iter()
+            .find(|prefix| req.uri().path().starts_with(*prefix))
+            .map_or_else(|| "unmatched".to_string(), |prefix| format!("{prefix}*")),
+    };
     // Extension methods are the client's choice: kept out of labels too.
     let method = match *req.method() {
         Method::GET

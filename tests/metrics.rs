@@ -5,20 +5,56 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::io::AsRawFd;
 use std::process::{Command, Stdio};
 
 use common::*;
-use prometheus_parse::Value;
 use tfsfs::metrics as m;
 
 const MIB: usize = 1 << 20;
 
-/// One scrape, checked by promtool, parsed.
+/// Reads Prometheus text on stdin, writes its samples as JSON:
+/// [[family type, sample name, labels, value], ...].
+const PARSE: &str = "import sys, json
+from prometheus_client.parser import text_string_to_metric_families as families
+print(json.dumps([[f.type, s.name, s.labels, s.value]
+                  for f in families(sys.stdin.read()) for s in f.samples]))";
+
+/// A sample: (family type, name, labels, value).
+type Sample = (String, String, HashMap<String, String>, f64);
+
+/// One scrape, checked by promtool (syntax and naming lint) and parsed by
+/// the Prometheus Python client's parser.
 struct Scrape {
     text: String,
-    parsed: prometheus_parse::Scrape,
+    samples: Vec<Sample>,
+}
+
+/// `program ARGS < input`'s stdout; fails the test unless it succeeds.
+fn pipe(program: &str, args: &[&str], input: &str, what: &str) -> Vec<u8> {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program}: {e} (scripts/test.sh installs it)"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{what}: {}{}\n{input}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }
 
 async fn scrape(base: &str) -> Scrape {
@@ -27,50 +63,46 @@ async fn scrape(base: &str) -> Scrape {
     let ctype = r.headers()[reqwest::header::CONTENT_TYPE].to_str().unwrap();
     assert!(ctype.starts_with("text/plain; version=0.0.4"), "{ctype}");
     let text = r.text().await.unwrap();
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian's prometheus package; scripts/test.sh installs it)");
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics on {base}/metrics: {}{}\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let parsed = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
-    Scrape { text, parsed }
+    let what = format!("{base}/metrics");
+    pipe("promtool", &["check", "metrics"], &text, &what);
+    // Debian's interpreter, where python3-prometheus-client is.
+    let json = pipe("/usr/bin/python3", &["-c", PARSE], &text, &what);
+    let samples = serde_json::from_slice(&json).unwrap();
+    Scrape { text, samples }
 }
 
 impl Scrape {
     /// The sum of `name`'s samples whose labels include `labels`.
     fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.parsed
-            .samples
+        self.samples
             .iter()
-            .filter(|s| s.metric == name)
-            .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-            .map(|s| match s.value {
-                Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
-                _ => 0.0,
+            .filter(|(_, n, l, _)| {
+                n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
             })
+            .map(|s| s.3)
             .sum()
     }
 
+    /// `name`'s lines, for failure messages.
+    fn lines(&self, name: &str) -> String {
+        self.text
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Is `name` a histogram with buckets?
     fn is_histogram(&self, name: &str) -> bool {
-        self.parsed
-            .samples
+        let bucket = format!("{name}_bucket");
+        self.samples
             .iter()
-            .any(|s| s.metric == name && matches!(&s.value, Value::Histogram(b) if b.len() > 1))
+            .filter(|(t, n, _, _)| t == "histogram" && *n == bucket)
+            .count()
+            > 1
     }
 }
 
@@ -206,7 +238,11 @@ async fn every_server_serves_metrics_that_move_with_work() {
         ("route", "/api/ns/{appid}/{uid}/done"),
         ("status", "200"),
     ];
-    assert!(grew(eb, ea, m::HTTP_REQUESTS, &done) >= 1.0, "upload done");
+    assert!(
+        grew(eb, ea, m::HTTP_REQUESTS, &done) >= 1.0,
+        "upload done:\n{}",
+        ea.lines(m::HTTP_REQUESTS)
+    );
     let done_count = format!("{}_count", m::HTTP_SECONDS);
     assert!(grew(eb, ea, &done_count, &done) >= 1.0, "its latency");
     assert!(ea.is_histogram(m::HTTP_SECONDS), "a histogram with buckets");
