@@ -164,6 +164,13 @@ async fn every_server_serves_metrics_that_move_with_work() {
     let mount_url = format!("http://{addr}");
     let before = All::take(&c, &mount_url).await;
 
+    // Bytes written and not yet uploaded are staged.
+    let mut draft = std::fs::File::create(mnt.path("draft.bin")).unwrap();
+    draft.write_all(&random_bytes(MIB, 11)).unwrap();
+    let staged = scrape(&mount_url).await.sum(m::STAGING_BYTES, &[]);
+    assert!(staged >= MIB as f64, "{staged} bytes staged");
+    drop(draft);
+
     let data = random_bytes(3 * MIB, 10);
     let path = mnt.path("quarterly-report.bin");
     std::fs::write(&path, &data).unwrap();
