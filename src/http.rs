@@ -213,8 +213,7 @@ impl Drop for Answered {
     fn drop(&mut self) {
         let labels = std::mem::take(&mut self.labels);
         ::metrics::counter!(crate::metrics::HTTP_REQUESTS, labels.clone()).increment(1);
-        ::metrics::histogram!(crate::metrics::HTTP_SECONDS, labels)
-            .record(self.started.elapsed().as_secs_f64());
+        ::metrics::histogram!(crate::metrics::HTTP_SECONDS, labels).record(self.started.elapsed());
     }
 }
 

@@ -421,7 +421,6 @@ impl Drop for Transfer {
     fn drop(&mut self) {
         let result = if self.finished { "ok" } else { "error" };
         ::metrics::counter!(self.kind.count, "result" => result).increment(1);
-        ::metrics::histogram!(self.kind.seconds, "result" => result)
-            .record(self.started.elapsed().as_secs_f64());
+        ::metrics::histogram!(self.kind.seconds, "result" => result).record(self.started.elapsed());
     }
 }

@@ -629,11 +629,10 @@ pub(super) fn record_health(m: &Meta) {
         .absolute(st.failures.load(Ordering::Relaxed));
     for p in r.providers {
         let id = p.id;
-        let flag = |b: bool| if b { 1.0 } else { 0.0 };
         metrics::gauge!(crate::metrics::META_PROVIDER_UP, "provider" => id.clone())
-            .set(flag(p.alive));
+            .set(u8::from(p.alive));
         metrics::gauge!(crate::metrics::META_PROVIDER_ACTIVE, "provider" => id.clone())
-            .set(flag(p.state == super::db::ACTIVE));
+            .set(u8::from(p.state == super::db::ACTIVE));
         metrics::gauge!(crate::metrics::META_PROVIDER_CAPACITY, "provider" => id.clone())
             .set(p.capacity as f64);
         metrics::gauge!(crate::metrics::META_PROVIDER_USED, "provider" => id.clone())
