@@ -12,13 +12,22 @@ command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v cmp >/dev/null 2>&1 || need_apt+=(diffutils)
 command -v tar >/dev/null 2>&1 || need_apt+=(tar)
 command -v umount >/dev/null 2>&1 || need_apt+=(mount)
-if [ ${#need_apt[@]} -gt 0 ]; then
+# apt_install [OPTION...] PACKAGE...: as root; otherwise a warning.
+apt_install() {
   if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
   else
-    echo "warning: missing ${need_apt[*]} (install them as root)" >&2
+    echo "warning: missing $* (install as root)" >&2
   fi
+}
+if [ ${#need_apt[@]} -gt 0 ]; then
+  apt_install "${need_apt[@]}"
 fi
+# tests/metrics.rs checks every /metrics with promtool and reads it with
+# the Prometheus Python client's parser (Debian's python3); only the tools are
+# wanted, not the exporters Debian recommends beside it.
+command -v promtool >/dev/null 2>&1 || apt_install --no-install-recommends prometheus
+/usr/bin/python3 -c "import prometheus_client" 2>/dev/null || apt_install --no-install-recommends python3-prometheus-client
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy
 
 cargo fmt --check

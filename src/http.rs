@@ -14,7 +14,8 @@
 //! - Nagle's algorithm is off: with it, a response written in two pieces
 //!   waited for the peer's delayed acknowledgement.
 //!
-//! Handlers see the peer's address as `ConnectInfo<SocketAddr>`.
+//! Handlers see the peer's address as `ConnectInfo<SocketAddr>`; every
+//! request is recorded in the process's metrics under the server's labels.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -22,10 +23,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
+use ::metrics::Label;
 use axum::body::Body;
-use axum::extract::ConnectInfo;
-use axum::http::{header, Request, StatusCode};
-use axum::response::IntoResponse;
+use axum::extract::{ConnectInfo, MatchedPath, State};
+use axum::http::{header, Method, Request, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio_util::sync::CancellationToken;
@@ -49,16 +52,26 @@ impl Default for ServeConfig {
     }
 }
 
-/// Serves `app` with the default timeouts.
-pub async fn serve(listener: tokio::net::TcpListener, app: axum::Router) -> std::io::Result<()> {
-    serve_with(listener, app, ServeConfig::default()).await
+/// Serves `app` with the default timeouts; `labels` name the server in
+/// the metrics (see `crate::metrics::service`).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    labels: Vec<Label>,
+) -> std::io::Result<()> {
+    serve_with(listener, app, ServeConfig::default(), labels).await
 }
 
 pub async fn serve_with(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     cfg: ServeConfig,
+    labels: Vec<Label>,
 ) -> std::io::Result<()> {
+    let app = app.layer(axum::middleware::from_fn_with_state(
+        Arc::new(labels),
+        record,
+    ));
     loop {
         CONNECTIONS.make_room().await;
         let (tcp, peer) = match listener.accept().await {
@@ -130,6 +143,77 @@ async fn serve_connection(
         },
         // Dropping the connection closes the socket.
         _ = conn.state.shed.cancelled() => tracing::debug!(%peer, "idle connection shed"),
+    }
+}
+
+/// Path prefixes of the REST front ends, which route by hand (no route
+/// template): their requests are labelled `PREFIX*`.
+const HAND_ROUTED: &[&str] = &["/v1/", "/v2/"];
+
+/// Records a request: its count and duration (until the answer's body is
+/// sent or dropped) by method, route template and status, and the body
+/// bytes it brought and took. Raw paths never become labels: they name
+/// accounts' files, and would make series without bound.
+async fn record(State(server): State<Arc<Vec<Label>>>, req: Request<Body>, next: Next) -> Response {
+    let started = Instant::now();
+    let route = match req.extensions().get::<MatchedPath>() {
+        Some(p) => p.as_str().to_string(),
+        None => HAND_ROUTED
+            .iter()
+            .find(|prefix| req.uri().path().starts_with(*prefix))
+            .map_or_else(|| "unmatched".to_string(), |prefix| format!("{prefix}*")),
+    };
+    // Extension methods are the client's choice: kept out of labels too.
+    let method = match *req.method() {
+        Method::GET
+        | Method::HEAD
+        | Method::PUT
+        | Method::POST
+        | Method::DELETE
+        | Method::PATCH
+        | Method::OPTIONS => req.method().as_str().to_string(),
+        _ => "other".to_string(),
+    };
+    let mut labels: Vec<Label> = server
+        .iter()
+        .cloned()
+        .chain([Label::new("method", method), Label::new("route", route)])
+        .collect();
+    let bytes_in = ::metrics::counter!(crate::metrics::HTTP_BYTES_IN, labels.clone());
+    let bytes_out = ::metrics::counter!(crate::metrics::HTTP_BYTES_OUT, labels.clone());
+    let req = req.map(|b| {
+        Body::new(b.map_frame(move |f| {
+            if let Some(d) = f.data_ref() {
+                bytes_in.increment(d.len() as u64);
+            }
+            f
+        }))
+    });
+    let res = next.run(req).await;
+    labels.push(Label::new("status", res.status().as_str().to_string()));
+    let answered = Answered { labels, started };
+    res.map(|b| {
+        Body::new(b.map_frame(move |f| {
+            let _ = &answered;
+            if let Some(d) = f.data_ref() {
+                bytes_out.increment(d.len() as u64);
+            }
+            f
+        }))
+    })
+}
+
+/// A request answered; counted once its body is gone.
+struct Answered {
+    labels: Vec<Label>,
+    started: Instant,
+}
+
+impl Drop for Answered {
+    fn drop(&mut self) {
+        let labels = std::mem::take(&mut self.labels);
+        ::metrics::counter!(crate::metrics::HTTP_REQUESTS, labels.clone()).increment(1);
+        ::metrics::histogram!(crate::metrics::HTTP_SECONDS, labels).record(self.started.elapsed());
     }
 }
 

@@ -13,6 +13,7 @@ pub mod fuse;
 pub mod grant;
 pub mod http;
 pub mod meta;
+pub mod metrics;
 pub mod mount;
 pub mod private;
 pub mod proto;

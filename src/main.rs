@@ -161,6 +161,9 @@ struct MountArgs {
     /// Do not start the sidecar API.
     #[arg(long)]
     no_sidecar: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off by default).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(Subcommand)]
@@ -560,6 +563,7 @@ fn mount(a: MountArgs) -> anyhow::Result<()> {
         providers: a.providers,
         threads: a.threads,
         sidecar,
+        metrics: a.metrics,
     })
 }
 

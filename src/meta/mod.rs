@@ -417,12 +417,15 @@ pub async fn start(
     cfg: MetaConfig,
 ) -> anyhow::Result<RunningMeta> {
     let url = format!("http://{}", listener.local_addr()?);
+    crate::metrics::install();
     let meta = Arc::new(Meta::open(cfg)?);
+    crate::metrics::on_scrape(&meta, repair::record_health);
     let app = api::routes(meta.clone())
         .merge(api_fs::routes(meta.clone()))
         .merge(rest_v2::routes(meta.clone()))
         .merge(accounts::routes(meta.clone()))
-        .merge(api_store::routes(meta.clone()));
+        .merge(api_store::routes(meta.clone()))
+        .route("/metrics", axum::routing::get(crate::metrics::scrape));
     // `tfsfs admin health` classifies shard copies as this server does.
     meta.db.config_set(
         "provider_timeout_secs",
@@ -436,7 +439,12 @@ pub async fn start(
         .config_set("replicas", meta.cfg.replicas.to_string().as_bytes())?;
     let collector = gc::run(meta.clone(), meta.cfg.gc_interval);
     let repairer = repair::run(meta.clone());
-    let serve = crate::http::serve_with(listener, app, meta.cfg.serve);
+    let serve = crate::http::serve_with(
+        listener,
+        app,
+        meta.cfg.serve,
+        crate::metrics::service("meta"),
+    );
     let task = tokio::spawn(async move {
         tokio::select! {
             r = serve => if let Err(e) = r {

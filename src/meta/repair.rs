@@ -601,6 +601,47 @@ impl Meta {
     }
 }
 
+/// Sets the durability gauges from the health report, at each scrape of
+/// `/metrics`: partitions by redundancy, the repair queue, what repair has
+/// done, and each provider as the registry knows it.
+pub(super) fn record_health(m: &Meta) {
+    let r = match m.db.health_report(m.horizons(), m.cfg.replicas) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "no health figures for /metrics");
+            return;
+        }
+    };
+    for (health, n) in [
+        ("full", r.full),
+        ("degraded", r.degraded),
+        ("one_from_loss", r.one_from_loss),
+        ("lost", r.lost),
+    ] {
+        metrics::gauge!(crate::metrics::PARTITIONS, "health" => health).set(n as f64);
+    }
+    metrics::gauge!(crate::metrics::REPAIR_QUEUE).set(r.repair_queue as f64);
+    metrics::gauge!(crate::metrics::REPAIR_BACKOFF).set(r.repair_backoff as f64);
+    let st = &m.repair_stats;
+    metrics::counter!(crate::metrics::REPAIR_SHARDS).absolute(st.shards.load(Ordering::Relaxed));
+    metrics::counter!(crate::metrics::REPAIR_BYTES).absolute(st.bytes.load(Ordering::Relaxed));
+    metrics::counter!(crate::metrics::REPAIR_FAILURES)
+        .absolute(st.failures.load(Ordering::Relaxed));
+    for p in r.providers {
+        let id = p.id;
+        metrics::gauge!(crate::metrics::META_PROVIDER_UP, "provider" => id.clone())
+            .set(u8::from(p.alive));
+        metrics::gauge!(crate::metrics::META_PROVIDER_ACTIVE, "provider" => id.clone())
+            .set(u8::from(p.state == super::db::ACTIVE));
+        metrics::gauge!(crate::metrics::META_PROVIDER_CAPACITY, "provider" => id.clone())
+            .set(p.capacity as f64);
+        metrics::gauge!(crate::metrics::META_PROVIDER_USED, "provider" => id.clone())
+            .set(p.used as f64);
+        metrics::gauge!(crate::metrics::META_PROVIDER_PLACED, "provider" => id)
+            .set(p.shards as f64);
+    }
+}
+
 /// Repairs every `interval`, and verifies `verify_rate` copies a second,
 /// forever.
 pub async fn run(meta: Arc<Meta>) {

@@ -404,6 +404,8 @@ pub struct TestMount {
     appkey: String,
     config_home: PathBuf,
     encrypt: bool,
+    /// More `tfsfs mount` arguments.
+    args: Vec<String>,
     _tmp: tempfile::TempDir,
 }
 
@@ -414,6 +416,11 @@ impl TestMount {
     }
 
     pub fn with(c: &TestCluster, encrypt: bool) -> TestMount {
+        Self::with_args(c, encrypt, &[])
+    }
+
+    /// `with`, `args` added to `tfsfs mount`'s.
+    pub fn with_args(c: &TestCluster, encrypt: bool, args: &[&str]) -> TestMount {
         let tmp = tempfile::tempdir().unwrap();
         // Canonical, as /proc/self/mounts lists it.
         let base = std::fs::canonicalize(tmp.path()).unwrap();
@@ -433,6 +440,7 @@ impl TestMount {
             appkey: c.appkey.clone(),
             config_home: c.dir.path().join("config"),
             encrypt,
+            args: args.iter().map(|a| a.to_string()).collect(),
             _tmp: tmp,
         };
         m.mount();
@@ -469,6 +477,7 @@ impl TestMount {
             ])
             .arg("--cache-dir")
             .arg(&self.cache)
+            .args(&self.args)
             .env("XDG_CONFIG_HOME", &self.config_home)
             .env_remove("TFSFS_META")
             .env_remove("TFSFS_APPKEY")
