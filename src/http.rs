@@ -181,26 +181,58 @@ async fn record(State(server): State<Arc<Vec<Label>>>, req: Request<Body>, next:
         .collect();
     let bytes_in = ::metrics::counter!(crate::metrics::HTTP_BYTES_IN, labels.clone());
     let bytes_out = ::metrics::counter!(crate::metrics::HTTP_BYTES_OUT, labels.clone());
-    let req = req.map(|b| {
-        Body::new(b.map_frame(move |f| {
-            if let Some(d) = f.data_ref() {
-                bytes_in.increment(d.len() as u64);
-            }
-            f
-        }))
+    let req = req.map(|inner| {
+        Body::new(Metered {
+            inner,
+            bytes: bytes_in,
+            _answered: None,
+        })
     });
     let res = next.run(req).await;
     labels.push(Label::new("status", res.status().as_str().to_string()));
-    let answered = Answered { labels, started };
-    res.map(|b| {
-        Body::new(b.map_frame(move |f| {
-            let _ = &answered;
-            if let Some(d) = f.data_ref() {
-                bytes_out.increment(d.len() as u64);
-            }
-            f
-        }))
+    let answered = Some(Answered { labels, started });
+    res.map(|inner| {
+        Body::new(Metered {
+            inner,
+            bytes: bytes_out,
+            _answered: answered,
+        })
     })
+}
+
+/// A body that counts its bytes as they pass, and keeps its size hint (from
+/// which the router sets `Content-Length`).
+struct Metered {
+    inner: Body,
+    bytes: ::metrics::Counter,
+    /// Held until the body is sent or dropped.
+    _answered: Option<Answered>,
+}
+
+impl hyper::body::Body for Metered {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(d) = frame.data_ref() {
+                self.bytes.increment(d.len() as u64);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// A request answered; counted once its body is gone.
