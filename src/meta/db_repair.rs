@@ -383,7 +383,7 @@ impl Db {
                 .optional()?
                 .unwrap_or(0)
                 + 1;
-            let wait = (base_secs.max(1) << (failures - 1).min(10) as u32).min(3600) as i64;
+            let wait = repair_backoff_secs(base_secs, failures);
             tx.execute(
                 "INSERT INTO repair_backoff(object, partition, failures, next_try, error)
                  VALUES(?1, ?2, ?3, ?4, ?5)
@@ -579,5 +579,31 @@ impl Db {
             }
         }
         Ok(r)
+    }
+}
+
+/// The wait before repair attempt `failures + 1`: `base_secs` doubling per
+/// failure up to an hour, less up to half at random, so partitions that
+/// failed together (a provider down) do not all come back at once.
+fn repair_backoff_secs(base_secs: u64, failures: i64) -> i64 {
+    use rand::Rng;
+    let full = (base_secs.max(1) << (failures - 1).clamp(0, 10) as u32).min(3600) as i64;
+    full - rand::thread_rng().gen_range(0..=full / 2)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn repair_backoff_doubles_to_an_hour_with_jitter() {
+        let waits: Vec<i64> = (0..200)
+            .map(|_| super::repair_backoff_secs(10, 3))
+            .collect();
+        assert!(waits.iter().all(|w| (20..=40).contains(w)), "{waits:?}");
+        assert!(
+            waits.iter().collect::<std::collections::HashSet<_>>().len() > 5,
+            "jittered"
+        );
+        assert!((1800..=3600).contains(&super::repair_backoff_secs(10, 30)));
+        assert!((1..=1).contains(&super::repair_backoff_secs(0, 1)));
     }
 }
