@@ -196,10 +196,7 @@ async fn open(
     } else {
         None
     };
-    let server_key = reqwest::get(format!("{meta_url}/api/pubkey"))
-        .await?
-        .text()
-        .await?;
+    let server_key = meta.server_key().await?;
     let cache_dir = opts.cache_dir.clone().unwrap_or_else(|| {
         // One cache per metadata server (known by its key) and account.
         crate::config::cache_dir().join(format!(

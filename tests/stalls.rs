@@ -151,6 +151,11 @@ async fn clients_fail_over_to_the_next_metadata_server() {
     let local = c.dir.path().join("f");
     std::fs::write(&local, random_bytes(6 << 20, 4)).unwrap();
     assert_ok(&cli(&["put", local.to_str().unwrap(), "/f"]), "put");
+    // A mount given the same list starts, reads and writes.
+    let m = TestMount::at(&c, &urls, true);
+    assert!(std::fs::read(m.path("f")).unwrap() == std::fs::read(&local).unwrap());
+    std::fs::write(m.path("g"), b"through the list").unwrap();
+    drop(m);
     drop(second);
     let back = c.dir.path().join("f.back");
     assert_ok(&cli(&["get", "/f", back.to_str().unwrap()]), "get");

@@ -217,6 +217,15 @@ impl MetaClient {
         serde_json::from_slice(&body).map_err(|e| ClientError::Decode(e.to_string()))
     }
 
+    /// The server's grant-signing public key (hex), which names the
+    /// cluster: every metadata server of it shares the key.
+    pub async fn server_key(&self) -> Result<String, ClientError> {
+        let r = self
+            .send(self.http.get(format!("{}/api/pubkey", self.base())))
+            .await?;
+        Ok(Self::checked(r).await?.text().await?)
+    }
+
     pub(crate) fn api(&self, method: Method, route: &str) -> reqwest::RequestBuilder {
         self.http
             .request(

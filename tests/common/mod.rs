@@ -421,6 +421,16 @@ impl TestMount {
 
     /// `with`, `args` added to `tfsfs mount`'s.
     pub fn with_args(c: &TestCluster, encrypt: bool, args: &[&str]) -> TestMount {
+        Self::open(c, &c.meta.url, encrypt, args)
+    }
+
+    /// Mounts `c`'s account through the metadata server(s) `meta_url`
+    /// (comma-separated: the mount fails over between them).
+    pub fn at(c: &TestCluster, meta_url: &str, encrypt: bool) -> TestMount {
+        Self::open(c, meta_url, encrypt, &[])
+    }
+
+    fn open(c: &TestCluster, meta_url: &str, encrypt: bool, args: &[&str]) -> TestMount {
         let tmp = tempfile::tempdir().unwrap();
         // Canonical, as /proc/self/mounts lists it.
         let base = std::fs::canonicalize(tmp.path()).unwrap();
@@ -436,7 +446,7 @@ impl TestMount {
             logs,
             child: None,
             starts: 0,
-            meta_url: c.meta.url.clone(),
+            meta_url: meta_url.to_string(),
             appkey: c.appkey.clone(),
             config_home: c.dir.path().join("config"),
             encrypt,
