@@ -425,57 +425,39 @@ async fn a_readers_report_is_checked_then_repaired() {
     let part = &layout.fragments[0].object.partitions[0];
     let (bad, good) = (&part.shards[0], &part.shards[1]);
     std::fs::remove_file(shard_file(&c, bad)).unwrap();
-    let report = |sha1: &str, provider: &str| {
-        reqwest::Client::new()
-            .post(format!(
-                "{}/api/ns/{}/{}/report",
-                c.meta.url, c.appid, c.uid
-            ))
-            .header(tfsfs::proto::APPKEY_HEADER, &c.appkey)
+    // A report of `shard`'s copy on its first provider, for namespace
+    // (appid, `uid`), with the appkey or without.
+    let report_as = |uid: u64, appkey: bool, shard: &tfsfs::proto::ShardLocation| {
+        let mut req = reqwest::Client::new()
+            .post(format!("{}/api/ns/{}/{uid}/report", c.meta.url, c.appid))
             .json(&tfsfs::proto::ShardReport {
-                sha1: sha1.into(),
-                provider: provider.into(),
-            })
-            .send()
+                sha1: shard.sha1.clone(),
+                provider: shard.providers[0].id.clone(),
+            });
+        if appkey {
+            req = req.header(tfsfs::proto::APPKEY_HEADER, &c.appkey);
+        }
+        req.send()
     };
-    let r = report(&good.sha1, &good.providers[0].id).await.unwrap();
+    let report = |shard| report_as(c.uid, true, shard);
+    let r = report(good).await.unwrap();
     assert!(r.status().is_success());
     assert!(
         !r.json::<bool>().await.unwrap(),
         "a false claim is checked and ignored"
     );
-    let r = reqwest::Client::new()
-        .post(format!(
-            "{}/api/ns/{}/{}/report",
-            c.meta.url, c.appid, c.uid
-        ))
-        .json(&tfsfs::proto::ShardReport {
-            sha1: bad.sha1.clone(),
-            provider: bad.providers[0].id.clone(),
-        })
-        .send()
-        .await
-        .unwrap();
+    let r = report_as(c.uid, false, bad).await.unwrap();
     assert_eq!(
         r.status(),
         reqwest::StatusCode::UNAUTHORIZED,
         "needs the appkey"
     );
-    let r = reqwest::Client::new()
-        .post(format!("{}/api/ns/{}/2/report", c.meta.url, c.appid))
-        .header(tfsfs::proto::APPKEY_HEADER, &c.appkey)
-        .json(&tfsfs::proto::ShardReport {
-            sha1: bad.sha1.clone(),
-            provider: bad.providers[0].id.clone(),
-        })
-        .send()
-        .await
-        .unwrap();
+    let r = report_as(2, true, bad).await.unwrap();
     assert!(
         !r.json::<bool>().await.unwrap(),
         "only copies of the reader's own namespace are checked"
     );
-    let r = report(&bad.sha1, &bad.providers[0].id).await.unwrap();
+    let r = report(bad).await.unwrap();
     assert!(
         r.json::<bool>().await.unwrap(),
         "the missing copy is confirmed"
@@ -491,9 +473,7 @@ async fn a_readers_report_is_checked_then_repaired() {
     read_all(&c, &[("/f".into(), local, true)]);
     // A client with a valid key cannot make the server fetch shards
     // without bound: reports past the namespace's budget answer 429.
-    let flood =
-        futures::future::join_all((0..120).map(|_| report(&good.sha1, &good.providers[0].id)))
-            .await;
+    let flood = futures::future::join_all((0..120).map(|_| report(good))).await;
     let refused = flood
         .iter()
         .filter(|r| r.as_ref().unwrap().status() == reqwest::StatusCode::TOO_MANY_REQUESTS)

@@ -37,10 +37,11 @@ fn mount(c: &TestCluster, home: &Path, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-/// Whether a mount process still serves `dir`.
+/// Whether a mount process still serves `dir` (its command line names
+/// the directory in mount(8)'s form, which the detached process keeps).
 fn serving(dir: &Path) -> bool {
     Command::new("pgrep")
-        .args(["-f", &format!("mount {}", dir.display())])
+        .args(["-f", &format!("tfsfs .* {} ", dir.display())])
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false)
@@ -48,6 +49,7 @@ fn serving(dir: &Path) -> bool {
 
 /// `umount DIR`, then the mount process must end on its own.
 fn umount(dir: &Path) {
+    assert!(serving(dir), "a mount process serves {}", dir.display());
     assert_ok(&Command::new("umount").arg(dir).output().unwrap(), "umount");
     let deadline = Instant::now() + Duration::from_secs(30);
     while serving(dir) {
