@@ -473,12 +473,11 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let subcommands: Vec<String> = Cli::command()
-        .get_subcommands()
-        .map(|c| c.get_name().to_string())
-        .collect();
-    let subcommands: Vec<&str> = subcommands.iter().map(String::as_str).collect();
-    let args = tfsfs::fstab::expand(std::env::args().collect(), &subcommands);
+    // Built, so clap's own `help` subcommand is known too.
+    let mut command = Cli::command();
+    command.build();
+    let is_subcommand = |name: &str| command.find_subcommand(name).is_some();
+    let args = tfsfs::fstab::expand(std::env::args().collect(), is_subcommand);
     let cli = Cli::parse_from(args);
     if let Command::Mount(m) = cli.command {
         return mount(m);

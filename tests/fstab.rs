@@ -145,3 +145,13 @@ fn unknown_options_fail_with_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--cache-sise"), "{err}");
 }
+
+#[test]
+fn help_of_a_subcommand_is_not_a_mount() {
+    let out = Command::new(bin())
+        .args(["help", "mount"])
+        .output()
+        .unwrap();
+    assert_ok(&out, "tfsfs help mount");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Usage: tfsfs mount"));
+}
