@@ -40,6 +40,9 @@ enum Command {
     Cluster {
         #[arg(long)]
         data: PathBuf,
+        /// The metadata store in PostgreSQL (as `meta --db`).
+        #[arg(long)]
+        db: Option<String>,
         #[arg(long, default_value_t = 6)]
         providers: usize,
         /// Address of the metadata server.
@@ -50,6 +53,9 @@ enum Command {
     Admin {
         #[arg(long)]
         data: PathBuf,
+        /// The server's PostgreSQL store (as `meta --db`).
+        #[arg(long)]
+        db: Option<String>,
         #[command(subcommand)]
         what: AdminCommand,
     },
@@ -301,6 +307,10 @@ struct MetaArgs {
     listen: String,
     #[arg(long)]
     data: PathBuf,
+    /// Keep the store in PostgreSQL (postgres://user@host:port/db), shared
+    /// by every metadata server given the same URL; default SQLite in --data.
+    #[arg(long)]
+    db: Option<String>,
     /// Any app may read any namespace (TFS's open behaviour).
     #[arg(long)]
     public_read: bool,
@@ -564,6 +574,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Bench(a) => bench(a)?,
         Command::Meta(a) => {
             let mut cfg = MetaConfig::new(a.data);
+            cfg.db = a.db;
             cfg.public_read = a.public_read;
             cfg.partition_size = a.partition_size;
             cfg.replica_max = a.replica_max.min(a.partition_size);
@@ -624,10 +635,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Cluster {
             data,
+            db,
             providers,
             listen,
         } => {
-            let cluster = tfsfs::cluster::Cluster::start(&data, providers, &listen, None).await?;
+            let mut cfg = MetaConfig::new(data.join("meta"));
+            cfg.db = db;
+            let cluster =
+                tfsfs::cluster::Cluster::start(&data, providers, &listen, Some(cfg)).await?;
             announce(&cluster.info.meta_url);
             println!("{}", serde_json::to_string_pretty(&cluster.info)?);
             eprintln!(
@@ -638,12 +653,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Admin {
             data,
+            db,
             what:
                 AdminCommand::App {
                     what: AppCommand::Create { appkey },
                 },
         } => {
-            let db = tfsfs::meta::Db::open(&data)?;
+            let db = tfsfs::meta::Db::open_or_connect(db.as_deref(), &data)?;
             let (appkey, appid) = meta::create_app(&db, appkey)?;
             println!(
                 "{}",
@@ -652,17 +668,20 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Admin {
             data,
+            db,
             what: AdminCommand::Package { what },
-        } => admin_package(&data, what)?,
+        } => admin_package(&data, db.as_deref(), what)?,
         Command::Admin {
             data,
+            db,
             what: AdminCommand::Provider { what },
-        } => admin_provider(&data, what)?,
+        } => admin_provider(&data, db.as_deref(), what)?,
         Command::Admin {
             data,
+            db,
             what: AdminCommand::Health { json },
         } => {
-            let (db, h, replicas) = admin_store(&data)?;
+            let (db, h, replicas) = admin_store(&data, db.as_deref())?;
             let r = db.health_report(h, replicas)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
@@ -785,8 +804,9 @@ fn mib_per_s(rate: f64) -> u64 {
 /// The store, and the horizons and replica count its server runs with.
 fn admin_store(
     data: &std::path::Path,
-) -> anyhow::Result<(tfsfs::meta::Db, tfsfs::meta::db::Horizons, usize)> {
-    let db = tfsfs::meta::Db::open(data)?;
+    db: Option<&str>,
+) -> anyhow::Result<(tfsfs::meta::Db, tfsfs::meta::store::Horizons, usize)> {
+    let db = tfsfs::meta::Db::open_or_connect(db, data)?;
     let num = |key: &str, default: u64| -> anyhow::Result<u64> {
         Ok(db
             .config_get(key)?
@@ -794,7 +814,7 @@ fn admin_store(
             .unwrap_or(default))
     };
     let now = tfsfs::grant::now_secs() as i64;
-    let h = tfsfs::meta::db::Horizons {
+    let h = tfsfs::meta::store::Horizons {
         alive_since: now - num("provider_timeout_secs", 15)? as i64,
         lost_before: now - num("repair_after_secs", 1800)? as i64,
     };
@@ -802,7 +822,7 @@ fn admin_store(
     Ok((db, h, replicas))
 }
 
-fn print_providers(ps: &[tfsfs::meta::db::ProviderReport]) {
+fn print_providers(ps: &[tfsfs::meta::store::ProviderReport]) {
     println!(
         "{:<20} {:<8} {:<5} {:>14} {:>14} {:>7} {:>10}  {:<24} scrub",
         "id", "state", "alive", "capacity", "used", "shards", "last seen", "url"
@@ -832,9 +852,9 @@ fn print_providers(ps: &[tfsfs::meta::db::ProviderReport]) {
     }
 }
 
-fn admin_provider(data: &std::path::Path, what: ProviderCommand) -> anyhow::Result<()> {
-    use tfsfs::meta::db::{ACTIVE, DRAINING};
-    let (db, h, _) = admin_store(data)?;
+fn admin_provider(data: &std::path::Path, db: Option<&str>, what: ProviderCommand) -> anyhow::Result<()> {
+    use tfsfs::meta::store::{ACTIVE, DRAINING};
+    let (db, h, _) = admin_store(data, db)?;
     match what {
         ProviderCommand::Token { reusable, ttl_secs } => {
             println!(
@@ -871,12 +891,12 @@ fn admin_provider(data: &std::path::Path, what: ProviderCommand) -> anyhow::Resu
     Ok(())
 }
 
-fn admin_package(data: &std::path::Path, what: PackageCommand) -> anyhow::Result<()> {
-    use tfsfs::meta::db::PackageFields;
-    let db = tfsfs::meta::Db::open(data)?;
+fn admin_package(data: &std::path::Path, db: Option<&str>, what: PackageCommand) -> anyhow::Result<()> {
+    use tfsfs::meta::store::PackageFields;
+    let db = tfsfs::meta::Db::open_or_connect(db, data)?;
     // A store's first start creates the default packages; so does this.
     db.seed_packages(&meta::default_packages())?;
-    let show = |p: &tfsfs::meta::db::PackageRow| {
+    let show = |p: &tfsfs::meta::store::PackageRow| {
         println!(
             "{}",
             serde_json::to_string(&meta::package_json(p)).unwrap_or_default()

@@ -24,7 +24,9 @@ use serde::Deserialize;
 use sha2::Sha256;
 
 use super::api::ns;
-use super::db::{unix_now, DbError, OrderRow, PackageFields, PackageRow, Registration, ORDER_PAID};
+use super::store::{
+    unix_now, DbError, OrderRow, PackageFields, PackageRow, Registration, ORDER_PAID,
+};
 use super::{Meta, MetaError, MetaResult, Ns};
 use crate::proto::*;
 

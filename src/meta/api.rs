@@ -15,9 +15,9 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use super::db::{unix_now, Kind, NewObject, Ns};
 use super::path::TfsPath;
 use super::placement::choose;
+use super::store::{unix_now, Kind, NewObject, Ns};
 use super::{Meta, MetaError, MetaResult};
 use crate::codec::erasure::Scheme;
 use crate::codec::{
@@ -178,7 +178,7 @@ async fn reader_report(
 }
 
 /// Partitions by redundancy, the repair queue and every provider.
-async fn health(State(m): State<Arc<Meta>>) -> MetaResult<Json<super::db::HealthReport>> {
+async fn health(State(m): State<Arc<Meta>>) -> MetaResult<Json<super::store::HealthReport>> {
     let mut r = m.db.health_report(m.horizons(), m.cfg.replicas)?;
     (r.repaired_shards, r.repaired_bytes) = m.repaired();
     (r.last_round_bytes, r.last_round_ms) = m.last_round();

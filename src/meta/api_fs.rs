@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use super::db::{DbError, Kind, NewNode, Node, Ns};
+use super::store::{DbError, Kind, NewNode, Node, Ns};
 use super::{Meta, MetaError};
 use crate::proto::*;
 
@@ -58,7 +58,7 @@ impl From<DbError> for FsFail {
             DbError::NameTooLong => (StatusCode::BAD_REQUEST, "ENAMETOOLONG"),
             DbError::Invalid(_) => (StatusCode::BAD_REQUEST, "EINVAL"),
             DbError::Forbidden(_) => (StatusCode::FORBIDDEN, "ENOSPC"),
-            DbError::Sql(_) => (StatusCode::INTERNAL_SERVER_ERROR, "EIO"),
+            DbError::Sql(_) | DbError::Conflict(_) => (StatusCode::INTERNAL_SERVER_ERROR, "EIO"),
         };
         FsFail(status, errno, e.to_string())
     }

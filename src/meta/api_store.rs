@@ -19,8 +19,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use super::api::ns;
-use super::db::{FragmentRow, Kind, Node, SortKey};
 use super::path::TfsPath;
+use super::store::{FragmentRow, Kind, Node, SortKey};
 use super::{Meta, MetaError, MetaResult, Ns};
 use crate::codec::sha1_hex;
 use crate::proto::*;

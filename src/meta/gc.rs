@@ -13,7 +13,7 @@ use super::{Meta, MetaResult};
 use crate::client::provider::ShardError;
 use futures::StreamExt;
 
-use super::db::DoomedShard;
+use super::store::DoomedShard;
 use crate::grant::{now_ms, now_secs, Grant, Op};
 use crate::proto::ProviderInfo;
 

@@ -5,7 +5,6 @@ mod accounts;
 mod api;
 mod api_fs;
 mod api_store;
-pub mod db;
 mod gc;
 pub mod mail;
 mod objects;
@@ -14,6 +13,7 @@ mod placement;
 pub mod repair;
 mod rest_v1;
 mod rest_v2;
+pub mod store;
 pub mod tfs_name;
 
 use std::net::IpAddr;
@@ -31,11 +31,15 @@ use crate::codec::DEFAULT_PARTITION_SIZE;
 use crate::grant::{now_secs, Grant, Op};
 use crate::http::ServeConfig;
 pub use accounts::{default_packages, package_json};
-pub use db::{Db, DbError, Limits, Ns};
+pub use store::{Db, DbError, Limits, Ns};
 
 #[derive(Debug, Clone)]
 pub struct MetaConfig {
+    /// Local files (spool, outbox, `secret.key`), and the SQLite store
+    /// unless `db` is given.
     pub data: PathBuf,
+    /// A PostgreSQL URL: the store several metadata servers share.
+    pub db: Option<String>,
     /// Let any app read any namespace (TFS's open behaviour).
     pub public_read: bool,
     pub partition_size: u64,
@@ -97,6 +101,7 @@ impl MetaConfig {
     pub fn new(data: PathBuf) -> Self {
         MetaConfig {
             data,
+            db: None,
             public_read: false,
             partition_size: DEFAULT_PARTITION_SIZE,
             replica_max: 1 << 20,
@@ -164,7 +169,7 @@ impl From<DbError> for MetaError {
             DbError::Overlap => MetaError::Conflict("data already exists at that offset".into()),
             DbError::NotDir | DbError::IsDir => MetaError::Conflict(e.to_string()),
             DbError::NameTooLong => MetaError::BadRequest(e.to_string()),
-            DbError::Sql(e) => MetaError::Internal(e.to_string()),
+            DbError::Sql(e) | DbError::Conflict(e) => MetaError::Internal(e),
         }
     }
 }
@@ -216,7 +221,7 @@ impl Meta {
     /// Opens the store under `cfg.data`, making the signing key and
     /// `secret.key` (0600) on first start.
     pub fn open(cfg: MetaConfig) -> anyhow::Result<Self> {
-        let db = Db::open(&cfg.data)?.with_limits(cfg.limits);
+        let db = Db::open_or_connect(cfg.db.as_deref(), &cfg.data)?.with_limits(cfg.limits);
         let secret = crate::private::secret(&cfg.data.join("secret.key"))?;
         let key = match db.config_get("signing_key")? {
             Some(raw) => SigningKey::from_bytes(
@@ -294,7 +299,7 @@ impl Meta {
 impl Meta {
     /// An account's capacity in bytes: the free tier plus its active orders.
     fn capacity(&self, ns: Ns) -> MetaResult<u64> {
-        let (ordered, _) = self.db.ordered_capacity(ns, db::unix_now())?;
+        let (ordered, _) = self.db.ordered_capacity(ns, store::unix_now())?;
         Ok(self.cfg.free_capacity.saturating_add(ordered))
     }
 
@@ -342,7 +347,7 @@ pub fn join_token(db: &Db, reusable: bool, ttl: Duration) -> MetaResult<String> 
     db.join_token_add(
         &token_hash(&token),
         reusable,
-        db::unix_now() + ttl.as_secs() as i64,
+        store::unix_now() + ttl.as_secs() as i64,
     )?;
     Ok(token)
 }

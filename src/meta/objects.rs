@@ -17,8 +17,8 @@ use sha1::{Digest, Sha1};
 use tokio::io::AsyncWriteExt;
 
 use super::api::{new_session_id, proven_providers};
-use super::db::{NewObject, Node, Ns, ObjectRow};
 use super::placement::{choose, Candidate};
+use super::store::{NewObject, Node, Ns, ObjectRow};
 use super::{Meta, MetaError, MetaResult};
 use crate::codec::erasure::Scheme;
 use crate::codec::INLINE_MAX;

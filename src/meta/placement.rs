@@ -37,7 +37,7 @@ impl Meta {
             .filter(|p| {
                 p.last_seen >= horizon
                     && p.used < p.capacity
-                    && p.state == super::db::ACTIVE
+                    && p.state == super::store::ACTIVE
                     && keys.contains_key(&p.id)
                     && !avoid.contains(&p.id)
             })

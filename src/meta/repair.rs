@@ -26,8 +26,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use super::api::{new_session_id, proven_providers};
-use super::db::{CopyRow, Horizons, PartitionHealth};
 use super::placement::choose;
+use super::store::{CopyRow, Horizons, PartitionHealth};
 use super::{Meta, MetaError, MetaResult};
 use crate::client::provider::ShardError;
 use crate::codec::erasure::Scheme;

@@ -21,9 +21,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
-use super::db::{NewV1File, Ns, V1File, V1Unlink, V1_FILE_HEADER};
 use super::objects::Spooled;
 use super::rest_v2::tfs_time;
+use super::store::{NewV1File, Ns, V1File, V1Unlink, V1_FILE_HEADER};
 use super::tfs_name::{suffix_hash, FileBits, TfsName, MAX_SUFFIX_LEN};
 use super::{Meta, MetaError, MetaResult};
 use crate::proto::{FileLayout, FragmentLayout};

@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use futures::StreamExt;
 
-use super::db::{Kind, Node, Ns};
 use super::path::TfsPath;
+use super::store::{Kind, Node, Ns};
 use super::{Meta, MetaError, MetaResult};
 use crate::proto::TfsEntry;
 use crate::transfer::{read_range, TransferError};

@@ -79,6 +79,46 @@ pub const GC_NOW: &[&str] = &[
     "0",
 ];
 
+/// A throw-away PostgreSQL database for one cluster, made when the tests run
+/// on PostgreSQL (`TFSFS_TEST_DB=postgres`, server at `TFSFS_TEST_PG`) and
+/// dropped with it.
+pub struct TestDb {
+    pub url: String,
+    admin: String,
+    name: String,
+}
+
+/// The PostgreSQL server's URL when this run uses it.
+pub fn pg_server() -> Option<String> {
+    if std::env::var("TFSFS_TEST_DB").ok()? != "postgres" {
+        return None;
+    }
+    Some(std::env::var("TFSFS_TEST_PG").expect("TFSFS_TEST_DB=postgres needs TFSFS_TEST_PG"))
+}
+
+impl TestDb {
+    /// A fresh database on the server at `admin` (a URL of an existing db).
+    pub fn create(admin: &str) -> TestDb {
+        let name = format!("tfsfs_{}", hex::encode(rand::random::<[u8; 8]>()));
+        let mut c = postgres::Client::connect(admin, postgres::NoTls).expect("connect to PostgreSQL");
+        c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+        let base = admin.rsplit_once('/').expect("a URL with a database").0;
+        TestDb {
+            url: format!("{base}/{name}"),
+            admin: admin.to_string(),
+            name,
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Ok(mut c) = postgres::Client::connect(&self.admin, postgres::NoTls) {
+            let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+        }
+    }
+}
+
 /// A metadata server and N providers, each its own process.
 pub struct TestCluster {
     pub dir: tempfile::TempDir,
@@ -90,6 +130,8 @@ pub struct TestCluster {
     pub appid: u64,
     pub uid: u64,
     meta_args: Vec<String>,
+    /// Dropped after the processes (fields drop in order).
+    pub db: Option<TestDb>,
 }
 
 impl TestCluster {
@@ -106,14 +148,15 @@ impl TestCluster {
     pub async fn start_under(n: usize, wrapper: &[&str], meta_args: &[&str]) -> TestCluster {
         let dir = tempfile::tempdir().unwrap();
         let meta_dir = dir.path().join("meta");
+        let db = pg_server().map(|server| TestDb::create(&server));
+        let db_args: Vec<&str> = match &db {
+            Some(d) => vec!["--db", &d.url],
+            None => vec![],
+        };
         let out = Command::new(bin())
-            .args([
-                "admin",
-                "--data",
-                meta_dir.to_str().unwrap(),
-                "app",
-                "create",
-            ])
+            .args(["admin", "--data", meta_dir.to_str().unwrap()])
+            .args(&db_args)
+            .args(["app", "create"])
             .output()
             .unwrap();
         assert!(out.status.success(), "admin app create: {out:?}");
@@ -125,17 +168,13 @@ impl TestCluster {
             "--data",
             meta_dir.to_str().unwrap(),
         ];
+        args.extend_from_slice(&db_args);
         args.extend_from_slice(meta_args);
         let meta = Proc::spawn_under(wrapper, &args);
         let out = Command::new(bin())
-            .args([
-                "admin",
-                "--data",
-                meta_dir.to_str().unwrap(),
-                "provider",
-                "token",
-                "--reusable",
-            ])
+            .args(["admin", "--data", meta_dir.to_str().unwrap()])
+            .args(&db_args)
+            .args(["provider", "token", "--reusable"])
             .output()
             .unwrap();
         assert!(out.status.success(), "admin provider token: {out:?}");
@@ -148,6 +187,7 @@ impl TestCluster {
             appid: app["appid"].as_u64().unwrap(),
             uid: 1,
             dir,
+            db,
         };
         for _ in 0..n {
             c.add_provider();
@@ -173,6 +213,7 @@ impl TestCluster {
         let out = Command::new(bin())
             .args(["admin", "--data"])
             .arg(self.dir.path().join("meta"))
+            .args(self.db.iter().flat_map(|d| ["--db", d.url.as_str()]))
             .args(args)
             .output()
             .unwrap();
