@@ -852,7 +852,11 @@ fn print_providers(ps: &[tfsfs::meta::store::ProviderReport]) {
     }
 }
 
-fn admin_provider(data: &std::path::Path, db: Option<&str>, what: ProviderCommand) -> anyhow::Result<()> {
+fn admin_provider(
+    data: &std::path::Path,
+    db: Option<&str>,
+    what: ProviderCommand,
+) -> anyhow::Result<()> {
     use tfsfs::meta::store::{ACTIVE, DRAINING};
     let (db, h, _) = admin_store(data, db)?;
     match what {
@@ -891,7 +895,11 @@ fn admin_provider(data: &std::path::Path, db: Option<&str>, what: ProviderComman
     Ok(())
 }
 
-fn admin_package(data: &std::path::Path, db: Option<&str>, what: PackageCommand) -> anyhow::Result<()> {
+fn admin_package(
+    data: &std::path::Path,
+    db: Option<&str>,
+    what: PackageCommand,
+) -> anyhow::Result<()> {
     use tfsfs::meta::store::PackageFields;
     let db = tfsfs::meta::Db::open_or_connect(db, data)?;
     // A store's first start creates the default packages; so does this.

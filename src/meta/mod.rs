@@ -260,6 +260,18 @@ impl Meta {
         &self.db
     }
 
+    /// Runs store calls (blocking I/O) from handlers and jobs without
+    /// holding up the runtime's other tasks: on a multi-threaded runtime
+    /// this worker hands its queue to another thread while `f` runs.
+    pub fn store<T>(&self, f: impl FnOnce(&Db) -> T) -> T {
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+                tokio::task::block_in_place(|| f(&self.db))
+            }
+            _ => f(&self.db),
+        }
+    }
+
     /// A grant for `provider` to do `op` on `shards`, valid for the grant
     /// lifetime; callers add a session or a delete condition.
     fn grant(&self, op: Op, provider: &str, shards: Vec<String>) -> Grant {

@@ -100,7 +100,8 @@ impl TestDb {
     /// A fresh database on the server at `admin` (a URL of an existing db).
     pub fn create(admin: &str) -> TestDb {
         let name = format!("tfsfs_{}", hex::encode(rand::random::<[u8; 8]>()));
-        let mut c = postgres::Client::connect(admin, postgres::NoTls).expect("connect to PostgreSQL");
+        let mut c =
+            postgres::Client::connect(admin, postgres::NoTls).expect("connect to PostgreSQL");
         c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
         let base = admin.rsplit_once('/').expect("a URL with a database").0;
         TestDb {
@@ -114,7 +115,10 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         if let Ok(mut c) = postgres::Client::connect(&self.admin, postgres::NoTls) {
-            let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+            let _ = c.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
         }
     }
 }

@@ -126,7 +126,6 @@ impl Store {
     pub fn read<T>(&self, f: impl FnOnce(&Tx) -> DbResult<T>) -> DbResult<T> {
         self.run(IsolationLevel::RepeatableRead, false, f)
     }
-
 }
 
 /// A transaction on a pooled connection.
@@ -154,9 +153,8 @@ static DDL: LazyLock<[(Regex, &str); 4]> = LazyLock::new(|| {
 
 /// A table's definition up to its end: given a `rowid` as SQLite gives
 /// every table without an integer key, so queries may order by insertion.
-static ROWID_TABLE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?s)(CREATE TABLE IF NOT EXISTS \w+\()([^;]*)").expect("regex")
-});
+static ROWID_TABLE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?s)(CREATE TABLE IF NOT EXISTS \w+\()([^;]*)").expect("regex"));
 
 impl Tx<'_> {
     fn statement(&self, sql: &str) -> DbResult<Statement> {
@@ -203,7 +201,10 @@ impl Tx<'_> {
             if c[2].contains("IDENTITY") {
                 c[0].to_owned()
             } else {
-                format!("{}rowid BIGINT GENERATED ALWAYS AS IDENTITY, {}", &c[1], &c[2])
+                format!(
+                    "{}rowid BIGINT GENERATED ALWAYS AS IDENTITY, {}",
+                    &c[1], &c[2]
+                )
             }
         });
         Ok(self.tx.borrow_mut().batch_execute(&ddl)?)
