@@ -212,6 +212,17 @@ impl TestCluster {
         self.meta = Proc::spawn(&args);
     }
 
+    /// Another metadata server on this cluster's PostgreSQL store, with
+    /// local files of its own.
+    pub fn add_meta(&self, i: usize) -> Proc {
+        assert!(self.db.is_some(), "several metadata servers need PostgreSQL");
+        let mut args = self.meta_args.clone();
+        let at = args.iter().position(|a| a == "--data").unwrap() + 1;
+        args[at] = self.dir.path().join(format!("meta-{i}")).display().to_string();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Proc::spawn(&args)
+    }
+
     /// `tfsfs admin --data META_DIR ARGS`, which must succeed; its stdout.
     pub fn admin(&self, args: &[&str]) -> String {
         let out = Command::new(bin())
@@ -459,6 +470,12 @@ impl TestMount {
     }
 
     pub fn with(c: &TestCluster, encrypt: bool) -> TestMount {
+        Self::at(c, &c.meta.url, encrypt)
+    }
+
+    /// Mounts `c`'s account through the metadata server(s) `meta_url`
+    /// (comma-separated: the mount fails over between them).
+    pub fn at(c: &TestCluster, meta_url: &str, encrypt: bool) -> TestMount {
         let tmp = tempfile::tempdir().unwrap();
         // Canonical, as /proc/self/mounts lists it.
         let base = std::fs::canonicalize(tmp.path()).unwrap();
@@ -474,7 +491,7 @@ impl TestMount {
             logs,
             child: None,
             starts: 0,
-            meta_url: c.meta.url.clone(),
+            meta_url: meta_url.to_string(),
             appkey: c.appkey.clone(),
             config_home: c.dir.path().join("config"),
             encrypt,
