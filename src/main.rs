@@ -110,7 +110,19 @@ enum Command {
 #[derive(Args)]
 struct BenchArgs {
     /// A directory on the mounted drive.
-    dir: PathBuf,
+    #[arg(required_unless_present = "meta_ops")]
+    dir: Option<PathBuf>,
+    /// Measure metadata operations per second (create, stat, rename, list,
+    /// delete) on in-process metadata servers instead: SQLite, and with
+    /// --db PostgreSQL with one and two servers.
+    #[arg(long)]
+    meta_ops: bool,
+    /// The PostgreSQL database for --meta-ops.
+    #[arg(long)]
+    db: Option<String>,
+    /// Operations of each kind per client thread, for --meta-ops.
+    #[arg(long, default_value_t = 500)]
+    ops: usize,
     /// The local-disk baseline directory (default: a temporary one).
     #[arg(long)]
     local: Option<PathBuf>,
@@ -311,6 +323,10 @@ struct MetaArgs {
     /// by every metadata server given the same URL; default SQLite in --data.
     #[arg(long)]
     db: Option<String>,
+    /// The key file for mailed codes (made 0600 when missing); give every
+    /// server of one store the same file. Default: DATA/secret.key.
+    #[arg(long)]
+    secret_file: Option<PathBuf>,
     /// Any app may read any namespace (TFS's open behaviour).
     #[arg(long)]
     public_read: bool,
@@ -488,19 +504,24 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(run(cli.command))
 }
 
-fn bench(a: BenchArgs) -> anyhow::Result<()> {
+async fn bench(a: BenchArgs) -> anyhow::Result<()> {
     use tfsfs::bench;
+    let Some(dir) = a.dir.clone().filter(|_| !a.meta_ops) else {
+        let rows = bench::meta_ops(a.db.as_deref(), a.ops.max(1)).await?;
+        println!("{}", bench::meta_ops_table(&rows));
+        return Ok(());
+    };
     let o = bench::BenchOptions {
         big_size: a.big_size,
         io_size: a.io_size,
         small_count: a.small_count,
         small_size: a.small_size,
     };
-    let pid = a.pid.or_else(|| bench::find_mount_pid(&a.dir));
+    let pid = a.pid.or_else(|| bench::find_mount_pid(&dir));
     let tmp = tempfile_dir()?;
     let local_dir = a.local.clone().unwrap_or_else(|| tmp.clone());
-    eprintln!("measuring {} ...", a.dir.display());
-    let drive = bench::measure(&a.dir, &o)?;
+    eprintln!("measuring {} ...", dir.display());
+    let drive = bench::measure(&dir, &o)?;
     eprintln!("measuring {} (local disk) ...", local_dir.display());
     let local = bench::measure(&local_dir, &o)?;
     let _ = std::fs::remove_dir_all(&tmp);
@@ -571,10 +592,11 @@ fn announce(url: &str) {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Mount(_) => unreachable!("handled before the runtime starts"),
-        Command::Bench(a) => bench(a)?,
+        Command::Bench(a) => bench(a).await?,
         Command::Meta(a) => {
             let mut cfg = MetaConfig::new(a.data);
             cfg.db = a.db;
+            cfg.secret_file = a.secret_file;
             cfg.public_read = a.public_read;
             cfg.partition_size = a.partition_size;
             cfg.replica_max = a.replica_max.min(a.partition_size);

@@ -88,3 +88,38 @@ async fn a_mount_given_both_servers_carries_on_when_one_is_killed() {
     assert_eq!(std::fs::read(mount.path("after.bin")).unwrap(), after);
     assert!(mount.path("dir").is_dir());
 }
+
+/// The data dir of the server holding the background jobs' lease.
+fn lease_holder(c: &TestCluster) -> Option<String> {
+    let db = c.db.as_ref()?;
+    // The value is "HOST:DATA_DIR UNTIL_MS".
+    let value = pg_run(
+        &db.url,
+        "SELECT convert_from(value, 'UTF8') FROM config WHERE key='jobs_lease'",
+    )
+    .unwrap()?;
+    let (holder, _) = value.rsplit_once(' ')?;
+    Some(holder.split_once(':')?.1.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_jobs_lease_moves_to_the_other_server_when_its_holder_is_killed() {
+    let Some((mut c, mut b)) = two_servers(0).await else {
+        return;
+    };
+    let first = lease_holder(&c).expect("a server holds the lease");
+    if first == c.dir.path().join("meta").display().to_string() {
+        c.meta.kill();
+    } else {
+        b.kill();
+    }
+    // The lease lasts 10 s; the survivor tries for it every 3.3 s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while lease_holder(&c).expect("the lease is kept") == first {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lease stayed with the killed server"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

@@ -75,6 +75,9 @@ impl Meta {
 pub async fn run(meta: Arc<Meta>, interval: Duration) {
     loop {
         tokio::time::sleep(interval).await;
+        if !meta.runs_jobs() {
+            continue;
+        }
         match meta.collect_garbage().await {
             Ok((0, 0)) => {}
             Ok((objects, shards)) => tracing::debug!(objects, shards, "garbage collected"),

@@ -31,6 +31,7 @@ use crate::codec::DEFAULT_PARTITION_SIZE;
 use crate::grant::{now_secs, Grant, Op};
 use crate::http::ServeConfig;
 pub use accounts::{default_packages, package_json};
+pub use rest_v2::MOVE_SOURCE_HEADER;
 pub use store::{Db, DbError, Limits, Ns};
 
 #[derive(Debug, Clone)]
@@ -40,6 +41,9 @@ pub struct MetaConfig {
     pub data: PathBuf,
     /// A PostgreSQL URL: the store several metadata servers share.
     pub db: Option<String>,
+    /// The key of mailed codes' HMAC (default `data/secret.key`); servers
+    /// sharing a store share it, so a code mailed by one checks on another.
+    pub secret_file: Option<PathBuf>,
     /// Let any app read any namespace (TFS's open behaviour).
     pub public_read: bool,
     pub partition_size: u64,
@@ -102,6 +106,7 @@ impl MetaConfig {
         MetaConfig {
             data,
             db: None,
+            secret_file: None,
             public_read: false,
             partition_size: DEFAULT_PARTITION_SIZE,
             replica_max: 1 << 20,
@@ -213,6 +218,11 @@ pub struct Meta {
     http: reqwest::Client,
     repair_stats: repair::RepairStats,
     mailer: mail::Mailer,
+    /// This server's name in the background jobs' lease (its host and data
+    /// dir: the same after a restart, so a restarted server resumes at once),
+    /// and whether it holds the lease now.
+    jobs_holder: String,
+    runs_jobs: std::sync::atomic::AtomicBool,
     /// Registration mails sent per client address.
     registrations: governor::DefaultKeyedRateLimiter<IpAddr>,
 }
@@ -222,7 +232,9 @@ impl Meta {
     /// `secret.key` (0600) on first start.
     pub fn open(cfg: MetaConfig) -> anyhow::Result<Self> {
         let db = Db::open_or_connect(cfg.db.as_deref(), &cfg.data)?.with_limits(cfg.limits);
-        let secret = crate::private::secret(&cfg.data.join("secret.key"))?;
+        let secret_file = cfg.secret_file.clone();
+        let secret =
+            crate::private::secret(&secret_file.unwrap_or_else(|| cfg.data.join("secret.key")))?;
         let key = match db.config_get("signing_key")? {
             Some(raw) => SigningKey::from_bytes(
                 &raw.try_into()
@@ -240,6 +252,7 @@ impl Meta {
         objects::clean_spool(&cfg.data)?;
         let registrations =
             governor::RateLimiter::keyed(governor::Quota::per_hour(cfg.registrations_per_ip));
+        let jobs_holder = jobs_holder(&cfg.data);
         Ok(Meta {
             db,
             key,
@@ -251,6 +264,8 @@ impl Meta {
                 .connect_timeout(Duration::from_secs(3))
                 .build()?,
             repair_stats: repair::RepairStats::default(),
+            jobs_holder,
+            runs_jobs: std::sync::atomic::AtomicBool::new(false),
             mailer,
             registrations,
         })
@@ -377,6 +392,45 @@ pub struct RunningMeta {
     pub task: tokio::task::JoinHandle<()>,
 }
 
+/// How long the background jobs' lease lasts unless renewed: the longest a
+/// dead holder keeps the jobs from running elsewhere.
+const JOBS_LEASE: Duration = Duration::from_secs(10);
+
+impl Meta {
+    /// Whether this server runs the background jobs now (with several
+    /// servers on one store, exactly one does).
+    pub fn runs_jobs(&self) -> bool {
+        self.runs_jobs.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+fn jobs_holder(data: &std::path::Path) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}:{}", host.trim(), data.display())
+}
+
+/// Takes the background jobs' lease when it is free and renews it while
+/// this server holds it, a third of its life at a time.
+async fn hold_jobs_lease(meta: Arc<Meta>) {
+    loop {
+        let now = crate::grant::now_ms() as i64;
+        let until = now + JOBS_LEASE.as_millis() as i64;
+        let held = meta.store(|db| db.lease_jobs(&meta.jobs_holder, now, until));
+        let held = held.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot renew the background jobs lease");
+            false
+        });
+        if held
+            != meta
+                .runs_jobs
+                .swap(held, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::info!(holder = %meta.jobs_holder, held, "background jobs lease");
+        }
+        tokio::time::sleep(JOBS_LEASE / 3).await;
+    }
+}
+
 pub async fn start(
     listener: tokio::net::TcpListener,
     cfg: MetaConfig,
@@ -399,6 +453,7 @@ pub async fn start(
     )?;
     meta.db
         .config_set("replicas", meta.cfg.replicas.to_string().as_bytes())?;
+    let lease = hold_jobs_lease(meta.clone());
     let collector = gc::run(meta.clone(), meta.cfg.gc_interval);
     let repairer = repair::run(meta.clone());
     let serve = crate::http::serve_with(listener, app, meta.cfg.serve);
@@ -407,6 +462,7 @@ pub async fn start(
             r = serve => if let Err(e) = r {
                 tracing::error!(error = %e, "metadata server stopped");
             },
+            _ = lease => {}
             _ = collector => {}
             _ = repairer => {}
         }

@@ -604,6 +604,9 @@ pub async fn run(meta: Arc<Meta>) {
     let interval = meta.cfg.repair_interval;
     loop {
         tokio::time::sleep(interval).await;
+        if !meta.runs_jobs() {
+            continue;
+        }
         // Each round in its own task: a bug that panics costs one round,
         // never the server.
         let (m, pacer) = (meta.clone(), pacer.clone());

@@ -96,13 +96,28 @@ pub fn pg_server() -> Option<String> {
     Some(std::env::var("TFSFS_TEST_PG").expect("TFSFS_TEST_DB=postgres needs TFSFS_TEST_PG"))
 }
 
+/// Runs `sql` on the database at `url`; the first column of the first row
+/// as text, if any. On a thread of its own: the client must not run on an
+/// async runtime's thread.
+pub fn pg_run(url: &str, sql: &str) -> Result<Option<String>, postgres::Error> {
+    let (url, sql) = (url.to_string(), sql.to_string());
+    std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls)?;
+        let rows = c.simple_query(&sql)?;
+        Ok(rows.iter().find_map(|m| match m {
+            postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        }))
+    })
+    .join()
+    .expect("PostgreSQL client thread")
+}
+
 impl TestDb {
     /// A fresh database on the server at `admin` (a URL of an existing db).
     pub fn create(admin: &str) -> TestDb {
         let name = format!("tfsfs_{}", hex::encode(rand::random::<[u8; 8]>()));
-        let mut c =
-            postgres::Client::connect(admin, postgres::NoTls).expect("connect to PostgreSQL");
-        c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+        pg_run(admin, &format!("CREATE DATABASE {name}")).expect("create a test database");
         let base = admin.rsplit_once('/').expect("a URL with a database").0;
         TestDb {
             url: format!("{base}/{name}"),
@@ -114,12 +129,10 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        if let Ok(mut c) = postgres::Client::connect(&self.admin, postgres::NoTls) {
-            let _ = c.batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ));
-        }
+        let _ = pg_run(
+            &self.admin,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
     }
 }
 
@@ -215,10 +228,18 @@ impl TestCluster {
     /// Another metadata server on this cluster's PostgreSQL store, with
     /// local files of its own.
     pub fn add_meta(&self, i: usize) -> Proc {
-        assert!(self.db.is_some(), "several metadata servers need PostgreSQL");
+        assert!(
+            self.db.is_some(),
+            "several metadata servers need PostgreSQL"
+        );
         let mut args = self.meta_args.clone();
         let at = args.iter().position(|a| a == "--data").unwrap() + 1;
-        args[at] = self.dir.path().join(format!("meta-{i}")).display().to_string();
+        args[at] = self
+            .dir
+            .path()
+            .join(format!("meta-{i}"))
+            .display()
+            .to_string();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         Proc::spawn(&args)
     }

@@ -208,13 +208,13 @@ mod tests {
             for i in 0..200 {
                 conn.execute(
                     "INSERT INTO apps(appkey, created) VALUES(?1, 0)",
-                    params![format!("{appkey}{i:03}")],
+                    [format!("{appkey}{i:03}")],
                 )
                 .unwrap();
             }
             conn.execute(
                 "INSERT INTO registrations VALUES('a@example.com', 'unkeyed', 0, 0, 0, 1, 0)",
-                params![],
+                [],
             )
             .unwrap();
         }

@@ -14,6 +14,7 @@ use sql::{Conn, Row};
 
 mod accounts;
 mod fs;
+mod jobs;
 mod migrations;
 mod objects;
 mod paged;
