@@ -54,7 +54,31 @@ impl r2d2::ManageConnection for Manager {
 }
 
 pub struct Store {
-    pool: r2d2::Pool<Manager>,
+    /// Taken only by `drop`.
+    pool: Option<r2d2::Pool<Manager>>,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // The sync client closes a connection by blocking on a runtime of
+        // its own, which cannot run on an async runtime's thread.
+        if let Some(pool) = self.pool.take() {
+            let _ = std::thread::spawn(move || drop(pool)).join();
+        }
+    }
+}
+
+/// Runs `f`, which blocks on the sync client's own runtime, where that may
+/// run: on an async worker thread only after handing its tasks over.
+fn outside_runtime<T>(f: impl FnOnce() -> DbResult<T>) -> DbResult<T> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Err(_) => f(),
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        Ok(_) => Err(DbError::Sql(
+            "the PostgreSQL store needs a multi-threaded async runtime".into(),
+        )),
+    }
 }
 
 impl From<postgres::Error> for DbError {
@@ -88,7 +112,7 @@ impl Store {
             .connection_timeout(Duration::from_secs(10))
             .build(Manager(config))
             .map_err(|e| DbError::Sql(format!("cannot connect to the database: {e}")))?;
-        Ok(Store { pool })
+        Ok(Store { pool: Some(pool) })
     }
 
     fn run<T>(
@@ -97,23 +121,25 @@ impl Store {
         read_only: bool,
         f: impl FnOnce(&Tx) -> DbResult<T>,
     ) -> DbResult<T> {
-        let mut conn = self
-            .pool
-            .get()
-            .map_err(|e| DbError::Sql(format!("no database connection: {e}")))?;
-        let PgConn { client, statements } = &mut *conn;
-        let tx = client
-            .build_transaction()
-            .isolation_level(level)
-            .read_only(read_only)
-            .start()?;
-        let tx = Tx {
-            tx: RefCell::new(tx),
-            statements: RefCell::new(statements),
-        };
-        let out = f(&tx)?;
-        tx.tx.into_inner().commit()?;
-        Ok(out)
+        let pool = self.pool.as_ref().expect("the pool lives until drop");
+        outside_runtime(|| {
+            let mut conn = pool
+                .get()
+                .map_err(|e| DbError::Sql(format!("no database connection: {e}")))?;
+            let PgConn { client, statements } = &mut *conn;
+            let tx = client
+                .build_transaction()
+                .isolation_level(level)
+                .read_only(read_only)
+                .start()?;
+            let tx = Tx {
+                tx: RefCell::new(tx),
+                statements: RefCell::new(statements),
+            };
+            let out = f(&tx)?;
+            tx.tx.into_inner().commit()?;
+            Ok(out)
+        })
     }
 
     /// One SERIALIZABLE transaction (the caller retries on `Conflict`).
