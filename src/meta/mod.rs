@@ -231,6 +231,8 @@ impl Meta {
     /// Opens the store under `cfg.data`, making the signing key and
     /// `secret.key` (0600) on first start.
     pub fn open(cfg: MetaConfig) -> anyhow::Result<Self> {
+        // Local files live here whichever engine holds the store.
+        crate::private::dir(&cfg.data)?;
         let db = Db::open_or_connect(cfg.db.as_deref(), &cfg.data)?.with_limits(cfg.limits);
         let secret_file = cfg.secret_file.clone();
         let secret =
