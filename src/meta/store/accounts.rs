@@ -153,7 +153,7 @@ impl Db {
 
     /// The namespace of the account registered with `email`.
     pub fn account_by_email(&self, email: &str) -> DbResult<Option<Ns>> {
-        Ok(self.read(|c| {
+        self.read(|c| {
             c.query_opt(
                 "SELECT appid, uid FROM accounts WHERE email=?1",
                 params![email],
@@ -164,28 +164,28 @@ impl Db {
                     })
                 },
             )
-        })?)
+        })
     }
 
     /// The e-mail a namespace was registered with (none for admin-made apps).
     pub fn email_of(&self, ns: Ns) -> DbResult<Option<String>> {
-        Ok(self.read(|c| {
+        self.read(|c| {
             c.query_opt(
                 "SELECT email FROM accounts WHERE appid=?1 AND uid=?2",
                 params![sql_id(ns.appid), sql_id(ns.uid)],
                 |r| r.get(0),
             )
-        })?)
+        })
     }
 
     pub fn registration(&self, email: &str) -> DbResult<Option<Registration>> {
-        Ok(self.read(|c| {
+        self.read(|c| {
             c.query_opt(
                 &format!("SELECT {REGISTRATION_COLS} FROM registrations WHERE email=?1"),
                 params![email],
                 registration_of,
             )
-        })?)
+        })
     }
 
     pub fn put_registration(&self, r: &Registration) -> DbResult<()> {
@@ -261,13 +261,13 @@ impl Db {
     }
 
     pub fn package(&self, id: i64) -> DbResult<Option<PackageRow>> {
-        Ok(self.read(|c| {
+        self.read(|c| {
             c.query_opt(
                 &format!("SELECT {PACKAGE_COLS} FROM packages WHERE id=?1"),
                 params![id],
                 package_of,
             )
-        })?)
+        })
     }
 
     /// Adds a package; name, capacity, duration and price are all needed.
@@ -366,10 +366,8 @@ impl Db {
     pub fn cancel_orders(&self, ns: Ns, package: i64, now: i64) -> DbResult<Vec<OrderRow>> {
         self.tx(|tx| {
             let ids: Vec<String> = tx.query_map(
-                &format!(
-                    "SELECT id FROM orders WHERE appid=?1 AND uid=?2 AND package=?3
-                       AND status=?4 AND expires>?5 ORDER BY created, rowid"
-                ),
+                "SELECT id FROM orders WHERE appid=?1 AND uid=?2 AND package=?3
+                   AND status=?4 AND expires>?5 ORDER BY created, rowid",
                 params![sql_id(ns.appid), sql_id(ns.uid), package, ORDER_PAID, now],
                 |r| r.get(0),
             )?;
@@ -404,13 +402,13 @@ impl Db {
 
     /// One order, if it exists and belongs to `ns`.
     pub fn order(&self, ns: Ns, id: &str) -> DbResult<Option<OrderRow>> {
-        Ok(self.read(|c| {
+        self.read(|c| {
             c.query_opt(
                 &format!("SELECT {ORDER_COLS} FROM orders WHERE id=?1 AND appid=?2 AND uid=?3"),
                 params![id, sql_id(ns.appid), sql_id(ns.uid)],
                 order_of,
             )
-        })?)
+        })
     }
 
     /// Bytes the namespace's active orders add, and how many there are.
@@ -455,11 +453,11 @@ impl Db {
     // ---- config and apps ----
 
     pub fn config_get(&self, key: &str) -> DbResult<Option<Vec<u8>>> {
-        Ok(self.read(|c| {
+        self.read(|c| {
             c.query_opt("SELECT value FROM config WHERE key=?1", params![key], |r| {
                 r.get(0)
             })
-        })?)
+        })
     }
 
     pub fn config_set(&self, key: &str, value: &[u8]) -> DbResult<()> {

@@ -10,13 +10,13 @@ impl Db {
     // ---- objects ----
 
     pub fn find_object(&self, ns: Ns, sha1: &str) -> DbResult<Option<ObjectRow>> {
-        Ok(self.read(|c| {
+        self.read(|c| {
             c.query_opt(
                 &format!("SELECT {OBJECT_COLS} FROM objects WHERE appid=?1 AND uid=?2 AND sha1=?3"),
                 params![sql_id(ns.appid), sql_id(ns.uid), sha1],
                 |r| object_at(r, 0),
             )
-        })?)
+        })
     }
 
     /// Records an object with its partitions and shard placements; returns
