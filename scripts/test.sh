@@ -34,11 +34,24 @@ cargo fmt --check
 cargo clippy --release --all-targets -- -D warnings
 cargo build --release --all-targets
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+pg_dir=
+trap 'rm -f "$log"; [ -z "$pg_dir" ] || scripts/pg.sh stop "$pg_dir"' EXIT
 cargo test --release --all-targets 2>&1 | tee "$log"
 
 # POSIX conformance on a real mount: pjdfstest and fsx.
 scripts/posix.sh
+
+# The same server suites with the metadata store in PostgreSQL (a
+# throw-away cluster; each test cluster gets a database of its own), and
+# the tests of several metadata servers on one PostgreSQL.
+pg_env=$(scripts/pg.sh)
+pg_dir=$(sed -n 's/^PG_DIR=//p' <<<"$pg_env")
+export TFSFS_TEST_PG=$(sed -n 's/^TFSFS_TEST_PG=//p' <<<"$pg_env")
+# Skipped there: tests that read or write the SQLite file itself.
+pg_skip=(--skip a_store_of_a_newer --skip a_version_1_store)
+for suite in rest_v1 rest_v2 storage sidecar mount scale; do
+  TFSFS_TEST_DB=postgres cargo test --release --test "$suite" -- "${pg_skip[@]}" 2>&1 | tee -a "$log"
+done
 
 # One closing line for the whole run (set -o pipefail has already stopped
 # the script if any test failed).

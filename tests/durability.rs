@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use sha1::{Digest, Sha1};
-use tfsfs::meta::db::HealthReport;
+use tfsfs::meta::store::HealthReport;
 
 /// 1 MiB partitions; providers dead after 2 s, their shards lost after 3 s;
 /// repair and GC every second.

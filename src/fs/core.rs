@@ -16,7 +16,7 @@ use super::backend::Backend;
 use super::cache::{Block, BlockCache};
 use super::staging::StagingArea;
 use super::FsError;
-use crate::meta::db::now_ns;
+use crate::meta::store::now_ns;
 use crate::proto::*;
 
 type FsResult<T> = Result<T, FsError>;

@@ -21,9 +21,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
-use super::db::{NewV1File, Ns, V1File, V1Unlink, V1_FILE_HEADER};
 use super::objects::Spooled;
 use super::rest_v2::{content_type, tfs_time};
+use super::store::{NewV1File, Ns, V1File, V1Unlink, V1_FILE_HEADER};
 use super::tfs_name::{suffix_hash, FileBits, TfsName, MAX_SUFFIX_LEN};
 use super::{Meta, MetaError, MetaResult};
 use crate::proto::{FileLayout, FragmentLayout};
@@ -127,9 +127,9 @@ impl Target {
     /// The app's file this names, whatever its status.
     fn find(&self, m: &Meta, appid: u64) -> MetaResult<V1File> {
         let bits = self.name.bits;
-        let f =
-            m.db.v1_get(appid, bits.block_id, bits.seq_id)?
-                .ok_or_else(not_found)?;
+        let f = m
+            .store(|db| db.v1_get(appid, bits.block_id, bits.seq_id))?
+            .ok_or_else(not_found)?;
         let suffix_ok = if self.suffix.is_empty() {
             bits.suffix_hash == suffix_hash(f.suffix.as_bytes())
         } else {
@@ -270,14 +270,16 @@ async fn write(m: &Meta, appid: u64, args: &Args, body: Body) -> MetaResult<Resp
     let large = args.flag("large_file")?;
     let body = body_of(m, body).await?;
     let object = m.store_object(Ns { appid, uid: V1_UID }, &body).await?;
-    let f = m.db.v1_create(&NewV1File {
-        appid,
-        large,
-        suffix,
-        simple,
-        object,
-        size: body.size,
-        crc: body.crc,
+    let f = m.store(|db| {
+        db.v1_create(&NewV1File {
+            appid,
+            large,
+            suffix,
+            simple,
+            object,
+            size: body.size,
+            crc: body.crc,
+        })
     })?;
     Ok(file_name_json(&f))
 }
@@ -294,8 +296,7 @@ async fn update(m: &Meta, appid: u64, t: &Target, args: &Args, body: Body) -> Me
         return Err(not_found());
     }
     let object = m.store_object(Ns { appid, uid: V1_UID }, &body).await?;
-    let f =
-        m.db.v1_update(appid, f.block_id, f.seq_id, object, body.size, body.crc)?;
+    let f = m.store(|db| db.v1_update(appid, f.block_id, f.seq_id, object, body.size, body.crc))?;
     Ok(file_name_json(&f))
 }
 
@@ -318,7 +319,7 @@ fn unlink(m: &Meta, appid: u64, t: &Target, args: &Args) -> MetaResult<Response>
         return Err(bad("large TFS files cannot be undeleted"));
     }
     let f = t.find(m, appid)?;
-    m.db.v1_unlink(appid, f.block_id, f.seq_id, op)?;
+    m.store(|db| db.v1_unlink(appid, f.block_id, f.seq_id, op))?;
     Ok(StatusCode::OK.into_response())
 }
 

@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use futures::StreamExt;
 
-use super::db::{Kind, Node, Ns};
 use super::path::TfsPath;
+use super::store::{Kind, Node, Ns};
 use super::{Meta, MetaError, MetaResult};
 use crate::proto::TfsEntry;
 use crate::transfer::{read_range, TransferError};
@@ -198,12 +198,12 @@ async fn v2(
     let kind = if is_dir { Kind::Dir } else { Kind::File };
     match (listing, method.clone()) {
         (true, Method::GET) if is_dir => {
-            let (_, children) = m.db.list(ns, &path)?;
+            let (_, children) = m.store(|db| db.list(ns, &path))?;
             let list: Vec<TfsEntry> = children.iter().map(|c| entry(c, c.name.clone())).collect();
             Ok(Json(list).into_response())
         }
         (true, Method::GET) => {
-            let node = m.db.stat(ns, &path)?;
+            let node = m.store(|db| db.stat(ns, &path))?;
             if node.kind != Kind::File {
                 return Err(MetaError::NotFound(format!("{path} is not a file")));
             }
@@ -213,7 +213,7 @@ async fn v2(
         }
         (true, _) => Err(MetaError::BadRequest("metadata is read with GET".into())),
         (false, Method::HEAD) => {
-            let node = m.db.stat(ns, &path)?;
+            let node = m.store(|db| db.stat(ns, &path))?;
             if node.kind != kind {
                 return Err(MetaError::NotFound(format!("{path} does not exist")));
             }
@@ -225,23 +225,18 @@ async fn v2(
                     .to_str()
                     .map_err(|_| MetaError::BadRequest("bad move source header".into()))?;
                 let src = TfsPath::parse_encoded(src)?;
-                m.db.rename(
-                    ns,
-                    &src,
-                    &path,
-                    kind,
-                    q.flag("recursive")?,
-                    q.flag("overwrite")?,
-                )?;
+                let (recursive, overwrite) = (q.flag("recursive")?, q.flag("overwrite")?);
+                m.store(|db| db.rename(ns, &src, &path, kind, recursive, overwrite))?;
                 Ok(StatusCode::OK.into_response())
             }
             None => {
-                m.db.create(ns, &path, kind, q.flag("recursive")?)?;
+                let recursive = q.flag("recursive")?;
+                m.store(|db| db.create(ns, &path, kind, recursive))?;
                 Ok(StatusCode::CREATED.into_response())
             }
         },
         (false, Method::DELETE) => {
-            m.db.remove(ns, &path, kind)?;
+            m.store(|db| db.remove(ns, &path, kind))?;
             Ok(StatusCode::OK.into_response())
         }
         (false, Method::PUT) if !is_dir => write(m, ns, &path, &q, body).await,
@@ -275,7 +270,7 @@ async fn write(m: &Meta, ns: Ns, path: &TfsPath, q: &Params, body: Body) -> Meta
     if data.size == 0 {
         return Err(MetaError::BadRequest("nothing to write".into()));
     }
-    let node = m.db.stat(ns, path)?;
+    let node = m.store(|db| db.stat(ns, path))?;
     if node.kind != Kind::File {
         return Err(MetaError::NotFound(format!("{path} is not a file")));
     }
@@ -284,7 +279,7 @@ async fn write(m: &Meta, ns: Ns, path: &TfsPath, q: &Params, body: Body) -> Meta
         return Err(too_big());
     }
     let object = m.store_object(ns, &data).await?;
-    m.db.add_fragment(ns, path, offset, data.size, object)?;
+    m.store(|db| db.add_fragment(ns, path, offset, data.size, object))?;
     Ok(StatusCode::OK.into_response())
 }
 
@@ -302,7 +297,7 @@ fn read_error(e: TransferError) -> MetaError {
 }
 
 async fn read(m: &Meta, ns: Ns, path: &TfsPath, q: &Params) -> MetaResult<Response> {
-    let node = m.db.stat(ns, path)?;
+    let node = m.store(|db| db.stat(ns, path))?;
     if node.kind != Kind::File {
         return Err(MetaError::NotFound(format!("{path} is not a file")));
     }

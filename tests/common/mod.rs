@@ -79,6 +79,63 @@ pub const GC_NOW: &[&str] = &[
     "0",
 ];
 
+/// A throw-away PostgreSQL database for one cluster, made when the tests run
+/// on PostgreSQL (`TFSFS_TEST_DB=postgres`, server at `TFSFS_TEST_PG`) and
+/// dropped with it.
+pub struct TestDb {
+    pub url: String,
+    admin: String,
+    name: String,
+}
+
+/// The PostgreSQL server's URL when this run uses it.
+pub fn pg_server() -> Option<String> {
+    if std::env::var("TFSFS_TEST_DB").ok()? != "postgres" {
+        return None;
+    }
+    Some(std::env::var("TFSFS_TEST_PG").expect("TFSFS_TEST_DB=postgres needs TFSFS_TEST_PG"))
+}
+
+/// Runs `sql` on the database at `url`; the first column of the first row
+/// as text, if any. On a thread of its own: the client must not run on an
+/// async runtime's thread.
+pub fn pg_run(url: &str, sql: &str) -> Result<Option<String>, postgres::Error> {
+    let (url, sql) = (url.to_string(), sql.to_string());
+    std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls)?;
+        let rows = c.simple_query(&sql)?;
+        Ok(rows.iter().find_map(|m| match m {
+            postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        }))
+    })
+    .join()
+    .expect("PostgreSQL client thread")
+}
+
+impl TestDb {
+    /// A fresh database on the server at `admin` (a URL of an existing db).
+    pub fn create(admin: &str) -> TestDb {
+        let name = format!("tfsfs_{}", hex::encode(rand::random::<[u8; 8]>()));
+        pg_run(admin, &format!("CREATE DATABASE {name}")).expect("create a test database");
+        let base = admin.rsplit_once('/').expect("a URL with a database").0;
+        TestDb {
+            url: format!("{base}/{name}"),
+            admin: admin.to_string(),
+            name,
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let _ = pg_run(
+            &self.admin,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
 /// A metadata server and N providers, each its own process.
 pub struct TestCluster {
     pub dir: tempfile::TempDir,
@@ -90,6 +147,8 @@ pub struct TestCluster {
     pub appid: u64,
     pub uid: u64,
     meta_args: Vec<String>,
+    /// Dropped after the processes (fields drop in order).
+    pub db: Option<TestDb>,
 }
 
 impl TestCluster {
@@ -106,14 +165,15 @@ impl TestCluster {
     pub async fn start_under(n: usize, wrapper: &[&str], meta_args: &[&str]) -> TestCluster {
         let dir = tempfile::tempdir().unwrap();
         let meta_dir = dir.path().join("meta");
+        let db = pg_server().map(|server| TestDb::create(&server));
+        let db_args: Vec<&str> = match &db {
+            Some(d) => vec!["--db", &d.url],
+            None => vec![],
+        };
         let out = Command::new(bin())
-            .args([
-                "admin",
-                "--data",
-                meta_dir.to_str().unwrap(),
-                "app",
-                "create",
-            ])
+            .args(["admin", "--data", meta_dir.to_str().unwrap()])
+            .args(&db_args)
+            .args(["app", "create"])
             .output()
             .unwrap();
         assert!(out.status.success(), "admin app create: {out:?}");
@@ -125,17 +185,13 @@ impl TestCluster {
             "--data",
             meta_dir.to_str().unwrap(),
         ];
+        args.extend_from_slice(&db_args);
         args.extend_from_slice(meta_args);
         let meta = Proc::spawn_under(wrapper, &args);
         let out = Command::new(bin())
-            .args([
-                "admin",
-                "--data",
-                meta_dir.to_str().unwrap(),
-                "provider",
-                "token",
-                "--reusable",
-            ])
+            .args(["admin", "--data", meta_dir.to_str().unwrap()])
+            .args(&db_args)
+            .args(["provider", "token", "--reusable"])
             .output()
             .unwrap();
         assert!(out.status.success(), "admin provider token: {out:?}");
@@ -148,6 +204,7 @@ impl TestCluster {
             appid: app["appid"].as_u64().unwrap(),
             uid: 1,
             dir,
+            db,
         };
         for _ in 0..n {
             c.add_provider();
@@ -168,11 +225,31 @@ impl TestCluster {
         self.meta = Proc::spawn(&args);
     }
 
+    /// Another metadata server on this cluster's PostgreSQL store, with
+    /// local files of its own.
+    pub fn add_meta(&self, i: usize) -> Proc {
+        assert!(
+            self.db.is_some(),
+            "several metadata servers need PostgreSQL"
+        );
+        let mut args = self.meta_args.clone();
+        let at = args.iter().position(|a| a == "--data").unwrap() + 1;
+        args[at] = self
+            .dir
+            .path()
+            .join(format!("meta-{i}"))
+            .display()
+            .to_string();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Proc::spawn(&args)
+    }
+
     /// `tfsfs admin --data META_DIR ARGS`, which must succeed; its stdout.
     pub fn admin(&self, args: &[&str]) -> String {
         let out = Command::new(bin())
             .args(["admin", "--data"])
             .arg(self.dir.path().join("meta"))
+            .args(self.db.iter().flat_map(|d| ["--db", d.url.as_str()]))
             .args(args)
             .output()
             .unwrap();
@@ -416,7 +493,7 @@ impl TestMount {
     }
 
     pub fn with(c: &TestCluster, encrypt: bool) -> TestMount {
-        Self::with_args(c, encrypt, &[])
+        Self::open(c, &c.meta.url, encrypt, &[])
     }
 
     /// `with`, `args` added to `tfsfs mount`'s.
