@@ -60,7 +60,7 @@ async fn concurrent_creates_over_two_servers_make_each_name_once() {
     }
     assert_eq!(created, 100);
     let list: serde_json::Value = h
-        .get(format!("{}/dir/", bases[1]))
+        .get(format!("{}/dir/", c.v2_meta().replace(&c.meta.url, &b.url)))
         .send()
         .await
         .unwrap()

@@ -614,7 +614,7 @@ pub(super) fn reference(tx: &Conn, object: i64) -> DbResult<()> {
     }
     tx.execute(
         "INSERT INTO usage(appid, uid, bytes) SELECT appid, uid, stored_size FROM objects WHERE id=?1 AND refs=1
-         ON CONFLICT(appid, uid) DO UPDATE SET bytes = bytes + excluded.bytes",
+         ON CONFLICT(appid, uid) DO UPDATE SET bytes = usage.bytes + excluded.bytes",
         params![object],
     )?;
     Ok(())
