@@ -8,7 +8,6 @@ mod common;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -299,9 +298,8 @@ async fn provider_holding_unique_shards_cannot_be_removed() {
     std::fs::write(&local, random_bytes(2 << 20, 1)).unwrap();
     assert_ok(&c.put(&local, "/f", true), "put");
     let id = provider_id(&c, 0);
-    let out = Command::new(bin())
-        .args(["admin", "--data"])
-        .arg(c.dir.path().join("meta"))
+    let out = c
+        .admin_command()
         .args(["provider", "remove", &id])
         .output()
         .unwrap();

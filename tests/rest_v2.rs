@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -207,14 +206,10 @@ impl Api {
 
     /// Another app of the same server: (appkey, appid).
     fn second_app(&self) -> (String, u64) {
-        let out = Command::new(bin())
-            .args([
-                "admin",
-                "--data",
-                self.c.dir.path().join("meta").to_str().unwrap(),
-                "app",
-                "create",
-            ])
+        let out = self
+            .c
+            .admin_command()
+            .args(["app", "create"])
             .output()
             .unwrap();
         assert!(out.status.success(), "admin app create: {out:?}");

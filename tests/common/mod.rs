@@ -136,6 +136,17 @@ impl Drop for TestDb {
     }
 }
 
+/// `tfsfs admin` on the store of the metadata server whose data dir is
+/// `meta_dir` (and whose database is `db` on PostgreSQL runs).
+fn admin_command(meta_dir: &Path, db: Option<&TestDb>) -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.arg("admin").arg("--data").arg(meta_dir);
+    if let Some(db) = db {
+        cmd.args(["--db", &db.url]);
+    }
+    cmd
+}
+
 /// A metadata server and N providers, each its own process.
 pub struct TestCluster {
     pub dir: tempfile::TempDir,
@@ -152,6 +163,11 @@ pub struct TestCluster {
 }
 
 impl TestCluster {
+    /// `tfsfs admin` on this cluster's store; the caller adds the command.
+    pub fn admin_command(&self) -> Command {
+        admin_command(&self.dir.path().join("meta"), self.db.as_ref())
+    }
+
     pub async fn start(n: usize) -> TestCluster {
         Self::start_with(n, &[]).await
     }
@@ -170,9 +186,7 @@ impl TestCluster {
             Some(d) => vec!["--db", &d.url],
             None => vec![],
         };
-        let out = Command::new(bin())
-            .args(["admin", "--data", meta_dir.to_str().unwrap()])
-            .args(&db_args)
+        let out = admin_command(&meta_dir, db.as_ref())
             .args(["app", "create"])
             .output()
             .unwrap();
@@ -188,9 +202,7 @@ impl TestCluster {
         args.extend_from_slice(&db_args);
         args.extend_from_slice(meta_args);
         let meta = Proc::spawn_under(wrapper, &args);
-        let out = Command::new(bin())
-            .args(["admin", "--data", meta_dir.to_str().unwrap()])
-            .args(&db_args)
+        let out = admin_command(&meta_dir, db.as_ref())
             .args(["provider", "token", "--reusable"])
             .output()
             .unwrap();
@@ -244,15 +256,9 @@ impl TestCluster {
         Proc::spawn(&args)
     }
 
-    /// `tfsfs admin --data META_DIR ARGS`, which must succeed; its stdout.
+    /// `tfsfs admin ARGS` on this cluster's store, which must succeed; its stdout.
     pub fn admin(&self, args: &[&str]) -> String {
-        let out = Command::new(bin())
-            .args(["admin", "--data"])
-            .arg(self.dir.path().join("meta"))
-            .args(self.db.iter().flat_map(|d| ["--db", d.url.as_str()]))
-            .args(args)
-            .output()
-            .unwrap();
+        let out = self.admin_command().args(args).output().unwrap();
         assert_ok(&out, &format!("admin {args:?}"));
         String::from_utf8(out.stdout).unwrap()
     }

@@ -166,11 +166,11 @@ impl Db {
                 "DELETE FROM sessions WHERE expires < ?1",
                 params![unix_now()],
             )?;
-            Ok(conn.query_opt(
+            conn.query_opt(
                 "SELECT state FROM sessions WHERE id=?1 AND appid=?2 AND uid=?3",
                 params![id, sql_id(ns.appid), sql_id(ns.uid)],
                 |r| r.get(0),
-            )?)
+            )
         })
     }
 }
