@@ -233,6 +233,13 @@ pub async fn meta_ops(db: Option<&str>, ops: usize) -> anyhow::Result<Vec<MetaOp
             .iter()
             .map(|m| format!("{}/v2/{appkey}/{appid}/1", m.url))
             .collect();
+        // Listings are read under `metadata/`, as nginx-tfs serves them.
+        let listing = |base: &str| {
+            base.replace(
+                &format!("/v2/{appkey}/"),
+                &format!("/v2/{appkey}/metadata/"),
+            )
+        };
         for threads in [1, 4] {
             let dir = format!("/bench-{}-{run}-{threads}", std::process::id());
             let h = reqwest::Client::new();
@@ -245,8 +252,12 @@ pub async fn meta_ops(db: Option<&str>, ops: usize) -> anyhow::Result<Vec<MetaOp
             for (op, rate) in per_s.iter_mut().enumerate() {
                 let started = Instant::now();
                 let clients = (0..threads).map(|t| {
-                    let (h, base, dir) = (h.clone(), bases[t % servers].clone(), dir.clone());
-                    tokio::spawn(async move { meta_op_run(&h, &base, &dir, op, t, ops).await })
+                    let base = &bases[t % servers];
+                    let (h, list, base, dir) =
+                        (h.clone(), listing(base), base.clone(), dir.clone());
+                    tokio::spawn(
+                        async move { meta_op_run(&h, &base, &list, &dir, op, t, ops).await },
+                    )
                 });
                 for c in futures::future::join_all(clients).await {
                     c??;
@@ -267,10 +278,12 @@ pub async fn meta_ops(db: Option<&str>, ops: usize) -> anyhow::Result<Vec<MetaOp
     Ok(rows)
 }
 
-/// One client's `n` operations of kind `op` on its files in `dir`.
+/// One client's `n` operations of kind `op` on its files in `dir`; `base`
+/// is the namespace's REST v2 root, `list` its listing root.
 async fn meta_op_run(
     h: &reqwest::Client,
     base: &str,
+    list: &str,
     dir: &str,
     op: usize,
     client: usize,
@@ -291,7 +304,7 @@ async fn meta_op_run(
                     .send()
                     .await?
             }
-            "list" => h.get(format!("{base}/dir{dir}")).send().await?,
+            "list" => h.get(format!("{list}/dir{dir}")).send().await?,
             _ => h.delete(&moved).send().await?,
         };
         anyhow::ensure!(
