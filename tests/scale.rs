@@ -257,3 +257,42 @@ async fn the_jobs_lease_moves_to_the_other_server_when_its_holder_is_killed() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_one_command_cluster_runs_on_postgresql() {
+    let Some(server) = pg_server() else {
+        return;
+    };
+    let db = TestDb::create(&server);
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("cluster");
+    let _cluster = Proc::spawn(&[
+        "cluster",
+        "--data",
+        data.to_str().unwrap(),
+        "--db",
+        &db.url,
+        "--providers",
+        "3",
+    ]);
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("cluster.json")).unwrap()).unwrap();
+    let file = format!(
+        "{}/v2/{}/{}/1/file/f.bin",
+        info["meta_url"].as_str().unwrap(),
+        info["appkey"].as_str().unwrap(),
+        info["appid"]
+    );
+    let h = reqwest::Client::new();
+    assert_eq!(
+        h.post(&file).send().await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    let body = random_bytes(1 << 20, 3);
+    let put = h.put(&file).body(body.clone()).send().await.unwrap();
+    assert_eq!(put.status(), StatusCode::OK);
+    let got = h.get(&file).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(got.as_ref(), body.as_slice());
+    let stored = pg_run(&db.url, "SELECT count(*) FROM objects").unwrap();
+    assert_eq!(stored.as_deref(), Some("1"), "the object is in PostgreSQL");
+}
