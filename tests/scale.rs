@@ -296,3 +296,41 @@ async fn the_one_command_cluster_runs_on_postgresql() {
     let stored = pg_run(&db.url, "SELECT count(*) FROM objects").unwrap();
     assert_eq!(stored.as_deref(), Some("1"), "the object is in PostgreSQL");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_starting_together_on_a_new_store_sign_with_one_key() {
+    let Some(server) = pg_server() else {
+        return;
+    };
+    for _ in 0..3 {
+        let db = TestDb::create(&server);
+        let tmp = tempfile::tempdir().unwrap();
+        let servers: Vec<Proc> = std::thread::scope(|s| {
+            let starts: Vec<_> = ["a", "b", "c"]
+                .map(|name| {
+                    let data = tmp.path().join(name);
+                    let url = db.url.clone();
+                    s.spawn(move || {
+                        Proc::spawn(&[
+                            "meta",
+                            "--listen",
+                            "127.0.0.1:0",
+                            "--data",
+                            data.to_str().unwrap(),
+                            "--db",
+                            &url,
+                        ])
+                    })
+                })
+                .into_iter()
+                .collect();
+            starts.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        let mut keys = Vec::new();
+        for p in &servers {
+            let r = reqwest::get(format!("{}/api/pubkey", p.url)).await.unwrap();
+            keys.push(r.text().await.unwrap());
+        }
+        assert!(keys.iter().all(|k| *k == keys[0]), "{keys:?}");
+    }
+}

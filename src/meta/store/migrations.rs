@@ -84,7 +84,7 @@ fn create_version_1(conn: &Conn) -> DbResult<()> {
 pub(super) fn migrate(db: &Db, what: &str) -> DbResult<bool> {
     let mut migrated = false;
     loop {
-        let next = db.tx(|conn| {
+        let next = db.schema_tx(|conn| {
             conn.lock_schema()?;
             let version = match conn.schema_version()? {
                 None => {

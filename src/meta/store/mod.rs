@@ -364,6 +364,17 @@ impl Db {
         })
     }
 
+    /// `tx` for a schema change under `Conn::lock_schema`: on PostgreSQL at
+    /// READ COMMITTED, so that statements after the lock see what a server
+    /// that held it before committed (a serializable snapshot is taken by
+    /// the lock statement itself, before the wait).
+    fn schema_tx<T>(&self, f: impl Fn(&Conn) -> DbResult<T>) -> DbResult<T> {
+        self.measured(|| match &self.engine {
+            Engine::Sqlite(s) => s.tx(&f),
+            Engine::Postgres(p) => p.schema_tx(|t| f(&Conn::Postgres(t))),
+        })
+    }
+
     /// Runs the reads of `f` on one consistent view.
     fn read<T>(&self, f: impl Fn(&Conn) -> DbResult<T>) -> DbResult<T> {
         self.measured(|| match &self.engine {
