@@ -1026,11 +1026,26 @@ fn replace_content(
     attrs: &FileAttrs,
     bump: i64,
 ) -> DbResult<u64> {
+    let whole = [(0, size, object, key)];
+    let fragments = if size > 0 { &whole[..] } else { &[] };
+    replace_fragments(tx, node, fragments, size, attrs, bump)
+}
+
+/// Makes `fragments` (offset, length, object, wrapped key) the content of
+/// file `node`, `size` bytes long, as its version + `bump`.
+fn replace_fragments(
+    tx: &Connection,
+    node: &Node,
+    fragments: &[(u64, u64, i64, Option<&str>)],
+    size: u64,
+    attrs: &FileAttrs,
+    bump: i64,
+) -> DbResult<u64> {
     drop_fragments(tx, node.id)?;
-    if size > 0 {
+    for &(offset, length, object, key) in fragments {
         tx.execute(
-            "INSERT INTO fragments(node, offset, length, object, key) VALUES(?1, 0, ?2, ?3, ?4)",
-            params![node.id, size as i64, object, key],
+            "INSERT INTO fragments(node, offset, length, object, key) VALUES(?1, ?2, ?3, ?4, ?5)",
+            params![node.id, offset as i64, length as i64, object, key],
         )?;
         reference(tx, object)?;
     }

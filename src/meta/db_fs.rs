@@ -8,7 +8,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{child, now_ns, root, sql_id, touch, Db, DbError, DbResult, Kind, Node, Ns, NODE_COLS};
 use crate::meta::path::MAX_NAME;
-use crate::proto::{FileAttrs, SetAttrs};
+use crate::proto::{CommitFragment, FileAttrs, SetAttrs};
 
 /// A name as the drive may use it.
 fn check_name(name: &str) -> DbResult<()> {
@@ -305,6 +305,52 @@ impl Db {
                 return Ok(None);
             }
             super::replace_content(tx, &node, object, size, key, attrs, 1).map(Some)
+        })
+    }
+
+    /// Makes `fragments` (objects of the namespace named by SHA-1) the
+    /// content of file `id`, `size` bytes long, as one new version, if the
+    /// file is still at `base_ver` (when given). Returns the new VER_NO, or
+    /// None (and changes nothing) when the version moved on. An object
+    /// collected meanwhile, or shorter than its fragment, fails the commit.
+    pub fn commit_fragments(
+        &self,
+        ns: Ns,
+        id: i64,
+        size: u64,
+        fragments: &[CommitFragment],
+        attrs: &FileAttrs,
+        base_ver: Option<u64>,
+    ) -> DbResult<Option<u64>> {
+        self.tx(|tx| {
+            let node = node_in(tx, ns, id)?;
+            if node.kind != Kind::File {
+                return Err(DbError::IsDir);
+            }
+            if base_ver.is_some_and(|v| v != node.ver_no) {
+                return Ok(None);
+            }
+            let mut stmt = tx.prepare_cached(
+                "SELECT id, plain_size FROM objects WHERE appid=?1 AND uid=?2 AND sha1=?3",
+            )?;
+            let mut rows = Vec::with_capacity(fragments.len());
+            for f in fragments {
+                let (object, plain): (i64, i64) = stmt
+                    .query_row(
+                        params![sql_id(ns.appid), sql_id(ns.uid), f.object],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()?
+                    .ok_or(DbError::NotFound)?;
+                if f.length > plain as u64 {
+                    return Err(DbError::Invalid(format!(
+                        "object {} holds fewer than {} bytes",
+                        f.object, f.length
+                    )));
+                }
+                rows.push((f.offset, f.length, object, f.key.as_deref()));
+            }
+            super::replace_fragments(tx, &node, &rows, size, attrs, 1).map(Some)
         })
     }
 
