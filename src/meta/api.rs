@@ -934,6 +934,9 @@ async fn commit(
         }
         end = f.offset + f.length;
     }
+    // Partitions are stored before any file uses them: the quota binds here.
+    let objects: Vec<&str> = req.fragments.iter().map(|f| f.object.as_str()).collect();
+    m.check_quota(ns, m.db.unused_bytes(ns, &objects)?)?;
     let committed = m
         .db
         .commit_fragments(ns, req.node, req.size, &req.fragments, &req.attrs, req.base_ver)?;

@@ -354,6 +354,24 @@ impl Db {
         })
     }
 
+    /// Stored bytes of the objects named (by SHA-1) that no file uses yet:
+    /// what committing them adds to the namespace's usage.
+    pub fn unused_bytes(&self, ns: Ns, sha1s: &[&str]) -> DbResult<u64> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT stored_size FROM objects WHERE appid=?1 AND uid=?2 AND sha1=?3 AND refs=0",
+        )?;
+        let mut total = 0u64;
+        let mut seen = std::collections::HashSet::new();
+        for sha1 in sha1s.iter().filter(|s| seen.insert(**s)) {
+            let size: Option<i64> = stmt
+                .query_row(params![sql_id(ns.appid), sql_id(ns.uid), sha1], |r| r.get(0))
+                .optional()?;
+            total += size.unwrap_or(0) as u64;
+        }
+        Ok(total)
+    }
+
     /// Stored bytes of a namespace, each object counted once.
     pub fn used_bytes(&self, ns: Ns) -> DbResult<u64> {
         let bytes: Option<i64> = self

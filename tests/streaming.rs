@@ -1,0 +1,134 @@
+//! Files as lists of partition objects: an edit moves only the partitions
+//! it changed, a repeated partition is stored once, and files stored as one
+//! whole object before keep reading back. Real cluster processes, real
+//! mounts, bytes counted on the providers' disks; needs root and /dev/fuse.
+
+mod common;
+
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const MIB: u64 = 1 << 20;
+/// The cluster's partition size in these tests.
+const PART: u64 = MIB;
+
+async fn cluster() -> TestCluster {
+    TestCluster::start_with(6, &["--partition-size", &PART.to_string()]).await
+}
+
+/// Bytes of shard files (`shards/XX/SHA1`) on every provider's disk.
+fn shard_bytes(c: &TestCluster) -> u64 {
+    let files = |dir: &Path| -> Vec<std::fs::DirEntry> {
+        std::fs::read_dir(dir)
+            .map(|d| d.filter_map(Result::ok).collect())
+            .unwrap_or_default()
+    };
+    (0..c.providers.len())
+        .flat_map(|i| files(&c.provider_dir(i).join("shards")))
+        .flat_map(|sub| files(&sub.path()))
+        .map(|f| f.metadata().map_or(0, |m| m.len()))
+        .sum()
+}
+
+/// Shard bytes one full partition costs: RS(4,2) and the AES-GCM tag.
+fn one_partition_of_shards() -> u64 {
+    (PART + 16).div_ceil(4) * 6
+}
+
+fn read_all(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+/// Opens `path` for writing without truncating and runs `f` on it; the
+/// close uploads.
+fn edit(path: &Path, f: impl FnOnce(&std::fs::File)) -> Duration {
+    let started = Instant::now();
+    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f(&file);
+    drop(file);
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_move_only_the_partitions_they_change() {
+    let c = cluster().await;
+    let mut m = TestMount::new(&c);
+    let mut want = random_bytes(48 * MIB as usize, 1);
+    let path = m.path("big");
+    std::fs::write(&path, &want).unwrap();
+    let written = shard_bytes(&c);
+    assert!(written >= 48 * one_partition_of_shards(), "{written}");
+
+    // One byte in the middle.
+    let at = 20 * MIB + 12345;
+    let took = edit(&path, |f| f.write_all_at(b"!", at).unwrap());
+    want[at as usize] = b'!';
+    let moved = shard_bytes(&c) - written;
+    assert!(
+        moved <= one_partition_of_shards(),
+        "a one-byte edit stored {moved} bytes of shards"
+    );
+    eprintln!("one-byte edit of 48 MiB: {moved} shard bytes, {took:?}");
+    assert!(took < Duration::from_secs(5), "a one-byte edit took {took:?}");
+
+    // Appending touches the last partition only; truncating, the one cut.
+    let before = shard_bytes(&c);
+    let tail = random_bytes(1000, 2);
+    edit(&path, |f| f.write_all_at(&tail, want.len() as u64).unwrap());
+    want.extend_from_slice(&tail);
+    let cut = 30 * MIB + 7;
+    edit(&path, |f| f.set_len(cut).unwrap());
+    want.truncate(cut as usize);
+    let moved = shard_bytes(&c) - before;
+    assert!(
+        moved <= 2 * one_partition_of_shards(),
+        "an append and a truncate stored {moved} bytes of shards"
+    );
+
+    assert_eq!(read_all(&path), want, "read back by the mount that wrote");
+    m.remount(true);
+    assert_eq!(read_all(&m.path("big")), want, "read back after a remount");
+    let layout = c.layout("/big").await;
+    assert_eq!(
+        layout.fragments.len() as u64,
+        cut.div_ceil(PART),
+        "one object per partition"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_partition_is_stored_once() {
+    let c = cluster().await;
+    let m = TestMount::new(&c);
+    let a = random_bytes(PART as usize, 3);
+    let b = random_bytes(PART as usize, 4);
+    std::fs::write(m.path("ab"), [a.clone(), b.clone()].concat()).unwrap();
+    let stored = shard_bytes(&c);
+    // The same partitions in another order, in another file.
+    std::fs::write(m.path("ba"), [b.clone(), a.clone()].concat()).unwrap();
+    assert_eq!(shard_bytes(&c), stored, "known partitions moved bytes");
+    assert_eq!(read_all(&m.path("ba")), [b, a].concat());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_stored_whole_before_partitions_read_back_and_edit() {
+    let c = cluster().await;
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("old");
+    let mut want = random_bytes(5 * PART as usize + 333, 5);
+    std::fs::write(&local, &want).unwrap();
+    // `tfsfs put` stores a file as one object, as the drive did before.
+    assert_ok(&c.put(&local, "/old", true), "put /old");
+    assert_eq!(c.layout("/old").await.fragments.len(), 1);
+    let mut m = TestMount::new(&c);
+    assert_eq!(read_all(&m.path("old")), want, "an old object reads back");
+    // Its first edit rewrites it whole, as partitions.
+    edit(&m.path("old"), |f| f.write_all_at(b"xyz", 2 * PART - 1).unwrap());
+    want[2 * PART as usize - 1..2 * PART as usize + 2].copy_from_slice(b"xyz");
+    m.remount(true);
+    assert_eq!(read_all(&m.path("old")), want, "the edit reads back");
+    assert_eq!(c.layout("/old").await.fragments.len(), 6);
+}
