@@ -92,12 +92,25 @@ struct Staged {
     parts: Parts,
     /// The version the pieces not in `file` are read from.
     origin: Option<Arc<FileLayout>>,
+    /// Changes of each partition so far: an upload made before the last
+    /// change of its partition is stale.
+    changes: HashMap<u64, u64>,
+    /// Partitions uploaded in the background while the file is written.
+    early: Arc<Mutex<HashMap<u64, Early>>>,
+    inflight: Vec<tokio::task::JoinHandle<()>>,
     /// What its marker on disk says.
     mark: Mark,
     mtime_ns: i64,
     /// The version the local copy started from (or last uploaded): an
     /// upload commits only while the file is still at it.
     base: u64,
+}
+
+/// A partition uploaded while its file was being written.
+struct Early {
+    /// Its partition's change count when it was read.
+    change: u64,
+    fragment: CommitFragment,
 }
 
 /// The state of a staged file's marker.
@@ -125,6 +138,9 @@ const RETRY: backon::ExponentialBuilder = backon::ExponentialBuilder::new()
     .with_factor(2.0)
     .with_jitter()
     .without_max_times();
+
+/// Partitions of files being written uploaded at once, in the background.
+const EARLY_WINDOW: usize = 4;
 
 /// A file whose entry is being removed (unlink, rename over it), locked
 /// until the removal is done.
@@ -156,6 +172,9 @@ pub struct Fs<B: Backend> {
     cfg: FsConfig,
     /// The size files are cut into, each partition its own object.
     partition: u64,
+    /// Partitions being uploaded while their files are written, at most
+    /// this many at once (memory: this × partition × (k+m)/k).
+    early_window: Arc<tokio::sync::Semaphore>,
     root_id: i64,
     staging: StagingArea,
     cache: Arc<BlockCache>,
@@ -254,6 +273,7 @@ impl<B: Backend> Fs<B> {
         let fs = Fs {
             backend: Arc::new(backend),
             partition,
+            early_window: Arc::new(tokio::sync::Semaphore::new(EARLY_WINDOW)),
             root_id: root.id,
             staging,
             cache: Arc::new(BlockCache::new(cfg.cache_size)),
@@ -308,6 +328,9 @@ impl<B: Backend> Fs<B> {
                         size: md.len(),
                         parts,
                         origin,
+                        changes: HashMap::new(),
+                        early: Arc::default(),
+                        inflight: Vec::new(),
                         mark: Mark::Done,
                         mtime_ns,
                         base,
@@ -848,6 +871,9 @@ impl<B: Backend> Fs<B> {
                 ..Parts::default()
             },
             origin,
+            changes: HashMap::new(),
+            early: Arc::default(),
+            inflight: Vec::new(),
             mark: Mark::Clean,
             mtime_ns: now_ns(),
             base,
@@ -955,6 +981,7 @@ impl<B: Backend> Fs<B> {
             }
             st.parts.present.insert(i);
             st.parts.pieces.remove(&i);
+            *st.changes.entry(i).or_default() += 1;
         }
         Ok(())
     }
@@ -1053,6 +1080,36 @@ impl<B: Backend> Fs<B> {
         }
     }
 
+    /// Uploads partition `i` of a staged file in the background, once the
+    /// window has room (the writer waits for it). Its object is used at
+    /// the commit if the partition did not change since.
+    async fn upload_early(&self, id: i64, st: &mut Staged, i: u64) {
+        let p = self.partition;
+        st.inflight.retain(|job| !job.is_finished());
+        let Ok(permit) = self.early_window.clone().acquire_owned().await else {
+            return;
+        };
+        let span = PartitionSpan {
+            offset: i * p,
+            len: p,
+        };
+        let change = st.changes.get(&i).copied().unwrap_or_default();
+        let (backend, file, early) = (self.backend.clone(), st.file.clone(), st.early.clone());
+        let name = self.path_of(id);
+        st.inflight.push(tokio::spawn(async move {
+            match backend.upload_partitions(&name, file, &[span]).await {
+                Ok(mut f) if f.len() == 1 => {
+                    let fragment = f.remove(0);
+                    lock(&early).insert(i, Early { change, fragment });
+                }
+                Ok(_) => {}
+                // Uploaded again at close.
+                Err(e) => tracing::debug!(node = id, partition = i, error = %e, "early upload failed"),
+            }
+            drop(permit);
+        }));
+    }
+
     /// Stores a staged file and commits it as the node's new version, if
     /// the node is still at the version the copy started from. A file of
     /// one partition, none of it stored yet, goes as one object (inline or
@@ -1070,8 +1127,20 @@ impl<B: Backend> Fs<B> {
             return self.backend.upload(id, &name, &staged, attrs, st.base).await;
         }
         let count = st.size.div_ceil(p);
+        for job in st.inflight.drain(..) {
+            let _ = job.await;
+        }
+        let mut pieces = st.parts.pieces.clone();
+        let early = std::mem::take(&mut *lock(&st.early));
+        for (i, e) in early {
+            let len = st.size.saturating_sub(i * p).min(p);
+            let current = st.changes.get(&i) == Some(&e.change);
+            if current && e.fragment.length == len && !pieces.contains_key(&i) {
+                pieces.insert(i, e.fragment);
+            }
+        }
         let spans: Vec<PartitionSpan> = (0..count)
-            .filter(|i| st.parts.present.contains(i) && !st.parts.pieces.contains_key(i))
+            .filter(|i| st.parts.present.contains(i) && !pieces.contains_key(i))
             .map(|i| PartitionSpan {
                 offset: i * p,
                 len: (st.size - i * p).min(p),
@@ -1081,7 +1150,6 @@ impl<B: Backend> Fs<B> {
             .backend
             .upload_partitions(&name, st.file.clone(), &spans)
             .await?;
-        let mut pieces = st.parts.pieces.clone();
         pieces.extend(stored.into_iter().map(|f| (f.offset / p, f)));
         let ver = self
             .backend
@@ -1380,6 +1448,12 @@ impl<B: Backend> Fs<B> {
         let end = at + data.len() as u64;
         self.own(st, at, end, true).await?;
         st.file.write_all_at(data, at)?;
+        // A write that reaches the end of a partition completes it (for a
+        // sequential writer): it is uploaded now, not at close.
+        let p = self.partition;
+        for i in at / p..end / p {
+            self.upload_early(h.id, st, i).await;
+        }
         st.size = st.size.max(at + data.len() as u64);
         self.dirtied(h.id, st)?;
         h.wrote.store(true, Ordering::Relaxed);
