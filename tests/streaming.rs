@@ -72,7 +72,10 @@ async fn edits_move_only_the_partitions_they_change() {
         "a one-byte edit stored {moved} bytes of shards"
     );
     eprintln!("one-byte edit of 48 MiB: {moved} shard bytes, {took:?}");
-    assert!(took < Duration::from_secs(5), "a one-byte edit took {took:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "a one-byte edit took {took:?}"
+    );
 
     // Appending touches the last partition only; truncating, the one cut.
     let before = shard_bytes(&c);
@@ -126,9 +129,72 @@ async fn files_stored_whole_before_partitions_read_back_and_edit() {
     let mut m = TestMount::new(&c);
     assert_eq!(read_all(&m.path("old")), want, "an old object reads back");
     // Its first edit rewrites it whole, as partitions.
-    edit(&m.path("old"), |f| f.write_all_at(b"xyz", 2 * PART - 1).unwrap());
+    edit(&m.path("old"), |f| {
+        f.write_all_at(b"xyz", 2 * PART - 1).unwrap()
+    });
     want[2 * PART as usize - 1..2 * PART as usize + 2].copy_from_slice(b"xyz");
     m.remount(true);
     assert_eq!(read_all(&m.path("old")), want, "the edit reads back");
     assert_eq!(c.layout("/old").await.fragments.len(), 6);
+}
+
+/// Waits (up to 20 s) until the providers hold at least `bytes` of shards.
+fn wait_for_shards(c: &TestCluster, bytes: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while shard_bytes(c) < bytes {
+        assert!(
+            Instant::now() < deadline,
+            "providers hold {} shard bytes, not {bytes}, while the file is open",
+            shard_bytes(c)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_upload_while_the_file_is_written() {
+    let c = cluster().await;
+    let mut m = TestMount::new(&c);
+    let want = random_bytes(8 * PART as usize + 100, 6);
+    let path = m.path("streamed");
+    let file = std::fs::File::create(&path).unwrap();
+    file.write_all_at(&want, 0).unwrap();
+    // Still open: the complete partitions go to the providers anyway.
+    wait_for_shards(&c, 6 * one_partition_of_shards());
+    assert_eq!(c.layout("/streamed").await.size, 0, "nothing committed yet");
+    let before_close = shard_bytes(&c);
+    drop(file);
+    let at_close = shard_bytes(&c) - before_close;
+    assert!(
+        at_close <= 2 * one_partition_of_shards(),
+        "close stored {at_close} bytes of shards"
+    );
+    m.remount(true);
+    assert_eq!(read_all(&m.path("streamed")), want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_after_partitions_went_up_keeps_the_old_version_and_the_bytes() {
+    let c = cluster().await;
+    let mut m = TestMount::new(&c);
+    let old = random_bytes(4 * PART as usize, 7);
+    std::fs::write(m.path("f"), &old).unwrap();
+    let stored = shard_bytes(&c);
+    // Rewritten in place, mid-partition at the end, never closed.
+    let new = random_bytes(8 * PART as usize + PART as usize / 2, 8);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(m.path("f"))
+        .unwrap();
+    file.write_all_at(&new, 0).unwrap();
+    wait_for_shards(&c, stored + 4 * one_partition_of_shards());
+    m.kill9();
+    drop(file);
+    m.mount();
+    assert_eq!(read_all(&m.path("f")), old, "the old version, whole");
+    let kept: Vec<Vec<u8>> = std::fs::read_dir(m.cache.join("recovered"))
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(kept.contains(&new), "the staged bytes are kept aside");
 }

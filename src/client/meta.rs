@@ -275,7 +275,11 @@ impl MetaClient {
     }
 
     pub async fn commit(&self, req: &CommitRequest) -> Result<DoneResponse, ClientError> {
-        Self::decode(self.send(self.api(Method::POST, "commit").json(req)).await?).await
+        Self::decode(
+            self.send(self.api(Method::POST, "commit").json(req))
+                .await?,
+        )
+        .await
     }
 
     /// Reports a shard copy a read found missing or corrupt; answers

@@ -156,7 +156,9 @@ impl Backend for RemoteBackend {
     async fn partition_size(&self) -> BResult<u64> {
         let p = self.meta.policy().await.map_err(client_error)?;
         match p.partition_size {
-            0 => Err(FsError::Io("the server announced a zero partition size".into())),
+            0 => Err(FsError::Io(
+                "the server announced a zero partition size".into(),
+            )),
             size => Ok(size),
         }
     }

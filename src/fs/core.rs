@@ -245,7 +245,7 @@ fn pieces_of(layout: &FileLayout, partition: u64) -> BTreeMap<u64, CommitFragmen
         .fragments
         .iter()
         .filter(|f| {
-            f.offset % partition == 0
+            f.offset.is_multiple_of(partition)
                 && f.object.partition_size == partition
                 && f.object.plain_size <= partition
                 && f.length <= f.object.plain_size
@@ -883,7 +883,12 @@ impl<B: Backend> Fs<B> {
             let p = self.partition;
             let loose: Vec<u64> = (0..keep.div_ceil(p))
                 .filter(|i| !st.parts.pieces.contains_key(i))
-                .filter(|&i| layout.fragments.iter().any(|f| f.partitions_in(i * p, (i + 1) * p).next().is_some()))
+                .filter(|&i| {
+                    layout
+                        .fragments
+                        .iter()
+                        .any(|f| f.partitions_in(i * p, (i + 1) * p).next().is_some())
+                })
                 .collect();
             for run in loose.chunk_by(|a, b| b - a == 1) {
                 // In steps of a few partitions, fetched in parallel.
@@ -934,7 +939,9 @@ impl<B: Backend> Fs<B> {
         })?;
         let data = self.read_layout(origin, offset, len, None).await?;
         if data.len() as u64 != len {
-            return Err(FsError::Io("a stored partition is shorter than its fragment".into()));
+            return Err(FsError::Io(
+                "a stored partition is shorter than its fragment".into(),
+            ));
         }
         Ok(data)
     }
@@ -989,7 +996,7 @@ impl<B: Backend> Fs<B> {
     /// truncate(2) of a staged file: the partition cut in two is fetched
     /// and changes; those past the end go.
     async fn resize(&self, st: &mut Staged, size: u64) -> FsResult<()> {
-        if size < st.size && size % self.partition != 0 {
+        if size < st.size && !size.is_multiple_of(self.partition) {
             self.own(st, size, size + 1, false).await?;
         }
         st.file.set_len(size)?;
@@ -1104,7 +1111,9 @@ impl<B: Backend> Fs<B> {
                 }
                 Ok(_) => {}
                 // Uploaded again at close.
-                Err(e) => tracing::debug!(node = id, partition = i, error = %e, "early upload failed"),
+                Err(e) => {
+                    tracing::debug!(node = id, partition = i, error = %e, "early upload failed")
+                }
             }
             drop(permit);
         }));
@@ -1124,7 +1133,10 @@ impl<B: Backend> Fs<B> {
         let p = self.partition;
         if st.parts.pieces.is_empty() && st.size <= p {
             let staged = self.staging.data_path(id);
-            return self.backend.upload(id, &name, &staged, attrs, st.base).await;
+            return self
+                .backend
+                .upload(id, &name, &staged, attrs, st.base)
+                .await;
         }
         let count = st.size.div_ceil(p);
         for job in st.inflight.drain(..) {

@@ -39,8 +39,14 @@ pub fn routes(meta: Arc<Meta>) -> Router {
         .route("/api/ns/{appid}/{uid}/check", post(check))
         .route("/api/ns/{appid}/{uid}/prepare", post(prepare))
         .route("/api/ns/{appid}/{uid}/done", post(done))
-        .route("/api/ns/{appid}/{uid}/partitions/check", post(partitions_check))
-        .route("/api/ns/{appid}/{uid}/partitions/done", post(partitions_done))
+        .route(
+            "/api/ns/{appid}/{uid}/partitions/check",
+            post(partitions_check),
+        )
+        .route(
+            "/api/ns/{appid}/{uid}/partitions/done",
+            post(partitions_done),
+        )
         .route("/api/ns/{appid}/{uid}/commit", post(commit))
         .route("/api/ns/{appid}/{uid}/layout", get(layout))
         .with_state(meta)
@@ -790,10 +796,9 @@ async fn partitions_check(
                 stored_len(p.plain_size, req.encrypted)
             )));
         }
-        let known = m
-            .db
-            .find_object(ns, &p.sha1)?
-            .is_some_and(|o| o.stored_size == p.stored_size && o.plain_size == p.plain_size);
+        let known =
+            m.db.find_object(ns, &p.sha1)?
+                .is_some_and(|o| o.stored_size == p.stored_size && o.plain_size == p.plain_size);
         let inline = match (&p.data, known) {
             (Some(data), false) if p.plain_size <= INLINE_MAX => Some(
                 B64.decode(data)
@@ -924,7 +929,9 @@ async fn commit(
     for f in &req.fragments {
         let ok = f.offset >= end
             && f.length > 0
-            && f.offset.checked_add(f.length).is_some_and(|e| e <= req.size)
+            && f.offset
+                .checked_add(f.length)
+                .is_some_and(|e| e <= req.size)
             && is_sha1_hex(&f.object);
         if !ok {
             return Err(MetaError::BadRequest(
@@ -937,9 +944,14 @@ async fn commit(
     // Partitions are stored before any file uses them: the quota binds here.
     let objects: Vec<&str> = req.fragments.iter().map(|f| f.object.as_str()).collect();
     m.check_quota(ns, m.db.unused_bytes(ns, &objects)?)?;
-    let committed = m
-        .db
-        .commit_fragments(ns, req.node, req.size, &req.fragments, &req.attrs, req.base_ver)?;
+    let committed = m.db.commit_fragments(
+        ns,
+        req.node,
+        req.size,
+        &req.fragments,
+        &req.attrs,
+        req.base_ver,
+    )?;
     let ver_no = committed.ok_or_else(|| MetaError::Conflict(STALE_BASE.into()))?;
     Ok(Json(DoneResponse { ver_no }))
 }

@@ -336,10 +336,9 @@ impl Db {
             let mut rows = Vec::with_capacity(fragments.len());
             for f in fragments {
                 let (object, plain): (i64, i64) = stmt
-                    .query_row(
-                        params![sql_id(ns.appid), sql_id(ns.uid), f.object],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )
+                    .query_row(params![sql_id(ns.appid), sql_id(ns.uid), f.object], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
                     .optional()?
                     .ok_or(DbError::NotFound)?;
                 if f.length > plain as u64 {
@@ -365,7 +364,9 @@ impl Db {
         let mut seen = std::collections::HashSet::new();
         for sha1 in sha1s.iter().filter(|s| seen.insert(**s)) {
             let size: Option<i64> = stmt
-                .query_row(params![sql_id(ns.appid), sql_id(ns.uid), sha1], |r| r.get(0))
+                .query_row(params![sql_id(ns.appid), sql_id(ns.uid), sha1], |r| {
+                    r.get(0)
+                })
                 .optional()?;
             total += size.unwrap_or(0) as u64;
         }

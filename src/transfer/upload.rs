@@ -627,7 +627,10 @@ pub async fn upload_partitions(
     }
     progress.start(
         remote,
-        spans.iter().map(|s| stored_len(s.len, acct.is_some())).sum(),
+        spans
+            .iter()
+            .map(|s| stored_len(s.len, acct.is_some()))
+            .sum(),
     );
     let window = (opts.window.max(1) as usize).min(MAX_WINDOW);
     let seal_window = |from: usize| {
