@@ -36,11 +36,13 @@ pub trait Backend: Send + Sync + 'static {
     fn partition_size(&self) -> impl Future<Output = BResult<u64>> + Send;
     /// Stores the partitions `spans` of the local file `staged` as objects
     /// of their own; returns their fragments, in order, for `commit`.
+    /// `report`: a transfer of its own in the progress registry.
     fn upload_partitions(
         &self,
         name: &str,
         staged: Arc<std::fs::File>,
         spans: &[PartitionSpan],
+        report: bool,
     ) -> impl Future<Output = BResult<Vec<CommitFragment>>> + Send;
     /// Makes a list of stored objects the content of a file, if it is
     /// still at the version `req.base_ver` (else `FsError::Conflict`).
@@ -168,6 +170,7 @@ impl Backend for RemoteBackend {
         name: &str,
         staged: Arc<std::fs::File>,
         spans: &[PartitionSpan],
+        report: bool,
     ) -> BResult<Vec<CommitFragment>> {
         transfer::upload_partitions(
             &self.meta,
@@ -178,6 +181,7 @@ impl Backend for RemoteBackend {
             &self.upload,
             &self.progress,
             name,
+            report,
         )
         .await
         .map_err(transfer_error)

@@ -1104,7 +1104,7 @@ impl<B: Backend> Fs<B> {
         let (backend, file, early) = (self.backend.clone(), st.file.clone(), st.early.clone());
         let name = self.path_of(id);
         st.inflight.push(tokio::spawn(async move {
-            match backend.upload_partitions(&name, file, &[span]).await {
+            match backend.upload_partitions(&name, file, &[span], false).await {
                 Ok(mut f) if f.len() == 1 => {
                     let fragment = f.remove(0);
                     lock(&early).insert(i, Early { change, fragment });
@@ -1160,7 +1160,7 @@ impl<B: Backend> Fs<B> {
             .collect();
         let stored = self
             .backend
-            .upload_partitions(&name, st.file.clone(), &spans)
+            .upload_partitions(&name, st.file.clone(), &spans, true)
             .await?;
         pieces.extend(stored.into_iter().map(|f| (f.offset / p, f)));
         let ver = self

@@ -607,6 +607,8 @@ fn seal(
 /// window by window (check which are stored, prepare and PUT the others,
 /// done), sealing the next window while the current one is stored.
 /// Returns their fragments, in the order of `spans`, for a `commit`.
+/// With `report`, the stored bytes are counted under `remote` in
+/// `progress` (uploads in the background of a write are not).
 #[allow(clippy::too_many_arguments)]
 pub async fn upload_partitions(
     meta: &MetaClient,
@@ -617,6 +619,7 @@ pub async fn upload_partitions(
     opts: &UploadOptions,
     progress: &Progress,
     remote: &str,
+    report: bool,
 ) -> Result<Vec<CommitFragment>, TransferError> {
     let policy = meta.policy().await?;
     let partition_size = policy.partition_size;
@@ -625,13 +628,10 @@ pub async fn upload_partitions(
             "a partition holds 1 to {partition_size} bytes"
         )));
     }
-    progress.start(
-        remote,
-        spans
-            .iter()
-            .map(|s| stored_len(s.len, acct.is_some()))
-            .sum(),
-    );
+    if report {
+        let total = spans.iter().map(|s| stored_len(s.len, acct.is_some()));
+        progress.start(remote, total.sum());
+    }
     let window = (opts.window.max(1) as usize).min(MAX_WINDOW);
     let seal_window = |from: usize| {
         let (file, acct) = (file.clone(), acct.cloned());
@@ -692,7 +692,8 @@ pub async fn upload_partitions(
                 avoid: HashSet::new(),
                 opts,
                 progress,
-                remote,
+                // Counted per partition below, not per shard.
+                remote: "",
             };
             let todo = joined(encode(scheme, missing)).await?;
             let partitions = placing.store(todo, &encode).await?;
@@ -702,9 +703,14 @@ pub async fn upload_partitions(
             })
             .await?;
         }
+        if report {
+            progress.advance(remote, sealed.iter().map(|s| s.stored.len() as u64).sum());
+        }
         fragments.extend(sealed.into_iter().map(|s| s.fragment));
     }
-    progress.finish(remote);
+    if report {
+        progress.finish(remote);
+    }
     Ok(fragments)
 }
 
