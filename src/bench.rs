@@ -2,6 +2,7 @@
 //! baseline measured in the same run (the machine is noisy), in the manner
 //! of `juicefs bench`: one big file written (timed until close returns,
 //! i.e. durable) and read cold, many small files written and read, stats.
+//! `--meta-ops` measures the metadata server's operations instead.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -249,5 +250,127 @@ pub fn table(drive: &Figures, local: &Figures) -> String {
         "\nmount CPU per GiB written: {:.2} s\n",
         drive.cpu_s_per_gib
     ));
+    out
+}
+
+/// One row of `tfsfs bench --meta-ops`: metadata operations per second
+/// over REST v2, with `threads` clients spread over `servers` servers.
+#[derive(Debug, Clone)]
+pub struct MetaOpsRow {
+    pub engine: &'static str,
+    pub servers: usize,
+    pub threads: usize,
+    /// create, stat, rename, list, delete.
+    pub per_s: [f64; 5],
+}
+
+const META_OPS: [&str; 5] = ["create", "stat", "rename", "list", "delete"];
+
+/// Measures metadata operations on in-process metadata servers: SQLite
+/// (one server), and with `db` PostgreSQL with one and two servers on it;
+/// 1 and 4 client threads, `ops` operations of each kind per thread.
+pub async fn meta_ops(db: Option<&str>, ops: usize) -> anyhow::Result<Vec<MetaOpsRow>> {
+    let mut setups: Vec<(Option<&str>, usize)> = vec![(None, 1)];
+    if let Some(url) = db {
+        setups.extend([(Some(url), 1), (Some(url), 2)]);
+    }
+    let tmp = tempfile::tempdir()?;
+    let mut rows = Vec::new();
+    for (run, (db, servers)) in setups.into_iter().enumerate() {
+        let mut running = Vec::new();
+        for s in 0..servers {
+            let mut cfg = crate::meta::MetaConfig::new(tmp.path().join(format!("meta-{run}-{s}")));
+            cfg.db = db.map(str::to_string);
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            running.push(crate::meta::start(listener, cfg).await?);
+        }
+        let (appkey, appid) = crate::meta::create_app(running[0].meta.db(), None)?;
+        let bases: Vec<String> = running
+            .iter()
+            .map(|m| format!("{}/v2/{appkey}/{appid}/1", m.url))
+            .collect();
+        for threads in [1, 4] {
+            let dir = format!("/bench-{}-{run}-{threads}", std::process::id());
+            let h = reqwest::Client::new();
+            let made = h
+                .post(format!("{}/dir{dir}?recursive=1", bases[0]))
+                .send()
+                .await?;
+            anyhow::ensure!(made.status().is_success(), "mkdir: {}", made.status());
+            let mut per_s = [0.0; 5];
+            for (op, rate) in per_s.iter_mut().enumerate() {
+                let started = Instant::now();
+                let clients = (0..threads).map(|t| {
+                    let (h, base, dir) = (h.clone(), bases[t % servers].clone(), dir.clone());
+                    tokio::spawn(async move { meta_op_run(&h, &base, &dir, op, t, ops).await })
+                });
+                for c in futures::future::join_all(clients).await {
+                    c??;
+                }
+                *rate = (threads * ops) as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            }
+            rows.push(MetaOpsRow {
+                engine: running[0].meta.db().engine(),
+                servers,
+                threads,
+                per_s,
+            });
+        }
+        for m in running {
+            m.task.abort();
+        }
+    }
+    Ok(rows)
+}
+
+/// One client's `n` operations of kind `op` on its files in `dir`.
+async fn meta_op_run(
+    h: &reqwest::Client,
+    base: &str,
+    dir: &str,
+    op: usize,
+    client: usize,
+    n: usize,
+) -> anyhow::Result<()> {
+    for i in 0..n {
+        let file = format!("{base}/file{dir}/c{client}-{i}");
+        let moved = format!("{base}/file{dir}/m{client}-{i}");
+        let r = match META_OPS[op] {
+            "create" => h.post(&file).send().await?,
+            "stat" => h.head(&file).send().await?,
+            "rename" => {
+                h.post(&moved)
+                    .header(
+                        crate::meta::MOVE_SOURCE_HEADER,
+                        format!("{dir}/c{client}-{i}"),
+                    )
+                    .send()
+                    .await?
+            }
+            "list" => h.get(format!("{base}/dir{dir}")).send().await?,
+            _ => h.delete(&moved).send().await?,
+        };
+        anyhow::ensure!(
+            r.status().is_success(),
+            "{} {i}: {}",
+            META_OPS[op],
+            r.status()
+        );
+    }
+    Ok(())
+}
+
+/// The `--meta-ops` table.
+pub fn meta_ops_table(rows: &[MetaOpsRow]) -> String {
+    let mut out = format!("{:<9} {:>7} {:>7}", "store", "servers", "threads");
+    for op in META_OPS {
+        out += &format!(" {:>9}", format!("{op}/s"));
+    }
+    for r in rows {
+        out += &format!("\n{:<9} {:>7} {:>7}", r.engine, r.servers, r.threads);
+        for v in r.per_s {
+            out += &format!(" {v:>9.0}");
+        }
+    }
     out
 }

@@ -113,25 +113,118 @@ fn name_of(name: &OsStr) -> Result<&str, Errno> {
     name.to_str().ok_or(Errno::EINVAL)
 }
 
-impl<B: Backend> FuseFs<B> {
-    fn run<T>(
-        &self,
-        fut: impl std::future::Future<Output = Result<T, FsError>>,
-    ) -> Result<T, Errno> {
-        self.rt.block_on(fut).map_err(|e| errno(&e))
-    }
+/// A fuser reply that can carry an error.
+trait Answer {
+    fn fail(self, e: Errno);
+}
 
-    fn entry(&self, reply: ReplyEntry, r: Result<Attr, Errno>) {
-        match r {
-            Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
-            Err(e) => reply.error(e),
+macro_rules! answer {
+    ($($reply:ty),*) => {$(
+        impl Answer for $reply {
+            fn fail(self, e: Errno) {
+                self.error(e)
+            }
         }
+    )*};
+}
+answer!(
+    ReplyAttr,
+    ReplyCreate,
+    ReplyData,
+    ReplyEmpty,
+    ReplyEntry,
+    ReplyOpen,
+    ReplyStatfs,
+    ReplyWrite
+);
+
+/// How long a request runs before the mount starts checking whether its
+/// caller is being killed, and how often it checks then.
+const KILL_GRACE: Duration = Duration::from_millis(300);
+const KILL_POLL: Duration = Duration::from_millis(200);
+
+/// Whether thread `tid` has a fatal signal pending: the kernel marks every
+/// thread of a dying process with SIGKILL, whatever signal killed it.
+fn being_killed(tid: u32) -> bool {
+    match procfs::process::Process::new(tid as i32).and_then(|p| p.status()) {
+        Ok(s) => (s.sigpnd | s.shdpnd) & (1 << (libc::SIGKILL - 1)) != 0,
+        Err(procfs::ProcError::NotFound(_)) => true,
+        Err(_) => false,
+    }
+}
+
+/// Resolves once the caller `tid` is being killed (never for the kernel's
+/// own requests, which carry no caller).
+async fn caller_killed(tid: u32) {
+    if tid == 0 {
+        return std::future::pending().await;
+    }
+    tokio::time::sleep(KILL_GRACE).await;
+    while !being_killed(tid) {
+        tokio::time::sleep(KILL_POLL).await;
+    }
+}
+
+impl<B: Backend> FuseFs<B> {
+    /// Runs a handler and answers the kernel: with `ok`'s reply or the
+    /// error's errno, or with EINTR as soon as the caller is being killed.
+    /// A killed process then exits at once instead of waiting out a stalled
+    /// server (the kernel waits for a request it has sent without bound,
+    /// and fuser answers FUSE_INTERRUPT with ENOSYS). Other signals do not
+    /// interrupt, as on NFS: a caught signal must not fail a write. The
+    /// handler still runs to its end, so the drive's state stays whole; what
+    /// it made for the killed caller is returned for the caller to undo.
+    fn serve<T, R: Answer>(
+        &self,
+        req: &Request,
+        reply: R,
+        fut: impl std::future::Future<Output = Result<T, FsError>>,
+        ok: impl FnOnce(R, T),
+    ) -> Option<T> {
+        self.rt.block_on(async {
+            tokio::pin!(fut);
+            tokio::select! {
+                r = &mut fut => {
+                    match r {
+                        Ok(t) => ok(reply, t),
+                        Err(e) => reply.fail(errno(&e)),
+                    }
+                    None
+                }
+                () = caller_killed(req.pid()) => {
+                    tracing::info!(pid = req.pid(), "caller killed: answered EINTR, finishing the request");
+                    reply.fail(Errno::EINTR);
+                    fut.await.ok()
+                }
+            }
+        })
     }
 
-    fn empty(&self, reply: ReplyEmpty, r: Result<(), Errno>) {
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
+    fn entry(
+        &self,
+        req: &Request,
+        reply: ReplyEntry,
+        fut: impl std::future::Future<Output = Result<Attr, FsError>>,
+    ) {
+        self.serve(req, reply, fut, |reply, a| {
+            reply.entry(&TTL, &file_attr(&a), Generation(0))
+        });
+    }
+
+    fn empty(
+        &self,
+        req: &Request,
+        reply: ReplyEmpty,
+        fut: impl std::future::Future<Output = Result<(), FsError>>,
+    ) {
+        self.serve(req, reply, fut, |reply, ()| reply.ok());
+    }
+
+    /// Closes a handle whose open was answered EINTR: the kernel never
+    /// learnt of it, so it will never release it.
+    fn orphaned(&self, fh: Option<u64>) {
+        if let Some(fh) = fh {
+            let _ = self.rt.block_on(self.fs.release(fh));
         }
     }
 }
@@ -144,23 +237,24 @@ impl<B: Backend> Filesystem for FuseFs<B> {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let _s = tracing::debug_span!("lookup", parent = parent.0, ?name).entered();
-        let r = name_of(name).and_then(|n| self.run(self.fs.lookup(parent.0, n)));
-        self.entry(reply, r);
+        let Ok(n) = name_of(name) else {
+            return reply.error(Errno::EINVAL);
+        };
+        self.entry(req, reply, self.fs.lookup(parent.0, n));
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let _s = tracing::debug_span!("getattr", ino = ino.0).entered();
-        match self.run(self.fs.getattr(ino.0)) {
-            Ok(a) => reply.attr(&TTL, &file_attr(&a)),
-            Err(e) => reply.error(e),
-        }
+        self.serve(req, reply, self.fs.getattr(ino.0), |reply, a| {
+            reply.attr(&TTL, &file_attr(&a))
+        });
     }
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -185,18 +279,16 @@ impl<B: Backend> Filesystem for FuseFs<B> {
             atime_ns: atime.map(time_ns),
             mtime_ns: mtime.map(time_ns),
         };
-        match self.run(self.fs.setattr(ino.0, s)) {
-            Ok(a) => reply.attr(&TTL, &file_attr(&a)),
-            Err(e) => reply.error(e),
-        }
+        self.serve(req, reply, self.fs.setattr(ino.0, s), |reply, a| {
+            reply.attr(&TTL, &file_attr(&a))
+        });
     }
 
-    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
         let _s = tracing::debug_span!("readlink", ino = ino.0).entered();
-        match self.run(self.fs.readlink(ino.0)) {
-            Ok(t) => reply.data(t.as_bytes()),
-            Err(e) => reply.error(e),
-        }
+        self.serve(req, reply, self.fs.readlink(ino.0), |reply, t| {
+            reply.data(t.as_bytes())
+        });
     }
 
     fn mknod(
@@ -210,11 +302,15 @@ impl<B: Backend> Filesystem for FuseFs<B> {
         reply: ReplyEntry,
     ) {
         let _s = tracing::debug_span!("mknod", parent = parent.0, ?name, mode).entered();
-        let r = name_of(name).and_then(|n| {
-            let mode = mode & (libc::S_IFMT | (0o7777 & !umask));
-            self.run(self.fs.mknod(parent.0, n, mode, rdev, owner(req)))
-        });
-        self.entry(reply, r);
+        let Ok(n) = name_of(name) else {
+            return reply.error(Errno::EINVAL);
+        };
+        let mode = mode & (libc::S_IFMT | (0o7777 & !umask));
+        self.entry(
+            req,
+            reply,
+            self.fs.mknod(parent.0, n, mode, rdev, owner(req)),
+        );
     }
 
     fn mkdir(
@@ -227,21 +323,30 @@ impl<B: Backend> Filesystem for FuseFs<B> {
         reply: ReplyEntry,
     ) {
         let _s = tracing::debug_span!("mkdir", parent = parent.0, ?name, mode).entered();
-        let r = name_of(name)
-            .and_then(|n| self.run(self.fs.mkdir(parent.0, n, mode & !umask, owner(req))));
-        self.entry(reply, r);
+        let Ok(n) = name_of(name) else {
+            return reply.error(Errno::EINVAL);
+        };
+        self.entry(
+            req,
+            reply,
+            self.fs.mkdir(parent.0, n, mode & !umask, owner(req)),
+        );
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _s = tracing::debug_span!("unlink", parent = parent.0, ?name).entered();
-        let r = name_of(name).and_then(|n| self.run(self.fs.unlink(parent.0, n)));
-        self.empty(reply, r);
+        let Ok(n) = name_of(name) else {
+            return reply.error(Errno::EINVAL);
+        };
+        self.empty(req, reply, self.fs.unlink(parent.0, n));
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _s = tracing::debug_span!("rmdir", parent = parent.0, ?name).entered();
-        let r = name_of(name).and_then(|n| self.run(self.fs.rmdir(parent.0, n)));
-        self.empty(reply, r);
+        let Ok(n) = name_of(name) else {
+            return reply.error(Errno::EINVAL);
+        };
+        self.empty(req, reply, self.fs.rmdir(parent.0, n));
     }
 
     fn symlink(
@@ -253,16 +358,15 @@ impl<B: Backend> Filesystem for FuseFs<B> {
         reply: ReplyEntry,
     ) {
         let _s = tracing::debug_span!("symlink", parent = parent.0, ?link_name, ?target).entered();
-        let r = name_of(link_name).and_then(|n| {
-            let t = target.to_str().ok_or(Errno::EINVAL)?;
-            self.run(self.fs.symlink(parent.0, n, t, owner(req)))
-        });
-        self.entry(reply, r);
+        let (Ok(n), Some(t)) = (name_of(link_name), target.to_str()) else {
+            return reply.error(Errno::EINVAL);
+        };
+        self.entry(req, reply, self.fs.symlink(parent.0, n, t, owner(req)));
     }
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -283,14 +387,13 @@ impl<B: Backend> Filesystem for FuseFs<B> {
         }
         let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
         let exchange = flags.contains(RenameFlags::RENAME_EXCHANGE);
-        let r = name_of(name).and_then(|n| {
-            let nn = name_of(newname)?;
-            self.run(
-                self.fs
-                    .rename(parent.0, n, newparent.0, nn, noreplace, exchange),
-            )
-        });
-        self.empty(reply, r);
+        let (Ok(n), Ok(nn)) = (name_of(name), name_of(newname)) else {
+            return reply.error(Errno::EINVAL);
+        };
+        let renamed = self
+            .fs
+            .rename(parent.0, n, newparent.0, nn, noreplace, exchange);
+        self.empty(req, reply, renamed);
     }
 
     fn link(
@@ -308,22 +411,25 @@ impl<B: Backend> Filesystem for FuseFs<B> {
     fn open(&self, req: &Request, ino: INodeNo, flags: fuser::OpenFlags, reply: ReplyOpen) {
         let _s =
             tracing::debug_span!("open", ino = ino.0, flags = flags.0, pid = req.pid()).entered();
-        match self.run(self.fs.open(ino.0, open_flags(flags.0))) {
-            Ok((fh, keep)) => {
+        let late = self.serve(
+            req,
+            reply,
+            self.fs.open(ino.0, open_flags(flags.0)),
+            |reply, (fh, keep)| {
                 let f = if keep {
                     FopenFlags::FOPEN_KEEP_CACHE
                 } else {
                     FopenFlags::empty()
                 };
                 reply.opened(FileHandle(fh), f)
-            }
-            Err(e) => reply.error(e),
-        }
+            },
+        );
+        self.orphaned(late.map(|(fh, _)| fh));
     }
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -333,15 +439,14 @@ impl<B: Backend> Filesystem for FuseFs<B> {
         reply: ReplyData,
     ) {
         let _s = tracing::debug_span!("read", ino = ino.0, fh = fh.0, offset, size).entered();
-        match self.run(self.fs.read(fh.0, offset, size)) {
-            Ok(d) => reply.data(&d),
-            Err(e) => reply.error(e),
-        }
+        self.serve(req, reply, self.fs.read(fh.0, offset, size), |reply, d| {
+            reply.data(&d)
+        });
     }
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -353,28 +458,26 @@ impl<B: Backend> Filesystem for FuseFs<B> {
     ) {
         let _s = tracing::debug_span!("write", ino = ino.0, fh = fh.0, offset, len = data.len())
             .entered();
-        match self.run(self.fs.write(fh.0, offset, data)) {
-            Ok(n) => reply.written(n),
-            Err(e) => reply.error(e),
-        }
+        self.serve(req, reply, self.fs.write(fh.0, offset, data), |reply, n| {
+            reply.written(n)
+        });
     }
 
     fn flush(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
         let _s = tracing::debug_span!("flush", ino = ino.0, fh = fh.0).entered();
-        let r = self.run(self.fs.flush(fh.0));
-        self.empty(reply, r);
+        self.empty(req, reply, self.fs.flush(fh.0));
     }
 
     fn release(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         _flags: fuser::OpenFlags,
@@ -383,28 +486,28 @@ impl<B: Backend> Filesystem for FuseFs<B> {
         reply: ReplyEmpty,
     ) {
         let _s = tracing::debug_span!("release", ino = ino.0, fh = fh.0).entered();
-        let r = self.run(self.fs.release(fh.0));
-        self.empty(reply, r);
+        self.empty(req, reply, self.fs.release(fh.0));
     }
 
     fn fsync(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
         let _s = tracing::debug_span!("fsync", ino = ino.0, fh = fh.0).entered();
-        let r = self.run(self.fs.fsync(fh.0));
-        self.empty(reply, r);
+        self.empty(req, reply, self.fs.fsync(fh.0));
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: fuser::OpenFlags, reply: ReplyOpen) {
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: fuser::OpenFlags, reply: ReplyOpen) {
         let _s = tracing::debug_span!("opendir", ino = ino.0).entered();
-        match self.run(self.fs.opendir(ino.0)) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply.error(e),
+        let late = self.serve(req, reply, self.fs.opendir(ino.0), |reply, fh| {
+            reply.opened(FileHandle(fh), FopenFlags::empty())
+        });
+        if let Some(fh) = late {
+            self.fs.releasedir(fh);
         }
     }
 
@@ -477,27 +580,24 @@ impl<B: Backend> Filesystem for FuseFs<B> {
         reply.ok();
     }
 
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+    fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         let _s = tracing::debug_span!("statfs").entered();
-        match self.run(self.fs.statfs()) {
-            Ok(s) => {
-                let blocks = s.capacity / BLOCK as u64;
-                let free = s.capacity.saturating_sub(s.used) / BLOCK as u64;
-                // namelen: the longest name the drive takes (pathconf's NAME_MAX).
-                let namelen = crate::meta::path::MAX_NAME as u32;
-                reply.statfs(
-                    blocks,
-                    free,
-                    free,
-                    s.files,
-                    u64::MAX / 2,
-                    BLOCK,
-                    namelen,
-                    BLOCK,
-                )
-            }
-            Err(e) => reply.error(e),
-        }
+        self.serve(req, reply, self.fs.statfs(), |reply, s| {
+            let blocks = s.capacity / BLOCK as u64;
+            let free = s.capacity.saturating_sub(s.used) / BLOCK as u64;
+            // namelen: the longest name the drive takes (pathconf's NAME_MAX).
+            let namelen = crate::meta::path::MAX_NAME as u32;
+            reply.statfs(
+                blocks,
+                free,
+                free,
+                s.files,
+                u64::MAX / 2,
+                BLOCK,
+                namelen,
+                BLOCK,
+            )
+        });
     }
 
     fn create(
@@ -511,27 +611,27 @@ impl<B: Backend> Filesystem for FuseFs<B> {
         reply: ReplyCreate,
     ) {
         let _s = tracing::debug_span!("create", parent = parent.0, ?name, mode, flags).entered();
-        let r = name_of(name).and_then(|n| {
-            self.run(
-                self.fs
-                    .create(parent.0, n, mode & !umask, owner(req), open_flags(flags)),
-            )
-        });
-        match r {
-            Ok((a, fh)) => reply.created(
+        let Ok(n) = name_of(name) else {
+            return reply.error(Errno::EINVAL);
+        };
+        let created = self
+            .fs
+            .create(parent.0, n, mode & !umask, owner(req), open_flags(flags));
+        let late = self.serve(req, reply, created, |reply, (a, fh)| {
+            reply.created(
                 &TTL,
                 &file_attr(&a),
                 Generation(0),
                 FileHandle(fh),
                 FopenFlags::empty(),
-            ),
-            Err(e) => reply.error(e),
-        }
+            )
+        });
+        self.orphaned(late.map(|(_, fh)| fh));
     }
 
     fn fallocate(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -540,8 +640,7 @@ impl<B: Backend> Filesystem for FuseFs<B> {
         reply: ReplyEmpty,
     ) {
         let _s = tracing::debug_span!("fallocate", ino = ino.0, offset, length, mode).entered();
-        let r = self.run(self.fs.fallocate(fh.0, offset, length, mode));
-        self.empty(reply, r);
+        self.empty(req, reply, self.fs.fallocate(fh.0, offset, length, mode));
     }
 
     // Extended attributes are not kept: say so rather than pretend.

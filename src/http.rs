@@ -14,7 +14,8 @@
 //! - Nagle's algorithm is off: with it, a response written in two pieces
 //!   waited for the peer's delayed acknowledgement.
 //!
-//! Handlers see the peer's address as `ConnectInfo<SocketAddr>`.
+//! Handlers see the peer's address as `ConnectInfo<SocketAddr>`; every
+//! request is recorded in the process's metrics under the server's labels.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -22,10 +23,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
+use ::metrics::Label;
 use axum::body::Body;
-use axum::extract::ConnectInfo;
-use axum::http::{header, Request, StatusCode};
-use axum::response::IntoResponse;
+use axum::extract::{ConnectInfo, MatchedPath, State};
+use axum::http::{header, Method, Request, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio_util::sync::CancellationToken;
@@ -49,16 +52,26 @@ impl Default for ServeConfig {
     }
 }
 
-/// Serves `app` with the default timeouts.
-pub async fn serve(listener: tokio::net::TcpListener, app: axum::Router) -> std::io::Result<()> {
-    serve_with(listener, app, ServeConfig::default()).await
+/// Serves `app` with the default timeouts; `labels` name the server in
+/// the metrics (see `crate::metrics::service`).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    labels: Vec<Label>,
+) -> std::io::Result<()> {
+    serve_with(listener, app, ServeConfig::default(), labels).await
 }
 
 pub async fn serve_with(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     cfg: ServeConfig,
+    labels: Vec<Label>,
 ) -> std::io::Result<()> {
+    let app = app.layer(axum::middleware::from_fn_with_state(
+        Arc::new(labels),
+        record,
+    ));
     loop {
         CONNECTIONS.make_room().await;
         let (tcp, peer) = match listener.accept().await {
@@ -130,6 +143,109 @@ async fn serve_connection(
         },
         // Dropping the connection closes the socket.
         _ = conn.state.shed.cancelled() => tracing::debug!(%peer, "idle connection shed"),
+    }
+}
+
+/// Path prefixes of the REST front ends, which route by hand (no route
+/// template): their requests are labelled `PREFIX*`.
+const HAND_ROUTED: &[&str] = &["/v1/", "/v2/"];
+
+/// Records a request: its count and duration (until the answer's body is
+/// sent or dropped) by method, route template and status, and the body
+/// bytes it brought and took. Raw paths never become labels: they name
+/// accounts' files, and would make series without bound.
+async fn record(State(server): State<Arc<Vec<Label>>>, req: Request<Body>, next: Next) -> Response {
+    let started = Instant::now();
+    let route = match req.extensions().get::<MatchedPath>() {
+        Some(p) => p.as_str().to_string(),
+        None => HAND_ROUTED
+            .iter()
+            .find(|prefix| req.uri().path().starts_with(*prefix))
+            .map_or_else(|| "unmatched".to_string(), |prefix| format!("{prefix}*")),
+    };
+    // Extension methods are the client's choice: kept out of labels too.
+    let method = match *req.method() {
+        Method::GET
+        | Method::HEAD
+        | Method::PUT
+        | Method::POST
+        | Method::DELETE
+        | Method::PATCH
+        | Method::OPTIONS => req.method().as_str().to_string(),
+        _ => "other".to_string(),
+    };
+    let mut labels: Vec<Label> = server
+        .iter()
+        .cloned()
+        .chain([Label::new("method", method), Label::new("route", route)])
+        .collect();
+    let bytes_in = ::metrics::counter!(crate::metrics::HTTP_BYTES_IN, labels.clone());
+    let bytes_out = ::metrics::counter!(crate::metrics::HTTP_BYTES_OUT, labels.clone());
+    let req = req.map(|inner| {
+        Body::new(Metered {
+            inner,
+            bytes: bytes_in,
+            _answered: None,
+        })
+    });
+    let res = next.run(req).await;
+    labels.push(Label::new("status", res.status().as_str().to_string()));
+    let answered = Some(Answered { labels, started });
+    res.map(|inner| {
+        Body::new(Metered {
+            inner,
+            bytes: bytes_out,
+            _answered: answered,
+        })
+    })
+}
+
+/// A body that counts its bytes as they pass, and keeps its size hint (from
+/// which the router sets `Content-Length`).
+struct Metered {
+    inner: Body,
+    bytes: ::metrics::Counter,
+    /// Held until the body is sent or dropped.
+    _answered: Option<Answered>,
+}
+
+impl hyper::body::Body for Metered {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(d) = frame.data_ref() {
+                self.bytes.increment(d.len() as u64);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A request answered; counted once its body is gone.
+struct Answered {
+    labels: Vec<Label>,
+    started: Instant,
+}
+
+impl Drop for Answered {
+    fn drop(&mut self) {
+        let labels = std::mem::take(&mut self.labels);
+        ::metrics::counter!(crate::metrics::HTTP_REQUESTS, labels.clone()).increment(1);
+        ::metrics::histogram!(crate::metrics::HTTP_SECONDS, labels).record(self.started.elapsed());
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use tfsfs::client::meta::MetaClient;
 use tfsfs::client::provider::ShardClient;
@@ -40,6 +40,9 @@ enum Command {
     Cluster {
         #[arg(long)]
         data: PathBuf,
+        /// The metadata store in PostgreSQL (as `meta --db`).
+        #[arg(long)]
+        db: Option<String>,
         #[arg(long, default_value_t = 6)]
         providers: usize,
         /// Address of the metadata server.
@@ -50,6 +53,9 @@ enum Command {
     Admin {
         #[arg(long)]
         data: PathBuf,
+        /// The server's PostgreSQL store (as `meta --db`).
+        #[arg(long)]
+        db: Option<String>,
         #[command(subcommand)]
         what: AdminCommand,
     },
@@ -104,7 +110,19 @@ enum Command {
 #[derive(Args)]
 struct BenchArgs {
     /// A directory on the mounted drive.
-    dir: PathBuf,
+    #[arg(required_unless_present = "meta_ops")]
+    dir: Option<PathBuf>,
+    /// Measure metadata operations per second (create, stat, rename, list,
+    /// delete) on in-process metadata servers instead: SQLite, and with
+    /// --db PostgreSQL with one and two servers.
+    #[arg(long)]
+    meta_ops: bool,
+    /// The PostgreSQL database for --meta-ops.
+    #[arg(long)]
+    db: Option<String>,
+    /// Operations of each kind per client thread, for --meta-ops.
+    #[arg(long, default_value_t = 500)]
+    ops: usize,
     /// The local-disk baseline directory (default: a temporary one).
     #[arg(long)]
     local: Option<PathBuf>,
@@ -134,7 +152,9 @@ struct MountArgs {
     /// Bytes of decoded data kept in memory.
     #[arg(long, default_value_t = 512 << 20)]
     cache_size: u64,
-    /// Mount options; `allow_other` lets other users in.
+    /// Mount options: `allow_other` lets other users in, `ro` mounts
+    /// read-only; `-o key=value,flag` also sets `--key value --flag` (the
+    /// form mount(8) and /etc/fstab use).
     #[arg(short = 'o')]
     options: Vec<String>,
     /// Stay in the foreground (otherwise detach once mounted).
@@ -159,6 +179,9 @@ struct MountArgs {
     /// Do not start the sidecar API.
     #[arg(long)]
     no_sidecar: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off by default).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(Subcommand)]
@@ -301,6 +324,14 @@ struct MetaArgs {
     listen: String,
     #[arg(long)]
     data: PathBuf,
+    /// Keep the store in PostgreSQL (postgres://user@host:port/db), shared
+    /// by every metadata server given the same URL; default SQLite in --data.
+    #[arg(long)]
+    db: Option<String>,
+    /// The key file for mailed codes (made 0600 when missing); give every
+    /// server of one store the same file. Default: DATA/secret.key.
+    #[arg(long)]
+    secret_file: Option<PathBuf>,
     /// Any app may read any namespace (TFS's open behaviour).
     #[arg(long)]
     public_read: bool,
@@ -468,7 +499,12 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    // Built, so clap's own `help` subcommand is known too.
+    let mut command = Cli::command();
+    command.build();
+    let is_subcommand = |name: &str| command.find_subcommand(name).is_some();
+    let args = tfsfs::fstab::expand(std::env::args().collect(), is_subcommand);
+    let cli = Cli::parse_from(args);
     if let Command::Mount(m) = cli.command {
         return mount(m);
     }
@@ -478,20 +514,25 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(run(cli.command))
 }
 
-fn bench(a: BenchArgs) -> anyhow::Result<()> {
+async fn bench(a: BenchArgs) -> anyhow::Result<()> {
     use tfsfs::bench;
+    let Some(dir) = a.dir.clone().filter(|_| !a.meta_ops) else {
+        let rows = bench::meta_ops(a.db.as_deref(), a.ops.max(1)).await?;
+        println!("{}", bench::meta_ops_table(&rows));
+        return Ok(());
+    };
     let o = bench::BenchOptions {
         big_size: a.big_size,
         io_size: a.io_size,
         small_count: a.small_count,
         small_size: a.small_size,
-        pid: a.pid.or_else(|| bench::find_mount_pid(&a.dir)),
+        pid: a.pid.or_else(|| bench::find_mount_pid(&dir)),
     };
     let pid = o.pid;
     let tmp = tempfile_dir()?;
     let local_dir = a.local.clone().unwrap_or_else(|| tmp.clone());
-    eprintln!("measuring {} ...", a.dir.display());
-    let drive = bench::measure(&a.dir, &o)?;
+    eprintln!("measuring {} ...", dir.display());
+    let drive = bench::measure(&dir, &o)?;
     eprintln!("measuring {} (local disk) ...", local_dir.display());
     let local = bench::measure(&local_dir, &bench::BenchOptions { pid: None, ..o })?;
     let _ = std::fs::remove_dir_all(&tmp);
@@ -515,12 +556,16 @@ fn tempfile_dir() -> std::io::Result<PathBuf> {
 }
 
 fn mount(a: MountArgs) -> anyhow::Result<()> {
-    let mut allow_other = false;
+    let (mut allow_other, mut read_only) = (false, false);
     for opt in a.options.iter().flat_map(|o| o.split(',')) {
         match opt {
             "allow_other" => allow_other = true,
+            "ro" => read_only = true,
             "" => {}
-            other => anyhow::bail!("unknown mount option {other:?} (known: allow_other)"),
+            other => anyhow::bail!(
+                "unknown mount option {other:?} (known: {})",
+                tfsfs::fstab::KERNEL.join(", ")
+            ),
         }
     }
     // Checked before detaching, so a wrong flag is seen.
@@ -544,10 +589,12 @@ fn mount(a: MountArgs) -> anyhow::Result<()> {
         cache_size: a.cache_size,
         encrypt: !a.client.no_encrypt,
         allow_other,
+        read_only,
         data_dir: a.data.unwrap_or_else(tfsfs::config::data_dir),
         providers: a.providers,
         threads: a.threads,
         sidecar,
+        metrics: a.metrics,
     })
 }
 
@@ -562,9 +609,11 @@ fn announce(url: &str) {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Mount(_) => unreachable!("handled before the runtime starts"),
-        Command::Bench(a) => bench(a)?,
+        Command::Bench(a) => bench(a).await?,
         Command::Meta(a) => {
             let mut cfg = MetaConfig::new(a.data);
+            cfg.db = a.db;
+            cfg.secret_file = a.secret_file;
             cfg.public_read = a.public_read;
             cfg.partition_size = a.partition_size;
             cfg.replica_max = a.replica_max.min(a.partition_size);
@@ -625,10 +674,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Cluster {
             data,
+            db,
             providers,
             listen,
         } => {
-            let cluster = tfsfs::cluster::Cluster::start(&data, providers, &listen, None).await?;
+            let mut cfg = MetaConfig::new(data.join("meta"));
+            cfg.db = db;
+            let cluster =
+                tfsfs::cluster::Cluster::start(&data, providers, &listen, Some(cfg)).await?;
             announce(&cluster.info.meta_url);
             println!("{}", serde_json::to_string_pretty(&cluster.info)?);
             eprintln!(
@@ -639,12 +692,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Admin {
             data,
+            db,
             what:
                 AdminCommand::App {
                     what: AppCommand::Create { appkey },
                 },
         } => {
-            let db = tfsfs::meta::Db::open(&data)?;
+            let db = tfsfs::meta::Db::open_or_connect(db.as_deref(), &data)?;
             let (appkey, appid) = meta::create_app(&db, appkey)?;
             println!(
                 "{}",
@@ -653,17 +707,20 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Admin {
             data,
+            db,
             what: AdminCommand::Package { what },
-        } => admin_package(&data, what)?,
+        } => admin_package(&data, db.as_deref(), what)?,
         Command::Admin {
             data,
+            db,
             what: AdminCommand::Provider { what },
-        } => admin_provider(&data, what)?,
+        } => admin_provider(&data, db.as_deref(), what)?,
         Command::Admin {
             data,
+            db,
             what: AdminCommand::Health { json },
         } => {
-            let (db, h, replicas) = admin_store(&data)?;
+            let (db, h, replicas) = admin_store(&data, db.as_deref())?;
             let r = db.health_report(h, replicas)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
@@ -786,8 +843,9 @@ fn mib_per_s(rate: f64) -> u64 {
 /// The store, and the horizons and replica count its server runs with.
 fn admin_store(
     data: &std::path::Path,
-) -> anyhow::Result<(tfsfs::meta::Db, tfsfs::meta::db::Horizons, usize)> {
-    let db = tfsfs::meta::Db::open(data)?;
+    db: Option<&str>,
+) -> anyhow::Result<(tfsfs::meta::Db, tfsfs::meta::store::Horizons, usize)> {
+    let db = tfsfs::meta::Db::open_or_connect(db, data)?;
     let num = |key: &str, default: u64| -> anyhow::Result<u64> {
         Ok(db
             .config_get(key)?
@@ -795,7 +853,7 @@ fn admin_store(
             .unwrap_or(default))
     };
     let now = tfsfs::grant::now_secs() as i64;
-    let h = tfsfs::meta::db::Horizons {
+    let h = tfsfs::meta::store::Horizons {
         alive_since: now - num("provider_timeout_secs", 15)? as i64,
         lost_before: now - num("repair_after_secs", 1800)? as i64,
     };
@@ -803,7 +861,7 @@ fn admin_store(
     Ok((db, h, replicas))
 }
 
-fn print_providers(ps: &[tfsfs::meta::db::ProviderReport]) {
+fn print_providers(ps: &[tfsfs::meta::store::ProviderReport]) {
     println!(
         "{:<20} {:<8} {:<5} {:>14} {:>14} {:>7} {:>10}  {:<24} scrub",
         "id", "state", "alive", "capacity", "used", "shards", "last seen", "url"
@@ -833,9 +891,13 @@ fn print_providers(ps: &[tfsfs::meta::db::ProviderReport]) {
     }
 }
 
-fn admin_provider(data: &std::path::Path, what: ProviderCommand) -> anyhow::Result<()> {
-    use tfsfs::meta::db::{ACTIVE, DRAINING};
-    let (db, h, _) = admin_store(data)?;
+fn admin_provider(
+    data: &std::path::Path,
+    db: Option<&str>,
+    what: ProviderCommand,
+) -> anyhow::Result<()> {
+    use tfsfs::meta::store::{ACTIVE, DRAINING};
+    let (db, h, _) = admin_store(data, db)?;
     match what {
         ProviderCommand::Token { reusable, ttl_secs } => {
             println!(
@@ -872,12 +934,16 @@ fn admin_provider(data: &std::path::Path, what: ProviderCommand) -> anyhow::Resu
     Ok(())
 }
 
-fn admin_package(data: &std::path::Path, what: PackageCommand) -> anyhow::Result<()> {
-    use tfsfs::meta::db::PackageFields;
-    let db = tfsfs::meta::Db::open(data)?;
+fn admin_package(
+    data: &std::path::Path,
+    db: Option<&str>,
+    what: PackageCommand,
+) -> anyhow::Result<()> {
+    use tfsfs::meta::store::PackageFields;
+    let db = tfsfs::meta::Db::open_or_connect(db, data)?;
     // A store's first start creates the default packages; so does this.
     db.seed_packages(&meta::default_packages())?;
-    let show = |p: &tfsfs::meta::db::PackageRow| {
+    let show = |p: &tfsfs::meta::store::PackageRow| {
         println!(
             "{}",
             serde_json::to_string(&meta::package_json(p)).unwrap_or_default()

@@ -35,12 +35,16 @@ pub struct MountOptions {
     pub cache_size: u64,
     pub encrypt: bool,
     pub allow_other: bool,
+    /// Mounted read-only: the kernel answers EROFS to every change.
+    pub read_only: bool,
     /// Where the embedded cluster keeps its state.
     pub data_dir: PathBuf,
     pub providers: usize,
     pub threads: usize,
     /// Where the sidecar API listens, and its token; none: no sidecar.
     pub sidecar: Option<crate::sidecar::SidecarConfig>,
+    /// Where `GET /metrics` is served; none: not served.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Runs the drive in this process until it is unmounted.
@@ -50,6 +54,11 @@ pub fn run(opts: MountOptions) -> anyhow::Result<()> {
         .worker_threads(4)
         .enable_all()
         .build()?;
+    // Before the drive opens, so its first figures are kept.
+    let _metrics = match opts.metrics {
+        Some(addr) => Some(rt.block_on(serve_metrics(addr))?),
+        None => None,
+    };
     let (fs, _cluster, sidecar) = rt.block_on(open(&opts))?;
     let _sidecar = match opts.sidecar {
         Some(config) => rt
@@ -70,6 +79,9 @@ pub fn run(opts: MountOptions) -> anyhow::Result<()> {
         MountOption::Subtype("tfsfs".into()),
         MountOption::DefaultPermissions,
     ];
+    if opts.read_only {
+        config.mount_options.push(MountOption::RO);
+    }
     if opts.allow_other {
         config.acl = SessionACL::All;
     }
@@ -103,6 +115,22 @@ pub fn run(opts: MountOptions) -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("FUSE session panicked"))??;
     rt.block_on(fs.quiesce(QUIESCE));
     Ok(())
+}
+
+/// Serves `GET /metrics` on `addr` (the process's every series: in the
+/// embedded cluster, meta's and the providers' too).
+async fn serve_metrics(addr: std::net::SocketAddr) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    crate::metrics::install();
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("metrics: cannot listen on {addr}"))?;
+    eprintln!("tfsfs metrics on http://{}/metrics", listener.local_addr()?);
+    let app = axum::Router::new().route("/metrics", axum::routing::get(crate::metrics::scrape));
+    Ok(tokio::spawn(async move {
+        if let Err(e) = crate::http::serve(listener, app, crate::metrics::service("mount")).await {
+            tracing::error!(error = %e, "metrics listener stopped");
+        }
+    }))
 }
 
 /// Partitions and shards are megabytes each and short-lived: served by
@@ -168,10 +196,7 @@ async fn open(
     } else {
         None
     };
-    let server_key = reqwest::get(format!("{meta_url}/api/pubkey"))
-        .await?
-        .text()
-        .await?;
+    let server_key = meta.server_key().await?;
     let cache_dir = opts.cache_dir.clone().unwrap_or_else(|| {
         // One cache per metadata server (known by its key) and account.
         crate::config::cache_dir().join(format!(

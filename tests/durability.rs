@@ -8,12 +8,11 @@ mod common;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
 use sha1::{Digest, Sha1};
-use tfsfs::meta::db::HealthReport;
+use tfsfs::meta::store::HealthReport;
 
 /// 1 MiB partitions; providers dead after 2 s, their shards lost after 3 s;
 /// repair and GC every second.
@@ -299,9 +298,8 @@ async fn provider_holding_unique_shards_cannot_be_removed() {
     std::fs::write(&local, random_bytes(2 << 20, 1)).unwrap();
     assert_ok(&c.put(&local, "/f", true), "put");
     let id = provider_id(&c, 0);
-    let out = Command::new(bin())
-        .args(["admin", "--data"])
-        .arg(c.dir.path().join("meta"))
+    let out = c
+        .admin_command()
         .args(["provider", "remove", &id])
         .output()
         .unwrap();
@@ -425,57 +423,39 @@ async fn a_readers_report_is_checked_then_repaired() {
     let part = &layout.fragments[0].object.partitions[0];
     let (bad, good) = (&part.shards[0], &part.shards[1]);
     std::fs::remove_file(shard_file(&c, bad)).unwrap();
-    let report = |sha1: &str, provider: &str| {
-        reqwest::Client::new()
-            .post(format!(
-                "{}/api/ns/{}/{}/report",
-                c.meta.url, c.appid, c.uid
-            ))
-            .header(tfsfs::proto::APPKEY_HEADER, &c.appkey)
+    // A report of `shard`'s copy on its first provider, for namespace
+    // (appid, `uid`), with the appkey or without.
+    let report_as = |uid: u64, appkey: bool, shard: &tfsfs::proto::ShardLocation| {
+        let mut req = reqwest::Client::new()
+            .post(format!("{}/api/ns/{}/{uid}/report", c.meta.url, c.appid))
             .json(&tfsfs::proto::ShardReport {
-                sha1: sha1.into(),
-                provider: provider.into(),
-            })
-            .send()
+                sha1: shard.sha1.clone(),
+                provider: shard.providers[0].id.clone(),
+            });
+        if appkey {
+            req = req.header(tfsfs::proto::APPKEY_HEADER, &c.appkey);
+        }
+        req.send()
     };
-    let r = report(&good.sha1, &good.providers[0].id).await.unwrap();
+    let report = |shard| report_as(c.uid, true, shard);
+    let r = report(good).await.unwrap();
     assert!(r.status().is_success());
     assert!(
         !r.json::<bool>().await.unwrap(),
         "a false claim is checked and ignored"
     );
-    let r = reqwest::Client::new()
-        .post(format!(
-            "{}/api/ns/{}/{}/report",
-            c.meta.url, c.appid, c.uid
-        ))
-        .json(&tfsfs::proto::ShardReport {
-            sha1: bad.sha1.clone(),
-            provider: bad.providers[0].id.clone(),
-        })
-        .send()
-        .await
-        .unwrap();
+    let r = report_as(c.uid, false, bad).await.unwrap();
     assert_eq!(
         r.status(),
         reqwest::StatusCode::UNAUTHORIZED,
         "needs the appkey"
     );
-    let r = reqwest::Client::new()
-        .post(format!("{}/api/ns/{}/2/report", c.meta.url, c.appid))
-        .header(tfsfs::proto::APPKEY_HEADER, &c.appkey)
-        .json(&tfsfs::proto::ShardReport {
-            sha1: bad.sha1.clone(),
-            provider: bad.providers[0].id.clone(),
-        })
-        .send()
-        .await
-        .unwrap();
+    let r = report_as(2, true, bad).await.unwrap();
     assert!(
         !r.json::<bool>().await.unwrap(),
         "only copies of the reader's own namespace are checked"
     );
-    let r = report(&bad.sha1, &bad.providers[0].id).await.unwrap();
+    let r = report(bad).await.unwrap();
     assert!(
         r.json::<bool>().await.unwrap(),
         "the missing copy is confirmed"
@@ -489,6 +469,17 @@ async fn a_readers_report_is_checked_then_repaired() {
         "rebuilt elsewhere"
     );
     read_all(&c, &[("/f".into(), local, true)]);
+    // A client with a valid key cannot make the server fetch shards
+    // without bound: reports past the namespace's budget answer 429.
+    let flood = futures::future::join_all((0..120).map(|_| report(good))).await;
+    let refused = flood
+        .iter()
+        .filter(|r| r.as_ref().unwrap().status() == reqwest::StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert!(
+        (50..=80).contains(&refused),
+        "{refused} of 120 reports refused"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -57,20 +55,11 @@ impl Reply {
 
 /// Creates an app in the cluster's store, with `appkey` if given.
 fn create_app(c: &TestCluster, appkey: Option<&str>) -> String {
-    let meta_dir = c.dir.path().join("meta");
-    let mut args = vec![
-        "admin",
-        "--data",
-        meta_dir.to_str().unwrap(),
-        "app",
-        "create",
-    ];
+    let mut args = vec!["app", "create"];
     if let Some(k) = appkey {
         args.extend(["--appkey", k]);
     }
-    let out = Command::new(bin()).args(&args).output().unwrap();
-    assert_ok(&out, "admin app create");
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v: Value = serde_json::from_str(&c.admin(&args)).unwrap();
     v["appkey"].as_str().unwrap().to_string()
 }
 
@@ -565,6 +554,12 @@ async fn offset_and_size_reads() {
                 q.push(format!("size={s}"));
             }
             let r = t.read(&format!("{name}?{}", q.join("&"))).await;
+            // nginx-tfs: a small file's read starting past its end is 400
+            // (tests/rest_compat.rs has the rest).
+            if offset.is_some_and(|o| o > l) {
+                assert_eq!(r.status, StatusCode::BAD_REQUEST, "{q:?}");
+                continue;
+            }
             assert_eq!(r.status, StatusCode::OK, "{q:?}");
             let from = offset.unwrap_or(0).min(l) as usize;
             let to = offset

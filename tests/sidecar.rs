@@ -400,13 +400,7 @@ fn smtp_session(conn: std::net::TcpStream, store: &Mutex<Vec<Mail>>) -> std::io:
 }
 
 fn admin(c: &TestCluster, args: &[&str]) -> Vec<Value> {
-    let out = Command::new(bin())
-        .args(["admin", "--data", s(&c.dir.path().join("meta"))])
-        .args(args)
-        .output()
-        .unwrap();
-    assert_ok(&out, "tfsfs admin");
-    String::from_utf8_lossy(&out.stdout)
+    c.admin(args)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
@@ -1734,16 +1728,7 @@ async fn buy_cancel_and_look_up_orders() {
         api.refuses_post(route).await.err_has("takes GET");
     }
     // Another app may not see or make this account's orders.
-    let other = Command::new(bin())
-        .args([
-            "admin",
-            "--data",
-            s(&c.dir.path().join("meta")),
-            "app",
-            "create",
-        ])
-        .output()
-        .unwrap();
+    let other = c.admin_command().args(["app", "create"]).output().unwrap();
     let other: Value = serde_json::from_slice(&other.stdout).unwrap();
     let http = reqwest::Client::new();
     let url = format!("{}/api/ns/{}/1/orders", c.meta.url, c.appid);

@@ -74,6 +74,7 @@ async fn a_stopped_metadata_server_never_hangs_the_mount() {
     std::fs::create_dir(m.path("d")).unwrap();
     std::fs::write(m.path("d/f"), b"kept").unwrap();
     signal(&c.meta, libc::SIGSTOP);
+    let stopped = Instant::now();
     // Past the kernel's attribute and entry cache (1 s).
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (status, took) = timed(std::process::Command::new("ls").arg("-la").arg(m.path("d")));
@@ -82,22 +83,32 @@ async fn a_stopped_metadata_server_never_hangs_the_mount() {
         "ls fails while the metadata server is stopped"
     );
     assert!(took < Duration::from_secs(35), "ls returned after {took:?}");
-    // A process blocked in the mount can be killed: it ends once its
-    // request fails (fuser does not pass FUSE_INTERRUPT on, so the bound is
-    // the metadata client's 15 s read timeout, not the signal).
-    let mut blocked = std::process::Command::new("stat")
-        .arg(m.path("d/other"))
-        .spawn()
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let started = Instant::now();
-    blocked.kill().unwrap();
-    blocked.wait().unwrap();
-    assert!(
-        started.elapsed() < Duration::from_secs(20),
-        "kill took {:?}",
-        started.elapsed()
-    );
+    // A process blocked in the mount dies as soon as it is killed, by
+    // SIGKILL or by a signal it does not catch, long before its request
+    // could time out.
+    for (cmd, sig) in [
+        ("stat", libc::SIGKILL),
+        ("cat", libc::SIGTERM),
+        ("ls", libc::SIGINT),
+    ] {
+        let mut blocked = std::process::Command::new(cmd)
+            .arg(m.path(&format!("d/{cmd}-never")))
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(blocked.try_wait().unwrap().is_none(), "{cmd} is blocked");
+        let started = Instant::now();
+        assert_eq!(unsafe { libc::kill(blocked.id() as i32, sig) }, 0);
+        let status = blocked.wait().unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{cmd} took {:?} to die of signal {sig}",
+            started.elapsed()
+        );
+        assert!(!status.success());
+    }
+    // Stopped for a minute in all.
+    tokio::time::sleep(Duration::from_secs(60).saturating_sub(stopped.elapsed())).await;
     signal(&c.meta, libc::SIGCONT);
     // The same mount works again, no remount.
     let mut back = None;
@@ -140,6 +151,11 @@ async fn clients_fail_over_to_the_next_metadata_server() {
     let local = c.dir.path().join("f");
     std::fs::write(&local, random_bytes(6 << 20, 4)).unwrap();
     assert_ok(&cli(&["put", local.to_str().unwrap(), "/f"]), "put");
+    // A mount given the same list starts, reads and writes.
+    let m = TestMount::at(&c, &urls, true);
+    assert!(std::fs::read(m.path("f")).unwrap() == std::fs::read(&local).unwrap());
+    std::fs::write(m.path("g"), b"through the list").unwrap();
+    drop(m);
     drop(second);
     let back = c.dir.path().join("f.back");
     assert_ok(&cli(&["get", "/f", back.to_str().unwrap()]), "get");

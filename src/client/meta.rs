@@ -192,7 +192,18 @@ impl MetaClient {
             return Ok(r);
         }
         let status = r.status();
-        let body = r.text().await.unwrap_or_default();
+        let html = r
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .is_some_and(|t| t == "text/html");
+        let mut body = r.text().await.unwrap_or_default();
+        // The TFS routes answer nginx's error page: keep its explanation.
+        if let Some(text) = html
+            .then(|| crate::meta::error_page_explanation(&body))
+            .flatten()
+        {
+            body = text;
+        }
         if status == StatusCode::CONFLICT && body == STALE_BASE {
             return Err(ClientError::Conflict);
         }
@@ -204,6 +215,15 @@ impl MetaClient {
     ) -> Result<T, ClientError> {
         let body = Self::checked(r).await?.bytes().await?;
         serde_json::from_slice(&body).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// The server's grant-signing public key (hex), which names the
+    /// cluster: every metadata server of it shares the key.
+    pub async fn server_key(&self) -> Result<String, ClientError> {
+        let r = self
+            .send(self.http.get(format!("{}/api/pubkey", self.base())))
+            .await?;
+        Ok(Self::checked(r).await?.text().await?)
     }
 
     pub(crate) fn api(&self, method: Method, route: &str) -> reqwest::RequestBuilder {

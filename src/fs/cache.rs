@@ -1,6 +1,7 @@
 //! An LRU cache of decoded partitions, bounded in bytes, that also merges
 //! concurrent fetches of the same partition (a read and a prefetch of one
-//! partition fetch its shards once).
+//! partition fetch its shards once). Hits, misses, evictions and bytes
+//! held go to the process's metrics.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -31,6 +32,7 @@ pub struct BlockCache {
 
 impl BlockCache {
     pub fn new(capacity: usize) -> Self {
+        metrics::gauge!(crate::metrics::CACHE_CAPACITY).set(capacity as f64);
         BlockCache {
             inner: Mutex::new(Inner {
                 lru: LruCache::unbounded(),
@@ -52,7 +54,8 @@ impl BlockCache {
     }
 
     /// The block from the cache, else from `fetch` (run once however many
-    /// callers ask at the same time).
+    /// callers ask at the same time). A miss is a call that starts a fetch;
+    /// joining one under way counts as a hit.
     pub async fn get_or_fetch<F>(&self, key: BlockKey, fetch: F) -> Result<Block, FsError>
     where
         F: Future<Output = Result<Vec<u8>, FsError>> + Send + 'static,
@@ -60,11 +63,16 @@ impl BlockCache {
         let pending = {
             let mut inner = self.lock();
             if let Some(b) = inner.lru.get(&key) {
+                metrics::counter!(crate::metrics::CACHE_HITS).increment(1);
                 return Ok(b.clone());
             }
             match inner.pending.get(&key) {
-                Some(p) => p.clone(),
+                Some(p) => {
+                    metrics::counter!(crate::metrics::CACHE_HITS).increment(1);
+                    p.clone()
+                }
                 None => {
+                    metrics::counter!(crate::metrics::CACHE_MISSES).increment(1);
                     let p = fetch.map(|r| r.map(Arc::new)).boxed().shared();
                     inner.pending.insert(key.clone(), p.clone());
                     p
@@ -79,10 +87,14 @@ impl BlockCache {
                 inner.lru.put(key, block.clone());
                 while inner.bytes > self.capacity {
                     match inner.lru.pop_lru() {
-                        Some((_, old)) => inner.bytes -= old.len(),
+                        Some((_, old)) => {
+                            inner.bytes -= old.len();
+                            metrics::counter!(crate::metrics::CACHE_EVICTIONS).increment(1);
+                        }
                         None => break,
                     }
                 }
+                metrics::gauge!(crate::metrics::CACHE_BYTES).set(inner.bytes as f64);
             }
         }
         result

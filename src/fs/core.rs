@@ -17,7 +17,7 @@ use super::cache::{Block, BlockCache};
 use super::staging::{Parts, StagingArea};
 use super::FsError;
 use crate::codec::partition_count;
-use crate::meta::db::now_ns;
+use crate::meta::store::now_ns;
 use crate::proto::*;
 use crate::transfer::PartitionSpan;
 

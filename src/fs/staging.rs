@@ -9,8 +9,9 @@
 //! flush data.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::proto::CommitFragment;
 
@@ -25,7 +26,8 @@ pub struct Parts {
 }
 
 pub struct StagingArea {
-    dir: PathBuf,
+    /// Shared with the metrics collector, which stops when this goes.
+    dir: Arc<Path>,
     recovered: PathBuf,
 }
 
@@ -78,6 +80,8 @@ impl StagingArea {
         let recovered = cache_dir.join("recovered");
         std::fs::create_dir_all(&dir)?;
         std::fs::create_dir_all(&recovered)?;
+        let dir: Arc<Path> = dir.into();
+        crate::metrics::on_scrape(&dir, record_staged_bytes);
         Ok(StagingArea { dir, recovered })
     }
 
@@ -256,6 +260,25 @@ impl StagingArea {
         }
         Ok(out)
     }
+}
+
+/// Disk space the staged files take (sparse files count what they hold),
+/// summed at each scrape: writes to staged files go around this module.
+fn record_staged_bytes(dir: &Path) {
+    let bytes: u64 = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            matches!(
+                parse(&e.file_name().to_string_lossy()),
+                Some(Entry::Data(_))
+            )
+        })
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.blocks() * 512)
+        .sum();
+    metrics::gauge!(crate::metrics::STAGING_BYTES).set(bytes as f64);
 }
 
 #[cfg(test)]

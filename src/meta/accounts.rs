@@ -24,7 +24,9 @@ use serde::Deserialize;
 use sha2::Sha256;
 
 use super::api::ns;
-use super::db::{unix_now, DbError, OrderRow, PackageFields, PackageRow, Registration, ORDER_PAID};
+use super::store::{
+    unix_now, DbError, OrderRow, PackageFields, PackageRow, Registration, ORDER_PAID,
+};
 use super::{Meta, MetaError, MetaResult, Ns};
 use crate::proto::*;
 
@@ -163,13 +165,13 @@ impl Meta {
         peer: IpAddr,
     ) -> MetaResult<RegisterResponse> {
         let email = normalize_email(raw)?;
-        if self.db.account_by_email(&email)?.is_some() {
+        if self.store(|db| db.account_by_email(&email))?.is_some() {
             return Err(MetaError::Conflict(format!(
                 "{email} is already registered"
             )));
         }
         let now = unix_now();
-        let prev = self.db.registration(&email)?;
+        let prev = self.store(|db| db.registration(&email))?;
         if resend && prev.is_none() {
             return Err(MetaError::NotFound(format!(
                 "no registration is pending for {email}: register first"
@@ -208,18 +210,20 @@ impl Meta {
             .send(&email, &format!("tfsfs verification code {code}"), &body)
             .await
             .map_err(|e| MetaError::Unavailable(format!("cannot mail {email}: {e:#}")))?;
-        self.db.put_registration(&Registration {
-            email: email.clone(),
-            code_hash: hex::encode(
-                code_mac(&self.secret, &email, &code)
-                    .finalize()
-                    .into_bytes(),
-            ),
-            expires: now + ttl as i64,
-            attempts: 0,
-            sent: now,
-            sends: sends + 1,
-            first_sent,
+        self.store(|db| {
+            db.put_registration(&Registration {
+                email: email.clone(),
+                code_hash: hex::encode(
+                    code_mac(&self.secret, &email, &code)
+                        .finalize()
+                        .into_bytes(),
+                ),
+                expires: now + ttl as i64,
+                attempts: 0,
+                sent: now,
+                sends: sends + 1,
+                first_sent,
+            })
         })?;
         Ok(RegisterResponse {
             email,
@@ -249,12 +253,12 @@ impl Meta {
     /// Checks a mailed code; on success the account exists.
     pub fn verify(&self, raw: &str, code: &str) -> MetaResult<AccountCredentials> {
         let email = normalize_email(raw)?;
-        if self.db.account_by_email(&email)?.is_some() {
+        if self.store(|db| db.account_by_email(&email))?.is_some() {
             return Err(MetaError::Conflict(format!(
                 "{email} is already registered and verified"
             )));
         }
-        let r = self.db.registration(&email)?.ok_or_else(|| {
+        let r = self.store(|db| db.registration(&email))?.ok_or_else(|| {
             MetaError::NotFound(format!("no registration is pending for {email}"))
         })?;
         let code = code.trim();
@@ -277,7 +281,7 @@ impl Meta {
             .verify_slice(&stored)
             .is_err()
         {
-            let n = self.db.registration_failed(&email)?;
+            let n = self.store(|db| db.registration_failed(&email))?;
             let left = max.saturating_sub(n);
             return Err(MetaError::Forbidden(if left == 0 {
                 format!("wrong code, and no attempts left: ask for a new code for {email}")
@@ -287,8 +291,7 @@ impl Meta {
         }
         let appkey = random_hex(24);
         let ns = self
-            .db
-            .activate_account(&email, &appkey)
+            .store(|db| db.activate_account(&email, &appkey))
             .map_err(|e| match e {
                 DbError::Exists => MetaError::Conflict(format!("{email} is already registered")),
                 e => e.into(),
@@ -306,12 +309,11 @@ impl Meta {
     /// orders of it.
     pub fn buy(&self, ns: Ns, req: &BuyRequest) -> MetaResult<BuyResult> {
         let pkg = self
-            .db
-            .package(req.id)?
+            .store(|db| db.package(req.id))?
             .ok_or_else(|| MetaError::NotFound(format!("no package {}", req.id)))?;
         let now = unix_now();
         if req.canceled {
-            let ended = self.db.cancel_orders(ns, pkg.id, now)?;
+            let ended = self.store(|db| db.cancel_orders(ns, pkg.id, now))?;
             if ended.is_empty() {
                 return Err(MetaError::NotFound(format!(
                     "you have no active order of package {}",
@@ -353,15 +355,15 @@ impl Meta {
             status: ORDER_PAID.into(),
             canceled: None,
         };
-        self.db.insert_order(&order)?;
+        self.store(|db| db.insert_order(&order))?;
         tracing::info!(appid = ns.appid, uid = ns.uid, order = %order.id, package = pkg.id, "order paid");
         Ok(BuyResult::Bought(order_json(&order, now)))
     }
 
     pub fn usage_of(&self, ns: Ns) -> MetaResult<Usage> {
-        let (used, _) = self.db.usage(ns)?;
-        let files = self.db.file_count(ns)?;
-        let (ordered, active) = self.db.ordered_capacity(ns, unix_now())?;
+        let (used, _) = self.store(|db| db.usage(ns))?;
+        let files = self.store(|db| db.file_count(ns))?;
+        let (ordered, active) = self.store(|db| db.ordered_capacity(ns, unix_now()))?;
         let capacity = self.cfg.free_capacity.saturating_add(ordered);
         Ok(Usage {
             used,
@@ -408,7 +410,10 @@ async fn verify(
 
 async fn packages(State(m): State<Arc<Meta>>) -> MetaResult<Json<Vec<Package>>> {
     Ok(Json(
-        m.db.packages(false)?.iter().map(package_json).collect(),
+        m.store(|db| db.packages(false))?
+            .iter()
+            .map(package_json)
+            .collect(),
     ))
 }
 
@@ -416,9 +421,9 @@ async fn package(State(m): State<Arc<Meta>>, Path(id): Path<String>) -> MetaResu
     let id: i64 = id
         .parse()
         .map_err(|_| MetaError::BadRequest(format!("package id {id:?} is not a number")))?;
-    let p =
-        m.db.package(id)?
-            .ok_or_else(|| MetaError::NotFound(format!("no package {id}")))?;
+    let p = m
+        .store(|db| db.package(id))?
+        .ok_or_else(|| MetaError::NotFound(format!("no package {id}")))?;
     Ok(Json(package_json(&p)))
 }
 
@@ -441,7 +446,7 @@ async fn orders(
     let ns = ns(&m, &headers, appid, uid, true)?;
     let now = unix_now();
     Ok(Json(
-        m.db.orders(ns)?
+        m.store(|db| db.orders(ns))?
             .iter()
             .map(|o| order_json(o, now))
             .collect(),
@@ -454,9 +459,9 @@ async fn order(
     headers: HeaderMap,
 ) -> MetaResult<Json<Order>> {
     let ns = ns(&m, &headers, appid, uid, true)?;
-    let o =
-        m.db.order(ns, &orderid)?
-            .ok_or_else(|| MetaError::NotFound(format!("you have no order {orderid:?}")))?;
+    let o = m
+        .store(|db| db.order(ns, &orderid))?
+        .ok_or_else(|| MetaError::NotFound(format!("you have no order {orderid:?}")))?;
     Ok(Json(order_json(&o, unix_now())))
 }
 

@@ -15,9 +15,9 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use super::db::{unix_now, Kind, NewObject, Ns};
 use super::path::TfsPath;
 use super::placement::choose;
+use super::store::{unix_now, Kind, NewObject, Ns};
 use super::{Meta, MetaError, MetaResult};
 use crate::codec::erasure::Scheme;
 use crate::codec::{
@@ -73,7 +73,7 @@ async fn policy(State(m): State<Arc<Meta>>) -> Json<Policy> {
 async fn providers(State(m): State<Arc<Meta>>) -> MetaResult<Json<Vec<ProviderStatus>>> {
     let horizon = now_secs().saturating_sub(m.cfg.provider_timeout.as_secs());
     Ok(Json(
-        m.db.providers()?
+        m.store(|db| db.providers())?
             .into_iter()
             .map(|p| ProviderStatus {
                 alive: p.last_seen >= horizon,
@@ -140,14 +140,14 @@ async fn enroll(State(m): State<Arc<Meta>>, b: Body<EnrollRequest>) -> MetaResul
         .map_err(|e| MetaError::Unauthorized(format!("enrollment beat: {e}")))?;
     valid_beat(&beat)?;
     let token = req.token.as_deref().map(super::token_hash);
-    m.db.enroll(&beat.id, &req.pubkey, token.as_deref())
+    m.store(|db| db.enroll(&beat.id, &req.pubkey, token.as_deref()))
         .map_err(unauthorized)?;
     record_beat(&m, &beat)
 }
 
 /// A heartbeat: a `Beat` signed by an enrolled provider, newer than its last.
 async fn heartbeat(State(m): State<Arc<Meta>>, token: String) -> MetaResult<()> {
-    let beat: Beat = open_signed(&m.db.provider_keys()?, token.trim())
+    let beat: Beat = open_signed(&m.store(|db| db.provider_keys())?, token.trim())
         .map_err(|e| MetaError::Unauthorized(format!("heartbeat: {e}")))?;
     valid_beat(&beat)?;
     record_beat(&m, &beat)
@@ -156,16 +156,16 @@ async fn heartbeat(State(m): State<Arc<Meta>>, token: String) -> MetaResult<()> 
 /// A provider's scrub findings, signed with its key: its bad copies are
 /// lost from now on, and repair rebuilds them.
 async fn provider_report(State(m): State<Arc<Meta>>, token: String) -> MetaResult<()> {
-    let r: ScrubReport = open_signed(&m.db.provider_keys()?, token.trim())
+    let r: ScrubReport = open_signed(&m.store(|db| db.provider_keys())?, token.trim())
         .map_err(|e| MetaError::Unauthorized(format!("report: {e}")))?;
     fresh(r.ts_ms, "report")?;
     for sha1 in r.bad.iter().filter(|s| is_sha1_hex(s)) {
-        if m.db.shard_bad(sha1, &r.id, "corrupt (provider scrub)")? {
+        if m.store(|db| db.shard_bad(sha1, &r.id, "corrupt (provider scrub)"))? {
             tracing::warn!(shard = %sha1, provider = %r.id, "scrub found a bad shard copy");
         }
     }
     if let Some(checked) = r.pass_checked {
-        m.db.scrub_report(&r.id, checked, r.pass_bad)?;
+        m.store(|db| db.scrub_report(&r.id, checked, r.pass_bad))?;
     }
     Ok(())
 }
@@ -179,6 +179,10 @@ async fn reader_report(
     b: Body<ShardReport>,
 ) -> MetaResult<Json<bool>> {
     let ns = ns(&m, &headers, appid, uid, false)?;
+    if m.reader_reports.check_key(&(ns.appid, ns.uid)).is_err() {
+        return Err(MetaError::TooMany("too many reports; try later".into()));
+    }
+    m.reader_reports.retain_recent();
     let r = body(b)?;
     if !is_sha1_hex(&r.sha1) {
         return Err(MetaError::BadRequest("sha1 is not a SHA-1".into()));
@@ -187,21 +191,23 @@ async fn reader_report(
 }
 
 /// Partitions by redundancy, the repair queue and every provider.
-async fn health(State(m): State<Arc<Meta>>) -> MetaResult<Json<super::db::HealthReport>> {
-    let mut r = m.db.health_report(m.horizons(), m.cfg.replicas)?;
+async fn health(State(m): State<Arc<Meta>>) -> MetaResult<Json<super::store::HealthReport>> {
+    let mut r = m.store(|db| db.health_report(m.horizons(), m.cfg.replicas))?;
     (r.repaired_shards, r.repaired_bytes) = m.repaired();
     (r.last_round_bytes, r.last_round_ms) = m.last_round();
     Ok(Json(r))
 }
 
 fn record_beat(m: &Meta, beat: &Beat) -> MetaResult<()> {
-    m.db.heartbeat(
-        &beat.id,
-        beat.url.trim_end_matches('/'),
-        beat.capacity,
-        beat.used,
-        beat.ts_ms,
-    )
+    m.store(|db| {
+        db.heartbeat(
+            &beat.id,
+            beat.url.trim_end_matches('/'),
+            beat.capacity,
+            beat.used,
+            beat.ts_ms,
+        )
+    })
     .map_err(unauthorized)
 }
 
@@ -285,12 +291,14 @@ pub(super) fn new_session_id() -> String {
 impl Meta {
     fn save_session(&self, id: &str, ns: Ns, s: &Session) -> MetaResult<()> {
         let state = serde_json::to_string(s).map_err(|e| MetaError::Internal(e.to_string()))?;
-        self.db.session_put(
-            id,
-            ns,
-            unix_now() + self.cfg.session_ttl.as_secs() as i64,
-            &state,
-        )?;
+        self.store(|db| {
+            db.session_put(
+                id,
+                ns,
+                unix_now() + self.cfg.session_ttl.as_secs() as i64,
+                &state,
+            )
+        })?;
         Ok(())
     }
 
@@ -324,12 +332,12 @@ impl Meta {
             .iter()
             .map(|(s, p)| (s.as_str(), p.as_str()))
             .collect();
-        self.db.pending_add(session, &refs, self.session_expiry())?;
+        self.store(|db| db.pending_add(session, &refs, self.session_expiry()))?;
         Ok(targets)
     }
 
     fn load_session(&self, id: &str, ns: Ns) -> MetaResult<Session> {
-        let state = self.db.session_get(id, ns)?.ok_or_else(|| {
+        let state = self.store(|db| db.session_get(id, ns))?.ok_or_else(|| {
             MetaError::NotFound("no such upload session (expired, or not yours)".into())
         })?;
         serde_json::from_str(&state).map_err(|e| MetaError::Internal(e.to_string()))
@@ -340,14 +348,14 @@ impl Meta {
     fn commit(&self, ns: Ns, c: &CheckRequest, object: i64) -> MetaResult<u64> {
         let key = c.key.as_deref();
         let committed = match c.node {
-            Some(id) => {
-                self.db
-                    .commit_node(ns, id, object, c.file_size, key, &c.attrs, c.base_ver)?
-            }
+            Some(id) => self.store(|db| {
+                db.commit_node(ns, id, object, c.file_size, key, &c.attrs, c.base_ver)
+            })?,
             None => {
                 let path = TfsPath::parse(&c.path)?;
-                self.db
-                    .commit_file(ns, &path, object, c.file_size, key, &c.attrs, c.base_ver)?
+                self.store(|db| {
+                    db.commit_file(ns, &path, object, c.file_size, key, &c.attrs, c.base_ver)
+                })?
             }
         };
         committed.ok_or_else(|| MetaError::Conflict(STALE_BASE.into()))
@@ -358,7 +366,7 @@ impl Meta {
 fn validate_check(m: &Meta, ns: Ns, c: &CheckRequest) -> MetaResult<()> {
     match c.node {
         Some(id) => {
-            let node = m.db.node(ns, id)?;
+            let node = m.store(|db| db.node(ns, id))?;
             if node.kind != Kind::File {
                 return Err(MetaError::Conflict(format!("node {id} is not a file")));
             }
@@ -372,7 +380,7 @@ fn validate_check(m: &Meta, ns: Ns, c: &CheckRequest) -> MetaResult<()> {
             if path.is_root() {
                 return Err(MetaError::BadRequest("cannot upload to the root".into()));
             }
-            if matches!(m.db.stat(ns, &path), Ok(node) if node.kind == Kind::Dir) {
+            if matches!(m.store(|db| db.stat(ns, &path)), Ok(node) if node.kind == Kind::Dir) {
                 return Err(MetaError::Conflict(format!("{path} is a directory")));
             }
         }
@@ -413,9 +421,9 @@ async fn check(
     let ns = ns(&m, &headers, appid, uid, true)?;
     let c = body(b)?;
     validate_check(&m, ns, &c)?;
-    let known =
-        m.db.find_object(ns, &c.object_sha1)?
-            .filter(|o| o.stored_size == c.object_size && o.plain_size == c.file_size);
+    let known = m
+        .store(|db| db.find_object(ns, &c.object_sha1))?
+        .filter(|o| o.stored_size == c.object_size && o.plain_size == c.file_size);
     if known.is_none() {
         m.check_quota(ns, c.object_size)?;
     }
@@ -431,20 +439,22 @@ async fn check(
                 "inline data does not match object_size and object_sha1".into(),
             ));
         }
-        let object = m.db.insert_object(
-            ns,
-            &NewObject {
-                sha1: &c.object_sha1,
-                scheme: StoreScheme::Inline,
-                plain_size: c.file_size,
-                stored_size: c.object_size,
-                partition_size: c.partition_size,
-                k: 1,
-                m: 0,
-                data: Some(&data),
-                partitions: &[],
-            },
-        )?;
+        let object = m.store(|db| {
+            db.insert_object(
+                ns,
+                &NewObject {
+                    sha1: &c.object_sha1,
+                    scheme: StoreScheme::Inline,
+                    plain_size: c.file_size,
+                    stored_size: c.object_size,
+                    partition_size: c.partition_size,
+                    k: 1,
+                    m: 0,
+                    data: Some(&data),
+                    partitions: &[],
+                },
+            )
+        })?;
         return Ok(Json(CheckResponse::Done {
             ver_no: m.commit(ns, &c, object)?,
         }));
@@ -690,7 +700,7 @@ async fn done(
     let ns = ns(&m, &headers, appid, uid, true)?;
     let req = body(b)?;
     let s = m.load_session(&req.session, ns)?;
-    let keys = m.db.provider_keys()?;
+    let keys = m.store(|db| db.provider_keys())?;
     let bad = |msg: String| Err(MetaError::BadRequest(msg));
     let Upload::File(c) = &s.upload else {
         return bad("a session of partitions ends with partitions/done".into());
@@ -741,22 +751,24 @@ async fn done(
             (StoreScheme::Erasure, k, parity)
         }
     };
-    let object = m.db.insert_object(
-        ns,
-        &NewObject {
-            sha1: &c.object_sha1,
-            scheme,
-            plain_size: c.file_size,
-            stored_size: c.object_size,
-            partition_size: c.partition_size,
-            k,
-            m: parity,
-            data: None,
-            partitions: &placed,
-        },
-    )?;
+    let object = m.store(|db| {
+        db.insert_object(
+            ns,
+            &NewObject {
+                sha1: &c.object_sha1,
+                scheme,
+                plain_size: c.file_size,
+                stored_size: c.object_size,
+                partition_size: c.partition_size,
+                k,
+                m: parity,
+                data: None,
+                partitions: &placed,
+            },
+        )
+    })?;
     let ver_no = m.commit(ns, c, object)?;
-    m.db.session_end(&req.session)?;
+    m.store(|db| db.session_end(&req.session))?;
     Ok(Json(DoneResponse { ver_no }))
 }
 
@@ -796,9 +808,9 @@ async fn partitions_check(
                 stored_len(p.plain_size, req.encrypted)
             )));
         }
-        let known =
-            m.db.find_object(ns, &p.sha1)?
-                .is_some_and(|o| o.stored_size == p.stored_size && o.plain_size == p.plain_size);
+        let known = m
+            .store(|db| db.find_object(ns, &p.sha1))?
+            .is_some_and(|o| o.stored_size == p.stored_size && o.plain_size == p.plain_size);
         let inline = match (&p.data, known) {
             (Some(data), false) if p.plain_size <= INLINE_MAX => Some(
                 B64.decode(data)
@@ -818,20 +830,22 @@ async fn partitions_check(
                 ));
             }
             m.check_quota(ns, p.stored_size)?;
-            m.db.insert_object(
-                ns,
-                &NewObject {
-                    sha1: &p.sha1,
-                    scheme: StoreScheme::Inline,
-                    plain_size: p.plain_size,
-                    stored_size: p.stored_size,
-                    partition_size: req.partition_size,
-                    k: 1,
-                    m: 0,
-                    data: Some(data),
-                    partitions: &[],
-                },
-            )?;
+            m.store(|db| {
+                db.insert_object(
+                    ns,
+                    &NewObject {
+                        sha1: &p.sha1,
+                        scheme: StoreScheme::Inline,
+                        plain_size: p.plain_size,
+                        stored_size: p.stored_size,
+                        partition_size: req.partition_size,
+                        k: 1,
+                        m: 0,
+                        data: Some(data),
+                        partitions: &[],
+                    },
+                )
+            })?;
         }
         if !known && inline.is_none() {
             missing += p.stored_size;
@@ -886,26 +900,28 @@ async fn partitions_done(
             "a file's session ends with done".into(),
         ));
     };
-    let keys = m.db.provider_keys()?;
+    let keys = m.store(|db| db.provider_keys())?;
     for p in &req.partitions {
         let placed = placed_partition(&keys, &req.session, p, s.prepared.get(&p.index))?;
         let c = &checked[p.index as usize];
-        m.db.insert_object(
-            ns,
-            &NewObject {
-                sha1: &c.sha1,
-                scheme: StoreScheme::Erasure,
-                plain_size: c.plain_size,
-                stored_size: c.stored_size,
-                partition_size: m.cfg.partition_size,
-                k: placed.k,
-                m: placed.m,
-                data: None,
-                partitions: &[PlacedPartition { index: 0, ..placed }],
-            },
-        )?;
+        m.store(|db| {
+            db.insert_object(
+                ns,
+                &NewObject {
+                    sha1: &c.sha1,
+                    scheme: StoreScheme::Erasure,
+                    plain_size: c.plain_size,
+                    stored_size: c.stored_size,
+                    partition_size: m.cfg.partition_size,
+                    k: placed.k,
+                    m: placed.m,
+                    data: None,
+                    partitions: &[PlacedPartition { index: 0, ..placed }],
+                },
+            )
+        })?;
     }
-    m.db.session_end(&req.session)?;
+    m.store(|db| db.session_end(&req.session))?;
     Ok(())
 }
 
@@ -943,15 +959,17 @@ async fn commit(
     }
     // Partitions are stored before any file uses them: the quota binds here.
     let objects: Vec<&str> = req.fragments.iter().map(|f| f.object.as_str()).collect();
-    m.check_quota(ns, m.db.unused_bytes(ns, &objects)?)?;
-    let committed = m.db.commit_fragments(
-        ns,
-        req.node,
-        req.size,
-        &req.fragments,
-        &req.attrs,
-        req.base_ver,
-    )?;
+    m.check_quota(ns, m.store(|db| db.unused_bytes(ns, &objects))?)?;
+    let committed = m.store(|db| {
+        db.commit_fragments(
+            ns,
+            req.node,
+            req.size,
+            &req.fragments,
+            &req.attrs,
+            req.base_ver,
+        )
+    })?;
     let ver_no = committed.ok_or_else(|| MetaError::Conflict(STALE_BASE.into()))?;
     Ok(Json(DoneResponse { ver_no }))
 }
@@ -969,7 +987,8 @@ async fn layout(
 ) -> MetaResult<Json<FileLayout>> {
     let ns = ns(&m, &headers, appid, uid, false)?;
     let Query(q) = q.map_err(|e| MetaError::BadRequest(e.body_text()))?;
-    let node = m.db.stat(ns, &TfsPath::parse(&q.path)?)?;
+    let path = TfsPath::parse(&q.path)?;
+    let node = m.store(|db| db.stat(ns, &path))?;
     if node.kind != Kind::File {
         return Err(MetaError::NotFound(format!("{} is not a file", q.path)));
     }

@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use super::db::{DbError, Kind, NewNode, Node, Ns};
+use super::store::{DbError, Kind, NewNode, Node, Ns};
 use super::{Meta, MetaError};
 use crate::proto::*;
 
@@ -58,7 +58,7 @@ impl From<DbError> for FsFail {
             DbError::NameTooLong => (StatusCode::BAD_REQUEST, "ENAMETOOLONG"),
             DbError::Invalid(_) => (StatusCode::BAD_REQUEST, "EINVAL"),
             DbError::Forbidden(_) => (StatusCode::FORBIDDEN, "ENOSPC"),
-            DbError::Sql(_) => (StatusCode::INTERNAL_SERVER_ERROR, "EIO"),
+            DbError::Sql(_) | DbError::Conflict(_) => (StatusCode::INTERNAL_SERVER_ERROR, "EIO"),
         };
         FsFail(status, errno, e.to_string())
     }
@@ -136,7 +136,7 @@ async fn root(
     h: HeaderMap,
 ) -> FsResult<NodeAttr> {
     let ns = ns(&m, &h, a, u, false)?;
-    Ok(Json(node_attr(&m.db.root_node(ns)?)))
+    Ok(Json(node_attr(&m.store(|db| db.root_node(ns))?)))
 }
 
 async fn node(
@@ -145,7 +145,7 @@ async fn node(
     h: HeaderMap,
 ) -> FsResult<NodeAttr> {
     let ns = ns(&m, &h, a, u, false)?;
-    Ok(Json(node_attr(&m.db.node(ns, id)?)))
+    Ok(Json(node_attr(&m.store(|db| db.node(ns, id))?)))
 }
 
 #[derive(Deserialize)]
@@ -160,7 +160,9 @@ async fn lookup(
     Query(q): Query<NameQuery>,
 ) -> FsResult<NodeAttr> {
     let ns = ns(&m, &h, a, u, false)?;
-    Ok(Json(node_attr(&m.db.lookup(ns, parent, &q.name)?)))
+    Ok(Json(node_attr(
+        &m.store(|db| db.lookup(ns, parent, &q.name))?,
+    )))
 }
 
 async fn children(
@@ -169,7 +171,12 @@ async fn children(
     h: HeaderMap,
 ) -> FsResult<Vec<NodeAttr>> {
     let ns = ns(&m, &h, a, u, false)?;
-    Ok(Json(m.db.children(ns, id)?.iter().map(node_attr).collect()))
+    Ok(Json(
+        m.store(|db| db.children(ns, id))?
+            .iter()
+            .map(node_attr)
+            .collect(),
+    ))
 }
 
 async fn layout(
@@ -178,7 +185,7 @@ async fn layout(
     h: HeaderMap,
 ) -> FsResult<FileLayout> {
     let ns = ns(&m, &h, a, u, false)?;
-    let node = m.db.node(ns, id)?;
+    let node = m.store(|db| db.node(ns, id))?;
     if node.kind != Kind::File {
         return Err(DbError::IsDir.into());
     }
@@ -220,7 +227,9 @@ async fn make(
             _ => 0,
         },
     };
-    Ok(Json(node_attr(&m.db.make(ns, r.parent, &r.name, &new)?)))
+    Ok(Json(node_attr(
+        &m.store(|db| db.make(ns, r.parent, &r.name, &new))?,
+    )))
 }
 
 async fn remove(
@@ -231,7 +240,7 @@ async fn remove(
 ) -> FsResult<()> {
     let ns = ns(&m, &h, a, u, true)?;
     let r = body(b)?;
-    m.db.unlink(ns, r.parent, &r.name, r.dir)?;
+    m.store(|db| db.unlink(ns, r.parent, &r.name, r.dir))?;
     Ok(Json(()))
 }
 
@@ -243,15 +252,17 @@ async fn rename(
 ) -> FsResult<()> {
     let ns = ns(&m, &h, a, u, true)?;
     let r = body(b)?;
-    m.db.rename_at(
-        ns,
-        r.parent,
-        &r.name,
-        r.new_parent,
-        &r.new_name,
-        r.noreplace,
-        r.exchange,
-    )?;
+    m.store(|db| {
+        db.rename_at(
+            ns,
+            r.parent,
+            &r.name,
+            r.new_parent,
+            &r.new_name,
+            r.noreplace,
+            r.exchange,
+        )
+    })?;
     Ok(Json(()))
 }
 
@@ -263,7 +274,9 @@ async fn setattr(
 ) -> FsResult<NodeAttr> {
     let ns = ns(&m, &h, a, u, true)?;
     let r = body(b)?;
-    Ok(Json(node_attr(&m.db.set_attrs(ns, r.id, &r.attrs)?)))
+    Ok(Json(node_attr(
+        &m.store(|db| db.set_attrs(ns, r.id, &r.attrs))?,
+    )))
 }
 
 async fn statfs(
@@ -272,7 +285,7 @@ async fn statfs(
     h: HeaderMap,
 ) -> FsResult<FsStats> {
     let ns = ns(&m, &h, a, u, false)?;
-    let (used, files) = m.db.usage(ns)?;
+    let (used, files) = m.store(|db| db.usage(ns))?;
     let capacity = m.capacity(ns)?;
     Ok(Json(FsStats {
         capacity,

@@ -19,8 +19,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use super::api::ns;
-use super::db::{FragmentRow, Kind, Node, SortKey};
 use super::path::TfsPath;
+use super::store::{FragmentRow, Kind, Node, SortKey};
 use super::{Meta, MetaError, MetaResult, Ns};
 use crate::codec::sha1_hex;
 use crate::proto::*;
@@ -69,7 +69,7 @@ impl Meta {
     fn store_entry(&self, path: String, n: &Node) -> MetaResult<StoreEntry> {
         let folder = n.kind == Kind::Dir;
         let (hash, encrypted) = if n.kind == Kind::File {
-            let frags = self.db.fragments(n.id)?;
+            let frags = self.store(|db| db.fragments(n.id))?;
             (
                 content_hash(&frags, n.size),
                 frags.iter().any(|f| f.key.is_some()),
@@ -130,15 +130,17 @@ async fn list(
         })?,
     };
     let limit = q.limit.unwrap_or(MAX_PAGE).min(MAX_PAGE);
-    let (total, nodes) =
-        m.db.list_page(
-            ns,
-            &path,
-            key,
-            q.asc.unwrap_or(true),
-            limit,
-            q.offset.unwrap_or(0),
-        )
+    let (total, nodes) = m
+        .store(|db| {
+            db.list_page(
+                ns,
+                &path,
+                key,
+                q.asc.unwrap_or(true),
+                limit,
+                q.offset.unwrap_or(0),
+            )
+        })
         .map_err(|e| match e {
             super::DbError::NotDir => MetaError::Conflict(format!("{path} is not a folder")),
             super::DbError::NotFound => MetaError::NotFound(format!("no folder {path}")),
@@ -165,7 +167,7 @@ async fn entry(
 ) -> MetaResult<Json<StoreEntry>> {
     let ns = ns_of(&m, &headers, appid, uid, false)?;
     let path = TfsPath::parse(&query(q)?.path)?;
-    let node = m.db.node_at(ns, &path).map_err(|e| match e {
+    let node = m.store(|db| db.node_at(ns, &path)).map_err(|e| match e {
         super::DbError::NotFound => MetaError::NotFound(format!("no such file or folder {path}")),
         e => e.into(),
     })?;
@@ -181,10 +183,12 @@ async fn remove_tree(
     let ns = ns_of(&m, &headers, appid, uid, true)?;
     let Json(r) = b.map_err(|e| MetaError::BadRequest(e.body_text()))?;
     let path = TfsPath::parse(&r.path)?;
-    let removed = m.db.remove_tree(ns, &path).map_err(|e| match e {
-        super::DbError::NotDir => MetaError::Conflict(format!("{path} is not a folder")),
-        super::DbError::NotFound => MetaError::NotFound(format!("no folder {path}")),
-        e => e.into(),
-    })?;
+    let removed = m
+        .store(|db| db.remove_tree(ns, &path))
+        .map_err(|e| match e {
+            super::DbError::NotDir => MetaError::Conflict(format!("{path} is not a folder")),
+            super::DbError::NotFound => MetaError::NotFound(format!("no folder {path}")),
+            e => e.into(),
+        })?;
     Ok(Json(TreeRemoved { removed }))
 }

@@ -13,7 +13,7 @@ use super::{Meta, MetaResult};
 use crate::client::provider::ShardError;
 use futures::StreamExt;
 
-use super::db::DoomedShard;
+use super::store::DoomedShard;
 use crate::grant::{now_ms, now_secs, Grant, Op};
 use crate::proto::ProviderInfo;
 
@@ -24,16 +24,13 @@ impl Meta {
     /// One round: forgets unused objects and deletes doomed shard copies;
     /// returns (objects forgotten, copies deleted).
     pub async fn collect_garbage(&self) -> MetaResult<(usize, usize)> {
-        self.db.pending_expire()?;
+        self.store(|db| db.pending_expire())?;
         let mut forgotten = 0;
-        for id in self
-            .db
-            .unused_objects(self.cfg.gc_grace.as_secs() as i64, 256)?
-        {
-            forgotten += self.db.forget_object(id)? as usize;
+        for id in self.store(|db| db.unused_objects(self.cfg.gc_grace.as_secs() as i64, 256))? {
+            forgotten += self.store(|db| db.forget_object(id))? as usize;
         }
         let horizon = now_secs().saturating_sub(self.cfg.provider_timeout.as_secs());
-        let doomed = self.db.doomed(horizon, BATCH)?;
+        let doomed = self.store(|db| db.doomed(horizon, BATCH))?;
         let deleted = futures::stream::iter(doomed)
             .map(|d| self.delete_doomed(d))
             .buffer_unordered(16)
@@ -47,7 +44,7 @@ impl Meta {
 impl Meta {
     /// Deletes one doomed copy unless it is referenced again; whether it is gone.
     async fn delete_doomed(&self, d: DoomedShard) -> MetaResult<bool> {
-        if !self.db.still_doomed(&d.sha1, &d.provider)? {
+        if !self.store(|db| db.still_doomed(&d.sha1, &d.provider))? {
             return Ok(false);
         }
         // Decided now: a copy stored after this (less the clock skew a
@@ -69,7 +66,7 @@ impl Meta {
                 return Ok(false);
             }
         }
-        self.db.doomed_deleted(&d.sha1, &d.provider)?;
+        self.store(|db| db.doomed_deleted(&d.sha1, &d.provider))?;
         Ok(true)
     }
 }
@@ -78,6 +75,9 @@ impl Meta {
 pub async fn run(meta: Arc<Meta>, interval: Duration) {
     loop {
         tokio::time::sleep(interval).await;
+        if !meta.runs_jobs() {
+            continue;
+        }
         match meta.collect_garbage().await {
             Ok((0, 0)) => {}
             Ok((objects, shards)) => tracing::debug!(objects, shards, "garbage collected"),

@@ -5,7 +5,6 @@ mod accounts;
 mod api;
 mod api_fs;
 mod api_store;
-pub mod db;
 mod gc;
 pub mod mail;
 mod objects;
@@ -14,6 +13,7 @@ mod placement;
 pub mod repair;
 mod rest_v1;
 mod rest_v2;
+pub mod store;
 pub mod tfs_name;
 
 use std::net::IpAddr;
@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use ed25519_dalek::SigningKey;
 
@@ -31,11 +31,19 @@ use crate::codec::DEFAULT_PARTITION_SIZE;
 use crate::grant::{now_secs, Grant, Op};
 use crate::http::ServeConfig;
 pub use accounts::{default_packages, package_json};
-pub use db::{Db, DbError, Limits, Ns};
+pub use rest_v2::MOVE_SOURCE_HEADER;
+pub use store::{Db, DbError, Limits, Ns};
 
 #[derive(Debug, Clone)]
 pub struct MetaConfig {
+    /// Local files (spool, outbox, `secret.key`), and the SQLite store
+    /// unless `db` is given.
     pub data: PathBuf,
+    /// A PostgreSQL URL: the store several metadata servers share.
+    pub db: Option<String>,
+    /// The key of mailed codes' HMAC (default `data/secret.key`); servers
+    /// sharing a store share it, so a code mailed by one checks on another.
+    pub secret_file: Option<PathBuf>,
     /// Let any app read any namespace (TFS's open behaviour).
     pub public_read: bool,
     pub partition_size: u64,
@@ -97,6 +105,8 @@ impl MetaConfig {
     pub fn new(data: PathBuf) -> Self {
         MetaConfig {
             data,
+            db: None,
+            secret_file: None,
             public_read: false,
             partition_size: DEFAULT_PARTITION_SIZE,
             replica_max: 1 << 20,
@@ -164,7 +174,7 @@ impl From<DbError> for MetaError {
             DbError::Overlap => MetaError::Conflict("data already exists at that offset".into()),
             DbError::NotDir | DbError::IsDir => MetaError::Conflict(e.to_string()),
             DbError::NameTooLong => MetaError::BadRequest(e.to_string()),
-            DbError::Sql(e) => MetaError::Internal(e.to_string()),
+            DbError::Sql(e) | DbError::Conflict(e) => MetaError::Internal(e),
         }
     }
 }
@@ -175,9 +185,11 @@ impl From<path::PathError> for MetaError {
     }
 }
 
-impl IntoResponse for MetaError {
-    fn into_response(self) -> Response {
-        let status = match &self {
+impl MetaError {
+    /// The status this error answers with; server faults are logged here,
+    /// once, whichever rendering follows.
+    fn status(&self) -> StatusCode {
+        let status = match self {
             MetaError::BadRequest(_) => StatusCode::BAD_REQUEST,
             MetaError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             MetaError::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -191,11 +203,57 @@ impl IntoResponse for MetaError {
         if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
         }
-        (status, self.to_string()).into_response()
+        status
+    }
+
+    /// The answer of the TFS REST routes: nginx's error page, as nginx-tfs
+    /// clients expect, with the explanation inside.
+    pub(super) fn into_tfs_response(self) -> Response {
+        nginx_error_page(self.status(), &self.to_string())
+    }
+}
+
+/// nginx's error page for `status` (ngx_http_special_response.c: its
+/// title texts, CRLF lines, text/html), with `explanation` (escaped) after
+/// the heading and tfsfs in nginx's place at the foot.
+pub(super) fn nginx_error_page(status: StatusCode, explanation: &str) -> Response {
+    // nginx's wording where it differs from the standard reason phrase.
+    let reason = match status.as_u16() {
+        401 => "Authorization Required",
+        413 => "Request Entity Too Large",
+        503 => "Service Temporarily Unavailable",
+        _ => status.canonical_reason().unwrap_or("Error"),
+    };
+    let title = format!("{} {reason}", status.as_u16());
+    let body = format!(
+        "<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n\
+         <center><h1>{title}</h1></center>\r\n<p>{}</p>\r\n\
+         <hr><center>tfsfs</center>\r\n</body>\r\n</html>\r\n",
+        html_escape::encode_text(explanation)
+    );
+    (status, [(header::CONTENT_TYPE, "text/html")], body).into_response()
+}
+
+/// The explanation inside a page of `nginx_error_page`, for tfsfs's own
+/// clients to show.
+pub fn error_page_explanation(page: &str) -> Option<String> {
+    let (_, rest) = page.split_once("<p>")?;
+    let (text, _) = rest.split_once("</p>")?;
+    Some(html_escape::decode_html_entities(text).into_owned())
+}
+
+impl IntoResponse for MetaError {
+    fn into_response(self) -> Response {
+        (self.status(), self.to_string()).into_response()
     }
 }
 
 pub type MetaResult<T> = Result<T, MetaError>;
+
+/// Reports of bad copies a namespace's readers may make: 5 a second, 50 at
+/// once (a read that routes around a dead provider reports a few).
+const READER_REPORTS: governor::Quota = governor::Quota::per_second(NonZeroU32::new(5).unwrap())
+    .allow_burst(NonZeroU32::new(50).unwrap());
 
 pub struct Meta {
     db: Db,
@@ -208,16 +266,28 @@ pub struct Meta {
     http: reqwest::Client,
     repair_stats: repair::RepairStats,
     mailer: mail::Mailer,
+    /// This server's name in the background jobs' lease (its host and data
+    /// dir: the same after a restart, so a restarted server resumes at once),
+    /// and whether it holds the lease now.
+    jobs_holder: String,
+    runs_jobs: std::sync::atomic::AtomicBool,
     /// Registration mails sent per client address.
     registrations: governor::DefaultKeyedRateLimiter<IpAddr>,
+    /// Readers' reports checked per namespace: each check fetches a shard,
+    /// so a client must not make the server fetch without bound.
+    reader_reports: governor::DefaultKeyedRateLimiter<(u64, u64)>,
 }
 
 impl Meta {
     /// Opens the store under `cfg.data`, making the signing key and
     /// `secret.key` (0600) on first start.
     pub fn open(cfg: MetaConfig) -> anyhow::Result<Self> {
-        let db = Db::open(&cfg.data)?.with_limits(cfg.limits);
-        let secret = crate::private::secret(&cfg.data.join("secret.key"))?;
+        // Local files live here whichever engine holds the store.
+        crate::private::dir(&cfg.data)?;
+        let db = Db::open_or_connect(cfg.db.as_deref(), &cfg.data)?.with_limits(cfg.limits);
+        let secret_file = cfg.secret_file.clone();
+        let secret =
+            crate::private::secret(&secret_file.unwrap_or_else(|| cfg.data.join("secret.key")))?;
         let key = match db.config_get("signing_key")? {
             Some(raw) => SigningKey::from_bytes(
                 &raw.try_into()
@@ -235,6 +305,7 @@ impl Meta {
         objects::clean_spool(&cfg.data)?;
         let registrations =
             governor::RateLimiter::keyed(governor::Quota::per_hour(cfg.registrations_per_ip));
+        let jobs_holder = jobs_holder(&cfg.data);
         Ok(Meta {
             db,
             key,
@@ -246,13 +317,28 @@ impl Meta {
                 .connect_timeout(Duration::from_secs(3))
                 .build()?,
             repair_stats: repair::RepairStats::default(),
+            jobs_holder,
+            runs_jobs: std::sync::atomic::AtomicBool::new(false),
             mailer,
             registrations,
+            reader_reports: governor::RateLimiter::keyed(READER_REPORTS),
         })
     }
 
     pub fn db(&self) -> &Db {
         &self.db
+    }
+
+    /// Runs store calls (blocking I/O) from handlers and jobs without
+    /// holding up the runtime's other tasks: on a multi-threaded runtime
+    /// this worker hands its queue to another thread while `f` runs.
+    pub fn store<T>(&self, f: impl FnOnce(&Db) -> T) -> T {
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+                tokio::task::block_in_place(|| f(&self.db))
+            }
+            _ => f(&self.db),
+        }
     }
 
     /// A grant for `provider` to do `op` on `shards`, valid for the grant
@@ -294,7 +380,7 @@ impl Meta {
 impl Meta {
     /// An account's capacity in bytes: the free tier plus its active orders.
     fn capacity(&self, ns: Ns) -> MetaResult<u64> {
-        let (ordered, _) = self.db.ordered_capacity(ns, db::unix_now())?;
+        let (ordered, _) = self.db.ordered_capacity(ns, store::unix_now())?;
         Ok(self.cfg.free_capacity.saturating_add(ordered))
     }
 
@@ -342,7 +428,7 @@ pub fn join_token(db: &Db, reusable: bool, ttl: Duration) -> MetaResult<String> 
     db.join_token_add(
         &token_hash(&token),
         reusable,
-        db::unix_now() + ttl.as_secs() as i64,
+        store::unix_now() + ttl.as_secs() as i64,
     )?;
     Ok(token)
 }
@@ -360,17 +446,59 @@ pub struct RunningMeta {
     pub task: tokio::task::JoinHandle<()>,
 }
 
+/// How long the background jobs' lease lasts unless renewed: the longest a
+/// dead holder keeps the jobs from running elsewhere.
+const JOBS_LEASE: Duration = Duration::from_secs(10);
+
+impl Meta {
+    /// Whether this server runs the background jobs now (with several
+    /// servers on one store, exactly one does).
+    pub fn runs_jobs(&self) -> bool {
+        self.runs_jobs.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+fn jobs_holder(data: &std::path::Path) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}:{}", host.trim(), data.display())
+}
+
+/// Takes the background jobs' lease when it is free and renews it while
+/// this server holds it, a third of its life at a time.
+async fn hold_jobs_lease(meta: Arc<Meta>) {
+    loop {
+        let now = crate::grant::now_ms() as i64;
+        let until = now + JOBS_LEASE.as_millis() as i64;
+        let held = meta.store(|db| db.lease_jobs(&meta.jobs_holder, now, until));
+        let held = held.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot renew the background jobs lease");
+            false
+        });
+        if held
+            != meta
+                .runs_jobs
+                .swap(held, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::info!(holder = %meta.jobs_holder, held, "background jobs lease");
+        }
+        tokio::time::sleep(JOBS_LEASE / 3).await;
+    }
+}
+
 pub async fn start(
     listener: tokio::net::TcpListener,
     cfg: MetaConfig,
 ) -> anyhow::Result<RunningMeta> {
     let url = format!("http://{}", listener.local_addr()?);
+    crate::metrics::install();
     let meta = Arc::new(Meta::open(cfg)?);
+    crate::metrics::on_scrape(&meta, repair::record_health);
     let app = api::routes(meta.clone())
         .merge(api_fs::routes(meta.clone()))
         .merge(rest_v2::routes(meta.clone()))
         .merge(accounts::routes(meta.clone()))
-        .merge(api_store::routes(meta.clone()));
+        .merge(api_store::routes(meta.clone()))
+        .route("/metrics", axum::routing::get(crate::metrics::scrape));
     // `tfsfs admin health` classifies shard copies as this server does.
     meta.db.config_set(
         "provider_timeout_secs",
@@ -382,14 +510,21 @@ pub async fn start(
     )?;
     meta.db
         .config_set("replicas", meta.cfg.replicas.to_string().as_bytes())?;
+    let lease = hold_jobs_lease(meta.clone());
     let collector = gc::run(meta.clone(), meta.cfg.gc_interval);
     let repairer = repair::run(meta.clone());
-    let serve = crate::http::serve_with(listener, app, meta.cfg.serve);
+    let serve = crate::http::serve_with(
+        listener,
+        app,
+        meta.cfg.serve,
+        crate::metrics::service("meta"),
+    );
     let task = tokio::spawn(async move {
         tokio::select! {
             r = serve => if let Err(e) = r {
                 tracing::error!(error = %e, "metadata server stopped");
             },
+            _ = lease => {}
             _ = collector => {}
             _ = repairer => {}
         }

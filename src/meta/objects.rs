@@ -17,8 +17,8 @@ use sha1::{Digest, Sha1};
 use tokio::io::AsyncWriteExt;
 
 use super::api::{new_session_id, proven_providers};
-use super::db::{NewObject, Node, Ns, ObjectRow};
 use super::placement::{choose, Candidate};
+use super::store::{NewObject, Node, Ns, ObjectRow};
 use super::{Meta, MetaError, MetaResult};
 use crate::codec::erasure::Scheme;
 use crate::codec::INLINE_MAX;
@@ -43,11 +43,10 @@ impl Meta {
                 ..self.bare_layout(o)
             });
         }
-        let (parts, shards) = self.db.object_shards(o.id)?;
+        let (parts, shards) = self.store(|db| db.object_shards(o.id))?;
         let horizon = now_secs().saturating_sub(self.cfg.provider_timeout.as_secs());
         let alive: HashSet<String> = self
-            .db
-            .providers()?
+            .store(|db| db.providers())?
             .into_iter()
             .filter(|p| p.last_seen >= horizon)
             .map(|p| p.id)
@@ -124,8 +123,7 @@ impl Meta {
 
     pub(super) fn file_layout(&self, node: &Node) -> MetaResult<FileLayout> {
         let fragments = self
-            .db
-            .fragments(node.id)?
+            .store(|db| db.fragments(node.id))?
             .into_iter()
             .map(|f| {
                 Ok(FragmentLayout {
@@ -192,7 +190,7 @@ impl Meta {
     /// Large bodies are read, encoded and stored a window of partitions at
     /// a time, so memory stays at a few partitions whatever the size.
     pub(super) async fn store_object(&self, ns: Ns, body: &Spooled) -> MetaResult<i64> {
-        if let Some(o) = self.db.find_object(ns, &body.sha1)? {
+        if let Some(o) = self.store(|db| db.find_object(ns, &body.sha1))? {
             return Ok(o.id);
         }
         let size = body.size;
@@ -211,7 +209,7 @@ impl Meta {
         if size <= INLINE_MAX {
             let data = body.read_all().await?;
             new.data = Some(&data);
-            return Ok(self.db.insert_object(ns, &new)?);
+            return Ok(self.store(|db| db.insert_object(ns, &new))?);
         }
         let session = new_session_id();
         let writable = self.writable(&HashSet::new())?;
@@ -252,14 +250,14 @@ impl Meta {
                 .await?
         };
         new.partitions = &partitions;
-        let id = self.db.insert_object(ns, &new)?;
-        self.db.session_end(&session)?;
+        let id = self.store(|db| db.insert_object(ns, &new))?;
+        self.store(|db| db.session_end(&session))?;
         Ok(id)
     }
 
     /// Where a shard's receipts prove it is.
     fn placed_shard(&self, session: &str, shard: StoredShard) -> MetaResult<PlacedShard> {
-        let keys = self.db.provider_keys()?;
+        let keys = self.store(|db| db.provider_keys())?;
         Ok(PlacedShard {
             providers: proven_providers(&keys, session, &shard)?,
             sha1: shard.sha1,

@@ -29,15 +29,14 @@ impl Meta {
     /// those in `avoid`.
     pub(super) fn writable(&self, avoid: &HashSet<String>) -> MetaResult<Vec<Candidate>> {
         let horizon = now_secs().saturating_sub(self.cfg.provider_timeout.as_secs());
-        let keys = self.db.provider_keys()?;
+        let keys = self.store(|db| db.provider_keys())?;
         Ok(self
-            .db
-            .providers()?
+            .store(|db| db.providers())?
             .into_iter()
             .filter(|p| {
                 p.last_seen >= horizon
                     && p.used < p.capacity
-                    && p.state == super::db::ACTIVE
+                    && p.state == super::store::ACTIVE
                     && keys.contains_key(&p.id)
                     && !avoid.contains(&p.id)
             })

@@ -26,8 +26,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use super::api::{new_session_id, proven_providers};
-use super::db::{CopyRow, Horizons, PartitionHealth};
 use super::placement::choose;
+use super::store::{CopyRow, Horizons, PartitionHealth};
 use super::{Meta, MetaError, MetaResult};
 use crate::client::provider::ShardError;
 use crate::codec::erasure::Scheme;
@@ -135,9 +135,8 @@ impl Meta {
 
     /// One repair round: returns the partitions repaired.
     pub async fn repair_round(&self, pacer: &Pacer) -> MetaResult<usize> {
-        let todo = self
-            .db
-            .repair_candidates(self.horizons(), self.cfg.replicas, BATCH)?;
+        let todo =
+            self.store(|db| db.repair_candidates(self.horizons(), self.cfg.replicas, BATCH))?;
         let (started, bytes_before) = (Instant::now(), self.repaired().1);
         let done = futures::stream::iter(todo)
             .map(|p| async move {
@@ -147,12 +146,12 @@ impl Meta {
                     Err(e) => {
                         self.repair_stats.failures.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(object, partition, error = %e, "repair failed; retried later");
-                        let _ = self.db.repair_failed(
+                        let _ = self.store(|db| db.repair_failed(
                             object,
                             partition,
                             &e.to_string(),
                             self.cfg.repair_interval.as_secs(),
-                        );
+                        ));
                         false
                     }
                 }
@@ -168,7 +167,7 @@ impl Meta {
             st.round_ms
                 .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
         }
-        for id in self.db.retire_drained()? {
+        for id in self.store(|db| db.retire_drained())? {
             tracing::info!(provider = %id, "drained: every shard moved off; retired");
         }
         Ok(done)
@@ -188,15 +187,13 @@ impl Meta {
                 Some(data)
             }
             Err(ShardError::Corrupt { .. }) => {
-                let _ = self
-                    .db
-                    .shard_bad(&c.sha1, &c.provider, "corrupt (repair read)");
+                let _ =
+                    self.store(|db| db.shard_bad(&c.sha1, &c.provider, "corrupt (repair read)"));
                 None
             }
             Err(ShardError::Status { status, .. }) if status == reqwest::StatusCode::NOT_FOUND => {
-                let _ = self
-                    .db
-                    .shard_bad(&c.sha1, &c.provider, "missing (repair read)");
+                let _ =
+                    self.store(|db| db.shard_bad(&c.sha1, &c.provider, "missing (repair read)"));
                 None
             }
             Err(e) => {
@@ -207,9 +204,8 @@ impl Meta {
     }
 
     async fn repair_partition(&self, ph: &PartitionHealth, pacer: &Pacer) -> MetaResult<()> {
-        let (size, copies) = self
-            .db
-            .partition_copies(self.horizons(), ph.object, ph.partition)?;
+        let (size, copies) =
+            self.store(|db| db.partition_copies(self.horizons(), ph.object, ph.partition))?;
         if copies.is_empty() {
             return Ok(());
         }
@@ -251,7 +247,7 @@ impl Meta {
             Err(e) => Err(e),
         };
         // Whatever was stored and not placed becomes garbage.
-        self.db.session_end(&session)?;
+        self.store(|db| db.session_end(&session))?;
         committed
     }
 
@@ -282,10 +278,7 @@ impl Meta {
             .map(|c| (c.index, c.provider.clone()))
             .collect();
         let stored: u64 = added.iter().map(|a| a.2).sum();
-        if !self
-            .db
-            .repair_commit(ph.object, ph.partition, &added, &dropped)?
-        {
+        if !self.store(|db| db.repair_commit(ph.object, ph.partition, &added, &dropped))? {
             return Ok(());
         }
         self.repair_stats
@@ -460,7 +453,7 @@ impl Meta {
             })
             .collect();
         let spares = HashMap::from([(0u64, spares)]);
-        let keys = self.db.provider_keys()?;
+        let keys = self.store(|db| db.provider_keys())?;
         let (outcomes, _) = put_shards(
             &self.shards,
             jobs,
@@ -500,9 +493,9 @@ impl Meta {
         }
         let h = self.horizons();
         let after = self.repair_stats.cursor.load(Ordering::Relaxed);
-        let mut batch = self.db.verify_batch(h.alive_since, after, n)?;
+        let mut batch = self.store(|db| db.verify_batch(h.alive_since, after, n))?;
         if batch.is_empty() && after > 0 {
-            batch = self.db.verify_batch(h.alive_since, 0, n)?;
+            batch = self.store(|db| db.verify_batch(h.alive_since, 0, n))?;
         }
         if let Some(last) = batch.last() {
             self.repair_stats.cursor.store(last.0, Ordering::Relaxed);
@@ -527,8 +520,7 @@ impl Meta {
                     Err(_) => return false,
                 };
                 tracing::warn!(shard = %sha1, provider = %provider, %reason, "shard copy is bad");
-                self.db
-                    .shard_bad(&sha1, &provider, &reason)
+                self.store(|db| db.shard_bad(&sha1, &provider, &reason))
                     .unwrap_or(false)
             })
             .buffer_unordered(16)
@@ -577,10 +569,14 @@ impl Meta {
         sha1: &str,
         provider: &str,
     ) -> MetaResult<bool> {
-        if !self.db.shard_placed_in(ns, sha1, provider)? {
+        if !self.store(|db| db.shard_placed_in(ns, sha1, provider))? {
             return Ok(false);
         }
-        let Some(p) = self.db.providers()?.into_iter().find(|p| p.id == provider) else {
+        let Some(p) = self
+            .store(|db| db.providers())?
+            .into_iter()
+            .find(|p| p.id == provider)
+        else {
             return Ok(false);
         };
         let grant = self.sign(&self.grant(Op::Get, provider, vec![sha1.to_string()]));
@@ -597,7 +593,48 @@ impl Meta {
             // Unreachable: the heartbeats decide whether it is lost.
             Err(_) => return Ok(false),
         };
-        Ok(self.db.shard_bad(sha1, provider, reason)?)
+        Ok(self.store(|db| db.shard_bad(sha1, provider, reason))?)
+    }
+}
+
+/// Sets the durability gauges from the health report, at each scrape of
+/// `/metrics`: partitions by redundancy, the repair queue, what repair has
+/// done, and each provider as the registry knows it.
+pub(super) fn record_health(m: &Meta) {
+    let r = match m.db.health_report(m.horizons(), m.cfg.replicas) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "no health figures for /metrics");
+            return;
+        }
+    };
+    for (health, n) in [
+        ("full", r.full),
+        ("degraded", r.degraded),
+        ("one_from_loss", r.one_from_loss),
+        ("lost", r.lost),
+    ] {
+        metrics::gauge!(crate::metrics::PARTITIONS, "health" => health).set(n as f64);
+    }
+    metrics::gauge!(crate::metrics::REPAIR_QUEUE).set(r.repair_queue as f64);
+    metrics::gauge!(crate::metrics::REPAIR_BACKOFF).set(r.repair_backoff as f64);
+    let st = &m.repair_stats;
+    metrics::counter!(crate::metrics::REPAIR_SHARDS).absolute(st.shards.load(Ordering::Relaxed));
+    metrics::counter!(crate::metrics::REPAIR_BYTES).absolute(st.bytes.load(Ordering::Relaxed));
+    metrics::counter!(crate::metrics::REPAIR_FAILURES)
+        .absolute(st.failures.load(Ordering::Relaxed));
+    for p in r.providers {
+        let id = p.id;
+        metrics::gauge!(crate::metrics::META_PROVIDER_UP, "provider" => id.clone())
+            .set(u8::from(p.alive));
+        metrics::gauge!(crate::metrics::META_PROVIDER_ACTIVE, "provider" => id.clone())
+            .set(u8::from(p.state == super::store::ACTIVE));
+        metrics::gauge!(crate::metrics::META_PROVIDER_CAPACITY, "provider" => id.clone())
+            .set(p.capacity as f64);
+        metrics::gauge!(crate::metrics::META_PROVIDER_USED, "provider" => id.clone())
+            .set(p.used as f64);
+        metrics::gauge!(crate::metrics::META_PROVIDER_PLACED, "provider" => id)
+            .set(p.shards as f64);
     }
 }
 
@@ -608,6 +645,9 @@ pub async fn run(meta: Arc<Meta>) {
     let interval = meta.cfg.repair_interval;
     loop {
         tokio::time::sleep(interval).await;
+        if !meta.runs_jobs() {
+            continue;
+        }
         // Each round in its own task: a bug that panics costs one round,
         // never the server.
         let (m, pacer) = (meta.clone(), pacer.clone());

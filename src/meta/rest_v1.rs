@@ -16,14 +16,14 @@
 use std::collections::HashMap;
 
 use axum::body::Body;
-use axum::http::{header, Method, StatusCode};
+use axum::http::{header, HeaderName, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
-use super::db::{NewV1File, Ns, V1File, V1Unlink, V1_FILE_HEADER};
 use super::objects::Spooled;
-use super::rest_v2::tfs_time;
+use super::rest_v2::{content_type, tfs_time};
+use super::store::{NewV1File, Ns, V1File, V1Unlink, V1_FILE_HEADER};
 use super::tfs_name::{suffix_hash, FileBits, TfsName, MAX_SUFFIX_LEN};
 use super::{Meta, MetaError, MetaResult};
 use crate::proto::{FileLayout, FragmentLayout};
@@ -127,9 +127,9 @@ impl Target {
     /// The app's file this names, whatever its status.
     fn find(&self, m: &Meta, appid: u64) -> MetaResult<V1File> {
         let bits = self.name.bits;
-        let f =
-            m.db.v1_get(appid, bits.block_id, bits.seq_id)?
-                .ok_or_else(not_found)?;
+        let f = m
+            .store(|db| db.v1_get(appid, bits.block_id, bits.seq_id))?
+            .ok_or_else(not_found)?;
         let suffix_ok = if self.suffix.is_empty() {
             bits.suffix_hash == suffix_hash(f.suffix.as_bytes())
         } else {
@@ -270,14 +270,16 @@ async fn write(m: &Meta, appid: u64, args: &Args, body: Body) -> MetaResult<Resp
     let large = args.flag("large_file")?;
     let body = body_of(m, body).await?;
     let object = m.store_object(Ns { appid, uid: V1_UID }, &body).await?;
-    let f = m.db.v1_create(&NewV1File {
-        appid,
-        large,
-        suffix,
-        simple,
-        object,
-        size: body.size,
-        crc: body.crc,
+    let f = m.store(|db| {
+        db.v1_create(&NewV1File {
+            appid,
+            large,
+            suffix,
+            simple,
+            object,
+            size: body.size,
+            crc: body.crc,
+        })
     })?;
     Ok(file_name_json(&f))
 }
@@ -294,8 +296,7 @@ async fn update(m: &Meta, appid: u64, t: &Target, args: &Args, body: Body) -> Me
         return Err(not_found());
     }
     let object = m.store_object(Ns { appid, uid: V1_UID }, &body).await?;
-    let f =
-        m.db.v1_update(appid, f.block_id, f.seq_id, object, body.size, body.crc)?;
+    let f = m.store(|db| db.v1_update(appid, f.block_id, f.seq_id, object, body.size, body.crc))?;
     Ok(file_name_json(&f))
 }
 
@@ -318,7 +319,7 @@ fn unlink(m: &Meta, appid: u64, t: &Target, args: &Args) -> MetaResult<Response>
         return Err(bad("large TFS files cannot be undeleted"));
     }
     let f = t.find(m, appid)?;
-    m.db.v1_unlink(appid, f.block_id, f.seq_id, op)?;
+    m.store(|db| db.v1_unlink(appid, f.block_id, f.seq_id, op))?;
     Ok(StatusCode::OK.into_response())
 }
 
@@ -333,10 +334,30 @@ fn visible(m: &Meta, appid: u64, t: &Target, args: &Args) -> MetaResult<V1File> 
     Ok(f)
 }
 
+/// The headers of a file's read, GET or HEAD: the MIME type of its suffix
+/// and its modification time.
+fn file_headers(f: &V1File) -> [(HeaderName, String); 2] {
+    [
+        (header::CONTENT_TYPE, content_type(&f.suffix).to_string()),
+        (header::LAST_MODIFIED, http_date(f.modify_time)),
+    ]
+}
+
+/// HEAD of a file, by its name or its metadata: nginx-tfs answers both with
+/// a stat, the file's size as `Content-Length` and no body.
+fn head_of(f: &V1File) -> Response {
+    (
+        file_headers(f),
+        [(header::CONTENT_LENGTH, f.size.to_string())],
+        (),
+    )
+        .into_response()
+}
+
 fn stat(m: &Meta, appid: u64, t: &Target, args: &Args, head: bool) -> MetaResult<Response> {
     let f = visible(m, appid, t, args)?;
     if head {
-        return Ok(StatusCode::OK.into_response());
+        return Ok(head_of(&f));
     }
     Ok(Json(stat_of(&f)).into_response())
 }
@@ -349,9 +370,17 @@ async fn read(m: &Meta, appid: u64, t: &Target, args: &Args, head: bool) -> Meta
         None => u64::MAX,
     };
     let f = visible(m, appid, t, args)?;
-    let last_modified = [(header::LAST_MODIFIED, http_date(f.modify_time))];
     if head {
-        return Ok((StatusCode::OK, last_modified).into_response());
+        return Ok(head_of(&f));
+    }
+    // TFS's data servers refuse a read of a small file starting past its
+    // end (nginx-tfs answers 400); one at the end, or of a large file
+    // anywhere past it, is 200 with no bytes.
+    if offset > f.size && !f.large {
+        return Err(bad(format!(
+            "offset {offset} is past the end of the {}-byte file",
+            f.size
+        )));
     }
     let layout = FileLayout {
         size: f.size,
@@ -366,10 +395,5 @@ async fn read(m: &Meta, appid: u64, t: &Target, args: &Args, head: bool) -> Meta
     let data = read_range(&m.shards, &layout, None, offset, size)
         .await
         .map_err(|e| MetaError::Internal(e.to_string()))?;
-    Ok((
-        [(header::CONTENT_TYPE, "application/octet-stream".to_string())],
-        last_modified,
-        data,
-    )
-        .into_response())
+    Ok((file_headers(&f), data).into_response())
 }

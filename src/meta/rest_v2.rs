@@ -8,13 +8,13 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use futures::StreamExt;
 
-use super::db::{Kind, Node, Ns};
 use super::path::TfsPath;
+use super::store::{Kind, Node, Ns};
 use super::{Meta, MetaError, MetaResult};
 use crate::proto::TfsEntry;
 use crate::transfer::{read_range, TransferError};
@@ -32,15 +32,33 @@ async fn dispatch(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Some(rest) = uri.path().strip_prefix("/v1/") {
-        let result = super::rest_v1::v1(&m, &method, rest, uri.query(), body).await;
-        return result.unwrap_or_else(IntoResponse::into_response);
+    let path = uri.path();
+    // The drive's API keeps its own answers; every other path is TFS's, as
+    // behind nginx-tfs's `location / { tfs_pass ...; }`.
+    if path.starts_with("/api/") {
+        return MetaError::NotFound(format!("no route {path}")).into_response();
     }
-    let result = match uri.path().strip_prefix("/v2/") {
-        Some(rest) => v2(&m, &method, rest, uri.query(), &headers, body).await,
-        None => Err(MetaError::NotFound(format!("no route {}", uri.path()))),
+    let result = if let Some(rest) = path.strip_prefix("/v1/") {
+        super::rest_v1::v1(&m, &method, rest, uri.query(), body).await
+    } else if let Some(rest) = path.strip_prefix("/v2/") {
+        v2(&m, &method, rest, uri.query(), &headers, body).await
+    } else {
+        // nginx-tfs: a URI it cannot parse is a bad request.
+        Err(MetaError::BadRequest(format!(
+            "no TFS route {path}: TFS paths start with /v1/ or /v2/"
+        )))
     };
-    result.unwrap_or_else(IntoResponse::into_response)
+    result.unwrap_or_else(MetaError::into_tfs_response)
+}
+
+/// The `Content-Type` of a file read: the MIME type of the name's suffix
+/// (what follows its last dot; `mime_guess` agrees with nginx's
+/// `mime.types` on the common ones), else nginx's `default_type`,
+/// `application/octet-stream`.
+pub(super) fn content_type(name: &str) -> &'static str {
+    name.rsplit_once('.')
+        .and_then(|(_, ext)| mime_guess::from_ext(ext).first_raw())
+        .unwrap_or("application/octet-stream")
 }
 
 /// TFS's ids: non-zero decimal integers of at most 19 digits.
@@ -137,12 +155,18 @@ async fn v2(
 ) -> MetaResult<Response> {
     let (appkey, rest) = rest
         .split_once('/')
-        .ok_or_else(|| MetaError::NotFound("no such route".into()))?;
+        .ok_or_else(|| MetaError::BadRequest("a v2 path is /v2/{appkey}/appid or longer".into()))?;
     if rest == "appid" {
         if method != Method::GET {
             return Err(MetaError::BadRequest("GET the appid".into()));
         }
-        let appid = m.app(appkey)?;
+        // The document's answer to an app the RcServer does not know.
+        let Ok(appid) = m.app(appkey) else {
+            return Ok(super::nginx_error_page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "login failed: no app has this appkey",
+            ));
+        };
         return Ok(Json(serde_json::json!({ "APP_ID": appid.to_string() })).into_response());
     }
     let (listing, rest) = match rest.strip_prefix("metadata/") {
@@ -174,12 +198,12 @@ async fn v2(
     let kind = if is_dir { Kind::Dir } else { Kind::File };
     match (listing, method.clone()) {
         (true, Method::GET) if is_dir => {
-            let (_, children) = m.db.list(ns, &path)?;
+            let (_, children) = m.store(|db| db.list(ns, &path))?;
             let list: Vec<TfsEntry> = children.iter().map(|c| entry(c, c.name.clone())).collect();
             Ok(Json(list).into_response())
         }
         (true, Method::GET) => {
-            let node = m.db.stat(ns, &path)?;
+            let node = m.store(|db| db.stat(ns, &path))?;
             if node.kind != Kind::File {
                 return Err(MetaError::NotFound(format!("{path} is not a file")));
             }
@@ -189,7 +213,7 @@ async fn v2(
         }
         (true, _) => Err(MetaError::BadRequest("metadata is read with GET".into())),
         (false, Method::HEAD) => {
-            let node = m.db.stat(ns, &path)?;
+            let node = m.store(|db| db.stat(ns, &path))?;
             if node.kind != kind {
                 return Err(MetaError::NotFound(format!("{path} does not exist")));
             }
@@ -201,26 +225,25 @@ async fn v2(
                     .to_str()
                     .map_err(|_| MetaError::BadRequest("bad move source header".into()))?;
                 let src = TfsPath::parse_encoded(src)?;
-                m.db.rename(
-                    ns,
-                    &src,
-                    &path,
-                    kind,
-                    q.flag("recursive")?,
-                    q.flag("overwrite")?,
-                )?;
+                let (recursive, overwrite) = (q.flag("recursive")?, q.flag("overwrite")?);
+                m.store(|db| db.rename(ns, &src, &path, kind, recursive, overwrite))?;
                 Ok(StatusCode::OK.into_response())
             }
             None => {
-                m.db.create(ns, &path, kind, q.flag("recursive")?)?;
+                let recursive = q.flag("recursive")?;
+                m.store(|db| db.create(ns, &path, kind, recursive))?;
                 Ok(StatusCode::CREATED.into_response())
             }
         },
         (false, Method::DELETE) => {
-            m.db.remove(ns, &path, kind)?;
+            m.store(|db| db.remove(ns, &path, kind))?;
             Ok(StatusCode::OK.into_response())
         }
         (false, Method::PUT) if !is_dir => write(m, ns, &path, &q, body).await,
+        // nginx-tfs refuses ranges: parts are read with offset and size.
+        (false, Method::GET) if !is_dir && headers.contains_key(header::RANGE) => Err(
+            MetaError::BadRequest("Range is not taken: read parts with offset and size".into()),
+        ),
         (false, Method::GET) if !is_dir => read(m, ns, &path, &q).await,
         _ => Err(MetaError::BadRequest(format!(
             "{method} is not a {what} operation"
@@ -247,7 +270,7 @@ async fn write(m: &Meta, ns: Ns, path: &TfsPath, q: &Params, body: Body) -> Meta
     if data.size == 0 {
         return Err(MetaError::BadRequest("nothing to write".into()));
     }
-    let node = m.db.stat(ns, path)?;
+    let node = m.store(|db| db.stat(ns, path))?;
     if node.kind != Kind::File {
         return Err(MetaError::NotFound(format!("{path} is not a file")));
     }
@@ -256,7 +279,7 @@ async fn write(m: &Meta, ns: Ns, path: &TfsPath, q: &Params, body: Body) -> Meta
         return Err(too_big());
     }
     let object = m.store_object(ns, &data).await?;
-    m.db.add_fragment(ns, path, offset, data.size, object)?;
+    m.store(|db| db.add_fragment(ns, path, offset, data.size, object))?;
     Ok(StatusCode::OK.into_response())
 }
 
@@ -274,7 +297,7 @@ fn read_error(e: TransferError) -> MetaError {
 }
 
 async fn read(m: &Meta, ns: Ns, path: &TfsPath, q: &Params) -> MetaResult<Response> {
-    let node = m.db.stat(ns, path)?;
+    let node = m.store(|db| db.stat(ns, path))?;
     if node.kind != Kind::File {
         return Err(MetaError::NotFound(format!("{path} is not a file")));
     }
@@ -290,13 +313,10 @@ async fn read(m: &Meta, ns: Ns, path: &TfsPath, q: &Params) -> MetaResult<Respon
         .map_err(read_error)?;
     let headers = [
         (
-            axum::http::header::CONTENT_TYPE,
-            "application/octet-stream".to_string(),
+            header::CONTENT_TYPE,
+            content_type(path.name().unwrap_or_default()).to_string(),
         ),
-        (
-            axum::http::header::CONTENT_LENGTH,
-            (end - offset).to_string(),
-        ),
+        (header::CONTENT_LENGTH, (end - offset).to_string()),
     ];
     if first_end == end {
         return Ok((headers, first).into_response());

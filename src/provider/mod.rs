@@ -129,6 +129,7 @@ pub async fn start(
 ) -> anyhow::Result<RunningProvider> {
     let addr: SocketAddr = listener.local_addr()?;
     let url = format!("http://{addr}");
+    crate::metrics::install();
     let store = ShardStore::open(&cfg.data, cfg.max_shard)?;
     let id = store.provider_id()?;
     let key = SigningKey::from_bytes(&crate::private::secret(&cfg.data.join("provider.key"))?);
@@ -157,9 +158,12 @@ pub async fn start(
                 .delete(delete_shard),
         )
         .route("/health", get(health))
+        .route("/metrics", get(crate::metrics::scrape))
         .layer(DefaultBodyLimit::disable())
         .with_state(provider.clone());
+    crate::metrics::on_scrape(&provider, record);
     enroll(&http, &cfg.meta, &provider, &url, cfg.join.as_deref()).await?;
+    let labels = crate::metrics::provider_service(&provider.id);
     let task = tokio::spawn(async move {
         let scrubber = scrub::run(
             http.clone(),
@@ -169,7 +173,7 @@ pub async fn start(
             cfg.scrub_interval,
         );
         let heartbeats = heartbeat_loop(http, cfg.meta, url.clone(), provider, cfg.heartbeat);
-        let serve = crate::http::serve(listener, app);
+        let serve = crate::http::serve(listener, app, labels);
         tokio::select! {
             r = serve => if let Err(e) = r { tracing::error!(error = %e, "provider server stopped") },
             _ = heartbeats => {}
@@ -368,14 +372,32 @@ async fn delete_shard(
     Ok(StatusCode::OK)
 }
 
+impl Provider {
+    fn health(&self) -> ProviderHealth {
+        ProviderHealth {
+            id: self.id.clone(),
+            shards: self.store.count(),
+            bytes_used: self.store.used(),
+            bytes_received: self.received.load(Ordering::Relaxed),
+            bytes_sent: self.sent.load(Ordering::Relaxed),
+            capacity: self.capacity,
+            scrub: self.scrub.health(),
+        }
+    }
+}
+
 async fn health(State(p): State<Arc<Provider>>) -> Json<ProviderHealth> {
-    Json(ProviderHealth {
-        id: p.id.clone(),
-        shards: p.store.count(),
-        bytes_used: p.store.used(),
-        bytes_received: p.received.load(Ordering::Relaxed),
-        bytes_sent: p.sent.load(Ordering::Relaxed),
-        capacity: p.capacity,
-        scrub: p.scrub.health(),
-    })
+    Json(p.health())
+}
+
+/// `/health`'s figures as metrics, at each scrape.
+fn record(p: &Provider) {
+    let h = p.health();
+    let labels = crate::metrics::provider_service(&h.id);
+    metrics::gauge!(crate::metrics::PROVIDER_SHARDS, labels.clone()).set(h.shards as f64);
+    metrics::gauge!(crate::metrics::PROVIDER_STORED, labels.clone()).set(h.bytes_used as f64);
+    metrics::gauge!(crate::metrics::PROVIDER_CAPACITY, labels.clone()).set(h.capacity as f64);
+    metrics::counter!(crate::metrics::PROVIDER_RECEIVED, labels.clone()).absolute(h.bytes_received);
+    metrics::counter!(crate::metrics::PROVIDER_SENT, labels.clone()).absolute(h.bytes_sent);
+    scrub::record(&h.scrub, labels);
 }

@@ -39,6 +39,19 @@ impl ScrubState {
     }
 }
 
+/// Scrub's figures as metrics (`labels`: the provider's).
+pub fn record(h: &ScrubHealth, labels: Vec<metrics::Label>) {
+    metrics::counter!(crate::metrics::SCRUB_PASSES, labels.clone()).absolute(h.passes);
+    metrics::counter!(crate::metrics::SCRUB_BAD, labels.clone()).absolute(h.bad_found);
+    metrics::gauge!(crate::metrics::SCRUB_CHECKED, labels.clone()).set(h.checked as f64);
+    metrics::gauge!(crate::metrics::SCRUB_RUNNING, labels.clone()).set(u8::from(h.running));
+    metrics::gauge!(crate::metrics::SCRUB_LAST_PASS_TIME, labels.clone()).set(h.last_pass as f64);
+    metrics::gauge!(crate::metrics::SCRUB_LAST_PASS_BYTES, labels.clone())
+        .set(h.last_pass_bytes as f64);
+    metrics::gauge!(crate::metrics::SCRUB_LAST_PASS_SECONDS, labels)
+        .set(h.last_pass_ms as f64 / 1000.0);
+}
+
 async fn report(http: &reqwest::Client, meta: &str, p: &Provider, r: ScrubReport) {
     let token = grant::sign(&r, &p.key);
     if let Err(e) = http

@@ -295,7 +295,8 @@ pub async fn serve(
     let app = router(Arc::new(state), access);
     eprintln!("tfsfs sidecar listening on http://{local} ({who})");
     Ok(tokio::spawn(async move {
-        if let Err(e) = crate::http::serve(listener, app).await {
+        if let Err(e) = crate::http::serve(listener, app, crate::metrics::service("sidecar")).await
+        {
             tracing::error!(error = %e, "sidecar stopped");
         }
     }))

@@ -252,6 +252,7 @@ pub async fn read_partition(
     cipher: Option<&PartitionCipher>,
     index: u64,
 ) -> Result<Vec<u8>, TransferError> {
+    let recorded = crate::metrics::Transfer::start(&crate::metrics::PARTITION_READ);
     let obj = &frag.object;
     let part = obj
         .partitions
@@ -280,6 +281,7 @@ pub async fn read_partition(
             data.len()
         )));
     }
+    recorded.done(data.len() as u64);
     Ok(data)
 }
 

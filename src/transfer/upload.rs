@@ -226,6 +226,7 @@ pub async fn upload_file(
     progress: &Progress,
 ) -> Result<u64, TransferError> {
     let started = std::time::Instant::now();
+    let recorded = crate::metrics::Transfer::start(&crate::metrics::UPLOAD);
     let policy = meta.policy().await?;
     if policy.partition_size == 0 {
         return Err(TransferError::Layout(
@@ -362,6 +363,7 @@ pub async fn upload_file(
         }
     };
     progress.finish(remote);
+    recorded.done(size);
     tracing::info!(remote, size, ?keyed, ?hashed, total = ?started.elapsed(), "uploaded");
     Ok(ver_no)
 }

@@ -79,6 +79,74 @@ pub const GC_NOW: &[&str] = &[
     "0",
 ];
 
+/// A throw-away PostgreSQL database for one cluster, made when the tests run
+/// on PostgreSQL (`TFSFS_TEST_DB=postgres`, server at `TFSFS_TEST_PG`) and
+/// dropped with it.
+pub struct TestDb {
+    pub url: String,
+    admin: String,
+    name: String,
+}
+
+/// The PostgreSQL server's URL when this run uses it.
+pub fn pg_server() -> Option<String> {
+    if std::env::var("TFSFS_TEST_DB").ok()? != "postgres" {
+        return None;
+    }
+    Some(std::env::var("TFSFS_TEST_PG").expect("TFSFS_TEST_DB=postgres needs TFSFS_TEST_PG"))
+}
+
+/// Runs `sql` on the database at `url`; the first column of the first row
+/// as text, if any. On a thread of its own: the client must not run on an
+/// async runtime's thread.
+pub fn pg_run(url: &str, sql: &str) -> Result<Option<String>, postgres::Error> {
+    let (url, sql) = (url.to_string(), sql.to_string());
+    std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls)?;
+        let rows = c.simple_query(&sql)?;
+        Ok(rows.iter().find_map(|m| match m {
+            postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        }))
+    })
+    .join()
+    .expect("PostgreSQL client thread")
+}
+
+impl TestDb {
+    /// A fresh database on the server at `admin` (a URL of an existing db).
+    pub fn create(admin: &str) -> TestDb {
+        let name = format!("tfsfs_{}", hex::encode(rand::random::<[u8; 8]>()));
+        pg_run(admin, &format!("CREATE DATABASE {name}")).expect("create a test database");
+        let base = admin.rsplit_once('/').expect("a URL with a database").0;
+        TestDb {
+            url: format!("{base}/{name}"),
+            admin: admin.to_string(),
+            name,
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let _ = pg_run(
+            &self.admin,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+/// `tfsfs admin` on the store of the metadata server whose data dir is
+/// `meta_dir` (and whose database is `db` on PostgreSQL runs).
+fn admin_command(meta_dir: &Path, db: Option<&TestDb>) -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.arg("admin").arg("--data").arg(meta_dir);
+    if let Some(db) = db {
+        cmd.args(["--db", &db.url]);
+    }
+    cmd
+}
+
 /// A metadata server and N providers, each its own process.
 pub struct TestCluster {
     pub dir: tempfile::TempDir,
@@ -90,9 +158,16 @@ pub struct TestCluster {
     pub appid: u64,
     pub uid: u64,
     meta_args: Vec<String>,
+    /// Dropped after the processes (fields drop in order).
+    pub db: Option<TestDb>,
 }
 
 impl TestCluster {
+    /// `tfsfs admin` on this cluster's store; the caller adds the command.
+    pub fn admin_command(&self) -> Command {
+        admin_command(&self.dir.path().join("meta"), self.db.as_ref())
+    }
+
     pub async fn start(n: usize) -> TestCluster {
         Self::start_with(n, &[]).await
     }
@@ -106,14 +181,13 @@ impl TestCluster {
     pub async fn start_under(n: usize, wrapper: &[&str], meta_args: &[&str]) -> TestCluster {
         let dir = tempfile::tempdir().unwrap();
         let meta_dir = dir.path().join("meta");
-        let out = Command::new(bin())
-            .args([
-                "admin",
-                "--data",
-                meta_dir.to_str().unwrap(),
-                "app",
-                "create",
-            ])
+        let db = pg_server().map(|server| TestDb::create(&server));
+        let db_args: Vec<&str> = match &db {
+            Some(d) => vec!["--db", &d.url],
+            None => vec![],
+        };
+        let out = admin_command(&meta_dir, db.as_ref())
+            .args(["app", "create"])
             .output()
             .unwrap();
         assert!(out.status.success(), "admin app create: {out:?}");
@@ -125,17 +199,11 @@ impl TestCluster {
             "--data",
             meta_dir.to_str().unwrap(),
         ];
+        args.extend_from_slice(&db_args);
         args.extend_from_slice(meta_args);
         let meta = Proc::spawn_under(wrapper, &args);
-        let out = Command::new(bin())
-            .args([
-                "admin",
-                "--data",
-                meta_dir.to_str().unwrap(),
-                "provider",
-                "token",
-                "--reusable",
-            ])
+        let out = admin_command(&meta_dir, db.as_ref())
+            .args(["provider", "token", "--reusable"])
             .output()
             .unwrap();
         assert!(out.status.success(), "admin provider token: {out:?}");
@@ -148,6 +216,7 @@ impl TestCluster {
             appid: app["appid"].as_u64().unwrap(),
             uid: 1,
             dir,
+            db,
         };
         for _ in 0..n {
             c.add_provider();
@@ -168,14 +237,28 @@ impl TestCluster {
         self.meta = Proc::spawn(&args);
     }
 
-    /// `tfsfs admin --data META_DIR ARGS`, which must succeed; its stdout.
+    /// Another metadata server on this cluster's PostgreSQL store, with
+    /// local files of its own.
+    pub fn add_meta(&self, i: usize) -> Proc {
+        assert!(
+            self.db.is_some(),
+            "several metadata servers need PostgreSQL"
+        );
+        let mut args = self.meta_args.clone();
+        let at = args.iter().position(|a| a == "--data").unwrap() + 1;
+        args[at] = self
+            .dir
+            .path()
+            .join(format!("meta-{i}"))
+            .display()
+            .to_string();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Proc::spawn(&args)
+    }
+
+    /// `tfsfs admin ARGS` on this cluster's store, which must succeed; its stdout.
     pub fn admin(&self, args: &[&str]) -> String {
-        let out = Command::new(bin())
-            .args(["admin", "--data"])
-            .arg(self.dir.path().join("meta"))
-            .args(args)
-            .output()
-            .unwrap();
+        let out = self.admin_command().args(args).output().unwrap();
         assert_ok(&out, &format!("admin {args:?}"));
         String::from_utf8(out.stdout).unwrap()
     }
@@ -404,6 +487,8 @@ pub struct TestMount {
     appkey: String,
     config_home: PathBuf,
     encrypt: bool,
+    /// More `tfsfs mount` arguments.
+    args: Vec<String>,
     _tmp: tempfile::TempDir,
 }
 
@@ -414,6 +499,21 @@ impl TestMount {
     }
 
     pub fn with(c: &TestCluster, encrypt: bool) -> TestMount {
+        Self::open(c, &c.meta.url, encrypt, &[])
+    }
+
+    /// `with`, `args` added to `tfsfs mount`'s.
+    pub fn with_args(c: &TestCluster, encrypt: bool, args: &[&str]) -> TestMount {
+        Self::open(c, &c.meta.url, encrypt, args)
+    }
+
+    /// Mounts `c`'s account through the metadata server(s) `meta_url`
+    /// (comma-separated: the mount fails over between them).
+    pub fn at(c: &TestCluster, meta_url: &str, encrypt: bool) -> TestMount {
+        Self::open(c, meta_url, encrypt, &[])
+    }
+
+    fn open(c: &TestCluster, meta_url: &str, encrypt: bool, args: &[&str]) -> TestMount {
         let tmp = tempfile::tempdir().unwrap();
         // Canonical, as /proc/self/mounts lists it.
         let base = std::fs::canonicalize(tmp.path()).unwrap();
@@ -429,10 +529,11 @@ impl TestMount {
             logs,
             child: None,
             starts: 0,
-            meta_url: c.meta.url.clone(),
+            meta_url: meta_url.to_string(),
             appkey: c.appkey.clone(),
             config_home: c.dir.path().join("config"),
             encrypt,
+            args: args.iter().map(|a| a.to_string()).collect(),
             _tmp: tmp,
         };
         m.mount();
@@ -469,6 +570,7 @@ impl TestMount {
             ])
             .arg("--cache-dir")
             .arg(&self.cache)
+            .args(&self.args)
             .env("XDG_CONFIG_HOME", &self.config_home)
             .env_remove("TFSFS_META")
             .env_remove("TFSFS_APPKEY")

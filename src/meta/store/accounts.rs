@@ -1,11 +1,11 @@
-//! Accounts, e-mail registrations, packages and orders. A submodule of
-//! `db`, sharing its connection. An account is an app of its own (appkey,
+//! Config, apps, accounts, e-mail registrations, packages and orders. An account is an app of its own (appkey,
 //! appid) with its namespace uid 1; orders belong to a namespace (appid,
 //! uid), so apps made with `tfsfs admin app create` can buy too.
 
-use rusqlite::{params, OptionalExtension, Row};
+use sha2::Digest;
 
-use super::{insert_app, sql_id, unix_now, Db, DbError, DbResult, Ns};
+use super::sql::{params, Conn, Row};
+use super::{sql_id, unix_now, Db, DbError, DbResult, Ns};
 
 pub const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS accounts(
@@ -97,7 +97,7 @@ impl OrderRow {
 
 const PACKAGE_COLS: &str = "id, name, capacity, duration_days, price_cents, active";
 
-fn package_of(r: &Row) -> rusqlite::Result<PackageRow> {
+fn package_of(r: &Row) -> DbResult<PackageRow> {
     Ok(PackageRow {
         id: r.get(0)?,
         name: r.get(1)?,
@@ -111,7 +111,7 @@ fn package_of(r: &Row) -> rusqlite::Result<PackageRow> {
 const ORDER_COLS: &str =
     "id, appid, uid, package, name, quantity, capacity, price_cents, created, expires, status, canceled";
 
-fn order_of(r: &Row) -> rusqlite::Result<OrderRow> {
+fn order_of(r: &Row) -> DbResult<OrderRow> {
     Ok(OrderRow {
         id: r.get(0)?,
         ns: Ns {
@@ -132,7 +132,7 @@ fn order_of(r: &Row) -> rusqlite::Result<OrderRow> {
 
 const REGISTRATION_COLS: &str = "email, code_hash, expires, attempts, sent, sends, first_sent";
 
-fn registration_of(r: &Row) -> rusqlite::Result<Registration> {
+fn registration_of(r: &Row) -> DbResult<Registration> {
     Ok(Registration {
         email: r.get(0)?,
         code_hash: r.get(1)?,
@@ -153,11 +153,10 @@ impl Db {
 
     /// The namespace of the account registered with `email`.
     pub fn account_by_email(&self, email: &str) -> DbResult<Option<Ns>> {
-        Ok(self
-            .lock()
-            .query_row(
+        self.read(|c| {
+            c.query_opt(
                 "SELECT appid, uid FROM accounts WHERE email=?1",
-                [email],
+                params![email],
                 |r| {
                     Ok(Ns {
                         appid: r.get::<_, i64>(0)? as u64,
@@ -165,36 +164,37 @@ impl Db {
                     })
                 },
             )
-            .optional()?)
+        })
     }
 
     /// The e-mail a namespace was registered with (none for admin-made apps).
     pub fn email_of(&self, ns: Ns) -> DbResult<Option<String>> {
-        Ok(self
-            .lock()
-            .query_row(
+        self.read(|c| {
+            c.query_opt(
                 "SELECT email FROM accounts WHERE appid=?1 AND uid=?2",
                 params![sql_id(ns.appid), sql_id(ns.uid)],
                 |r| r.get(0),
             )
-            .optional()?)
+        })
     }
 
     pub fn registration(&self, email: &str) -> DbResult<Option<Registration>> {
-        Ok(self
-            .lock()
-            .query_row(
+        self.read(|c| {
+            c.query_opt(
                 &format!("SELECT {REGISTRATION_COLS} FROM registrations WHERE email=?1"),
-                [email],
+                params![email],
                 registration_of,
             )
-            .optional()?)
+        })
     }
 
     pub fn put_registration(&self, r: &Registration) -> DbResult<()> {
-        self.lock().execute(
+        self.tx(|c| c.execute(
             &format!(
-                "INSERT OR REPLACE INTO registrations({REGISTRATION_COLS}) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                "INSERT INTO registrations({REGISTRATION_COLS}) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(email) DO UPDATE SET code_hash=excluded.code_hash, expires=excluded.expires,
+                   attempts=excluded.attempts, sent=excluded.sent, sends=excluded.sends,
+                   first_sent=excluded.first_sent"
             ),
             params![
                 r.email,
@@ -205,7 +205,7 @@ impl Db {
                 i64::from(r.sends),
                 r.first_sent
             ],
-        )?;
+        ))?;
         Ok(())
     }
 
@@ -214,11 +214,11 @@ impl Db {
         self.tx(|tx| {
             tx.execute(
                 "UPDATE registrations SET attempts=attempts+1 WHERE email=?1",
-                [email],
+                params![email],
             )?;
             let n: i64 = tx.query_row(
                 "SELECT attempts FROM registrations WHERE email=?1",
-                [email],
+                params![email],
                 |r| r.get(0),
             )?;
             Ok(n as u32)
@@ -229,11 +229,11 @@ impl Db {
     /// `appkey`, namespace uid 1. Returns the account's namespace.
     pub fn activate_account(&self, email: &str, appkey: &str) -> DbResult<Ns> {
         self.tx(|tx| {
-            let taken: Option<i64> = tx
-                .query_row("SELECT appid FROM accounts WHERE email=?1", [email], |r| {
-                    r.get(0)
-                })
-                .optional()?;
+            let taken: Option<i64> = tx.query_opt(
+                "SELECT appid FROM accounts WHERE email=?1",
+                params![email],
+                |r| r.get(0),
+            )?;
             if taken.is_some() {
                 return Err(DbError::Exists);
             }
@@ -242,7 +242,7 @@ impl Db {
                 "INSERT INTO accounts(email, appid, uid, created) VALUES(?1, ?2, 1, ?3)",
                 params![email, sql_id(appid), unix_now()],
             )?;
-            tx.execute("DELETE FROM registrations WHERE email=?1", [email])?;
+            tx.execute("DELETE FROM registrations WHERE email=?1", params![email])?;
             Ok(Ns { appid, uid: 1 })
         })
     }
@@ -251,25 +251,23 @@ impl Db {
 
     /// Packages by id; retired ones only when `all`.
     pub fn packages(&self, all: bool) -> DbResult<Vec<PackageRow>> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {PACKAGE_COLS} FROM packages WHERE active=1 OR ?1 ORDER BY id"
-        ))?;
-        let rows = stmt
-            .query_map([all], package_of)?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        self.read(|c| {
+            c.query_map(
+                &format!("SELECT {PACKAGE_COLS} FROM packages WHERE active=1 OR ?1=1 ORDER BY id"),
+                params![all],
+                package_of,
+            )
+        })
     }
 
     pub fn package(&self, id: i64) -> DbResult<Option<PackageRow>> {
-        Ok(self
-            .lock()
-            .query_row(
+        self.read(|c| {
+            c.query_opt(
                 &format!("SELECT {PACKAGE_COLS} FROM packages WHERE id=?1"),
-                [id],
+                params![id],
                 package_of,
             )
-            .optional()?)
+        })
     }
 
     /// Adds a package; name, capacity, duration and price are all needed.
@@ -283,9 +281,9 @@ impl Db {
         };
         check_package(name, capacity, days)?;
         let id = self.tx(|tx| {
-            tx.execute(
+            tx.query_row(
                 "INSERT INTO packages(name, capacity, duration_days, price_cents, active, created)
-                 VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+                 VALUES(?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
                 params![
                     name,
                     count(capacity),
@@ -294,8 +292,8 @@ impl Db {
                     p.active.unwrap_or(true),
                     unix_now()
                 ],
-            )?;
-            Ok(tx.last_insert_rowid())
+                |r| r.get(0),
+            )
         })?;
         self.package(id)?.ok_or(DbError::NotFound)
     }
@@ -308,7 +306,8 @@ impl Db {
         let capacity = p.capacity.unwrap_or(old.capacity);
         let days = p.duration_days.unwrap_or(old.duration_days);
         check_package(&name, capacity, days)?;
-        self.lock().execute(
+        self.tx(|c| {
+            c.execute(
             "UPDATE packages SET name=?1, capacity=?2, duration_days=?3, price_cents=?4, active=?5
              WHERE id=?6",
             params![
@@ -319,7 +318,8 @@ impl Db {
                 p.active.unwrap_or(old.active),
                 id
             ],
-        )?;
+        )
+        })?;
         self.package(id)?.ok_or(DbError::NotFound)
     }
 
@@ -340,7 +340,7 @@ impl Db {
     // ---- orders ----
 
     pub fn insert_order(&self, o: &OrderRow) -> DbResult<()> {
-        self.lock().execute(
+        self.tx(|c| c.execute(
             &format!(
                 "INSERT INTO orders({ORDER_COLS}) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
             ),
@@ -358,23 +358,19 @@ impl Db {
                 o.status,
                 o.canceled
             ],
-        )?;
+        ))?;
         Ok(())
     }
 
     /// Cancels the namespace's active orders of `package`; returns them.
     pub fn cancel_orders(&self, ns: Ns, package: i64, now: i64) -> DbResult<Vec<OrderRow>> {
         self.tx(|tx| {
-            let ids: Vec<String> = tx
-                .prepare_cached(
-                    "SELECT id FROM orders WHERE appid=?1 AND uid=?2 AND package=?3
-                       AND status=?4 AND expires>?5 ORDER BY created, rowid",
-                )?
-                .query_map(
-                    params![sql_id(ns.appid), sql_id(ns.uid), package, ORDER_PAID, now],
-                    |r| r.get(0),
-                )?
-                .collect::<Result<_, _>>()?;
+            let ids: Vec<String> = tx.query_map(
+                "SELECT id FROM orders WHERE appid=?1 AND uid=?2 AND package=?3
+                   AND status=?4 AND expires>?5 ORDER BY created, rowid",
+                params![sql_id(ns.appid), sql_id(ns.uid), package, ORDER_PAID, now],
+                |r| r.get(0),
+            )?;
             let mut out = Vec::new();
             for id in ids {
                 tx.execute(
@@ -383,7 +379,7 @@ impl Db {
                 )?;
                 out.push(tx.query_row(
                     &format!("SELECT {ORDER_COLS} FROM orders WHERE id=?1"),
-                    [&id],
+                    params![&id],
                     order_of,
                 )?);
             }
@@ -393,46 +389,50 @@ impl Db {
 
     /// All of a namespace's orders, oldest first.
     pub fn orders(&self, ns: Ns) -> DbResult<Vec<OrderRow>> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {ORDER_COLS} FROM orders WHERE appid=?1 AND uid=?2 ORDER BY created, rowid"
-        ))?;
-        let rows = stmt
-            .query_map(params![sql_id(ns.appid), sql_id(ns.uid)], order_of)?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        self.read(|c| {
+            c.query_map(
+                &format!(
+                    "SELECT {ORDER_COLS} FROM orders WHERE appid=?1 AND uid=?2 ORDER BY created, rowid"
+                ),
+                params![sql_id(ns.appid), sql_id(ns.uid)],
+                order_of,
+            )
+        })
     }
 
     /// One order, if it exists and belongs to `ns`.
     pub fn order(&self, ns: Ns, id: &str) -> DbResult<Option<OrderRow>> {
-        Ok(self
-            .lock()
-            .query_row(
+        self.read(|c| {
+            c.query_opt(
                 &format!("SELECT {ORDER_COLS} FROM orders WHERE id=?1 AND appid=?2 AND uid=?3"),
                 params![id, sql_id(ns.appid), sql_id(ns.uid)],
                 order_of,
             )
-            .optional()?)
+        })
     }
 
     /// Bytes the namespace's active orders add, and how many there are.
     pub fn ordered_capacity(&self, ns: Ns, now: i64) -> DbResult<(u64, u64)> {
-        let (bytes, n): (i64, i64) = self.lock().query_row(
-            "SELECT COALESCE(SUM(capacity), 0), COUNT(*) FROM orders
+        let (bytes, n): (i64, i64) = self.read(|c| {
+            c.query_row(
+                "SELECT CAST(COALESCE(SUM(capacity), 0) AS BIGINT), COUNT(*) FROM orders
              WHERE appid=?1 AND uid=?2 AND status=?3 AND expires>?4",
-            params![sql_id(ns.appid), sql_id(ns.uid), ORDER_PAID, now],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
+                params![sql_id(ns.appid), sql_id(ns.uid), ORDER_PAID, now],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+        })?;
         Ok((bytes as u64, n as u64))
     }
 
     /// Regular files (and symlinks) in a namespace, directories not counted.
     pub fn file_count(&self, ns: Ns) -> DbResult<u64> {
-        let n: i64 = self.lock().query_row(
-            "SELECT COUNT(*) FROM nodes WHERE appid=?1 AND uid=?2 AND kind<>0",
-            params![sql_id(ns.appid), sql_id(ns.uid)],
-            |r| r.get(0),
-        )?;
+        let n: i64 = self.read(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM nodes WHERE appid=?1 AND uid=?2 AND kind<>0",
+                params![sql_id(ns.appid), sql_id(ns.uid)],
+                |r| r.get(0),
+            )
+        })?;
         Ok(n as u64)
     }
 }
@@ -447,4 +447,60 @@ fn check_package(name: &str, capacity: u64, days: u64) -> DbResult<()> {
         ));
     }
     Ok(())
+}
+
+impl Db {
+    // ---- config and apps ----
+
+    pub fn config_get(&self, key: &str) -> DbResult<Option<Vec<u8>>> {
+        self.read(|c| {
+            c.query_opt("SELECT value FROM config WHERE key=?1", params![key], |r| {
+                r.get(0)
+            })
+        })
+    }
+
+    pub fn config_set(&self, key: &str, value: &[u8]) -> DbResult<()> {
+        self.tx(|c| c.execute(
+            "INSERT INTO config(key, value) VALUES(?1, ?2) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            params![key, value],
+        ))?;
+        Ok(())
+    }
+
+    /// Records a new app; `Exists` if the appkey is taken.
+    pub fn create_app(&self, appkey: &str) -> DbResult<u64> {
+        self.tx(|tx| insert_app(tx, appkey))
+    }
+
+    pub fn appid_of(&self, appkey: &str) -> DbResult<Option<u64>> {
+        Ok(self
+            .read(|c| {
+                c.query_opt(
+                    "SELECT appid FROM apps WHERE key_hash=?1",
+                    params![appkey_hash(appkey)],
+                    |r| r.get::<_, i64>(0),
+                )
+            })?
+            .map(|id| id as u64))
+    }
+}
+
+/// What `apps` keeps of an appkey: its SHA-256 (hex), so a copy of the
+/// store holds no credential. Appkeys are random (24 bytes from
+/// `create_app` or a registration), so a fast unsalted hash cannot be
+/// reversed; lookups compare hashes, so their timing tells nothing of a key.
+pub(super) fn appkey_hash(appkey: &str) -> String {
+    hex::encode(sha2::Sha256::digest(appkey.as_bytes()))
+}
+
+/// Adds an app with `appkey` in `tx`; returns its appid.
+fn insert_app(tx: &Conn, appkey: &str) -> DbResult<u64> {
+    tx.query_opt(
+        "INSERT INTO apps(key_hash, created) VALUES(?1, ?2) ON CONFLICT DO NOTHING RETURNING appid",
+        params![appkey_hash(appkey), unix_now()],
+        |r| r.get::<_, i64>(0),
+    )?
+    .map(|id| id as u64)
+    .ok_or(DbError::Exists)
 }

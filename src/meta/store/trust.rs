@@ -1,10 +1,8 @@
 //! Who may store, and what may be deleted: enrolled providers with their
 //! keys and join tokens; shards promised to open upload sessions; and shard
-//! copies no object references any more, waiting to be deleted. A
-//! submodule of `db`, sharing its connection.
+//! copies no object references any more, waiting to be deleted.
 
-use rusqlite::{params, OptionalExtension};
-
+use super::sql::{params, Conn, Params};
 use super::{unix_now, Db, DbError, DbResult};
 
 pub const SCHEMA: &str = r#"
@@ -37,18 +35,15 @@ pub struct DoomedShard {
 
 /// Dooms `(sha1, provider)` copies that no object and no open session
 /// references; `copies` is a query yielding candidate (sha1, provider) rows.
-pub(super) fn doom_unreferenced(
-    tx: &rusqlite::Connection,
-    copies: &str,
-    args: impl rusqlite::Params,
-) -> DbResult<()> {
+pub(super) fn doom_unreferenced(tx: &Conn, copies: &str, args: Params) -> DbResult<()> {
     tx.execute(
         &format!(
-            "INSERT OR IGNORE INTO doomed_shards(sha1, provider, since)
+            "INSERT INTO doomed_shards(sha1, provider, since)
              SELECT c.sha1, c.provider, {now} FROM ({copies}) c
              WHERE NOT EXISTS (SELECT 1 FROM shards s WHERE s.sha1 = c.sha1 AND s.provider = c.provider)
                AND NOT EXISTS (SELECT 1 FROM pending_shards p WHERE p.sha1 = c.sha1 AND p.provider = c.provider
-                               AND p.expires >= {now})",
+                               AND p.expires >= {now})
+             ON CONFLICT DO NOTHING",
             now = unix_now()
         ),
         args,
@@ -56,14 +51,28 @@ pub(super) fn doom_unreferenced(
     Ok(())
 }
 
+/// Dooms each of `copies` (sha1, provider) that nothing references.
+pub(super) fn doom_copies(tx: &Conn, copies: &[(String, String)]) -> DbResult<()> {
+    for (sha1, provider) in copies {
+        doom_unreferenced(
+            tx,
+            "SELECT CAST(?1 AS TEXT) AS sha1, CAST(?2 AS TEXT) AS provider",
+            params![sha1, provider],
+        )?;
+    }
+    Ok(())
+}
+
 impl Db {
     // ---- enrollment ----
 
     pub fn join_token_add(&self, hash: &str, reusable: bool, expires: i64) -> DbResult<()> {
-        self.lock().execute(
-            "INSERT INTO join_tokens(hash, reusable, expires) VALUES(?1, ?2, ?3)",
-            params![hash, reusable, expires],
-        )?;
+        self.tx(|c| {
+            c.execute(
+                "INSERT INTO join_tokens(hash, reusable, expires) VALUES(?1, ?2, ?3)",
+                params![hash, reusable, expires],
+            )
+        })?;
         Ok(())
     }
 
@@ -71,11 +80,11 @@ impl Db {
     /// otherwise only with a valid join token (spent unless reusable).
     pub fn enroll(&self, id: &str, pubkey: &str, token_hash: Option<&str>) -> DbResult<()> {
         self.tx(|tx| {
-            let known: Option<String> = tx
-                .query_row("SELECT pubkey FROM provider_keys WHERE id=?1", [id], |r| {
-                    r.get(0)
-                })
-                .optional()?;
+            let known: Option<String> = tx.query_opt(
+                "SELECT pubkey FROM provider_keys WHERE id=?1",
+                params![id],
+                |r| r.get(0),
+            )?;
             match known {
                 Some(k) if k == pubkey => return Ok(()),
                 Some(_) => {
@@ -88,15 +97,14 @@ impl Db {
             let refused = || DbError::Forbidden("no valid join token".into());
             let hash = token_hash.ok_or_else(refused)?;
             let reusable: bool = tx
-                .query_row(
+                .query_opt(
                     "SELECT reusable FROM join_tokens WHERE hash=?1 AND expires >= ?2",
                     params![hash, unix_now()],
                     |r| r.get(0),
-                )
-                .optional()?
+                )?
                 .ok_or_else(refused)?;
             if !reusable {
-                tx.execute("DELETE FROM join_tokens WHERE hash=?1", [hash])?;
+                tx.execute("DELETE FROM join_tokens WHERE hash=?1", params![hash])?;
             }
             tx.execute(
                 "INSERT INTO provider_keys(id, pubkey, enrolled) VALUES(?1, ?2, ?3)",
@@ -108,12 +116,12 @@ impl Db {
 
     /// Enrolled providers' public keys (hex) by id.
     pub fn provider_keys(&self) -> DbResult<std::collections::HashMap<String, String>> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached("SELECT id, pubkey FROM provider_keys")?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<_, _>>()?;
-        Ok(rows)
+        let rows = self.read(|conn| {
+            conn.query_map("SELECT id, pubkey FROM provider_keys", params![], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+        })?;
+        Ok(rows.into_iter().collect())
     }
 
     /// Records a verified heartbeat of an enrolled provider; refuses one not
@@ -156,11 +164,12 @@ impl Db {
         expires: i64,
     ) -> DbResult<()> {
         self.tx(|tx| {
-            let mut stmt = tx.prepare_cached(
-                "INSERT OR IGNORE INTO pending_shards(session, sha1, provider, expires) VALUES(?1, ?2, ?3, ?4)",
-            )?;
             for (sha1, provider) in copies {
-                stmt.execute(params![session, sha1, provider, expires])?;
+                tx.execute(
+                    "INSERT INTO pending_shards(session, sha1, provider, expires) VALUES(?1, ?2, ?3, ?4)
+                     ON CONFLICT DO NOTHING",
+                    params![session, sha1, provider, expires],
+                )?;
             }
             Ok(())
         })
@@ -171,15 +180,18 @@ impl Db {
         self.tx(|tx| {
             tx.execute(
                 "UPDATE pending_shards SET expires = 0 WHERE session=?1",
-                [session],
+                params![session],
             )?;
             doom_unreferenced(
                 tx,
                 "SELECT sha1, provider FROM pending_shards WHERE session=?1",
-                [session],
+                params![session],
             )?;
-            tx.execute("DELETE FROM pending_shards WHERE session=?1", [session])?;
-            tx.execute("DELETE FROM sessions WHERE id=?1", [session])?;
+            tx.execute(
+                "DELETE FROM pending_shards WHERE session=?1",
+                params![session],
+            )?;
+            tx.execute("DELETE FROM sessions WHERE id=?1", params![session])?;
             Ok(())
         })
     }
@@ -191,9 +203,12 @@ impl Db {
             doom_unreferenced(
                 tx,
                 "SELECT sha1, provider FROM pending_shards WHERE expires < ?1",
-                [now],
+                params![now],
             )?;
-            tx.execute("DELETE FROM pending_shards WHERE expires < ?1", [now])?;
+            tx.execute(
+                "DELETE FROM pending_shards WHERE expires < ?1",
+                params![now],
+            )?;
             Ok(())
         })
     }
@@ -205,28 +220,23 @@ impl Db {
     pub fn forget_object(&self, id: i64) -> DbResult<bool> {
         self.tx(|tx| {
             let unused: bool = tx
-                .query_row("SELECT refs = 0 FROM objects WHERE id=?1", [id], |r| {
-                    r.get(0)
-                })
-                .optional()?
+                .query_opt(
+                    "SELECT refs = 0 FROM objects WHERE id=?1",
+                    params![id],
+                    |r| r.get(0),
+                )?
                 .unwrap_or(false);
             if !unused {
                 return Ok(false);
             }
-            tx.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS forgotten(sha1 TEXT, provider TEXT)",
-                [],
+            let forgotten: Vec<(String, String)> = tx.query_map(
+                "DELETE FROM shards WHERE object=?1 RETURNING sha1, provider",
+                params![id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
-            tx.execute("DELETE FROM temp.forgotten", [])?;
-            tx.execute(
-                "INSERT INTO temp.forgotten SELECT sha1, provider FROM shards WHERE object=?1",
-                [id],
-            )?;
-            tx.execute("DELETE FROM shards WHERE object=?1", [id])?;
-            tx.execute("DELETE FROM partitions WHERE object=?1", [id])?;
-            tx.execute("DELETE FROM objects WHERE id=?1", [id])?;
-            doom_unreferenced(tx, "SELECT sha1, provider FROM temp.forgotten", [])?;
-            tx.execute("DELETE FROM temp.forgotten", [])?;
+            tx.execute("DELETE FROM partitions WHERE object=?1", params![id])?;
+            tx.execute("DELETE FROM objects WHERE id=?1", params![id])?;
+            doom_copies(tx, &forgotten)?;
             Ok(true)
         })
     }
@@ -234,22 +244,21 @@ impl Db {
     /// Doomed copies on providers heard from since `horizon` (Unix
     /// seconds), oldest first, with their provider's URL.
     pub fn doomed(&self, horizon: u64, limit: usize) -> DbResult<Vec<DoomedShard>> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(
-            "SELECT d.sha1, d.provider, p.url FROM doomed_shards d
-             JOIN providers p ON p.id = d.provider WHERE p.last_seen >= ?1
-             ORDER BY d.since LIMIT ?2",
-        )?;
-        let rows = stmt
-            .query_map(params![horizon as i64, limit as i64], |r| {
-                Ok(DoomedShard {
-                    sha1: r.get(0)?,
-                    provider: r.get(1)?,
-                    url: r.get(2)?,
-                })
-            })?
-            .collect::<Result<_, _>>()?;
-        Ok(rows)
+        self.read(|conn| {
+            conn.query_map(
+                "SELECT d.sha1, d.provider, p.url FROM doomed_shards d
+                 JOIN providers p ON p.id = d.provider WHERE p.last_seen >= ?1
+                 ORDER BY d.since LIMIT ?2",
+                params![horizon as i64, limit as i64],
+                |r| {
+                    Ok(DoomedShard {
+                        sha1: r.get(0)?,
+                        provider: r.get(1)?,
+                        url: r.get(2)?,
+                    })
+                },
+            )
+        })
     }
 
     /// Whether a doomed copy is still garbage; one referenced again is
@@ -274,10 +283,12 @@ impl Db {
 
     /// A doomed copy is gone from its provider.
     pub fn doomed_deleted(&self, sha1: &str, provider: &str) -> DbResult<()> {
-        self.lock().execute(
-            "DELETE FROM doomed_shards WHERE sha1=?1 AND provider=?2",
-            params![sha1, provider],
-        )?;
+        self.tx(|c| {
+            c.execute(
+                "DELETE FROM doomed_shards WHERE sha1=?1 AND provider=?2",
+                params![sha1, provider],
+            )
+        })?;
         Ok(())
     }
 }

@@ -2,7 +2,7 @@
 //! table that allocates (block id, sequence id) pairs, and one row per file.
 //! A submodule of `db`, so it shares its connection and object rows.
 
-use rusqlite::{params, OptionalExtension, Transaction};
+use super::sql::{params, Conn, Row};
 
 use super::{sql_id, unix_now, Db, DbError, DbResult, ObjectRow, OBJECT_COLS};
 
@@ -15,7 +15,7 @@ CREATE TABLE IF NOT EXISTS v1_files(
   appid INTEGER NOT NULL, large INTEGER NOT NULL,
   suffix TEXT NOT NULL, simple INTEGER NOT NULL,
   object INTEGER NOT NULL, size INTEGER NOT NULL, crc INTEGER NOT NULL,
-  offset INTEGER NOT NULL, status INTEGER NOT NULL,
+  "offset" INTEGER NOT NULL, status INTEGER NOT NULL,
   create_time INTEGER NOT NULL, modify_time INTEGER NOT NULL,
   PRIMARY KEY(block_id, seq_id));
 "#;
@@ -68,9 +68,9 @@ pub enum V1Unlink {
 }
 
 const FILE_COLS: &str = "f.block_id, f.seq_id, f.appid, f.large, f.suffix, f.simple, f.size, \
-     f.crc, f.offset, f.status, f.create_time, f.modify_time";
+     f.crc, f.\"offset\", f.status, f.create_time, f.modify_time";
 
-fn file_of(r: &rusqlite::Row) -> rusqlite::Result<V1File> {
+fn file_of(r: &Row) -> DbResult<V1File> {
     // The object columns follow the 12 file columns.
     let object = ObjectRow {
         id: r.get(12)?,
@@ -100,7 +100,7 @@ fn file_of(r: &rusqlite::Row) -> rusqlite::Result<V1File> {
     })
 }
 
-fn select_file(tx: &rusqlite::Connection, block_id: u32, seq_id: u32) -> DbResult<Option<V1File>> {
+fn select_file(tx: &Conn, block_id: u32, seq_id: u32) -> DbResult<Option<V1File>> {
     // Keeps the object columns in OBJECT_COLS's order, after the file's.
     debug_assert!(OBJECT_COLS.starts_with("id, sha1, scheme"));
     let q = format!(
@@ -112,26 +112,22 @@ fn select_file(tx: &rusqlite::Connection, block_id: u32, seq_id: u32) -> DbResul
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let mut stmt = tx.prepare_cached(&q)?;
-    Ok(stmt
-        .query_row(params![i64::from(block_id), i64::from(seq_id)], file_of)
-        .optional()?)
+    tx.query_opt(&q, params![i64::from(block_id), i64::from(seq_id)], file_of)
 }
 
 /// Takes `bytes` (plus the header) at the end of a block: the current one
 /// for a new file (`block` None), opening a new one when it is full, or the
 /// given block for an update. Returns (block id, sequence id, offset); the
 /// sequence id is only taken for new files.
-fn allocate(tx: &Transaction, block: Option<u32>, bytes: u64) -> DbResult<(u32, u32, u64)> {
+fn allocate(tx: &Conn, block: Option<u32>, bytes: u64) -> DbResult<(u32, u32, u64)> {
     let occupy = bytes.saturating_add(V1_FILE_HEADER) as i64;
     if let Some(b) = block {
         let used: i64 = tx
-            .query_row(
+            .query_opt(
                 "SELECT used FROM v1_blocks WHERE block_id=?1",
-                [i64::from(b)],
+                params![i64::from(b)],
                 |r| r.get(0),
-            )
-            .optional()?
+            )?
             .unwrap_or(0);
         tx.execute(
             "UPDATE v1_blocks SET used=used+?1 WHERE block_id=?2",
@@ -139,13 +135,11 @@ fn allocate(tx: &Transaction, block: Option<u32>, bytes: u64) -> DbResult<(u32, 
         )?;
         return Ok((b, 0, used as u64));
     }
-    let current: Option<(i64, i64, i64)> = tx
-        .query_row(
-            "SELECT block_id, next_seq, used FROM v1_blocks ORDER BY block_id DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .optional()?;
+    let current: Option<(i64, i64, i64)> = tx.query_opt(
+        "SELECT block_id, next_seq, used FROM v1_blocks ORDER BY block_id DESC LIMIT 1",
+        params![],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
     let (block_id, seq, used) = match current {
         Some((b, s, u)) if (u as u64) < V1_BLOCK_BYTES && s <= i64::from(u32::MAX) => (b, s, u),
         Some((b, _, _)) => {
@@ -155,14 +149,14 @@ fn allocate(tx: &Transaction, block: Option<u32>, bytes: u64) -> DbResult<(u32, 
             }
             tx.execute(
                 "INSERT INTO v1_blocks(block_id, next_seq, used) VALUES(?1, 1, 0)",
-                [next],
+                params![next],
             )?;
             (next, 1, 0)
         }
         None => {
             tx.execute(
                 "INSERT INTO v1_blocks(block_id, next_seq, used) VALUES(1, 1, 0)",
-                [],
+                params![],
             )?;
             (1, 1, 0)
         }
@@ -182,7 +176,7 @@ impl Db {
             let now = unix_now();
             tx.execute(
                 "INSERT INTO v1_files(block_id, seq_id, appid, large, suffix, simple, object,
-                   size, crc, offset, status, create_time, modify_time)
+                   size, crc, \"offset\", status, create_time, modify_time)
                  VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, ?11, ?11)",
                 params![
                     i64::from(block_id),
@@ -200,15 +194,16 @@ impl Db {
             )?;
             // A v1 file keeps its object while its row lives (deleted files
             // can be undeleted).
-            super::reference(tx, f.object)?;
+            super::fs::reference(tx, f.object)?;
             select_file(tx, block_id, seq_id)?.ok_or(DbError::NotFound)
         })
     }
 
     /// A v1 file of `appid`, whatever its status.
     pub fn v1_get(&self, appid: u64, block_id: u32, seq_id: u32) -> DbResult<Option<V1File>> {
-        let conn = self.lock();
-        Ok(select_file(&conn, block_id, seq_id)?.filter(|f| f.appid == appid))
+        Ok(self
+            .read(|conn| select_file(conn, block_id, seq_id))?
+            .filter(|f| f.appid == appid))
     }
 
     /// Replaces a live v1 file's content; the new data goes at the end of
@@ -227,10 +222,10 @@ impl Db {
                 .filter(|f| f.appid == appid && f.status == 0)
                 .ok_or(DbError::NotFound)?;
             let (_, _, offset) = allocate(tx, Some(f.block_id), size)?;
-            super::reference(tx, object)?;
-            super::release(tx, f.object.id)?;
+            super::fs::reference(tx, object)?;
+            super::fs::release(tx, f.object.id)?;
             tx.execute(
-                "UPDATE v1_files SET object=?1, size=?2, crc=?3, offset=?4, modify_time=?5
+                "UPDATE v1_files SET object=?1, size=?2, crc=?3, \"offset\"=?4, modify_time=?5
                  WHERE block_id=?6 AND seq_id=?7",
                 params![
                     object,

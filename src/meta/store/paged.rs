@@ -1,10 +1,10 @@
 //! What the sidecar's `/store/*` routes need beyond the v2 API: a sorted,
 //! paged listing of a directory, and removing a whole tree in one
-//! transaction. A submodule of `db`, sharing its connection.
+//! transaction.
 
-use rusqlite::params;
-
-use super::{node_of, resolve, touch, Db, DbError, DbResult, Kind, Node, Ns, NODE_COLS};
+use super::fs::{resolve, touch};
+use super::sql::params;
+use super::{node_of, Db, DbError, DbResult, Kind, Node, Ns, NODE_COLS};
 use crate::meta::path::TfsPath;
 
 /// The order of a paged listing (folders always come first).
@@ -46,32 +46,34 @@ impl Db {
         limit: u64,
         offset: u64,
     ) -> DbResult<(u64, Vec<Node>)> {
-        let conn = self.lock();
-        let dir = resolve(&conn, ns, path)?.ok_or(DbError::NotFound)?;
-        if dir.kind != Kind::Dir {
-            return Err(DbError::NotDir);
-        }
-        let total: i64 = conn.query_row(
-            "SELECT COUNT(*) FROM nodes WHERE parent=?1",
-            [dir.id],
-            |r| r.get(0),
-        )?;
-        let order = if ascending { "ASC" } else { "DESC" };
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {NODE_COLS} FROM nodes WHERE parent=?1
-             ORDER BY (kind = 0) DESC, {} {order}, name {order} LIMIT ?2 OFFSET ?3",
-            key.column()
-        ))?;
-        let clamp = |v: u64| v.min(i64::MAX as u64) as i64;
-        let rows = stmt
-            .query_map(params![dir.id, clamp(limit), clamp(offset)], node_of)?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok((total as u64, rows))
+        self.read(|conn| {
+            let dir = resolve(conn, ns, path)?.ok_or(DbError::NotFound)?;
+            if dir.kind != Kind::Dir {
+                return Err(DbError::NotDir);
+            }
+            let total: i64 = conn.query_row(
+                "SELECT COUNT(*) FROM nodes WHERE parent=?1",
+                params![dir.id],
+                |r| r.get(0),
+            )?;
+            let order = if ascending { "ASC" } else { "DESC" };
+            let clamp = |v: u64| v.min(i64::MAX as u64) as i64;
+            let rows = conn.query_map(
+                &format!(
+                    "SELECT {NODE_COLS} FROM nodes WHERE parent=?1
+                 ORDER BY (kind = 0) DESC, {} {order}, name {order} LIMIT ?2 OFFSET ?3",
+                    key.column()
+                ),
+                params![dir.id, clamp(limit), clamp(offset)],
+                node_of,
+            )?;
+            Ok((total as u64, rows))
+        })
     }
 
     /// The node at `path`.
     pub fn node_at(&self, ns: Ns, path: &TfsPath) -> DbResult<Node> {
-        resolve(&self.lock(), ns, path)?.ok_or(DbError::NotFound)
+        self.read(|conn| resolve(conn, ns, path)?.ok_or(DbError::NotFound))
     }
 
     /// Removes a directory and everything below it; returns how many
@@ -85,23 +87,19 @@ impl Db {
             if node.kind != Kind::Dir {
                 return Err(DbError::NotDir);
             }
-            tx.execute_batch(
-                "CREATE TEMP TABLE IF NOT EXISTS doomed(id INTEGER PRIMARY KEY); DELETE FROM doomed;",
-            )?;
-            tx.execute(
-                "WITH RECURSIVE sub(id) AS (
-                   SELECT ?1
+            let tree = "WITH RECURSIVE sub(id) AS (
+                   SELECT CAST(?1 AS BIGINT)
                    UNION ALL
                    SELECT n.id FROM nodes n JOIN sub ON n.parent = sub.id)
-                 INSERT INTO doomed(id) SELECT id FROM sub",
-                [node.id],
-            )?;
+                 SELECT id FROM sub";
             tx.execute(
-                "DELETE FROM fragments WHERE node IN (SELECT id FROM doomed)",
-                [],
+                &format!("DELETE FROM fragments WHERE node IN ({tree})"),
+                params![node.id],
             )?;
-            let n = tx.execute("DELETE FROM nodes WHERE id IN (SELECT id FROM doomed)", [])?;
-            tx.execute("DELETE FROM doomed", [])?;
+            let n = tx.execute(
+                &format!("DELETE FROM nodes WHERE id IN ({tree})"),
+                params![node.id],
+            )?;
             touch(tx, node.parent)?;
             Ok(n as u64)
         })
