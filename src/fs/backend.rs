@@ -35,18 +35,19 @@ pub trait Backend: Send + Sync + 'static {
     /// The size of the partitions files are cut into.
     fn partition_size(&self) -> impl Future<Output = BResult<u64>> + Send;
     /// Stores the partitions `spans` of the local file `staged` as objects
-    /// of their own; returns their fragments, in order, for `commit`.
-    /// `report`: a transfer of its own in the progress registry.
+    /// of their own; returns their fragments, in order, for `commit`. The
+    /// bytes count in the progress registry under `name`, one transfer
+    /// growing with each call until the commit.
     fn upload_partitions(
         &self,
         name: &str,
         staged: Arc<std::fs::File>,
         spans: &[PartitionSpan],
-        report: bool,
     ) -> impl Future<Output = BResult<Vec<CommitFragment>>> + Send;
     /// Makes a list of stored objects the content of a file, if it is
-    /// still at the version `req.base_ver` (else `FsError::Conflict`).
-    fn commit(&self, req: CommitRequest) -> impl Future<Output = BResult<u64>> + Send;
+    /// still at the version `req.base_ver` (else `FsError::Conflict`);
+    /// the transfer under `name` is then done.
+    fn commit(&self, name: &str, req: CommitRequest) -> impl Future<Output = BResult<u64>> + Send;
     /// Uploads the local file `staged` as the new content of node `id` if
     /// the node is still at version `base` (else `FsError::Conflict`);
     /// `name` labels the transfer in the progress registry.
@@ -170,7 +171,6 @@ impl Backend for RemoteBackend {
         name: &str,
         staged: Arc<std::fs::File>,
         spans: &[PartitionSpan],
-        report: bool,
     ) -> BResult<Vec<CommitFragment>> {
         transfer::upload_partitions(
             &self.meta,
@@ -181,18 +181,15 @@ impl Backend for RemoteBackend {
             &self.upload,
             &self.progress,
             name,
-            report,
         )
         .await
         .map_err(transfer_error)
     }
 
-    async fn commit(&self, req: CommitRequest) -> BResult<u64> {
-        self.meta
-            .commit(&req)
-            .await
-            .map(|d| d.ver_no)
-            .map_err(client_error)
+    async fn commit(&self, name: &str, req: CommitRequest) -> BResult<u64> {
+        let ver = self.meta.commit(&req).await.map_err(client_error)?.ver_no;
+        self.progress.finish(name);
+        Ok(ver)
     }
 
     async fn upload(

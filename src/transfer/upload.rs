@@ -609,8 +609,8 @@ fn seal(
 /// window by window (check which are stored, prepare and PUT the others,
 /// done), sealing the next window while the current one is stored.
 /// Returns their fragments, in the order of `spans`, for a `commit`.
-/// With `report`, the stored bytes are counted under `remote` in
-/// `progress` (uploads in the background of a write are not).
+/// The stored bytes count under `remote` in `progress`, a transfer that
+/// grows with each call until the caller's commit finishes it.
 #[allow(clippy::too_many_arguments)]
 pub async fn upload_partitions(
     meta: &MetaClient,
@@ -621,7 +621,6 @@ pub async fn upload_partitions(
     opts: &UploadOptions,
     progress: &Progress,
     remote: &str,
-    report: bool,
 ) -> Result<Vec<CommitFragment>, TransferError> {
     let policy = meta.policy().await?;
     let partition_size = policy.partition_size;
@@ -630,10 +629,8 @@ pub async fn upload_partitions(
             "a partition holds 1 to {partition_size} bytes"
         )));
     }
-    if report {
-        let total = spans.iter().map(|s| stored_len(s.len, acct.is_some()));
-        progress.start(remote, total.sum());
-    }
+    let total = spans.iter().map(|s| stored_len(s.len, acct.is_some()));
+    progress.grow(remote, total.sum());
     let window = (opts.window.max(1) as usize).min(MAX_WINDOW);
     let seal_window = |from: usize| {
         let (file, acct) = (file.clone(), acct.cloned());
@@ -705,13 +702,8 @@ pub async fn upload_partitions(
             })
             .await?;
         }
-        if report {
-            progress.advance(remote, sealed.iter().map(|s| s.stored.len() as u64).sum());
-        }
+        progress.advance(remote, sealed.iter().map(|s| s.stored.len() as u64).sum());
         fragments.extend(sealed.into_iter().map(|s| s.fragment));
-    }
-    if report {
-        progress.finish(remote);
     }
     Ok(fragments)
 }
