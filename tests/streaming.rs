@@ -7,16 +7,24 @@ mod common;
 
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
+use tfsfs::proto::FileLayout;
 
 const MIB: u64 = 1 << 20;
 /// The cluster's partition size in these tests.
 const PART: u64 = MIB;
 
 async fn cluster() -> TestCluster {
-    TestCluster::start_with(6, &["--partition-size", &PART.to_string()]).await
+    cluster_with(&[]).await
+}
+
+async fn cluster_with(meta_args: &[&str]) -> TestCluster {
+    let part = PART.to_string();
+    let args = [&["--partition-size", part.as_str()], meta_args].concat();
+    TestCluster::start_with(6, &args).await
 }
 
 /// Bytes of shard files (`shards/XX/SHA1`) on every provider's disk.
@@ -56,11 +64,11 @@ fn edit(path: &Path, f: impl FnOnce(&std::fs::File)) -> Duration {
 async fn edits_move_only_the_partitions_they_change() {
     let c = cluster().await;
     let mut m = TestMount::new(&c);
-    let mut want = random_bytes(48 * MIB as usize, 1);
+    let mut want = random_bytes(64 * MIB as usize, 1);
     let path = m.path("big");
     std::fs::write(&path, &want).unwrap();
     let written = shard_bytes(&c);
-    assert!(written >= 48 * one_partition_of_shards(), "{written}");
+    assert!(written >= 64 * one_partition_of_shards(), "{written}");
 
     // One byte in the middle.
     let at = 20 * MIB + 12345;
@@ -71,7 +79,7 @@ async fn edits_move_only_the_partitions_they_change() {
         moved <= one_partition_of_shards(),
         "a one-byte edit stored {moved} bytes of shards"
     );
-    eprintln!("one-byte edit of 48 MiB: {moved} shard bytes, {took:?}");
+    eprintln!("one-byte edit of 64 MiB: {moved} shard bytes, {took:?}");
     assert!(
         took < Duration::from_secs(5),
         "a one-byte edit took {took:?}"
@@ -175,7 +183,16 @@ async fn partitions_upload_while_the_file_is_written() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_after_partitions_went_up_keeps_the_old_version_and_the_bytes() {
-    let c = cluster().await;
+    // Objects no file uses are collected 2 s after they went up.
+    let c = cluster_with(&[
+        "--gc-interval-secs",
+        "1",
+        "--gc-grace-secs",
+        "2",
+        "--clock-skew-secs",
+        "0",
+    ])
+    .await;
     let mut m = TestMount::new(&c);
     let old = random_bytes(4 * PART as usize, 7);
     std::fs::write(m.path("f"), &old).unwrap();
@@ -197,4 +214,150 @@ async fn kill9_after_partitions_went_up_keeps_the_old_version_and_the_bytes() {
         .map(|e| std::fs::read(e.unwrap().path()).unwrap())
         .collect();
     assert!(kept.contains(&new), "the staged bytes are kept aside");
+    // The partitions that went up are garbage: collected, the old stays.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while shard_bytes(&c) > stored {
+        assert!(
+            Instant::now() < deadline,
+            "providers still hold {} shard bytes, {stored} before the write",
+            shard_bytes(&c)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(shard_bytes(&c), stored, "the old version's shards stay");
+    m.remount(true);
+    assert_eq!(read_all(&m.path("f")), old, "the old version after GC");
+}
+
+/// Shard bytes the providers received and sent, from their /metrics.
+async fn shard_traffic(c: &TestCluster) -> u64 {
+    let mut total = 0.0;
+    for p in &c.providers {
+        let text = reqwest::get(format!("{}/metrics", p.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        total += text
+            .lines()
+            .filter(|l| {
+                l.starts_with("tfsfs_provider_shard_bytes_received_total")
+                    || l.starts_with("tfsfs_provider_shard_bytes_sent_total")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+    }
+    total as u64
+}
+
+fn run_ok(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{cmd:?}: {out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cp_within_the_mount_refers_to_the_same_partitions() {
+    let c = cluster().await;
+    let mut m = TestMount::new(&c);
+    // Whole partitions and a short last one.
+    let want = random_bytes(64 * PART as usize + 12345, 9);
+    std::fs::write(m.path("src"), &want).unwrap();
+    // Nothing cached: a copy through the bytes would fetch every shard.
+    m.remount(true);
+    let (stored, traffic) = (shard_bytes(&c), shard_traffic(&c).await);
+    let started = Instant::now();
+    // cp (coreutils 9.1) copies with copy_file_range unless given
+    // --reflink=never (then it reads and writes).
+    run_ok(Command::new("cp").arg(m.path("src")).arg(m.path("dst")));
+    let took = started.elapsed();
+    assert_eq!(shard_bytes(&c), stored, "the copy stored shard bytes");
+    assert_eq!(
+        shard_traffic(&c).await,
+        traffic,
+        "the copy moved shard bytes"
+    );
+    eprintln!("cp of {} bytes within the mount: {took:?}", want.len());
+    let objects =
+        |l: FileLayout| -> Vec<String> { l.fragments.into_iter().map(|f| f.object.sha1).collect() };
+    assert_eq!(
+        objects(c.layout("/dst").await),
+        objects(c.layout("/src").await),
+        "the copy names the source's objects"
+    );
+
+    // Not on partition boundaries: the bytes are copied.
+    let (from, len, to) = (PART + 7, 3 * PART, 5);
+    let python = format!(
+        "import os\n\
+         s = os.open('{}', os.O_RDONLY); d = os.open('{}', os.O_WRONLY | os.O_CREAT, 0o644)\n\
+         n = 0\n\
+         while n < {len}: n += os.copy_file_range(s, d, {len} - n, {from} + n, {to} + n)\n",
+        m.path("src").display(),
+        m.path("part").display(),
+    );
+    run_ok(Command::new("python3").args(["-c", &python]));
+    let mut part = vec![0u8; to as usize];
+    part.extend_from_slice(&want[from as usize..(from + len) as usize]);
+
+    assert_eq!(read_all(&m.path("dst")), want, "the copy reads back");
+    assert_eq!(read_all(&m.path("part")), part, "the byte copy reads back");
+    m.remount(true);
+    assert_eq!(read_all(&m.path("dst")), want, "the copy after a remount");
+    assert_eq!(
+        read_all(&m.path("part")),
+        part,
+        "the byte copy after a remount"
+    );
+    std::fs::remove_file(m.path("src")).unwrap();
+    assert_eq!(
+        read_all(&m.path("dst")),
+        want,
+        "the copy outlives its source"
+    );
+}
+
+/// The mount's peak resident memory (VmHWM), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status");
+    kib << 10
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_copy_in_keeps_the_mount_within_its_cache_and_256_mib() {
+    // Default partitions (4 MiB): the upload window holds a few of them,
+    // whatever the file's size.
+    let c = TestCluster::start(6).await;
+    let cache = 64 * MIB;
+    let m = TestMount::with_args(&c, true, &["--cache-size", &cache.to_string()]);
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("big");
+    {
+        let f = std::fs::File::create(&local).unwrap();
+        for i in 0..64u64 {
+            let chunk = random_bytes(16 * MIB as usize, 100 + i);
+            f.write_all_at(&chunk, i * 16 * MIB).unwrap();
+        }
+    }
+    let started = Instant::now();
+    run_ok(Command::new("cp").arg(&local).arg(m.path("big")));
+    let took = started.elapsed();
+    let peak = peak_rss(m.pid().unwrap());
+    eprintln!(
+        "1 GiB copied in: {took:?}, mount peak RSS {} MiB",
+        peak >> 20
+    );
+    run_ok(Command::new("cmp").arg(&local).arg(m.path("big")));
+    let peak = peak_rss(m.pid().unwrap());
+    assert!(
+        peak <= cache + 256 * MIB,
+        "peak RSS {} MiB over a {} MiB cache",
+        peak >> 20,
+        cache >> 20
+    );
 }

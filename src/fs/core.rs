@@ -92,6 +92,8 @@ struct Staged {
     parts: Parts,
     /// The version the pieces not in `file` are read from.
     origin: Option<Arc<FileLayout>>,
+    /// Pieces copied from other files (copy_file_range), read from there.
+    borrowed: HashMap<u64, Source>,
     /// Changes of each partition so far: an upload made before the last
     /// change of its partition is stale.
     changes: HashMap<u64, u64>,
@@ -105,6 +107,16 @@ struct Staged {
     /// upload commits only while the file is still at it.
     base: u64,
 }
+
+/// Where a stored piece is read: a version, and the piece's offset there.
+#[derive(Clone)]
+struct Source {
+    layout: Arc<FileLayout>,
+    at: u64,
+}
+
+/// Most bytes one copy_file_range answers (the reply counts in 32 bits).
+const MAX_COPY: u64 = u32::MAX as u64;
 
 /// A partition uploaded while its file was being written.
 struct Early {
@@ -328,6 +340,7 @@ impl<B: Backend> Fs<B> {
                         size: md.len(),
                         parts,
                         origin,
+                        borrowed: HashMap::new(),
                         changes: HashMap::new(),
                         early: Arc::default(),
                         inflight: Vec::new(),
@@ -871,6 +884,7 @@ impl<B: Backend> Fs<B> {
                 ..Parts::default()
             },
             origin,
+            borrowed: HashMap::new(),
             changes: HashMap::new(),
             early: Arc::default(),
             inflight: Vec::new(),
@@ -921,23 +935,43 @@ impl<B: Backend> Fs<B> {
             .pieces
             .range(offset / p..=(end - 1) / p)
             .filter(|(i, _)| !st.parts.present.contains(i));
-        for (_, piece) in unstaged {
+        for (&i, piece) in unstaged {
             let lo = offset.max(piece.offset);
             let hi = end.min(piece.offset + piece.length);
             if lo < hi {
-                let data = self.read_origin(st, lo, hi - lo).await?;
+                let data = self.read_piece(st, i, lo, hi - lo).await?;
                 buf[(lo - offset) as usize..(hi - offset) as usize].copy_from_slice(&data);
             }
         }
         Ok(buf)
     }
 
-    /// Bytes of the version a staged file started from.
-    async fn read_origin(&self, st: &Staged, offset: u64, len: u64) -> FsResult<Vec<u8>> {
-        let origin = st.origin.as_ref().ok_or_else(|| {
-            FsError::Io("the version this staged file started from is gone".into())
+    /// Where stored piece `i` of a staged file is read: the file it was
+    /// copied from, or the version the staged file started from (when that
+    /// version holds it: a crashed mount's copies are not known).
+    fn source_of(&self, st: &Staged, i: u64) -> Option<Source> {
+        if let Some(b) = st.borrowed.get(&i) {
+            return Some(b.clone());
+        }
+        let piece = st.parts.pieces.get(&i)?;
+        let origin = st.origin.as_ref()?;
+        origin
+            .fragments
+            .iter()
+            .any(|f| f.offset == piece.offset && f.object.sha1 == piece.object)
+            .then(|| Source {
+                layout: origin.clone(),
+                at: piece.offset,
+            })
+    }
+
+    /// Bytes `[offset, offset + len)` of the file, inside stored piece `i`.
+    async fn read_piece(&self, st: &Staged, i: u64, offset: u64, len: u64) -> FsResult<Vec<u8>> {
+        let Source { layout, at } = self.source_of(st, i).ok_or_else(|| {
+            FsError::Io("the stored partition this staged file refers to is gone".into())
         })?;
-        let data = self.read_layout(origin, offset, len, None).await?;
+        let from = at + (offset - i * self.partition);
+        let data = self.read_layout(&layout, from, len, None).await?;
         if data.len() as u64 != len {
             return Err(FsError::Io(
                 "a stored partition is shorter than its fragment".into(),
@@ -953,7 +987,7 @@ impl<B: Backend> Fs<B> {
         }
         if let Some(piece) = st.parts.pieces.get(&i) {
             let (offset, length) = (piece.offset, piece.length);
-            let data = self.read_origin(st, offset, length).await?;
+            let data = self.read_piece(st, i, offset, length).await?;
             st.file.write_all_at(&data, offset)?;
         }
         st.parts.present.insert(i);
@@ -988,6 +1022,7 @@ impl<B: Backend> Fs<B> {
             }
             st.parts.present.insert(i);
             st.parts.pieces.remove(&i);
+            st.borrowed.remove(&i);
             *st.changes.entry(i).or_default() += 1;
         }
         Ok(())
@@ -1104,7 +1139,7 @@ impl<B: Backend> Fs<B> {
         let (backend, file, early) = (self.backend.clone(), st.file.clone(), st.early.clone());
         let name = self.path_of(id);
         st.inflight.push(tokio::spawn(async move {
-            match backend.upload_partitions(&name, file, &[span], false).await {
+            match backend.upload_partitions(&name, file, &[span]).await {
                 Ok(mut f) if f.len() == 1 => {
                     let fragment = f.remove(0);
                     lock(&early).insert(i, Early { change, fragment });
@@ -1160,18 +1195,21 @@ impl<B: Backend> Fs<B> {
             .collect();
         let stored = self
             .backend
-            .upload_partitions(&name, st.file.clone(), &spans, true)
+            .upload_partitions(&name, st.file.clone(), &spans)
             .await?;
         pieces.extend(stored.into_iter().map(|f| (f.offset / p, f)));
         let ver = self
             .backend
-            .commit(CommitRequest {
-                node: id,
-                size: st.size,
-                fragments: pieces.values().cloned().collect(),
-                attrs,
-                base_ver: Some(st.base),
-            })
+            .commit(
+                &name,
+                CommitRequest {
+                    node: id,
+                    size: st.size,
+                    fragments: pieces.values().cloned().collect(),
+                    attrs,
+                    base_ver: Some(st.base),
+                },
+            )
             .await?;
         st.parts.pieces = pieces;
         Ok(ver)
@@ -1355,23 +1393,24 @@ impl<B: Backend> Fs<B> {
                 return self.read_staged(st, offset, size as u64).await;
             }
         }
-        let layout = {
-            let mut l = h.layout.lock().await;
-            match &*l {
-                Some(layout) => layout.clone(),
-                None => {
-                    let fresh = Arc::new(self.backend.layout(h.id).await?);
-                    *l = Some(fresh.clone());
-                    fresh
-                }
-            }
-        };
+        let layout = self.layout_of(&h).await?;
         let data = self
             .read_layout(&layout, offset, size as u64, Some(&h))
             .await?;
         h.last_end
             .store(offset + data.len() as u64, Ordering::Relaxed);
         Ok(data)
+    }
+
+    /// The version handle `h` reads, fixed at its first use.
+    async fn layout_of(&self, h: &Handle) -> FsResult<Arc<FileLayout>> {
+        let mut l = h.layout.lock().await;
+        if let Some(layout) = &*l {
+            return Ok(layout.clone());
+        }
+        let fresh = Arc::new(self.backend.layout(h.id).await?);
+        *l = Some(fresh.clone());
+        Ok(fresh)
     }
 
     /// Bytes `[offset, offset + len)` of a version; holes are zeros. A
@@ -1494,6 +1533,103 @@ impl<B: Backend> Fs<B> {
         self.dirtied(h.id, st)?;
         h.wrote.store(true, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// copy_file_range(2) within the drive. Whole partitions the source
+    /// holds as stored objects of their own, copied to a partition
+    /// boundary, are not moved: the copy refers to the same objects (its
+    /// commit names them). Anything else is copied through the staged
+    /// bytes, up to the next partition of the copy per call. Returns the
+    /// bytes copied, 0 past the source's end.
+    pub async fn copy_range(
+        &self,
+        fh_in: u64,
+        off_in: u64,
+        fh_out: u64,
+        off_out: u64,
+        len: u64,
+    ) -> FsResult<u32> {
+        let p = self.partition;
+        let src = self.handle(fh_in)?;
+        let (size, pieces) = self.stored_pieces(&src).await?;
+        let len = len.min(size.saturating_sub(off_in)).min(MAX_COPY);
+        if len == 0 {
+            return Ok(0);
+        }
+        if off_in.is_multiple_of(p) && off_out.is_multiple_of(p) {
+            let (h, mut g) = self.writable(fh_out).await?;
+            let st = g.staged.as_mut().expect("staged");
+            // Consecutive whole partitions; a short one only as the last
+            // of the source and then the end of the copy.
+            let mut copied = 0;
+            for (j, (piece, source)) in pieces.range(off_in / p..) {
+                let whole = piece.length == p || off_in + copied + piece.length == size;
+                let fits = copied + piece.length <= len
+                    && (piece.length == p || off_out + copied + piece.length >= st.size);
+                if *j != (off_in + copied) / p || !whole || !fits {
+                    break;
+                }
+                let i = (off_out + copied) / p;
+                st.parts.present.remove(&i);
+                st.parts.pieces.insert(
+                    i,
+                    CommitFragment {
+                        offset: i * p,
+                        ..piece.clone()
+                    },
+                );
+                st.borrowed.insert(i, source.clone());
+                *st.changes.entry(i).or_default() += 1;
+                copied += piece.length;
+            }
+            if copied > 0 {
+                if off_out + copied > st.size {
+                    st.size = off_out + copied;
+                    st.file.set_len(st.size)?;
+                }
+                self.dirtied(h.id, st)?;
+                h.wrote.store(true, Ordering::Relaxed);
+                return Ok(copied as u32);
+            }
+        }
+        let step = len.min(p - off_out % p);
+        let data = self.read(fh_in, off_in, step as u32).await?;
+        self.write(fh_out, off_out, &data).await
+    }
+
+    /// The size of the file `h` reads and its partitions stored as objects
+    /// of their own, unchanged here, with where to read each.
+    async fn stored_pieces(
+        &self,
+        h: &Handle,
+    ) -> FsResult<(u64, BTreeMap<u64, (CommitFragment, Source)>)> {
+        let inode = lock(&self.inodes).get(&h.id).cloned();
+        if let Some(inode) = inode {
+            let g = inode.lock().await;
+            if let Some(st) = &g.staged {
+                let pieces = st
+                    .parts
+                    .pieces
+                    .iter()
+                    .filter(|(i, _)| !st.parts.present.contains(i))
+                    .filter_map(|(&i, piece)| Some((i, (piece.clone(), self.source_of(st, i)?))))
+                    .collect();
+                return Ok((st.size, pieces));
+            }
+        }
+        let layout = self.layout_of(h).await?;
+        let pieces = pieces_of(&layout, self.partition)
+            .into_iter()
+            .map(|(i, piece)| {
+                let at = piece.offset;
+                let source = Source {
+                    layout: layout.clone(),
+                    at,
+                };
+                (i, (piece, source))
+            })
+            .collect();
+        Ok((layout.size, pieces))
     }
 
     /// close(2) of one descriptor: a dirty file is uploaded now, so that
