@@ -183,7 +183,8 @@ async fn partitions_upload_while_the_file_is_written() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_after_partitions_went_up_keeps_the_old_version_and_the_bytes() {
-    // Objects no file uses are collected 2 s after they went up.
+    // Objects no file uses are collected 2 s after they went up; shards of
+    // a window cut short by the kill, when its session ends at 10 s.
     let c = cluster_with(&[
         "--gc-interval-secs",
         "1",
@@ -191,6 +192,8 @@ async fn kill9_after_partitions_went_up_keeps_the_old_version_and_the_bytes() {
         "2",
         "--clock-skew-secs",
         "0",
+        "--session-ttl-secs",
+        "10",
     ])
     .await;
     let mut m = TestMount::new(&c);
@@ -215,7 +218,7 @@ async fn kill9_after_partitions_went_up_keeps_the_old_version_and_the_bytes() {
         .collect();
     assert!(kept.contains(&new), "the staged bytes are kept aside");
     // The partitions that went up are garbage: collected, the old stays.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(40);
     while shard_bytes(&c) > stored {
         assert!(
             Instant::now() < deadline,

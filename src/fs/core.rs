@@ -175,6 +175,7 @@ struct Handle {
     /// The version this handle reads, fixed at open (or first read).
     layout: AsyncMutex<Option<Arc<FileLayout>>>,
     last_end: AtomicU64,
+    /// The file offset up to which partitions were fetched ahead.
     prefetched_to: AtomicU64,
     wrote: AtomicBool,
 }
@@ -1445,22 +1446,26 @@ impl<B: Backend> Fs<B> {
                         .copy_from_slice(&data[(lo - at) as usize..(hi - at) as usize]);
                 }
             }
-            if let (Some(h), Some(&(last, _))) = (h, wanted.last()) {
-                if h.last_end.load(Ordering::Relaxed) == offset {
-                    self.prefetch(layout, fi, last, h);
-                }
-            }
+        }
+        if let Some(h) = h.filter(|h| h.last_end.load(Ordering::Relaxed) == offset) {
+            self.prefetch(layout, end, h);
         }
         Ok(out)
     }
 
-    fn prefetch(&self, layout: &Arc<FileLayout>, fi: usize, current: u64, h: &Handle) {
-        let count = layout.fragments[fi].object.partitions.len() as u64;
-        let from = h.prefetched_to.load(Ordering::Relaxed).max(current + 1);
-        let to = (current + 1 + self.cfg.prefetch).min(count);
-        for i in from..to {
-            let key = (layout.fragments[fi].object.sha1.clone(), i);
-            if !self.cache.has(&key) {
+    /// Fetches the next `prefetch` partitions' worth of bytes after `end`
+    /// for a sequential reader, across fragments (a file stored as
+    /// partition objects is one fragment per partition).
+    fn prefetch(&self, layout: &Arc<FileLayout>, end: u64, h: &Handle) {
+        let from = h.prefetched_to.load(Ordering::Relaxed).max(end);
+        let to = end
+            .saturating_add(self.cfg.prefetch * self.partition)
+            .min(layout.size);
+        for (fi, frag) in layout.fragments.iter().enumerate() {
+            for (i, _) in frag.partitions_in(from, to) {
+                if self.cache.has(&(frag.object.sha1.clone(), i)) {
+                    continue;
+                }
                 let fetch = partition(
                     self.backend.clone(),
                     self.cache.clone(),
