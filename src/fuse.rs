@@ -643,6 +643,34 @@ impl<B: Backend> Filesystem for FuseFs<B> {
         self.empty(req, reply, self.fs.fallocate(fh.0, offset, length, mode));
     }
 
+    fn copy_file_range(
+        &self,
+        req: &Request,
+        ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: fuser::CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        let _s = tracing::debug_span!(
+            "copy_file_range",
+            ino_in = ino_in.0,
+            offset_in,
+            ino_out = ino_out.0,
+            offset_out,
+            len
+        )
+        .entered();
+        let copy = self
+            .fs
+            .copy_range(fh_in.0, offset_in, fh_out.0, offset_out, len);
+        self.serve(req, reply, copy, |reply, n| reply.written(n));
+    }
+
     // Extended attributes are not kept: say so rather than pretend.
     fn getxattr(
         &self,

@@ -274,6 +274,34 @@ impl MetaClient {
         Self::decode(self.send(self.api(Method::POST, "done").json(req)).await?).await
     }
 
+    pub async fn partitions_check(
+        &self,
+        req: &PartitionsCheckRequest,
+    ) -> Result<PartitionsCheckResponse, ClientError> {
+        Self::decode(
+            self.send(self.api(Method::POST, "partitions/check").json(req))
+                .await?,
+        )
+        .await
+    }
+
+    pub async fn partitions_done(&self, req: &DoneRequest) -> Result<(), ClientError> {
+        Self::checked(
+            self.send(self.api(Method::POST, "partitions/done").json(req))
+                .await?,
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn commit(&self, req: &CommitRequest) -> Result<DoneResponse, ClientError> {
+        Self::decode(
+            self.send(self.api(Method::POST, "commit").json(req))
+                .await?,
+        )
+        .await
+    }
+
     /// Reports a shard copy a read found missing or corrupt; answers
     /// whether the server found it bad.
     pub async fn report(&self, r: &ShardReport) -> Result<bool, ClientError> {

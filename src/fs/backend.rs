@@ -4,13 +4,14 @@
 
 use std::future::Future;
 use std::path::Path;
+use std::sync::Arc;
 
 use super::FsError;
 use crate::client::meta::{ClientError, MetaClient};
 use crate::client::provider::ShardClient;
 use crate::codec::crypt::{AccountKey, PartitionCipher};
 use crate::proto::*;
-use crate::transfer::{self, Progress, TransferError, UploadOptions};
+use crate::transfer::{self, PartitionSpan, Progress, TransferError, UploadOptions};
 
 pub type BResult<T> = Result<T, FsError>;
 
@@ -31,6 +32,22 @@ pub trait Backend: Send + Sync + 'static {
         frag: &FragmentLayout,
         index: u64,
     ) -> impl Future<Output = BResult<Vec<u8>>> + Send;
+    /// The size of the partitions files are cut into.
+    fn partition_size(&self) -> impl Future<Output = BResult<u64>> + Send;
+    /// Stores the partitions `spans` of the local file `staged` as objects
+    /// of their own; returns their fragments, in order, for `commit`. The
+    /// bytes count in the progress registry under `name`, one transfer
+    /// growing with each call until the commit.
+    fn upload_partitions(
+        &self,
+        name: &str,
+        staged: Arc<std::fs::File>,
+        spans: &[PartitionSpan],
+    ) -> impl Future<Output = BResult<Vec<CommitFragment>>> + Send;
+    /// Makes a list of stored objects the content of a file, if it is
+    /// still at the version `req.base_ver` (else `FsError::Conflict`);
+    /// the transfer under `name` is then done.
+    fn commit(&self, name: &str, req: CommitRequest) -> impl Future<Output = BResult<u64>> + Send;
     /// Uploads the local file `staged` as the new content of node `id` if
     /// the node is still at version `base` (else `FsError::Conflict`);
     /// `name` labels the transfer in the progress registry.
@@ -137,6 +154,42 @@ impl Backend for RemoteBackend {
         let data = transfer::read_partition(&self.shards, frag, cipher.as_ref(), index).await;
         transfer::report_routed_around(&self.meta, &self.shards).await;
         data.map_err(transfer_error)
+    }
+
+    async fn partition_size(&self) -> BResult<u64> {
+        let p = self.meta.policy().await.map_err(client_error)?;
+        match p.partition_size {
+            0 => Err(FsError::Io(
+                "the server announced a zero partition size".into(),
+            )),
+            size => Ok(size),
+        }
+    }
+
+    async fn upload_partitions(
+        &self,
+        name: &str,
+        staged: Arc<std::fs::File>,
+        spans: &[PartitionSpan],
+    ) -> BResult<Vec<CommitFragment>> {
+        transfer::upload_partitions(
+            &self.meta,
+            &self.shards,
+            self.account.as_ref(),
+            staged,
+            spans,
+            &self.upload,
+            &self.progress,
+            name,
+        )
+        .await
+        .map_err(transfer_error)
+    }
+
+    async fn commit(&self, name: &str, req: CommitRequest) -> BResult<u64> {
+        let ver = self.meta.commit(&req).await.map_err(client_error)?.ver_no;
+        self.progress.finish(name);
+        Ok(ver)
     }
 
     async fn upload(

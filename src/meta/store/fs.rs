@@ -10,7 +10,7 @@ use super::{
     Node, Ns, NODE_COLS, OBJECT_COLS,
 };
 use crate::meta::path::{TfsPath, MAX_DEPTH, MAX_NAME};
-use crate::proto::{FileAttrs, SetAttrs};
+use crate::proto::{CommitFragment, FileAttrs, SetAttrs};
 
 /// A name as the drive may use it.
 fn check_name(name: &str) -> DbResult<()> {
@@ -317,6 +317,67 @@ impl Db {
                 return Ok(None);
             }
             replace_content(tx, &node, object, size, key, attrs, 1).map(Some)
+        })
+    }
+
+    /// Makes `fragments` (objects of the namespace named by SHA-1) the
+    /// content of file `id`, `size` bytes long, as one new version, if the
+    /// file is still at `base_ver` (when given). Returns the new VER_NO, or
+    /// None (and changes nothing) when the version moved on. An object
+    /// collected meanwhile, or shorter than its fragment, fails the commit.
+    pub fn commit_fragments(
+        &self,
+        ns: Ns,
+        id: i64,
+        size: u64,
+        fragments: &[CommitFragment],
+        attrs: &FileAttrs,
+        base_ver: Option<u64>,
+    ) -> DbResult<Option<u64>> {
+        self.tx(|tx| {
+            let node = node_in(tx, ns, id)?;
+            if node.kind != Kind::File {
+                return Err(DbError::IsDir);
+            }
+            if base_ver.is_some_and(|v| v != node.ver_no) {
+                return Ok(None);
+            }
+            let mut rows = Vec::with_capacity(fragments.len());
+            for f in fragments {
+                let (object, plain): (i64, i64) = tx
+                    .query_opt(
+                        "SELECT id, plain_size FROM objects WHERE appid=?1 AND uid=?2 AND sha1=?3",
+                        params![sql_id(ns.appid), sql_id(ns.uid), f.object],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )?
+                    .ok_or(DbError::NotFound)?;
+                if f.length > plain as u64 {
+                    return Err(DbError::Invalid(format!(
+                        "object {} holds fewer than {} bytes",
+                        f.object, f.length
+                    )));
+                }
+                rows.push((f.offset, f.length, object, f.key.as_deref()));
+            }
+            replace_fragments(tx, &node, &rows, size, attrs, 1).map(Some)
+        })
+    }
+
+    /// Stored bytes of the objects named (by SHA-1) that no file uses yet:
+    /// what committing them adds to the namespace's usage.
+    pub fn unused_bytes(&self, ns: Ns, sha1s: &[&str]) -> DbResult<u64> {
+        self.read(|conn| {
+            let mut total = 0u64;
+            let mut seen = std::collections::HashSet::new();
+            for sha1 in sha1s.iter().filter(|s| seen.insert(**s)) {
+                let size: Option<i64> = conn.query_opt(
+                    "SELECT stored_size FROM objects WHERE appid=?1 AND uid=?2 AND sha1=?3 AND refs=0",
+                    params![sql_id(ns.appid), sql_id(ns.uid), sha1],
+                    |r| r.get(0),
+                )?;
+                total += size.unwrap_or(0) as u64;
+            }
+            Ok(total)
         })
     }
 
@@ -660,11 +721,26 @@ fn replace_content(
     attrs: &FileAttrs,
     bump: i64,
 ) -> DbResult<u64> {
+    let whole = [(0, size, object, key)];
+    let fragments = if size > 0 { &whole[..] } else { &[] };
+    replace_fragments(tx, node, fragments, size, attrs, bump)
+}
+
+/// Makes `fragments` (offset, length, object, wrapped key) the content of
+/// file `node`, `size` bytes long, as its version + `bump`.
+fn replace_fragments(
+    tx: &Conn,
+    node: &Node,
+    fragments: &[(u64, u64, i64, Option<&str>)],
+    size: u64,
+    attrs: &FileAttrs,
+    bump: i64,
+) -> DbResult<u64> {
     drop_fragments(tx, node.id)?;
-    if size > 0 {
+    for &(offset, length, object, key) in fragments {
         tx.execute(
-            "INSERT INTO fragments(node, \"offset\", length, object, key) VALUES(?1, 0, ?2, ?3, ?4)",
-            params![node.id, size as i64, object, key],
+            "INSERT INTO fragments(node, \"offset\", length, object, key) VALUES(?1, ?2, ?3, ?4, ?5)",
+            params![node.id, offset as i64, length as i64, object, key],
         )?;
         reference(tx, object)?;
     }
