@@ -51,6 +51,7 @@ impl From<DbError> for FsFail {
     fn from(e: DbError) -> Self {
         let (status, errno) = match &e {
             DbError::NotFound => (StatusCode::NOT_FOUND, "ENOENT"),
+            DbError::NoAttr => (StatusCode::NOT_FOUND, "ENODATA"),
             DbError::Exists | DbError::Overlap => (StatusCode::CONFLICT, "EEXIST"),
             DbError::NotEmpty => (StatusCode::CONFLICT, "ENOTEMPTY"),
             DbError::NotDir => (StatusCode::CONFLICT, "ENOTDIR"),
@@ -58,6 +59,7 @@ impl From<DbError> for FsFail {
             DbError::NameTooLong => (StatusCode::BAD_REQUEST, "ENAMETOOLONG"),
             DbError::Invalid(_) => (StatusCode::BAD_REQUEST, "EINVAL"),
             DbError::Forbidden(_) => (StatusCode::FORBIDDEN, "ENOSPC"),
+            DbError::NotPermitted(_) => (StatusCode::FORBIDDEN, "EPERM"),
             DbError::Sql(_) | DbError::Conflict(_) => (StatusCode::INTERNAL_SERVER_ERROR, "EIO"),
         };
         FsFail(status, errno, e.to_string())
@@ -122,10 +124,7 @@ pub fn node_attr(n: &Node) -> NodeAttr {
         ctime_ns: n.ctime_ns.unwrap_or(mtime),
         ver_no: n.ver_no,
         target: n.target.clone(),
-        nlink: match n.kind {
-            Kind::Dir => 2u64.saturating_add(n.subdirs).min(u32::MAX as u64) as u32,
-            _ => 1,
-        },
+        nlink: n.nlink.min(u32::MAX as u64) as u32,
         rdev: n.rdev,
     }
 }
