@@ -28,7 +28,6 @@ mod xattrs;
 pub use accounts::{OrderRow, PackageFields, PackageRow, Registration, ORDER_CANCELED, ORDER_PAID};
 pub use fs::NewNode;
 pub use paged::SortKey;
-pub use xattrs::SetMode;
 pub use repair::{
     CopyRow, HealthReport, Horizons, PartitionHealth, ProviderReport, ScrubRow, ACTIVE, DRAINING,
     RETIRED,

@@ -4,16 +4,7 @@
 use super::sql::{params, Conn};
 use super::{fs::node_in, Db, DbError, DbResult, Kind, Ns};
 use crate::meta::acl::{self, Acl};
-
-/// How a set treats an attribute that is there already, or not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SetMode {
-    Either,
-    /// XATTR_CREATE: it must not exist (else EEXIST).
-    Create,
-    /// XATTR_REPLACE: it must exist (else ENODATA).
-    Replace,
-}
+use crate::proto::XattrHow;
 
 fn get(conn: &Conn, id: i64, name: &str) -> DbResult<Option<Vec<u8>>> {
     conn.query_opt(
@@ -97,13 +88,13 @@ impl Db {
 
     /// Sets an attribute; an access ACL sets the mode too (and is not kept
     /// when the mode says it all).
-    pub fn set_xattr(&self, ns: Ns, id: i64, name: &str, value: &[u8], how: SetMode) -> DbResult<()> {
+    pub fn set_xattr(&self, ns: Ns, id: i64, name: &str, value: &[u8], how: XattrHow) -> DbResult<()> {
         self.tx(|tx| {
             let node = node_in(tx, ns, id)?;
             let exists = get(tx, id, name)?.is_some();
             match how {
-                SetMode::Create if exists => return Err(DbError::Exists),
-                SetMode::Replace if !exists => return Err(DbError::NoAttr),
+                XattrHow::Create if exists => return Err(DbError::Exists),
+                XattrHow::Replace if !exists => return Err(DbError::NoAttr),
                 _ => {}
             }
             match name {
