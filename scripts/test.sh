@@ -12,6 +12,9 @@ command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v cmp >/dev/null 2>&1 || need_apt+=(diffutils)
 command -v tar >/dev/null 2>&1 || need_apt+=(tar)
 command -v umount >/dev/null 2>&1 || need_apt+=(mount)
+# tests/xattrs.rs: setfattr/getfattr and setfacl/getfacl.
+command -v setfattr >/dev/null 2>&1 || need_apt+=(attr)
+command -v setfacl >/dev/null 2>&1 || need_apt+=(acl)
 # apt_install [OPTION...] PACKAGE...: as root; otherwise a warning.
 apt_install() {
   if [ "$(id -u)" = 0 ]; then
