@@ -250,7 +250,10 @@ impl<B: Backend> Filesystem for FuseFs<B> {
         // The kernel enforces POSIX ACLs (kept as xattrs, the mode in step)
         // on top of default_permissions.
         if let Err(missing) = config.add_capabilities(fuser::InitFlags::FUSE_POSIX_ACL) {
-            tracing::warn!(?missing, "the kernel offers no POSIX ACL support: ACLs are kept, not enforced");
+            tracing::warn!(
+                ?missing,
+                "the kernel offers no POSIX ACL support: ACLs are kept, not enforced"
+            );
         }
         Ok(())
     }
@@ -422,8 +425,8 @@ impl<B: Backend> Filesystem for FuseFs<B> {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let _s = tracing::debug_span!("link", ino = ino.0, newparent = newparent.0, ?newname)
-            .entered();
+        let _s =
+            tracing::debug_span!("link", ino = ino.0, newparent = newparent.0, ?newname).entered();
         let Ok(n) = name_of(newname) else {
             return reply.error(Errno::EINVAL);
         };
@@ -665,14 +668,7 @@ impl<B: Backend> Filesystem for FuseFs<B> {
         self.empty(req, reply, self.fs.fallocate(fh.0, offset, length, mode));
     }
 
-    fn getxattr(
-        &self,
-        req: &Request,
-        ino: INodeNo,
-        name: &OsStr,
-        size: u32,
-        reply: ReplyXattr,
-    ) {
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let _s = tracing::debug_span!("getxattr", ino = ino.0, ?name, size).entered();
         let Ok(n) = name_of(name) else {
             return reply.error(Errno::ENODATA);

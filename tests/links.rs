@@ -37,14 +37,20 @@ async fn a_link_is_the_same_file_under_two_names_and_keeps_its_data_when_the_oth
     std::thread::sleep(Duration::from_millis(20));
     ln(&a, &b);
     assert_eq!((nlink(&a), nlink(&b)), (2, 2), "nlink through both names");
-    let (ma, mb) = (std::fs::metadata(&a).unwrap(), std::fs::metadata(&b).unwrap());
+    let (ma, mb) = (
+        std::fs::metadata(&a).unwrap(),
+        std::fs::metadata(&b).unwrap(),
+    );
     assert_eq!(ma.ino(), mb.ino(), "one inode");
     assert_ne!(ma.ctime_nsec(), ctime_before, "link changes ctime");
 
     // A write through one name is read through the other.
     let v2 = random_bytes(5 << 20, 2);
     std::fs::write(&b, &v2).unwrap();
-    assert!(std::fs::read(&a).unwrap() == v2, "written via b, read via a");
+    assert!(
+        std::fs::read(&a).unwrap() == v2,
+        "written via b, read via a"
+    );
 
     // REST lists each name as a file of its own.
     for (dir, name) in [("/d1", "a"), ("/d2", "b")] {
@@ -64,7 +70,10 @@ async fn a_link_is_the_same_file_under_two_names_and_keeps_its_data_when_the_oth
     assert_eq!(nlink(&b), 1);
     tokio::time::sleep(Duration::from_secs(3)).await;
     m.remount(true);
-    assert!(std::fs::read(&b).unwrap() == v2, "bytes after remount and GC");
+    assert!(
+        std::fs::read(&b).unwrap() == v2,
+        "bytes after remount and GC"
+    );
     let out = c.cli(&["ls", "/d1"]);
     assert_ok(&out, "tfsfs ls /d1");
     assert!(out.stdout.is_empty(), "the removed name is gone");
@@ -142,5 +151,8 @@ async fn an_open_file_keeps_reading_when_one_of_its_names_goes() {
         .unwrap()
         .read_to_end(&mut back)
         .unwrap();
-    assert!(back == expect, "a write through an open name lands on the file");
+    assert!(
+        back == expect,
+        "a write through an open name lands on the file"
+    );
 }

@@ -13,9 +13,10 @@ use std::process::{Command, Output};
 use common::*;
 
 fn run(prog: &str, args: &[&str]) -> String {
-    let out = Command::new(prog).args(args).output().unwrap_or_else(|e| {
-        panic!("cannot run {prog} (apt packages attr, acl, rsync): {e}")
-    });
+    let out = Command::new(prog)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {prog} (apt packages attr, acl, rsync): {e}"));
     assert_ok(&out, &format!("{prog} {}", args.join(" ")));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -92,11 +93,14 @@ fn listxattr(path: &Path) -> Vec<String> {
 
 /// The user.* attributes of a file as getfattr dumps them (hex values).
 fn user_attrs(path: &Path) -> String {
-    run("getfattr", &["-d", "-e", "hex", "--absolute-names", p(path)])
-        .lines()
-        .filter(|l| l.starts_with("user."))
-        .collect::<Vec<_>>()
-        .join("\n")
+    run(
+        "getfattr",
+        &["-d", "-e", "hex", "--absolute-names", p(path)],
+    )
+    .lines()
+    .filter(|l| l.starts_with("user."))
+    .collect::<Vec<_>>()
+    .join("\n")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,7 +124,10 @@ async fn xattrs_round_trip_with_the_tools_and_travel_with_rsync_and_cp() {
     // A hard link shares them: they are the file's.
     std::fs::hard_link(&f, m.path("g")).unwrap();
     assert_eq!(
-        run("getfattr", &["--only-values", "-n", "user.color", p(&m.path("g"))]),
+        run(
+            "getfattr",
+            &["--only-values", "-n", "user.color", p(&m.path("g"))]
+        ),
         "blue"
     );
 
@@ -219,15 +226,28 @@ async fn posix_acls_round_trip_are_enforced_and_inherited() {
     let acl = run("getfacl", &["-c", p(&f)]);
     assert!(acl.contains("mask::r--"), "chmod 640 sets the mask: {acl}");
     assert!(acl.contains("other::---"), "{acl}");
-    assert_ok(&as_user("daemon", &["cat", p(&f)]), "daemon through the mask");
-    assert!(!as_user("daemon", &["sh", "-c", &format!("echo x >> {}", p(&f))]).status.success());
+    assert_ok(
+        &as_user("daemon", &["cat", p(&f)]),
+        "daemon through the mask",
+    );
+    assert!(
+        !as_user("daemon", &["sh", "-c", &format!("echo x >> {}", p(&f))])
+            .status
+            .success()
+    );
 
     // A default ACL is inherited by what is made below.
     run("setfacl", &["-d", "-m", "u:daemon:rwx", p(&dir)]);
     std::fs::write(dir.join("new"), b"n").unwrap();
     std::fs::create_dir(dir.join("sub")).unwrap();
     let acl = run("getfacl", &["-c", p(&dir.join("new"))]);
-    assert!(acl.contains("user:daemon:rwx"), "a new file inherits: {acl}");
+    assert!(
+        acl.contains("user:daemon:rwx"),
+        "a new file inherits: {acl}"
+    );
     let acl = run("getfacl", &["-c", p(&dir.join("sub"))]);
-    assert!(acl.contains("default:user:daemon:rwx"), "a new directory inherits the default: {acl}");
+    assert!(
+        acl.contains("default:user:daemon:rwx"),
+        "a new directory inherits the default: {acl}"
+    );
 }

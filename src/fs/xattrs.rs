@@ -46,7 +46,13 @@ fn allowed(name: &str, uid: u32, write: bool) -> FsResult<()> {
 }
 
 impl<B: Backend> Fs<B> {
-    pub async fn getxattr(&self, ino: u64, name: &str, size: u32, uid: u32) -> FsResult<XattrReply> {
+    pub async fn getxattr(
+        &self,
+        ino: u64,
+        name: &str,
+        size: u32,
+        uid: u32,
+    ) -> FsResult<XattrReply> {
         allowed(name, uid, false)?;
         fit(self.backend.xattr(self.id(ino), name).await?, size)
     }
@@ -77,7 +83,11 @@ impl<B: Backend> Fs<B> {
             0 => XattrHow::Either,
             libc::XATTR_CREATE => XattrHow::Create,
             libc::XATTR_REPLACE => XattrHow::Replace,
-            _ => return Err(FsError::Invalid("XATTR_CREATE or XATTR_REPLACE, not both".into())),
+            _ => {
+                return Err(FsError::Invalid(
+                    "XATTR_CREATE or XATTR_REPLACE, not both".into(),
+                ))
+            }
         };
         self.backend.set_xattr(self.id(ino), name, value, how).await
     }

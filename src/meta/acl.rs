@@ -187,7 +187,11 @@ mod tests {
         assert_eq!(mode, 0o100644);
         let access = access.expect("named entries are kept");
         assert_eq!(access.perm(MASK), 4);
-        assert_eq!(access.perm(USER), 7, "named entries are limited by the mask only");
+        assert_eq!(
+            access.perm(USER),
+            7,
+            "named entries are limited by the mask only"
+        );
         assert_eq!(access.perm(OTHER), 4);
     }
 

@@ -281,9 +281,9 @@ async fn link(
 ) -> FsResult<NodeAttr> {
     let ns = ns(&m, &h, a, u, true)?;
     let r = body(b)?;
-    Ok(Json(node_attr(
-        &m.store(|db| db.link(ns, r.id, r.new_parent, &r.new_name))?,
-    )))
+    Ok(Json(node_attr(&m.store(|db| {
+        db.link(ns, r.id, r.new_parent, &r.new_name)
+    })?)))
 }
 
 async fn xattr(

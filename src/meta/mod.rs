@@ -1,8 +1,8 @@
 //! The metadata server: TFS v2 REST, upload sessions, placement, grants and
 //! the provider registry, over one SQL store.
 
-pub mod acl;
 mod accounts;
+pub mod acl;
 mod api;
 mod api_fs;
 mod api_store;

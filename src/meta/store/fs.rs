@@ -6,9 +6,8 @@
 
 use super::sql::{params, Conn};
 use super::{
-    xattrs,
-    node_of, now_ns, object_at, sql_id, unix_now, Db, DbError, DbResult, FragmentRow, Kind, Limits,
-    Node, Ns, ENTRY_COLS, NODE_COLS, OBJECT_COLS,
+    node_of, now_ns, object_at, sql_id, unix_now, xattrs, Db, DbError, DbResult, FragmentRow, Kind,
+    Limits, Node, Ns, ENTRY_COLS, NODE_COLS, OBJECT_COLS,
 };
 use crate::meta::path::{TfsPath, MAX_DEPTH, MAX_NAME};
 use crate::proto::{FileAttrs, SetAttrs};
@@ -244,7 +243,9 @@ impl Db {
         self.tx(|tx| {
             let node = node_in(tx, ns, id)?;
             if node.kind == Kind::Dir {
-                return Err(DbError::NotPermitted("a directory cannot have another name".into()));
+                return Err(DbError::NotPermitted(
+                    "a directory cannot have another name".into(),
+                ));
             }
             dir_in(tx, ns, new_parent)?;
             if child(tx, new_parent, new_name)?.is_some() {

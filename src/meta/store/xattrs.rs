@@ -51,7 +51,13 @@ pub(super) fn chmod_acl(conn: &Conn, id: i64, mode: u32) -> DbResult<()> {
 
 /// Node `id` (of `kind` and `mode`) was just made in `parent`: it takes the
 /// directory's default ACL (a directory as its own default too).
-pub(super) fn inherit_acl(conn: &Conn, parent: i64, id: i64, kind: Kind, mode: u32) -> DbResult<()> {
+pub(super) fn inherit_acl(
+    conn: &Conn,
+    parent: i64,
+    id: i64,
+    kind: Kind,
+    mode: u32,
+) -> DbResult<()> {
     if kind == Kind::Symlink {
         return Ok(());
     }
@@ -60,7 +66,12 @@ pub(super) fn inherit_acl(conn: &Conn, parent: i64, id: i64, kind: Kind, mode: u
     };
     let (mode, access) = acl::inherit(&parse_acl(&default)?, mode);
     set_mode(conn, id, mode)?;
-    put(conn, id, acl::ACCESS, access.map(|a| a.to_bytes()).as_deref())?;
+    put(
+        conn,
+        id,
+        acl::ACCESS,
+        access.map(|a| a.to_bytes()).as_deref(),
+    )?;
     if kind == Kind::Dir {
         put(conn, id, acl::DEFAULT, Some(&default))?;
     }
@@ -88,7 +99,14 @@ impl Db {
 
     /// Sets an attribute; an access ACL sets the mode too (and is not kept
     /// when the mode says it all).
-    pub fn set_xattr(&self, ns: Ns, id: i64, name: &str, value: &[u8], how: XattrHow) -> DbResult<()> {
+    pub fn set_xattr(
+        &self,
+        ns: Ns,
+        id: i64,
+        name: &str,
+        value: &[u8],
+        how: XattrHow,
+    ) -> DbResult<()> {
         self.tx(|tx| {
             let node = node_in(tx, ns, id)?;
             let exists = get(tx, id, name)?.is_some();
