@@ -169,9 +169,11 @@ pub struct Fs<B: Backend> {
     /// (storage unreachable), tried again by `retry_failed_uploads`.
     pending: Mutex<HashMap<i64, Retry>>,
     retry_wake: tokio::sync::Notify,
+    /// Nodes found without `security.capability`, and when (`xattrs.rs`).
+    pub(super) no_capability: Mutex<HashMap<i64, std::time::Instant>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -223,6 +225,7 @@ impl<B: Backend> Fs<B> {
             uploads: AtomicUsize::new(0),
             pending: Mutex::new(HashMap::new()),
             retry_wake: tokio::sync::Notify::new(),
+            no_capability: Mutex::new(HashMap::new()),
         };
         fs.recover().await?;
         Ok(fs)

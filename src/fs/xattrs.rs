@@ -2,11 +2,20 @@
 //! keeps (`user.`, `trusted.` for root alone, `security.`, and the POSIX
 //! ACLs under `system.`), and the size probe of get and list.
 
+use std::time::{Duration, Instant};
+
+use super::core::lock;
 use super::{Backend, Fs, FsError};
 use crate::meta::acl;
 use crate::proto::XattrHow;
 
 type FsResult<T> = Result<T, FsError>;
+
+/// The kernel asks for this before every write (to drop file capabilities);
+/// its absence is remembered as long as attributes are cached, so writes
+/// do not each cost a round trip to the metadata server.
+const CAPABILITY: &str = "security.capability";
+const ABSENCE_KEPT: Duration = Duration::from_secs(1);
 
 /// What getxattr and listxattr answer: the size a caller asked for with a
 /// zero-sized buffer, or the bytes.
@@ -54,7 +63,23 @@ impl<B: Backend> Fs<B> {
         uid: u32,
     ) -> FsResult<XattrReply> {
         allowed(name, uid, false)?;
-        fit(self.backend.xattr(self.id(ino), name).await?, size)
+        let id = self.id(ino);
+        let known_absent = name == CAPABILITY
+            && lock(&self.no_capability)
+                .get(&id)
+                .is_some_and(|at| at.elapsed() < ABSENCE_KEPT);
+        if known_absent {
+            return Err(FsError::NoData);
+        }
+        match self.backend.xattr(id, name).await {
+            Err(FsError::NoData) if name == CAPABILITY => {
+                let mut absent = lock(&self.no_capability);
+                absent.retain(|_, at| at.elapsed() < ABSENCE_KEPT);
+                absent.insert(id, Instant::now());
+                Err(FsError::NoData)
+            }
+            r => fit(r?, size),
+        }
     }
 
     /// The names, each ended by a NUL, trusted.* for root alone.
@@ -89,6 +114,9 @@ impl<B: Backend> Fs<B> {
                 ))
             }
         };
+        if name == CAPABILITY {
+            lock(&self.no_capability).remove(&self.id(ino));
+        }
         self.backend.set_xattr(self.id(ino), name, value, how).await
     }
 
