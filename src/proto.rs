@@ -448,7 +448,7 @@ pub struct NodeAttr {
     pub ver_no: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
-    /// Link count: 2 + subdirectories for a directory, 1 otherwise.
+    /// Link count: 2 + subdirectories for a directory, its names otherwise.
     #[serde(default)]
     pub nlink: u32,
     /// A device node's device number.
@@ -474,6 +474,49 @@ pub struct MakeRequest {
     /// A device node's device number.
     #[serde(default)]
     pub rdev: u32,
+}
+
+/// `fs/link`: node `id` gets the name `new_name` in `new_parent` too.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LinkRequest {
+    pub id: i64,
+    pub new_parent: i64,
+    pub new_name: String,
+}
+
+/// How setxattr treats an attribute that is there already, or not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XattrHow {
+    #[default]
+    Either,
+    /// XATTR_CREATE: it must not exist (else EEXIST).
+    Create,
+    /// XATTR_REPLACE: it must exist (else ENODATA).
+    Replace,
+}
+
+/// `fs/setxattr`: `value` in base64.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetXattrRequest {
+    pub id: i64,
+    pub name: String,
+    pub value: String,
+    #[serde(default)]
+    pub how: XattrHow,
+}
+
+/// `fs/removexattr`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemoveXattrRequest {
+    pub id: i64,
+    pub name: String,
+}
+
+/// `fs/xattr/{id}?name=`: the value, base64.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct XattrValue {
+    pub value: String,
 }
 
 /// `fs/remove`: unlink, or rmdir when `dir`.

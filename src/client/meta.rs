@@ -428,4 +428,25 @@ impl MetaClient {
     pub async fn fs_setattr(&self, req: &SetAttrRequest) -> Result<NodeAttr, ClientError> {
         self.fs_post("setattr", req).await
     }
+
+    pub async fn fs_link(&self, req: &LinkRequest) -> Result<NodeAttr, ClientError> {
+        self.fs_post("link", req).await
+    }
+
+    /// An extended attribute's value (base64).
+    pub async fn fs_xattr(&self, id: i64, name: &str) -> Result<XattrValue, ClientError> {
+        self.fs_get(&format!("xattr/{id}"), &[("name", name)]).await
+    }
+
+    pub async fn fs_xattr_names(&self, id: i64) -> Result<Vec<String>, ClientError> {
+        self.fs_get(&format!("xattrs/{id}"), &[]).await
+    }
+
+    pub async fn fs_setxattr(&self, req: &SetXattrRequest) -> Result<(), ClientError> {
+        self.fs_post("setxattr", req).await
+    }
+
+    pub async fn fs_removexattr(&self, req: &RemoveXattrRequest) -> Result<(), ClientError> {
+        self.fs_post("removexattr", req).await
+    }
 }

@@ -3,6 +3,9 @@
 //! so it can be driven by another client (or a test double) unchanged.
 
 use std::future::Future;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -24,6 +27,18 @@ pub trait Backend: Send + Sync + 'static {
     fn remove(&self, req: RemoveRequest) -> impl Future<Output = BResult<()>> + Send;
     fn rename(&self, req: RenameRequest) -> impl Future<Output = BResult<()>> + Send;
     fn setattr(&self, req: SetAttrRequest) -> impl Future<Output = BResult<NodeAttr>> + Send;
+    fn link(&self, req: LinkRequest) -> impl Future<Output = BResult<NodeAttr>> + Send;
+    /// Extended attributes: the node's, whichever name it is reached by.
+    fn xattr(&self, id: i64, name: &str) -> impl Future<Output = BResult<Vec<u8>>> + Send;
+    fn xattr_names(&self, id: i64) -> impl Future<Output = BResult<Vec<String>>> + Send;
+    fn set_xattr(
+        &self,
+        id: i64,
+        name: &str,
+        value: &[u8],
+        how: XattrHow,
+    ) -> impl Future<Output = BResult<()>> + Send;
+    fn remove_xattr(&self, id: i64, name: &str) -> impl Future<Output = BResult<()>> + Send;
     fn statfs(&self) -> impl Future<Output = BResult<FsStats>> + Send;
     fn layout(&self, id: i64) -> impl Future<Output = BResult<FileLayout>> + Send;
     /// The plaintext of partition `index` of a fragment's object.
@@ -133,6 +148,38 @@ impl Backend for RemoteBackend {
 
     async fn setattr(&self, req: SetAttrRequest) -> BResult<NodeAttr> {
         self.meta.fs_setattr(&req).await.map_err(client_error)
+    }
+
+    async fn link(&self, req: LinkRequest) -> BResult<NodeAttr> {
+        self.meta.fs_link(&req).await.map_err(client_error)
+    }
+
+    async fn xattr(&self, id: i64, name: &str) -> BResult<Vec<u8>> {
+        let v = self.meta.fs_xattr(id, name).await.map_err(client_error)?;
+        B64.decode(v.value)
+            .map_err(|e| FsError::Io(format!("an xattr value that is not base64: {e}")))
+    }
+
+    async fn xattr_names(&self, id: i64) -> BResult<Vec<String>> {
+        self.meta.fs_xattr_names(id).await.map_err(client_error)
+    }
+
+    async fn set_xattr(&self, id: i64, name: &str, value: &[u8], how: XattrHow) -> BResult<()> {
+        let req = SetXattrRequest {
+            id,
+            name: name.to_string(),
+            value: B64.encode(value),
+            how,
+        };
+        self.meta.fs_setxattr(&req).await.map_err(client_error)
+    }
+
+    async fn remove_xattr(&self, id: i64, name: &str) -> BResult<()> {
+        let req = RemoveXattrRequest {
+            id,
+            name: name.to_string(),
+        };
+        self.meta.fs_removexattr(&req).await.map_err(client_error)
     }
 
     async fn statfs(&self) -> BResult<FsStats> {

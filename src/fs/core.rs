@@ -181,7 +181,7 @@ struct Handle {
 }
 
 pub struct Fs<B: Backend> {
-    backend: Arc<B>,
+    pub(super) backend: Arc<B>,
     cfg: FsConfig,
     /// The size files are cut into, each partition its own object.
     partition: u64,
@@ -211,9 +211,11 @@ pub struct Fs<B: Backend> {
     /// (storage unreachable), tried again by `retry_failed_uploads`.
     pending: Mutex<HashMap<i64, Retry>>,
     retry_wake: tokio::sync::Notify,
+    /// Nodes found without `security.capability`, and when (`xattrs.rs`).
+    pub(super) no_capability: Mutex<HashMap<i64, std::time::Instant>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -302,6 +304,7 @@ impl<B: Backend> Fs<B> {
             uploads: AtomicUsize::new(0),
             pending: Mutex::new(HashMap::new()),
             retry_wake: tokio::sync::Notify::new(),
+            no_capability: Mutex::new(HashMap::new()),
         };
         fs.recover().await?;
         Ok(fs)
@@ -448,7 +451,7 @@ impl<B: Backend> Fs<B> {
         }
     }
 
-    fn id(&self, ino: u64) -> i64 {
+    pub(super) fn id(&self, ino: u64) -> i64 {
         if ino == 1 {
             self.root_id
         } else if ino as i64 == self.root_id {
@@ -575,8 +578,9 @@ impl<B: Backend> Fs<B> {
     /// name up again and opens what replaced it).
     async fn keep_if_open(&self, parent: i64, name: &str) -> FsResult<Option<Victim>> {
         // Always ask which node the entry is: an open may be on its way in.
+        // A file with another name lives on under it.
         let n = match self.backend.lookup(parent, name).await {
-            Ok(n) if n.kind == NodeKind::File => n,
+            Ok(n) if n.kind == NodeKind::File && n.nlink <= 1 => n,
             _ => return Ok(None),
         };
         let id = n.id;
@@ -738,6 +742,21 @@ impl<B: Backend> Fs<B> {
                 dir: true,
             })
             .await
+    }
+
+    /// link(2): the node gets the name `new_name` in `new_parent` too; the
+    /// answer carries the new link count, which the kernel shows through
+    /// every name (one inode).
+    pub async fn link(&self, ino: u64, new_parent: u64, new_name: &str) -> FsResult<Attr> {
+        let n = self
+            .backend
+            .link(LinkRequest {
+                id: self.id(ino),
+                new_parent: self.id(new_parent),
+                new_name: new_name.to_string(),
+            })
+            .await?;
+        Ok(self.attr(&n))
     }
 
     pub async fn rename(

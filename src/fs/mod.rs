@@ -7,7 +7,9 @@ mod cache;
 mod core;
 mod error;
 mod staging;
+mod xattrs;
 
 pub use backend::{BResult, Backend, RemoteBackend};
 pub use core::{Attr, DirEntry, Fs, FsConfig, OpenFlags, Owner, SetAttr};
 pub use error::FsError;
+pub use xattrs::XattrReply;

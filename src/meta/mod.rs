@@ -2,6 +2,7 @@
 //! the provider registry, over one SQL store.
 
 mod accounts;
+pub mod acl;
 mod api;
 mod api_fs;
 mod api_store;
@@ -167,9 +168,10 @@ impl From<DbError> for MetaError {
     fn from(e: DbError) -> Self {
         match e {
             DbError::NotFound => MetaError::NotFound("no such file or directory".into()),
+            DbError::NoAttr => MetaError::NotFound(e.to_string()),
             DbError::Exists => MetaError::Conflict("already exists".into()),
             DbError::NotEmpty => MetaError::Forbidden("directory not empty".into()),
-            DbError::Forbidden(m) => MetaError::Forbidden(m),
+            DbError::Forbidden(m) | DbError::NotPermitted(m) => MetaError::Forbidden(m),
             DbError::Invalid(m) => MetaError::BadRequest(m),
             DbError::Overlap => MetaError::Conflict("data already exists at that offset".into()),
             DbError::NotDir | DbError::IsDir => MetaError::Conflict(e.to_string()),
