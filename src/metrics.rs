@@ -99,7 +99,7 @@ const SERIES: &[(&str, Kind, &str)] = &[
     (
         UPLOADS,
         Kind::Counter,
-        "File uploads (encrypt, encode, store, commit), by result.",
+        "Uploads of a file or of a run of its partitions (encrypt, encode, store, commit), by result.",
     ),
     (
         UPLOAD_BYTES,

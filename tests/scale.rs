@@ -334,3 +334,26 @@ async fn servers_starting_together_on_a_new_store_sign_with_one_key() {
         assert!(keys.iter().all(|k| *k == keys[0]), "{keys:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_begun_through_one_server_is_committed_through_the_other() {
+    use std::io::Write;
+    let Some((mut c, b)) = two_servers(6).await else {
+        return;
+    };
+    let both = format!("{},{}", c.meta.url, b.url);
+    let mount = TestMount::at(&c, &both, true);
+    let data = random_bytes(24 << 20, 9);
+    let mut f = std::fs::File::create(mount.path("split.bin")).unwrap();
+    // Whole partitions go up through the first server while the file is
+    // still being written; the rest and the commit go through the second.
+    f.write_all(&data[..12 << 20]).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    c.meta.kill();
+    f.write_all(&data[12 << 20..]).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    assert_eq!(std::fs::read(mount.path("split.bin")).unwrap(), data);
+    let other = TestMount::at(&c, &b.url, true);
+    assert_eq!(std::fs::read(other.path("split.bin")).unwrap(), data);
+}

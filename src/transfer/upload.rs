@@ -629,6 +629,7 @@ pub async fn upload_partitions(
             "a partition holds 1 to {partition_size} bytes"
         )));
     }
+    let recorded = crate::metrics::Transfer::start(&crate::metrics::UPLOAD);
     let total = spans.iter().map(|s| stored_len(s.len, acct.is_some()));
     progress.grow(remote, total.sum());
     let window = (opts.window.max(1) as usize).min(MAX_WINDOW);
@@ -705,6 +706,7 @@ pub async fn upload_partitions(
         progress.advance(remote, sealed.iter().map(|s| s.stored.len() as u64).sum());
         fragments.extend(sealed.into_iter().map(|s| s.fragment));
     }
+    recorded.done(spans.iter().map(|s| s.len).sum());
     Ok(fragments)
 }
 
