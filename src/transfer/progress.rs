@@ -62,7 +62,10 @@ mod tests {
         p.advance("f", 60);
         assert_eq!(p.snapshot()["f"], 0.6);
         p.advance("f", 60);
-        assert!(p.snapshot()["f"] < 1.0, "all bytes moved, not yet committed");
+        assert!(
+            p.snapshot()["f"] < 1.0,
+            "all bytes moved, not yet committed"
+        );
         p.finish("f");
         assert_eq!(p.snapshot()["f"], 1.0);
     }
