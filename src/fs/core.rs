@@ -160,10 +160,58 @@ struct Handle {
     id: i64,
     flags: OpenFlags,
     /// The version this handle reads, fixed at open (or first read).
-    layout: AsyncMutex<Option<Arc<FileLayout>>>,
+    layout: AsyncMutex<Option<HeldLayout>>,
     last_end: AtomicU64,
     prefetched_to: AtomicU64,
     wrote: AtomicBool,
+}
+
+/// A handle's layout, and when to renew its read grants.
+struct HeldLayout {
+    layout: Arc<FileLayout>,
+    /// Three quarters into the life of the grant that ends first; None
+    /// when no grant can be renewed (none, or all ended).
+    renew_at: Option<std::time::Instant>,
+}
+
+impl HeldLayout {
+    fn new(layout: Arc<FileLayout>) -> Self {
+        let now = crate::grant::now_ms();
+        let first_end = layout
+            .fragments
+            .iter()
+            .flat_map(|f| f.object.grants.values())
+            .filter_map(|g| crate::grant::peek::<crate::grant::Grant>(g).ok())
+            .map(|g| g.exp.saturating_mul(1000))
+            .min();
+        let renew_at = first_end
+            .filter(|&end| end > now)
+            .map(|end| std::time::Instant::now() + Duration::from_millis((end - now) * 3 / 4));
+        HeldLayout { layout, renew_at }
+    }
+
+    fn due(&self) -> bool {
+        self.renew_at
+            .is_some_and(|at| std::time::Instant::now() >= at)
+    }
+
+    /// The same version with the grants of `fresh` (the node's layout now)
+    /// for the objects the two share; objects of a replaced version keep
+    /// theirs.
+    fn renewed(&self, fresh: FileLayout) -> Self {
+        let mut grants: HashMap<String, _> = fresh
+            .fragments
+            .into_iter()
+            .map(|f| (f.object.sha1, f.object.grants))
+            .collect();
+        let mut layout = (*self.layout).clone();
+        for f in &mut layout.fragments {
+            if let Some(g) = grants.remove(&f.object.sha1) {
+                f.object.grants = g;
+            }
+        }
+        HeldLayout::new(Arc::new(layout))
+    }
 }
 
 pub struct Fs<B: Backend> {
@@ -172,7 +220,7 @@ pub struct Fs<B: Backend> {
     root_id: i64,
     staging: StagingArea,
     cache: Arc<BlockCache>,
-    inodes: Mutex<HashMap<i64, Record>>,
+    inodes: Arc<Mutex<HashMap<i64, Record>>>,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
     next_fh: AtomicU64,
@@ -224,7 +272,7 @@ impl<B: Backend> Fs<B> {
             staging,
             cache: Arc::new(BlockCache::new(cfg.cache_size)),
             cfg,
-            inodes: Mutex::new(HashMap::new()),
+            inodes: Arc::default(),
             handles: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -232,6 +280,9 @@ impl<B: Backend> Fs<B> {
             pending: Mutex::new(HashMap::new()),
             retry_wake: tokio::sync::Notify::new(),
         };
+        crate::metrics::on_scrape(&fs.inodes, |inodes| {
+            metrics::gauge!(crate::metrics::MOUNT_INODES).set(lock(inodes).len() as f64);
+        });
         fs.recover().await?;
         Ok(fs)
     }
@@ -1059,7 +1110,7 @@ impl<B: Backend> Fs<B> {
         let handle = Handle {
             id,
             flags,
-            layout: AsyncMutex::new(layout),
+            layout: AsyncMutex::new(layout.map(HeldLayout::new)),
             last_end: AtomicU64::new(0),
             prefetched_to: AtomicU64::new(0),
             wrote: AtomicBool::new(false),
@@ -1111,23 +1162,32 @@ impl<B: Backend> Fs<B> {
                 return Ok(buf);
             }
         }
-        let layout = {
-            let mut l = h.layout.lock().await;
-            match &*l {
-                Some(layout) => layout.clone(),
-                None => {
-                    let fresh = Arc::new(self.backend.layout(h.id).await?);
-                    *l = Some(fresh.clone());
-                    fresh
-                }
-            }
-        };
+        let layout = self.handle_layout(&h).await?;
         let data = self
             .read_layout(&layout, offset, size as u64, Some(&h))
             .await?;
         h.last_end
             .store(offset + data.len() as u64, Ordering::Relaxed);
         Ok(data)
+    }
+
+    /// The version a handle reads: fetched at its first read if not at
+    /// open, with its read grants renewed when they near their end, so a
+    /// file held open for longer than a grant lives still reads.
+    async fn handle_layout(&self, h: &Handle) -> FsResult<Arc<FileLayout>> {
+        let mut held = h.layout.lock().await;
+        match held.as_mut() {
+            Some(l) if !l.due() => return Ok(l.layout.clone()),
+            Some(l) => match self.backend.layout(h.id).await {
+                Ok(fresh) => *l = l.renewed(fresh),
+                // Unlinked: nothing to renew from; read with the grants held.
+                Err(FsError::NotFound) => l.renew_at = None,
+                // Storage unreachable: the next read tries again.
+                Err(e) => tracing::debug!(node = h.id, error = %e, "read grants not renewed"),
+            },
+            None => *held = Some(HeldLayout::new(Arc::new(self.backend.layout(h.id).await?))),
+        }
+        Ok(held.as_ref().expect("a layout is held").layout.clone())
     }
 
     /// Bytes `[offset, offset + len)` of a version; holes are zeros. A
