@@ -152,8 +152,10 @@ struct Record {
     /// Unlinked (or replaced by a rename) while open here, with its last
     /// attributes: its data lives on in staging, unuploaded, until the
     /// last close, as POSIX has it.
-    orphan: Option<NodeAttr>,
-    file: Arc<AsyncMutex<Inode>>,
+    orphan: Option<Box<NodeAttr>>,
+    /// Made at the first open or write: most records are of nodes the
+    /// kernel only looked up.
+    file: Option<Arc<AsyncMutex<Inode>>>,
 }
 
 struct Handle {
@@ -489,10 +491,11 @@ impl<B: Backend> Fs<B> {
         // No other task holds the node (the map alone does), so none is
         // about to open it or upload it.
         let idle = r.lookups == 0
-            && Arc::strong_count(&r.file) == 1
-            && r.file
-                .try_lock()
-                .is_ok_and(|g| g.open == 0 && g.staged.is_none());
+            && r.file.as_ref().is_none_or(|f| {
+                Arc::strong_count(f) == 1
+                    && f.try_lock()
+                        .is_ok_and(|g| g.open == 0 && g.staged.is_none())
+            });
         if idle {
             inodes.remove(&id);
         }
@@ -516,7 +519,7 @@ impl<B: Backend> Fs<B> {
     }
 
     fn inode(&self, id: i64) -> Arc<AsyncMutex<Inode>> {
-        self.with_record(id, |r| r.file.clone())
+        self.with_record(id, |r| r.file.get_or_insert_default().clone())
     }
 
     /// A node with no open handle and no staged data: no local size and
@@ -532,7 +535,7 @@ impl<B: Backend> Fs<B> {
             // Only when no other task holds it (the map and our caller do):
             // one waiting for its lock (an open) must find it in the map
             // afterwards, not a fresh, unopened copy.
-            if r.lookups == 0 && Arc::strong_count(&r.file) <= 2 {
+            if r.lookups == 0 && r.file.as_ref().is_none_or(|f| Arc::strong_count(f) <= 2) {
                 inodes.remove(&id);
             }
         }
@@ -569,7 +572,7 @@ impl<B: Backend> Fs<B> {
 
     /// The attributes of a file unlinked while open: no links left.
     fn orphan_attr(&self, id: i64) -> Option<Attr> {
-        let n = self.with_known(id, |r| r.orphan.clone()).flatten()?;
+        let n = *self.with_known(id, |r| r.orphan.clone()).flatten()?;
         Some(Attr {
             nlink: 0,
             ..self.attr(&n)
@@ -602,7 +605,7 @@ impl<B: Backend> Fs<B> {
                     return Err(e);
                 }
             }
-            self.with_record(id, |r| r.orphan = Some(n));
+            self.with_record(id, |r| r.orphan = Some(Box::new(n)));
             kept = true;
         }
         Ok(Some(Victim { id, g, kept }))
@@ -794,7 +797,7 @@ impl<B: Backend> Fs<B> {
         {
             if let Some(mtime) = s.mtime_ns {
                 // A staged file keeps the time it was given when it is uploaded.
-                let inode = self.with_known(id, |r| r.file.clone());
+                let inode = self.with_known(id, |r| r.file.clone()).flatten();
                 if let Some(inode) = inode {
                     if let Some(st) = inode.lock().await.staged.as_mut() {
                         st.mtime_ns = mtime;
@@ -1152,7 +1155,7 @@ impl<B: Backend> Fs<B> {
 
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let h = self.handle(fh)?;
-        let inode = self.with_known(h.id, |r| r.file.clone());
+        let inode = self.with_known(h.id, |r| r.file.clone()).flatten();
         if let Some(inode) = inode {
             let g = inode.lock().await;
             if let Some(st) = &g.staged {
