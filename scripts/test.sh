@@ -12,6 +12,9 @@ command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v cmp >/dev/null 2>&1 || need_apt+=(diffutils)
 command -v tar >/dev/null 2>&1 || need_apt+=(tar)
 command -v umount >/dev/null 2>&1 || need_apt+=(mount)
+# tests/xattrs.rs: setfattr/getfattr and setfacl/getfacl.
+command -v setfattr >/dev/null 2>&1 || need_apt+=(attr)
+command -v setfacl >/dev/null 2>&1 || need_apt+=(acl)
 # apt_install [OPTION...] PACKAGE...: as root; otherwise a warning.
 apt_install() {
   if [ "$(id -u)" = 0 ]; then
@@ -49,7 +52,7 @@ pg_dir=$(sed -n 's/^PG_DIR=//p' <<<"$pg_env")
 export TFSFS_TEST_PG=$(sed -n 's/^TFSFS_TEST_PG=//p' <<<"$pg_env")
 # Skipped there: tests that read or write the SQLite file itself.
 pg_skip=(--skip a_store_of_a_newer --skip a_version_1_store)
-for suite in rest_v1 rest_v2 storage sidecar mount scale; do
+for suite in rest_v1 rest_v2 storage sidecar mount scale streaming links xattrs; do
   TFSFS_TEST_DB=postgres cargo test --release --test "$suite" -- "${pg_skip[@]}" 2>&1 | tee -a "$log"
 done
 

@@ -15,6 +15,8 @@ pub struct BenchOptions {
     pub io_size: usize,
     pub small_count: usize,
     pub small_size: usize,
+    /// The process doing the work (the mount), whose CPU time is counted.
+    pub pid: Option<u32>,
 }
 
 /// One row of results for one directory.
@@ -25,7 +27,25 @@ pub struct Figures {
     pub small_write_files_s: f64,
     pub small_read_files_s: f64,
     pub stat_per_s: f64,
+    /// 1 MiB writes at random places in the big file, then fsync.
+    pub edit_mib_s: f64,
+    /// The big file copied to another name in the same directory.
+    pub copy_mib_s: f64,
+    /// CPU seconds of `pid` per GiB of the big file written (NaN: unknown).
+    pub cpu_s_per_gib: f64,
 }
+
+/// CPU seconds (user + system) `pid` has used so far.
+fn cpu_secs(pid: Option<u32>) -> Option<f64> {
+    let stat = procfs::process::Process::new(pid? as i32)
+        .ok()?
+        .stat()
+        .ok()?;
+    Some((stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64)
+}
+
+/// Edits made in place by the edit-in-place measure.
+const EDITS: u64 = 16;
 
 /// Fills `buf` with bytes that differ per chunk, so nothing deduplicates.
 fn fill(buf: &mut [u8], chunk: u64) {
@@ -57,6 +77,7 @@ pub fn measure(dir: &Path, o: &BenchOptions) -> std::io::Result<Figures> {
     let mut f = Figures::default();
     let big = work.join("big");
     let mut buf = vec![0u8; o.io_size];
+    let cpu_before = cpu_secs(o.pid);
     let start = Instant::now();
     {
         let mut file = File::create(&big)?;
@@ -72,6 +93,10 @@ pub fn measure(dir: &Path, o: &BenchOptions) -> std::io::Result<Figures> {
         file.sync_all()?;
     }
     f.big_write_mib_s = mib_s(o.big_size, start.elapsed().as_secs_f64());
+    f.cpu_s_per_gib = match (cpu_before, cpu_secs(o.pid)) {
+        (Some(a), Some(b)) => (b - a) / (o.big_size as f64 / (1u64 << 30) as f64),
+        _ => f64::NAN,
+    };
     if !drop_caches() {
         eprintln!("warning: cannot drop the page cache (not root): reads may be warm");
     }
@@ -94,6 +119,27 @@ pub fn measure(dir: &Path, o: &BenchOptions) -> std::io::Result<Figures> {
         }
     }
     f.big_read_mib_s = mib_s(o.big_size, start.elapsed().as_secs_f64());
+
+    let mut edit = vec![0u8; 1 << 20];
+    let start = Instant::now();
+    {
+        let file = std::fs::OpenOptions::new().write(true).open(&big)?;
+        let span = o.big_size.saturating_sub(edit.len() as u64).max(1);
+        for i in 0..EDITS {
+            fill(&mut edit, u64::MAX - i);
+            // Spread over the file, deterministic, not partition-aligned.
+            let at = (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) % span;
+            std::os::unix::fs::FileExt::write_all_at(&file, &edit, at)?;
+        }
+        file.sync_all()?;
+    }
+    f.edit_mib_s = mib_s(EDITS * edit.len() as u64, start.elapsed().as_secs_f64());
+
+    let copy = work.join("big.copy");
+    let start = Instant::now();
+    std::fs::copy(&big, &copy)?;
+    f.copy_mib_s = mib_s(o.big_size, start.elapsed().as_secs_f64());
+    std::fs::remove_file(&copy)?;
     std::fs::remove_file(&big)?;
 
     let small: Vec<PathBuf> = (0..o.small_count)
@@ -185,6 +231,12 @@ pub fn table(drive: &Figures, local: &Figures) -> String {
             local.small_read_files_s,
         ),
         ("stat (per s)", drive.stat_per_s, local.stat_per_s),
+        (
+            "edit in place, 1 MiB random writes + fsync (MiB/s)",
+            drive.edit_mib_s,
+            local.edit_mib_s,
+        ),
+        ("copy within (MiB/s)", drive.copy_mib_s, local.copy_mib_s),
     ];
     let mut out =
         String::from("| measure | tfsfs | local disk | tfsfs / local |\n|---|---:|---:|---:|\n");
@@ -194,6 +246,10 @@ pub fn table(drive: &Figures, local: &Figures) -> String {
             d / l.max(1e-9)
         ));
     }
+    out.push_str(&format!(
+        "\nmount CPU per GiB written: {:.2} s\n",
+        drive.cpu_s_per_gib
+    ));
     out
 }
 
@@ -233,6 +289,13 @@ pub async fn meta_ops(db: Option<&str>, ops: usize) -> anyhow::Result<Vec<MetaOp
             .iter()
             .map(|m| format!("{}/v2/{appkey}/{appid}/1", m.url))
             .collect();
+        // Listings are read under `metadata/`, as nginx-tfs serves them.
+        let listing = |base: &str| {
+            base.replace(
+                &format!("/v2/{appkey}/"),
+                &format!("/v2/{appkey}/metadata/"),
+            )
+        };
         for threads in [1, 4] {
             let dir = format!("/bench-{}-{run}-{threads}", std::process::id());
             let h = reqwest::Client::new();
@@ -245,8 +308,12 @@ pub async fn meta_ops(db: Option<&str>, ops: usize) -> anyhow::Result<Vec<MetaOp
             for (op, rate) in per_s.iter_mut().enumerate() {
                 let started = Instant::now();
                 let clients = (0..threads).map(|t| {
-                    let (h, base, dir) = (h.clone(), bases[t % servers].clone(), dir.clone());
-                    tokio::spawn(async move { meta_op_run(&h, &base, &dir, op, t, ops).await })
+                    let base = &bases[t % servers];
+                    let (h, list, base, dir) =
+                        (h.clone(), listing(base), base.clone(), dir.clone());
+                    tokio::spawn(
+                        async move { meta_op_run(&h, &base, &list, &dir, op, t, ops).await },
+                    )
                 });
                 for c in futures::future::join_all(clients).await {
                     c??;
@@ -267,10 +334,12 @@ pub async fn meta_ops(db: Option<&str>, ops: usize) -> anyhow::Result<Vec<MetaOp
     Ok(rows)
 }
 
-/// One client's `n` operations of kind `op` on its files in `dir`.
+/// One client's `n` operations of kind `op` on its files in `dir`; `base`
+/// is the namespace's REST v2 root, `list` its listing root.
 async fn meta_op_run(
     h: &reqwest::Client,
     base: &str,
+    list: &str,
     dir: &str,
     op: usize,
     client: usize,
@@ -291,7 +360,7 @@ async fn meta_op_run(
                     .send()
                     .await?
             }
-            "list" => h.get(format!("{base}/dir{dir}")).send().await?,
+            "list" => h.get(format!("{list}/dir{dir}")).send().await?,
             _ => h.delete(&moved).send().await?,
         };
         anyhow::ensure!(

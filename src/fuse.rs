@@ -11,10 +11,10 @@ use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
     KernelConfig, LockOwner, OpenAccMode, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
     ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    Request, TimeOrNow, WriteFlags,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::fs::{Attr, Backend, Fs, FsError, OpenFlags, Owner, SetAttr};
+use crate::fs::{Attr, Backend, Fs, FsError, OpenFlags, Owner, SetAttr, XattrReply};
 use crate::proto::NodeKind;
 
 /// How long the kernel may cache attributes and entries.
@@ -135,7 +135,8 @@ answer!(
     ReplyEntry,
     ReplyOpen,
     ReplyStatfs,
-    ReplyWrite
+    ReplyWrite,
+    ReplyXattr
 );
 
 /// How long a request runs before the mount starts checking whether its
@@ -224,6 +225,18 @@ impl<B: Backend> FuseFs<B> {
         self.serve(req, reply, fut, |reply, ()| reply.ok());
     }
 
+    fn xattr(
+        &self,
+        req: &Request,
+        reply: ReplyXattr,
+        fut: impl std::future::Future<Output = Result<XattrReply, FsError>>,
+    ) {
+        self.serve(req, reply, fut, |reply, x| match x {
+            XattrReply::Size(n) => reply.size(n),
+            XattrReply::Data(d) => reply.data(&d),
+        });
+    }
+
     /// Closes a handle whose open was answered EINTR: the kernel never
     /// learnt of it, so it will never release it.
     fn orphaned(&self, fh: Option<u64>) {
@@ -238,6 +251,14 @@ impl<B: Backend> Filesystem for FuseFs<B> {
         // Big writes and reads: fewer round trips into the staging file.
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_readahead(4 << 20);
+        // The kernel enforces POSIX ACLs (kept as xattrs, the mode in step)
+        // on top of default_permissions.
+        if let Err(missing) = config.add_capabilities(fuser::InitFlags::FUSE_POSIX_ACL) {
+            tracing::warn!(
+                ?missing,
+                "the kernel offers no POSIX ACL support: ACLs are kept, not enforced"
+            );
+        }
         Ok(())
     }
 
@@ -408,14 +429,18 @@ impl<B: Backend> Filesystem for FuseFs<B> {
 
     fn link(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
-        _newparent: INodeNo,
-        _newname: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let _s = tracing::debug_span!("link", ino = ino.0).entered();
-        reply.error(Errno::EPERM);
+        let _s =
+            tracing::debug_span!("link", ino = ino.0, newparent = newparent.0, ?newname).entered();
+        let Ok(n) = name_of(newname) else {
+            return reply.error(Errno::EINVAL);
+        };
+        self.entry(req, reply, self.fs.link(ino.0, newparent.0, n));
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: fuser::OpenFlags, reply: ReplyOpen) {
@@ -657,36 +682,70 @@ impl<B: Backend> Filesystem for FuseFs<B> {
         self.empty(req, reply, self.fs.fallocate(fh.0, offset, length, mode));
     }
 
-    // Extended attributes are not kept: say so rather than pretend.
-    fn getxattr(
+    fn copy_file_range(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _size: u32,
-        reply: fuser::ReplyXattr,
+        req: &Request,
+        ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: fuser::CopyFileRangeFlags,
+        reply: ReplyWrite,
     ) {
-        reply.error(Errno::EOPNOTSUPP);
+        let _s = tracing::debug_span!(
+            "copy_file_range",
+            ino_in = ino_in.0,
+            offset_in,
+            ino_out = ino_out.0,
+            offset_out,
+            len
+        )
+        .entered();
+        let copy = self
+            .fs
+            .copy_range(fh_in.0, offset_in, fh_out.0, offset_out, len);
+        self.serve(req, reply, copy, |reply, n| reply.written(n));
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: fuser::ReplyXattr) {
-        reply.error(Errno::EOPNOTSUPP);
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let _s = tracing::debug_span!("getxattr", ino = ino.0, ?name, size).entered();
+        let Ok(n) = name_of(name) else {
+            return reply.error(Errno::ENODATA);
+        };
+        self.xattr(req, reply, self.fs.getxattr(ino.0, n, size, req.uid()));
+    }
+
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let _s = tracing::debug_span!("listxattr", ino = ino.0, size).entered();
+        self.xattr(req, reply, self.fs.listxattr(ino.0, size, req.uid()));
     }
 
     fn setxattr(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _value: &[u8],
-        _flags: i32,
+        req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::EOPNOTSUPP);
+        let _s = tracing::debug_span!("setxattr", ino = ino.0, ?name, len = value.len()).entered();
+        let Ok(n) = name_of(name) else {
+            return reply.error(Errno::EOPNOTSUPP);
+        };
+        let set = self.fs.setxattr(ino.0, n, value, flags, req.uid());
+        self.empty(req, reply, set);
     }
 
-    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EOPNOTSUPP);
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _s = tracing::debug_span!("removexattr", ino = ino.0, ?name).entered();
+        let Ok(n) = name_of(name) else {
+            return reply.error(Errno::ENODATA);
+        };
+        self.empty(req, reply, self.fs.removexattr(ino.0, n, req.uid()));
     }
 }

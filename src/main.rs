@@ -530,14 +530,15 @@ async fn bench(a: BenchArgs) -> anyhow::Result<()> {
         io_size: a.io_size,
         small_count: a.small_count,
         small_size: a.small_size,
+        pid: a.pid.or_else(|| bench::find_mount_pid(&dir)),
     };
-    let pid = a.pid.or_else(|| bench::find_mount_pid(&dir));
+    let pid = o.pid;
     let tmp = tempfile_dir()?;
     let local_dir = a.local.clone().unwrap_or_else(|| tmp.clone());
     eprintln!("measuring {} ...", dir.display());
     let drive = bench::measure(&dir, &o)?;
     eprintln!("measuring {} (local disk) ...", local_dir.display());
-    let local = bench::measure(&local_dir, &o)?;
+    let local = bench::measure(&local_dir, &bench::BenchOptions { pid: None, ..o })?;
     let _ = std::fs::remove_dir_all(&tmp);
     println!("{}", bench::table(&drive, &local));
     match pid.and_then(bench::peak_rss) {

@@ -172,6 +172,71 @@ pub struct DoneRequest {
     pub partitions: Vec<StoredPartition>,
 }
 
+/// One partition object announced in a batch CheckFileExist: a partition
+/// of a file stored as its own object (one partition, nonce 0, its own
+/// convergent key).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartitionCheck {
+    /// SHA-1 (hex) of the stored bytes: the object id.
+    pub sha1: String,
+    pub plain_size: u64,
+    pub stored_size: u64,
+    /// The stored bytes (base64) when the partition is at most `inline_max`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+}
+
+/// Step 1 for a window of partitions (`partitions/check`): which of them
+/// the account already stores.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartitionsCheckRequest {
+    pub partition_size: u64,
+    /// Whether the partitions are encrypted (each stored size is then the
+    /// plain size plus a tag).
+    pub encrypted: bool,
+    pub partitions: Vec<PartitionCheck>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartitionsCheckResponse {
+    /// Per partition: already stored (or stored now, inline): no upload.
+    pub stored: Vec<bool>,
+    /// The session the others are uploaded in: erasure-code each into
+    /// k+m shards, `prepare` them (PartitionMeta.index is the position in
+    /// the request), PUT, then `partitions/done`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    pub k: usize,
+    pub m: usize,
+}
+
+/// One fragment of a committed version: bytes `[offset, offset + length)`
+/// of the file are the first `length` plaintext bytes of `object`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitFragment {
+    pub offset: u64,
+    pub length: u64,
+    /// The object's SHA-1; it must be stored in the account.
+    pub object: String,
+    /// The object's key wrapped under the account key; absent when plain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// Commits a new version of file `node` as a list of fragments (`commit`),
+/// if the file is still at `base_ver` (else 409 `STALE_BASE`). Bytes no
+/// fragment covers read as zeros.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CommitRequest {
+    pub node: i64,
+    pub size: u64,
+    pub fragments: Vec<CommitFragment>,
+    #[serde(default)]
+    pub attrs: FileAttrs,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_ver: Option<u64>,
+}
+
 /// A provider's answer to a shard PUT.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ShardStored {
@@ -383,7 +448,7 @@ pub struct NodeAttr {
     pub ver_no: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
-    /// Link count: 2 + subdirectories for a directory, 1 otherwise.
+    /// Link count: 2 + subdirectories for a directory, its names otherwise.
     #[serde(default)]
     pub nlink: u32,
     /// A device node's device number.
@@ -409,6 +474,49 @@ pub struct MakeRequest {
     /// A device node's device number.
     #[serde(default)]
     pub rdev: u32,
+}
+
+/// `fs/link`: node `id` gets the name `new_name` in `new_parent` too.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LinkRequest {
+    pub id: i64,
+    pub new_parent: i64,
+    pub new_name: String,
+}
+
+/// How setxattr treats an attribute that is there already, or not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XattrHow {
+    #[default]
+    Either,
+    /// XATTR_CREATE: it must not exist (else EEXIST).
+    Create,
+    /// XATTR_REPLACE: it must exist (else ENODATA).
+    Replace,
+}
+
+/// `fs/setxattr`: `value` in base64.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetXattrRequest {
+    pub id: i64,
+    pub name: String,
+    pub value: String,
+    #[serde(default)]
+    pub how: XattrHow,
+}
+
+/// `fs/removexattr`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemoveXattrRequest {
+    pub id: i64,
+    pub name: String,
+}
+
+/// `fs/xattr/{id}?name=`: the value, base64.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct XattrValue {
+    pub value: String,
 }
 
 /// `fs/remove`: unlink, or rmdir when `dir`.

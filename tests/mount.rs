@@ -568,20 +568,14 @@ async fn everyday_tools_match_a_local_dir() {
         errno_of(std::fs::File::open(m.path("a/nope/deeper"))),
         libc::ENOENT
     );
+    // A directory takes no second name (files do: tests/links.rs).
     assert_eq!(
-        errno_of(std::fs::hard_link(m.path("log"), m.path("log2"))),
+        errno_of(std::fs::hard_link(m.path("a"), m.path("a2"))),
         libc::EPERM
-    );
-    let out = exec(Some(&m.dir), "ln", &["log", "log3"]);
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("Operation not permitted"),
-        "ln: {}",
-        String::from_utf8_lossy(&out.stderr)
     );
     let out = exec(Some(&m.dir), "rmdir", &["a/b"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("Directory not empty"));
-    assert!(!m.path("log2").exists() && !m.path("log3").exists());
+    assert!(!m.path("a2").exists());
 }
 
 // ---- 6. providers die during a read ----
@@ -732,7 +726,7 @@ async fn kill9_of_the_mount_during_an_upload() {
         .spawn()
         .unwrap();
     // Wait until every byte is staged and the upload has begun (cp is in
-    // close(): the marker says "done"), then a little into the upload.
+    // close(): the marker says "done").
     let deadline = Instant::now() + Duration::from_secs(60);
     let uploading = loop {
         let names: Vec<(PathBuf, u64)> = std::fs::read_dir(&staging)
@@ -760,12 +754,10 @@ async fn kill9_of_the_mount_during_an_upload() {
         uploading,
         "never saw the staged file whole and uploading while cp ran"
     );
-    std::thread::sleep(Duration::from_millis(100));
+    // Partitions went up while cp wrote: close() waits only for the last
+    // few and the commit, so the kill comes at once.
     let cp_done = cp.try_wait().unwrap().is_some();
-    assert!(
-        !cp_done,
-        "the 100 MiB upload finished within 100 ms: kill earlier"
-    );
+    assert!(!cp_done, "close() finished before the kill");
     m.kill9();
     let status = cp.wait().unwrap();
     eprintln!("cp status {status}");

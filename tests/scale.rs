@@ -38,36 +38,170 @@ async fn a_file_written_through_one_server_reads_back_through_the_other() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_creates_over_two_servers_make_each_name_once() {
+async fn concurrent_creates_through_mounts_on_two_servers_make_each_name_once() {
+    let Some((c, b)) = two_servers(6).await else {
+        return;
+    };
+    let mounts = [TestMount::new(&c), TestMount::at(&c, &b.url, true)];
+    let paths: Vec<Vec<_>> = mounts
+        .iter()
+        .map(|m| (0..100).map(|n| m.path(&format!("f{n}"))).collect())
+        .collect();
+    // 1000 exclusive creates of 100 names, 8 threads, alternating mounts.
+    let results: Vec<std::io::Result<()>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..8)
+            .map(|t| {
+                let paths = &paths;
+                s.spawn(move || {
+                    (t..1000)
+                        .step_by(8)
+                        .map(|i| {
+                            std::fs::OpenOptions::new()
+                                .write(true)
+                                .create_new(true)
+                                .open(&paths[i % 2][(i * 7) % 100])
+                                .map(drop)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+    let mut created = 0;
+    for r in results {
+        match r {
+            Ok(()) => created += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => panic!("a create failed with {e}, not EEXIST"),
+        }
+    }
+    assert_eq!(created, 100);
+    for m in &mounts {
+        assert_eq!(std::fs::read_dir(m.path("")).unwrap().count(), 100);
+    }
+}
+
+/// A directory of the namespace walked from its root over REST v2
+/// listings: how many nodes are reachable.
+async fn reachable(h: &reqwest::Client, listing: &str, dir: &str) -> usize {
+    let mut count = 0;
+    let mut todo = vec![dir.to_string()];
+    while let Some(d) = todo.pop() {
+        let list: serde_json::Value = h
+            .get(format!("{listing}/dir{d}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for e in list.as_array().unwrap() {
+            count += 1;
+            if e["IS_FILE"] == serde_json::json!(false) {
+                let name = e["NAME"].as_str().unwrap();
+                todo.push(format!("{}/{name}", d.trim_end_matches('/')));
+            }
+        }
+    }
+    count
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renames_racing_renames_and_deletes_leave_no_orphan_or_cycle() {
     let Some((c, b)) = two_servers(0).await else {
         return;
     };
     let bases = [c.v2(), c.v2().replace(&c.meta.url, &b.url)];
     let h = reqwest::Client::new();
-    let tries = (0..1000).map(|i| {
-        let url = format!("{}/file/f{}", bases[i % 2], i % 100);
-        let h = h.clone();
-        async move { h.post(url).send().await.map(|r| r.status()) }
-    });
-    let statuses = join_all(tries).await;
-    let mut created = 0;
-    for s in statuses {
-        match s.expect("request") {
-            StatusCode::CREATED => created += 1,
-            StatusCode::CONFLICT => {}
-            other => panic!("unexpected status {other}"),
+    let post = |url: String, src: Option<String>| {
+        let mut r = h.post(url);
+        if let Some(src) = src {
+            r = r.header("x-ali-move-source", src);
         }
+        async move { r.send().await.unwrap().status() }
+    };
+    const ROUNDS: usize = 40;
+    for i in 0..ROUNDS {
+        for d in ["a", "b", "d"] {
+            let made = post(format!("{}/dir/r{i}/{d}?recursive=1", bases[0]), None).await;
+            assert_eq!(made, StatusCode::CREATED);
+        }
+        let made = post(format!("{}/file/r{i}/x", bases[0]), None).await;
+        assert_eq!(made, StatusCode::CREATED);
     }
-    assert_eq!(created, 100);
-    let list: serde_json::Value = h
-        .get(format!("{}/dir/", c.v2_meta().replace(&c.meta.url, &b.url)))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(list.as_array().unwrap().len(), 100, "{list}");
+    let races = (0..ROUNDS).map(|i| {
+        let (post, bases, h) = (&post, &bases, &h);
+        async move {
+            // a into b racing b into a, on different servers: a cycle if both won.
+            let cycle = futures::join!(
+                post(
+                    format!("{}/dir/r{i}/b/a", bases[0]),
+                    Some(format!("/r{i}/a"))
+                ),
+                post(
+                    format!("{}/dir/r{i}/a/b", bases[1]),
+                    Some(format!("/r{i}/b"))
+                ),
+            );
+            // x into d racing the delete of d: x orphaned if both won.
+            let orphan = futures::join!(
+                post(
+                    format!("{}/file/r{i}/d/x", bases[1]),
+                    Some(format!("/r{i}/x"))
+                ),
+                async {
+                    h.delete(format!("{}/dir/r{i}/d", bases[0]))
+                        .send()
+                        .await
+                        .unwrap()
+                        .status()
+                },
+            );
+            (cycle, orphan)
+        }
+    });
+    let mut won = [0; 4];
+    for ((a_in_b, b_in_a), (x_in_d, d_gone)) in join_all(races).await {
+        for s in [a_in_b, b_in_a, x_in_d, d_gone] {
+            assert!(!s.is_server_error(), "a race answered {s}");
+        }
+        assert!(
+            !(a_in_b.is_success() && b_in_a.is_success()),
+            "both renames of a cycle won"
+        );
+        assert!(
+            !(x_in_d.is_success() && d_gone.is_success()),
+            "a file moved into a directory deleted at once"
+        );
+        won[0] += a_in_b.is_success() as usize;
+        won[1] += b_in_a.is_success() as usize;
+        won[2] += x_in_d.is_success() as usize;
+        won[3] += d_gone.is_success() as usize;
+    }
+    eprintln!(
+        "wins: a→b {}, b→a {}, x→d {}, rm d {}",
+        won[0], won[1], won[2], won[3]
+    );
+    // Every node of the namespace is reachable from its root.
+    let listing = c.v2_meta();
+    let walked = reachable(&h, &listing, "/").await;
+    let db = c.db.as_ref().unwrap();
+    let stored: usize = pg_run(
+        &db.url,
+        &format!(
+            "SELECT count(*) FROM nodes WHERE appid={} AND uid={} AND NOT (parent=0 AND name='')",
+            c.appid, c.uid
+        ),
+    )
+    .unwrap()
+    .unwrap()
+    .parse()
+    .unwrap();
+    assert_eq!(walked, stored, "nodes not reachable from the root");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,5 +255,82 @@ async fn the_jobs_lease_moves_to_the_other_server_when_its_holder_is_killed() {
             "the lease stayed with the killed server"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_one_command_cluster_runs_on_postgresql() {
+    let Some(server) = pg_server() else {
+        return;
+    };
+    let db = TestDb::create(&server);
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("cluster");
+    let _cluster = Proc::spawn(&[
+        "cluster",
+        "--data",
+        data.to_str().unwrap(),
+        "--db",
+        &db.url,
+        "--providers",
+        "3",
+    ]);
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("cluster.json")).unwrap()).unwrap();
+    let file = format!(
+        "{}/v2/{}/{}/1/file/f.bin",
+        info["meta_url"].as_str().unwrap(),
+        info["appkey"].as_str().unwrap(),
+        info["appid"]
+    );
+    let h = reqwest::Client::new();
+    assert_eq!(
+        h.post(&file).send().await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    let body = random_bytes(1 << 20, 3);
+    let put = h.put(&file).body(body.clone()).send().await.unwrap();
+    assert_eq!(put.status(), StatusCode::OK);
+    let got = h.get(&file).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(got.as_ref(), body.as_slice());
+    let stored = pg_run(&db.url, "SELECT count(*) FROM objects").unwrap();
+    assert_eq!(stored.as_deref(), Some("1"), "the object is in PostgreSQL");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_starting_together_on_a_new_store_sign_with_one_key() {
+    let Some(server) = pg_server() else {
+        return;
+    };
+    for _ in 0..3 {
+        let db = TestDb::create(&server);
+        let tmp = tempfile::tempdir().unwrap();
+        let servers: Vec<Proc> = std::thread::scope(|s| {
+            let starts: Vec<_> = ["a", "b", "c"]
+                .map(|name| {
+                    let data = tmp.path().join(name);
+                    let url = db.url.clone();
+                    s.spawn(move || {
+                        Proc::spawn(&[
+                            "meta",
+                            "--listen",
+                            "127.0.0.1:0",
+                            "--data",
+                            data.to_str().unwrap(),
+                            "--db",
+                            &url,
+                        ])
+                    })
+                })
+                .into_iter()
+                .collect();
+            starts.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        let mut keys = Vec::new();
+        for p in &servers {
+            let r = reqwest::get(format!("{}/api/pubkey", p.url)).await.unwrap();
+            keys.push(r.text().await.unwrap());
+        }
+        assert!(keys.iter().all(|k| *k == keys[0]), "{keys:?}");
     }
 }

@@ -274,6 +274,34 @@ impl MetaClient {
         Self::decode(self.send(self.api(Method::POST, "done").json(req)).await?).await
     }
 
+    pub async fn partitions_check(
+        &self,
+        req: &PartitionsCheckRequest,
+    ) -> Result<PartitionsCheckResponse, ClientError> {
+        Self::decode(
+            self.send(self.api(Method::POST, "partitions/check").json(req))
+                .await?,
+        )
+        .await
+    }
+
+    pub async fn partitions_done(&self, req: &DoneRequest) -> Result<(), ClientError> {
+        Self::checked(
+            self.send(self.api(Method::POST, "partitions/done").json(req))
+                .await?,
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn commit(&self, req: &CommitRequest) -> Result<DoneResponse, ClientError> {
+        Self::decode(
+            self.send(self.api(Method::POST, "commit").json(req))
+                .await?,
+        )
+        .await
+    }
+
     /// Reports a shard copy a read found missing or corrupt; answers
     /// whether the server found it bad.
     pub async fn report(&self, r: &ShardReport) -> Result<bool, ClientError> {
@@ -399,5 +427,26 @@ impl MetaClient {
 
     pub async fn fs_setattr(&self, req: &SetAttrRequest) -> Result<NodeAttr, ClientError> {
         self.fs_post("setattr", req).await
+    }
+
+    pub async fn fs_link(&self, req: &LinkRequest) -> Result<NodeAttr, ClientError> {
+        self.fs_post("link", req).await
+    }
+
+    /// An extended attribute's value (base64).
+    pub async fn fs_xattr(&self, id: i64, name: &str) -> Result<XattrValue, ClientError> {
+        self.fs_get(&format!("xattr/{id}"), &[("name", name)]).await
+    }
+
+    pub async fn fs_xattr_names(&self, id: i64) -> Result<Vec<String>, ClientError> {
+        self.fs_get(&format!("xattrs/{id}"), &[]).await
+    }
+
+    pub async fn fs_setxattr(&self, req: &SetXattrRequest) -> Result<(), ClientError> {
+        self.fs_post("setxattr", req).await
+    }
+
+    pub async fn fs_removexattr(&self, req: &RemoveXattrRequest) -> Result<(), ClientError> {
+        self.fs_post("removexattr", req).await
     }
 }

@@ -3,14 +3,18 @@
 //! so it can be driven by another client (or a test double) unchanged.
 
 use std::future::Future;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
 use std::path::Path;
+use std::sync::Arc;
 
 use super::FsError;
 use crate::client::meta::{ClientError, MetaClient};
 use crate::client::provider::ShardClient;
 use crate::codec::crypt::{AccountKey, PartitionCipher};
 use crate::proto::*;
-use crate::transfer::{self, Progress, TransferError, UploadOptions};
+use crate::transfer::{self, PartitionSpan, Progress, TransferError, UploadOptions};
 
 pub type BResult<T> = Result<T, FsError>;
 
@@ -23,6 +27,18 @@ pub trait Backend: Send + Sync + 'static {
     fn remove(&self, req: RemoveRequest) -> impl Future<Output = BResult<()>> + Send;
     fn rename(&self, req: RenameRequest) -> impl Future<Output = BResult<()>> + Send;
     fn setattr(&self, req: SetAttrRequest) -> impl Future<Output = BResult<NodeAttr>> + Send;
+    fn link(&self, req: LinkRequest) -> impl Future<Output = BResult<NodeAttr>> + Send;
+    /// Extended attributes: the node's, whichever name it is reached by.
+    fn xattr(&self, id: i64, name: &str) -> impl Future<Output = BResult<Vec<u8>>> + Send;
+    fn xattr_names(&self, id: i64) -> impl Future<Output = BResult<Vec<String>>> + Send;
+    fn set_xattr(
+        &self,
+        id: i64,
+        name: &str,
+        value: &[u8],
+        how: XattrHow,
+    ) -> impl Future<Output = BResult<()>> + Send;
+    fn remove_xattr(&self, id: i64, name: &str) -> impl Future<Output = BResult<()>> + Send;
     fn statfs(&self) -> impl Future<Output = BResult<FsStats>> + Send;
     fn layout(&self, id: i64) -> impl Future<Output = BResult<FileLayout>> + Send;
     /// The plaintext of partition `index` of a fragment's object.
@@ -31,6 +47,22 @@ pub trait Backend: Send + Sync + 'static {
         frag: &FragmentLayout,
         index: u64,
     ) -> impl Future<Output = BResult<Vec<u8>>> + Send;
+    /// The size of the partitions files are cut into.
+    fn partition_size(&self) -> impl Future<Output = BResult<u64>> + Send;
+    /// Stores the partitions `spans` of the local file `staged` as objects
+    /// of their own; returns their fragments, in order, for `commit`. The
+    /// bytes count in the progress registry under `name`, one transfer
+    /// growing with each call until the commit.
+    fn upload_partitions(
+        &self,
+        name: &str,
+        staged: Arc<std::fs::File>,
+        spans: &[PartitionSpan],
+    ) -> impl Future<Output = BResult<Vec<CommitFragment>>> + Send;
+    /// Makes a list of stored objects the content of a file, if it is
+    /// still at the version `req.base_ver` (else `FsError::Conflict`);
+    /// the transfer under `name` is then done.
+    fn commit(&self, name: &str, req: CommitRequest) -> impl Future<Output = BResult<u64>> + Send;
     /// Uploads the local file `staged` as the new content of node `id` if
     /// the node is still at version `base` (else `FsError::Conflict`);
     /// `name` labels the transfer in the progress registry.
@@ -118,6 +150,38 @@ impl Backend for RemoteBackend {
         self.meta.fs_setattr(&req).await.map_err(client_error)
     }
 
+    async fn link(&self, req: LinkRequest) -> BResult<NodeAttr> {
+        self.meta.fs_link(&req).await.map_err(client_error)
+    }
+
+    async fn xattr(&self, id: i64, name: &str) -> BResult<Vec<u8>> {
+        let v = self.meta.fs_xattr(id, name).await.map_err(client_error)?;
+        B64.decode(v.value)
+            .map_err(|e| FsError::Io(format!("an xattr value that is not base64: {e}")))
+    }
+
+    async fn xattr_names(&self, id: i64) -> BResult<Vec<String>> {
+        self.meta.fs_xattr_names(id).await.map_err(client_error)
+    }
+
+    async fn set_xattr(&self, id: i64, name: &str, value: &[u8], how: XattrHow) -> BResult<()> {
+        let req = SetXattrRequest {
+            id,
+            name: name.to_string(),
+            value: B64.encode(value),
+            how,
+        };
+        self.meta.fs_setxattr(&req).await.map_err(client_error)
+    }
+
+    async fn remove_xattr(&self, id: i64, name: &str) -> BResult<()> {
+        let req = RemoveXattrRequest {
+            id,
+            name: name.to_string(),
+        };
+        self.meta.fs_removexattr(&req).await.map_err(client_error)
+    }
+
     async fn statfs(&self) -> BResult<FsStats> {
         self.meta.fs_statfs().await.map_err(client_error)
     }
@@ -137,6 +201,42 @@ impl Backend for RemoteBackend {
         let data = transfer::read_partition(&self.shards, frag, cipher.as_ref(), index).await;
         transfer::report_routed_around(&self.meta, &self.shards).await;
         data.map_err(transfer_error)
+    }
+
+    async fn partition_size(&self) -> BResult<u64> {
+        let p = self.meta.policy().await.map_err(client_error)?;
+        match p.partition_size {
+            0 => Err(FsError::Io(
+                "the server announced a zero partition size".into(),
+            )),
+            size => Ok(size),
+        }
+    }
+
+    async fn upload_partitions(
+        &self,
+        name: &str,
+        staged: Arc<std::fs::File>,
+        spans: &[PartitionSpan],
+    ) -> BResult<Vec<CommitFragment>> {
+        transfer::upload_partitions(
+            &self.meta,
+            &self.shards,
+            self.account.as_ref(),
+            staged,
+            spans,
+            &self.upload,
+            &self.progress,
+            name,
+        )
+        .await
+        .map_err(transfer_error)
+    }
+
+    async fn commit(&self, name: &str, req: CommitRequest) -> BResult<u64> {
+        let ver = self.meta.commit(&req).await.map_err(client_error)?.ver_no;
+        self.progress.finish(name);
+        Ok(ver)
     }
 
     async fn upload(

@@ -1,7 +1,7 @@
 //! The filesystem: POSIX operations over a `Backend`, with local staging of
 //! writes (uploaded on flush/fsync/release) and cached, prefetched reads.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::PathBuf;
@@ -14,10 +14,12 @@ use tokio::sync::Mutex as AsyncMutex;
 
 use super::backend::Backend;
 use super::cache::{Block, BlockCache};
-use super::staging::StagingArea;
+use super::staging::{Parts, StagingArea};
 use super::FsError;
+use crate::codec::partition_count;
 use crate::meta::store::now_ns;
 use crate::proto::*;
+use crate::transfer::PartitionSpan;
 
 type FsResult<T> = Result<T, FsError>;
 
@@ -80,16 +82,47 @@ pub struct SetAttr {
     pub mtime_ns: Option<i64>,
 }
 
-/// A file being written: its local copy.
+/// A file being written: its local copy. Partitions are fetched only when
+/// a write covers part of them; the others stay in their stored objects.
 struct Staged {
-    file: std::fs::File,
+    file: Arc<std::fs::File>,
     size: u64,
+    /// The partitions `file` holds, and the stored objects holding the
+    /// others (or, for partitions `file` holds too, the same bytes).
+    parts: Parts,
+    /// The version the pieces not in `file` are read from.
+    origin: Option<Arc<FileLayout>>,
+    /// Pieces copied from other files (copy_file_range), read from there.
+    borrowed: HashMap<u64, Source>,
+    /// Changes of each partition so far: an upload made before the last
+    /// change of its partition is stale.
+    changes: HashMap<u64, u64>,
+    /// Partitions uploaded in the background while the file is written.
+    early: Arc<Mutex<HashMap<u64, Early>>>,
+    inflight: Vec<tokio::task::JoinHandle<()>>,
     /// What its marker on disk says.
     mark: Mark,
     mtime_ns: i64,
     /// The version the local copy started from (or last uploaded): an
     /// upload commits only while the file is still at it.
     base: u64,
+}
+
+/// Where a stored piece is read: a version, and the piece's offset there.
+#[derive(Clone)]
+struct Source {
+    layout: Arc<FileLayout>,
+    at: u64,
+}
+
+/// Most bytes one copy_file_range answers (the reply counts in 32 bits).
+const MAX_COPY: u64 = u32::MAX as u64;
+
+/// A partition uploaded while its file was being written.
+struct Early {
+    /// Its partition's change count when it was read.
+    change: u64,
+    fragment: CommitFragment,
 }
 
 /// The state of a staged file's marker.
@@ -117,6 +150,9 @@ const RETRY: backon::ExponentialBuilder = backon::ExponentialBuilder::new()
     .with_factor(2.0)
     .with_jitter()
     .without_max_times();
+
+/// Partitions of files being written uploaded at once, in the background.
+const EARLY_WINDOW: usize = 4;
 
 /// A file whose entry is being removed (unlink, rename over it), locked
 /// until the removal is done.
@@ -164,6 +200,7 @@ struct Handle {
     /// The version this handle reads, fixed at open (or first read).
     layout: AsyncMutex<Option<HeldLayout>>,
     last_end: AtomicU64,
+    /// The file offset up to which partitions were fetched ahead.
     prefetched_to: AtomicU64,
     wrote: AtomicBool,
 }
@@ -217,8 +254,13 @@ impl HeldLayout {
 }
 
 pub struct Fs<B: Backend> {
-    backend: Arc<B>,
+    pub(super) backend: Arc<B>,
     cfg: FsConfig,
+    /// The size files are cut into, each partition its own object.
+    partition: u64,
+    /// Partitions being uploaded while their files are written, at most
+    /// this many at once (memory: this × partition × (k+m)/k).
+    early_window: Arc<tokio::sync::Semaphore>,
     root_id: i64,
     staging: StagingArea,
     cache: Arc<BlockCache>,
@@ -231,9 +273,11 @@ pub struct Fs<B: Backend> {
     /// (storage unreachable), tried again by `retry_failed_uploads`.
     pending: Mutex<HashMap<i64, Retry>>,
     retry_wake: tokio::sync::Notify,
+    /// Nodes found without `security.capability`, and when (`xattrs.rs`).
+    pub(super) no_capability: Mutex<HashMap<i64, std::time::Instant>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -262,14 +306,51 @@ async fn partition<B: Backend>(
         .await
 }
 
+/// The partitions of a version held by objects of one partition each,
+/// alone in their partition: those can be referenced again as they are.
+fn pieces_of(layout: &FileLayout, partition: u64) -> BTreeMap<u64, CommitFragment> {
+    let alone = |f: &FragmentLayout| {
+        let (from, to) = (f.offset, f.offset + partition);
+        layout
+            .fragments
+            .iter()
+            .filter(|g| g.offset < to && g.offset + g.length > from)
+            .count()
+            == 1
+    };
+    layout
+        .fragments
+        .iter()
+        .filter(|f| {
+            f.offset.is_multiple_of(partition)
+                && f.object.partition_size == partition
+                && f.object.plain_size <= partition
+                && f.length <= f.object.plain_size
+                && alone(f)
+        })
+        .map(|f| {
+            let piece = CommitFragment {
+                offset: f.offset,
+                length: f.length,
+                object: f.object.sha1.clone(),
+                key: f.key.clone(),
+            };
+            (f.offset / partition, piece)
+        })
+        .collect()
+}
+
 impl<B: Backend> Fs<B> {
     /// Opens the filesystem; staged files a crashed mount left are uploaded
     /// (when whole) or set aside (when not), before anything is served.
     pub async fn new(backend: B, cfg: FsConfig) -> FsResult<Self> {
         let root = backend.root().await?;
         let staging = StagingArea::open(&cfg.cache_dir)?;
+        let partition = backend.partition_size().await?;
         let fs = Fs {
             backend: Arc::new(backend),
+            partition,
+            early_window: Arc::new(tokio::sync::Semaphore::new(EARLY_WINDOW)),
             root_id: root.id,
             staging,
             cache: Arc::new(BlockCache::new(cfg.cache_size)),
@@ -281,6 +362,7 @@ impl<B: Backend> Fs<B> {
             uploads: AtomicUsize::new(0),
             pending: Mutex::new(HashMap::new()),
             retry_wake: tokio::sync::Notify::new(),
+            no_capability: Mutex::new(HashMap::new()),
         };
         crate::metrics::on_scrape(&fs.inodes, |inodes| {
             metrics::gauge!(crate::metrics::MOUNT_INODES).set(lock(inodes).len() as f64);
@@ -306,9 +388,28 @@ impl<B: Backend> Fs<B> {
                         r.local = Some((md.len(), mtime_ns, mtime_ns));
                         r.name = name.map(|n| (n.parent, n.name));
                     });
+                    let parts = match self.staging.load_parts(id)? {
+                        Some(parts) => parts,
+                        None => Parts {
+                            present: (0..partition_count(md.len(), self.partition)).collect(),
+                            ..Parts::default()
+                        },
+                    };
+                    // The pieces not staged are read from the version the
+                    // writer started from, while it is the file's.
+                    let origin = match parts.pieces.is_empty() {
+                        true => None,
+                        false => self.backend.layout(id).await.ok().map(Arc::new),
+                    };
                     self.inode(id).lock().await.staged = Some(Staged {
-                        file,
+                        file: Arc::new(file),
                         size: md.len(),
+                        parts,
+                        origin,
+                        borrowed: HashMap::new(),
+                        changes: HashMap::new(),
+                        early: Arc::default(),
+                        inflight: Vec::new(),
                         mark: Mark::Done,
                         mtime_ns,
                         base,
@@ -412,7 +513,7 @@ impl<B: Backend> Fs<B> {
         }
     }
 
-    fn id(&self, ino: u64) -> i64 {
+    pub(super) fn id(&self, ino: u64) -> i64 {
         if ino == 1 {
             self.root_id
         } else if ino as i64 == self.root_id {
@@ -587,8 +688,9 @@ impl<B: Backend> Fs<B> {
     /// name up again and opens what replaced it).
     async fn keep_if_open(&self, parent: i64, name: &str) -> FsResult<Option<Victim>> {
         // Always ask which node the entry is: an open may be on its way in.
+        // A file with another name lives on under it.
         let n = match self.backend.lookup(parent, name).await {
-            Ok(n) if n.kind == NodeKind::File => n,
+            Ok(n) if n.kind == NodeKind::File && n.nlink <= 1 => n,
             _ => return Ok(None),
         };
         let id = n.id;
@@ -600,7 +702,12 @@ impl<B: Backend> Fs<B> {
                 .values()
                 .any(|h| h.id == id && h.flags.write);
             if writers {
-                if let Err(e) = self.stage(id, &mut g, None, None).await {
+                // Its objects go with the entry: every byte is kept here.
+                let staged = match self.stage(id, &mut g, None, None).await {
+                    Ok(()) => self.fetch_pieces(g.staged.as_mut().expect("staged")).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = staged {
                     self.drop_if_idle(id, &g);
                     return Err(e);
                 }
@@ -744,6 +851,22 @@ impl<B: Backend> Fs<B> {
             .await
     }
 
+    /// link(2): the node gets the name `new_name` in `new_parent` too; the
+    /// answer carries the new link count, which the kernel shows through
+    /// every name (one inode).
+    pub async fn link(&self, ino: u64, new_parent: u64, new_name: &str) -> FsResult<Attr> {
+        let n = self
+            .backend
+            .link(LinkRequest {
+                id: self.id(ino),
+                new_parent: self.id(new_parent),
+                new_name: new_name.to_string(),
+            })
+            .await?;
+        // The reply hands the kernel an entry: a lookup it will forget.
+        Ok(self.handed(&n))
+    }
+
     pub async fn rename(
         &self,
         parent: u64,
@@ -839,8 +962,7 @@ impl<B: Backend> Fs<B> {
         let result = async {
             self.stage(id, &mut g, Some(size), None).await?;
             let st = g.staged.as_mut().expect("staged");
-            st.file.set_len(size)?;
-            st.size = size;
+            self.resize(st, size).await?;
             self.dirtied(id, st)?;
             if g.open == 0 {
                 // truncate(2) on a path: no close will follow, so commit now.
@@ -855,9 +977,11 @@ impl<B: Backend> Fs<B> {
 
     // ---- staging ----
 
-    /// Makes sure `g` has a local copy of the file, with its first `keep`
-    /// bytes (all of them by default) fetched from storage. `base` is the
-    /// file's version when the caller knows it.
+    /// Makes sure `g` has a local copy of the file. Partitions stored as
+    /// objects of their own stay there until a write needs them; bytes in
+    /// other objects (a file written before partitions: all of it), up to
+    /// `keep` (all by default), are fetched now. `base` is the file's
+    /// version when the caller knows it.
     async fn stage(
         &self,
         id: i64,
@@ -869,38 +993,190 @@ impl<B: Backend> Fs<B> {
             return Ok(());
         }
         let file = self.staging.create(id)?;
-        // Keeping nothing (a new file, O_TRUNC, truncate to 0) needs no fetch.
-        let (size, base) = if keep == Some(0) {
+        // Keeping nothing (a new file, O_TRUNC, truncate to 0) needs no layout.
+        let (size, base, origin) = if keep == Some(0) {
             let base = match base {
                 Some(v) => v,
                 None => self.backend.getattr(id).await?.ver_no,
             };
-            (0, base)
+            (0, base, None)
         } else {
             let layout = Arc::new(self.backend.layout(id).await?);
-            let copy = keep.unwrap_or(layout.size).min(layout.size);
-            let step = 16 << 20;
-            let mut at = 0;
-            while at < copy {
-                let n = (copy - at).min(step);
-                let data = self.read_layout(&layout, at, n, None).await?;
-                file.write_all_at(&data, at)?;
-                at += n;
-            }
-            (layout.size, layout.ver_no)
+            (layout.size, layout.ver_no, Some(layout))
         };
-        if size > 0 {
-            file.set_len(size)?;
-        }
-        let mtime_ns = now_ns();
-        g.staged = Some(Staged {
-            file,
+        file.set_len(size)?;
+        let mut st = Staged {
+            file: Arc::new(file),
             size,
+            parts: Parts {
+                pieces: origin
+                    .as_deref()
+                    .map(|l| pieces_of(l, self.partition))
+                    .unwrap_or_default(),
+                ..Parts::default()
+            },
+            origin,
+            borrowed: HashMap::new(),
+            changes: HashMap::new(),
+            early: Arc::default(),
+            inflight: Vec::new(),
             mark: Mark::Clean,
-            mtime_ns,
+            mtime_ns: now_ns(),
             base,
-        });
+        };
+        if let Some(layout) = st.origin.clone() {
+            let keep = keep.unwrap_or(size).min(size);
+            let p = self.partition;
+            let loose: Vec<u64> = (0..keep.div_ceil(p))
+                .filter(|i| !st.parts.pieces.contains_key(i))
+                .filter(|&i| {
+                    layout
+                        .fragments
+                        .iter()
+                        .any(|f| f.partitions_in(i * p, (i + 1) * p).next().is_some())
+                })
+                .collect();
+            for run in loose.chunk_by(|a, b| b - a == 1) {
+                // In steps of a few partitions, fetched in parallel.
+                for step in run.chunks(4) {
+                    let from = step[0] * p;
+                    let to = ((step[step.len() - 1] + 1) * p).min(keep);
+                    let data = self.read_layout(&layout, from, to - from, None).await?;
+                    st.file.write_all_at(&data, from)?;
+                }
+                st.parts.present.extend(run);
+            }
+        }
+        g.staged = Some(st);
         Ok(())
+    }
+
+    /// Bytes `[offset, offset + len)` of a staged file: its own partitions
+    /// and holes from the data file, the others from their objects.
+    async fn read_staged(&self, st: &Staged, offset: u64, len: u64) -> FsResult<Vec<u8>> {
+        let end = offset.saturating_add(len).min(st.size);
+        let mut buf = vec![0u8; end.saturating_sub(offset) as usize];
+        if buf.is_empty() {
+            return Ok(buf);
+        }
+        // Partitions not staged are holes in the data file: zeros.
+        st.file.read_exact_at(&mut buf, offset)?;
+        let p = self.partition;
+        let unstaged = st
+            .parts
+            .pieces
+            .range(offset / p..=(end - 1) / p)
+            .filter(|(i, _)| !st.parts.present.contains(i));
+        for (&i, piece) in unstaged {
+            let lo = offset.max(piece.offset);
+            let hi = end.min(piece.offset + piece.length);
+            if lo < hi {
+                let data = self.read_piece(st, i, lo, hi - lo).await?;
+                buf[(lo - offset) as usize..(hi - offset) as usize].copy_from_slice(&data);
+            }
+        }
+        Ok(buf)
+    }
+
+    /// Where stored piece `i` of a staged file is read: the file it was
+    /// copied from, or the version the staged file started from (when that
+    /// version holds it: a crashed mount's copies are not known).
+    fn source_of(&self, st: &Staged, i: u64) -> Option<Source> {
+        if let Some(b) = st.borrowed.get(&i) {
+            return Some(b.clone());
+        }
+        let piece = st.parts.pieces.get(&i)?;
+        let origin = st.origin.as_ref()?;
+        origin
+            .fragments
+            .iter()
+            .any(|f| f.offset == piece.offset && f.object.sha1 == piece.object)
+            .then(|| Source {
+                layout: origin.clone(),
+                at: piece.offset,
+            })
+    }
+
+    /// Bytes `[offset, offset + len)` of the file, inside stored piece `i`.
+    async fn read_piece(&self, st: &Staged, i: u64, offset: u64, len: u64) -> FsResult<Vec<u8>> {
+        let Source { layout, at } = self.source_of(st, i).ok_or_else(|| {
+            FsError::Io("the stored partition this staged file refers to is gone".into())
+        })?;
+        let from = at + (offset - i * self.partition);
+        let data = self.read_layout(&layout, from, len, None).await?;
+        if data.len() as u64 != len {
+            return Err(FsError::Io(
+                "a stored partition is shorter than its fragment".into(),
+            ));
+        }
+        Ok(data)
+    }
+
+    /// Brings partition `i` into the data file, if it is not there.
+    async fn fetch_piece(&self, st: &mut Staged, i: u64) -> FsResult<()> {
+        if st.parts.present.contains(&i) {
+            return Ok(());
+        }
+        if let Some(piece) = st.parts.pieces.get(&i) {
+            let (offset, length) = (piece.offset, piece.length);
+            let data = self.read_piece(st, i, offset, length).await?;
+            st.file.write_all_at(&data, offset)?;
+        }
+        st.parts.present.insert(i);
+        Ok(())
+    }
+
+    /// Brings every partition into the data file.
+    async fn fetch_pieces(&self, st: &mut Staged) -> FsResult<()> {
+        let pieces: Vec<u64> = st.parts.pieces.keys().copied().collect();
+        for i in pieces {
+            self.fetch_piece(st, i).await?;
+        }
+        Ok(())
+    }
+
+    /// Makes the partitions holding bytes `[from, to)` the data file's own,
+    /// about to change: a partition the caller `overwrites` whole needs no
+    /// fetch. Their stored objects no longer hold them.
+    async fn own(&self, st: &mut Staged, from: u64, to: u64, overwrites: bool) -> FsResult<()> {
+        if from >= to {
+            return Ok(());
+        }
+        let p = self.partition;
+        for i in from / p..=(to - 1) / p {
+            let whole = st
+                .parts
+                .pieces
+                .get(&i)
+                .is_some_and(|piece| from <= piece.offset && piece.offset + piece.length <= to);
+            if !(overwrites && whole) {
+                self.fetch_piece(st, i).await?;
+            }
+            st.parts.present.insert(i);
+            st.parts.pieces.remove(&i);
+            st.borrowed.remove(&i);
+            *st.changes.entry(i).or_default() += 1;
+        }
+        Ok(())
+    }
+
+    /// truncate(2) of a staged file: the partition cut in two is fetched
+    /// and changes; those past the end go.
+    async fn resize(&self, st: &mut Staged, size: u64) -> FsResult<()> {
+        if size < st.size && !size.is_multiple_of(self.partition) {
+            self.own(st, size, size + 1, false).await?;
+        }
+        st.file.set_len(size)?;
+        st.size = size;
+        self.drop_beyond(st);
+        Ok(())
+    }
+
+    /// Forgets partitions wholly past the end of a staged file.
+    fn drop_beyond(&self, st: &mut Staged) {
+        let count = st.size.div_ceil(self.partition);
+        st.parts.present.retain(|&i| i < count);
+        st.parts.pieces.retain(|&i, _| i < count);
     }
 
     /// Marks a staged file changed: a marker on disk (so a crash keeps it,
@@ -932,24 +1208,20 @@ impl<B: Backend> Fs<B> {
             return Ok(());
         }
         if st.mark == Mark::Open {
+            // What a crash must know to commit it: which partitions the data
+            // file holds, and where the others are.
+            let whole = st.parts.pieces.is_empty()
+                && st.parts.present.len() as u64 >= st.size.div_ceil(self.partition);
+            if whole {
+                self.staging.clear_parts(id);
+            } else {
+                self.staging.save_parts(id, &st.parts)?;
+            }
             self.staging.mark(id, st.base, true)?;
             st.mark = Mark::Done;
         }
         self.uploads.fetch_add(1, Ordering::SeqCst);
-        let attrs = FileAttrs {
-            mode: None,
-            mtime_ns: Some(st.mtime_ns),
-        };
-        let result = self
-            .backend
-            .upload(
-                id,
-                &self.path_of(id),
-                &self.staging.data_path(id),
-                attrs,
-                st.base,
-            )
-            .await;
+        let result = self.store(id, st).await;
         self.uploads.fetch_sub(1, Ordering::SeqCst);
         if result.is_err() {
             // The kernel's pages hold bytes that are not the file's
@@ -981,6 +1253,99 @@ impl<B: Backend> Fs<B> {
                 Err(e)
             }
         }
+    }
+
+    /// Uploads partition `i` of a staged file in the background, once the
+    /// window has room (the writer waits for it). Its object is used at
+    /// the commit if the partition did not change since.
+    async fn upload_early(&self, id: i64, st: &mut Staged, i: u64) {
+        let p = self.partition;
+        st.inflight.retain(|job| !job.is_finished());
+        let Ok(permit) = self.early_window.clone().acquire_owned().await else {
+            return;
+        };
+        let span = PartitionSpan {
+            offset: i * p,
+            len: p,
+        };
+        let change = st.changes.get(&i).copied().unwrap_or_default();
+        let (backend, file, early) = (self.backend.clone(), st.file.clone(), st.early.clone());
+        let name = self.path_of(id);
+        st.inflight.push(tokio::spawn(async move {
+            match backend.upload_partitions(&name, file, &[span]).await {
+                Ok(mut f) if f.len() == 1 => {
+                    let fragment = f.remove(0);
+                    lock(&early).insert(i, Early { change, fragment });
+                }
+                Ok(_) => {}
+                // Uploaded again at close.
+                Err(e) => {
+                    tracing::debug!(node = id, partition = i, error = %e, "early upload failed")
+                }
+            }
+            drop(permit);
+        }));
+    }
+
+    /// Stores a staged file and commits it as the node's new version, if
+    /// the node is still at the version the copy started from. A file of
+    /// one partition, none of it stored yet, goes as one object (inline or
+    /// replicated when small); any other as its partitions, those changed
+    /// uploaded, the others referenced where they are.
+    async fn store(&self, id: i64, st: &mut Staged) -> FsResult<u64> {
+        let attrs = FileAttrs {
+            mode: None,
+            mtime_ns: Some(st.mtime_ns),
+        };
+        let name = self.path_of(id);
+        let p = self.partition;
+        if st.parts.pieces.is_empty() && st.size <= p {
+            let staged = self.staging.data_path(id);
+            return self
+                .backend
+                .upload(id, &name, &staged, attrs, st.base)
+                .await;
+        }
+        let count = st.size.div_ceil(p);
+        for job in st.inflight.drain(..) {
+            let _ = job.await;
+        }
+        let mut pieces = st.parts.pieces.clone();
+        let early = std::mem::take(&mut *lock(&st.early));
+        for (i, e) in early {
+            let len = st.size.saturating_sub(i * p).min(p);
+            let current = st.changes.get(&i) == Some(&e.change);
+            if current && e.fragment.length == len && !pieces.contains_key(&i) {
+                pieces.insert(i, e.fragment);
+            }
+        }
+        let spans: Vec<PartitionSpan> = (0..count)
+            .filter(|i| st.parts.present.contains(i) && !pieces.contains_key(i))
+            .map(|i| PartitionSpan {
+                offset: i * p,
+                len: (st.size - i * p).min(p),
+            })
+            .collect();
+        let stored = self
+            .backend
+            .upload_partitions(&name, st.file.clone(), &spans)
+            .await?;
+        pieces.extend(stored.into_iter().map(|f| (f.offset / p, f)));
+        let ver = self
+            .backend
+            .commit(
+                &name,
+                CommitRequest {
+                    node: id,
+                    size: st.size,
+                    fragments: pieces.values().cloned().collect(),
+                    attrs,
+                    base_ver: Some(st.base),
+                },
+            )
+            .await?;
+        st.parts.pieces = pieces;
+        Ok(ver)
     }
 
     /// The file moved on (another client wrote it) since its staged copy
@@ -1089,8 +1454,7 @@ impl<B: Backend> Fs<B> {
             }
             let st = g.staged.as_mut().expect("staged");
             if st.size > 0 {
-                st.file.set_len(0)?;
-                st.size = 0;
+                self.resize(st, 0).await?;
             }
             self.dirtied(id, st)?;
         } else if g.staged.is_none() && !flags.write {
@@ -1159,10 +1523,7 @@ impl<B: Backend> Fs<B> {
         if let Some(inode) = inode {
             let g = inode.lock().await;
             if let Some(st) = &g.staged {
-                let end = offset.saturating_add(size as u64).min(st.size);
-                let mut buf = vec![0u8; end.saturating_sub(offset) as usize];
-                st.file.read_exact_at(&mut buf, offset)?;
-                return Ok(buf);
+                return self.read_staged(st, offset, size as u64).await;
             }
         }
         let layout = self.handle_layout(&h).await?;
@@ -1225,22 +1586,26 @@ impl<B: Backend> Fs<B> {
                         .copy_from_slice(&data[(lo - at) as usize..(hi - at) as usize]);
                 }
             }
-            if let (Some(h), Some(&(last, _))) = (h, wanted.last()) {
-                if h.last_end.load(Ordering::Relaxed) == offset {
-                    self.prefetch(layout, fi, last, h);
-                }
-            }
+        }
+        if let Some(h) = h.filter(|h| h.last_end.load(Ordering::Relaxed) == offset) {
+            self.prefetch(layout, end, h);
         }
         Ok(out)
     }
 
-    fn prefetch(&self, layout: &Arc<FileLayout>, fi: usize, current: u64, h: &Handle) {
-        let count = layout.fragments[fi].object.partitions.len() as u64;
-        let from = h.prefetched_to.load(Ordering::Relaxed).max(current + 1);
-        let to = (current + 1 + self.cfg.prefetch).min(count);
-        for i in from..to {
-            let key = (layout.fragments[fi].object.sha1.clone(), i);
-            if !self.cache.has(&key) {
+    /// Fetches the next `prefetch` partitions' worth of bytes after `end`
+    /// for a sequential reader, across fragments (a file stored as
+    /// partition objects is one fragment per partition).
+    fn prefetch(&self, layout: &Arc<FileLayout>, end: u64, h: &Handle) {
+        let from = h.prefetched_to.load(Ordering::Relaxed).max(end);
+        let to = end
+            .saturating_add(self.cfg.prefetch * self.partition)
+            .min(layout.size);
+        for (fi, frag) in layout.fragments.iter().enumerate() {
+            for (i, _) in frag.partitions_in(from, to) {
+                if self.cache.has(&(frag.object.sha1.clone(), i)) {
+                    continue;
+                }
                 let fetch = partition(
                     self.backend.clone(),
                     self.cache.clone(),
@@ -1276,7 +1641,15 @@ impl<B: Backend> Fs<B> {
         let (h, mut g) = self.writable(fh).await?;
         let st = g.staged.as_mut().expect("staged");
         let at = if h.flags.append { st.size } else { offset };
+        let end = at + data.len() as u64;
+        self.own(st, at, end, true).await?;
         st.file.write_all_at(data, at)?;
+        // A write that reaches the end of a partition completes it (for a
+        // sequential writer): it is uploaded now, not at close.
+        let p = self.partition;
+        for i in at / p..end / p {
+            self.upload_early(h.id, st, i).await;
+        }
         st.size = st.size.max(at + data.len() as u64);
         self.dirtied(h.id, st)?;
         h.wrote.store(true, Ordering::Relaxed);
@@ -1287,15 +1660,121 @@ impl<B: Backend> Fs<B> {
     pub async fn fallocate(&self, fh: u64, offset: u64, len: u64, mode: i32) -> FsResult<()> {
         let (h, mut g) = self.writable(fh).await?;
         let st = g.staged.as_mut().expect("staged");
+        // Collapsing or inserting a range moves every byte after it.
+        let shifts = mode & (libc::FALLOC_FL_COLLAPSE_RANGE | libc::FALLOC_FL_INSERT_RANGE) != 0;
+        let end = if shifts {
+            st.size.max(offset + len)
+        } else {
+            offset + len
+        };
+        self.own(st, offset, end, false).await?;
         // SAFETY: fallocate on a file descriptor we own; no memory is passed.
         let rc = unsafe { libc::fallocate(st.file.as_raw_fd(), mode, offset as i64, len as i64) };
         if rc != 0 {
             return Err(std::io::Error::last_os_error().into());
         }
         st.size = st.file.metadata()?.len();
+        self.drop_beyond(st);
         self.dirtied(h.id, st)?;
         h.wrote.store(true, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// copy_file_range(2) within the drive. Whole partitions the source
+    /// holds as stored objects of their own, copied to a partition
+    /// boundary, are not moved: the copy refers to the same objects (its
+    /// commit names them). Anything else is copied through the staged
+    /// bytes, up to the next partition of the copy per call. Returns the
+    /// bytes copied, 0 past the source's end.
+    pub async fn copy_range(
+        &self,
+        fh_in: u64,
+        off_in: u64,
+        fh_out: u64,
+        off_out: u64,
+        len: u64,
+    ) -> FsResult<u32> {
+        let p = self.partition;
+        let src = self.handle(fh_in)?;
+        let (size, pieces) = self.stored_pieces(&src).await?;
+        let len = len.min(size.saturating_sub(off_in)).min(MAX_COPY);
+        if len == 0 {
+            return Ok(0);
+        }
+        if off_in.is_multiple_of(p) && off_out.is_multiple_of(p) {
+            let (h, mut g) = self.writable(fh_out).await?;
+            let st = g.staged.as_mut().expect("staged");
+            // Consecutive whole partitions; a short one only as the last
+            // of the source and then the end of the copy.
+            let mut copied = 0;
+            for (j, (piece, source)) in pieces.range(off_in / p..) {
+                let whole = piece.length == p || off_in + copied + piece.length == size;
+                let fits = copied + piece.length <= len
+                    && (piece.length == p || off_out + copied + piece.length >= st.size);
+                if *j != (off_in + copied) / p || !whole || !fits {
+                    break;
+                }
+                let i = (off_out + copied) / p;
+                st.parts.present.remove(&i);
+                st.parts.pieces.insert(
+                    i,
+                    CommitFragment {
+                        offset: i * p,
+                        ..piece.clone()
+                    },
+                );
+                st.borrowed.insert(i, source.clone());
+                *st.changes.entry(i).or_default() += 1;
+                copied += piece.length;
+            }
+            if copied > 0 {
+                if off_out + copied > st.size {
+                    st.size = off_out + copied;
+                    st.file.set_len(st.size)?;
+                }
+                self.dirtied(h.id, st)?;
+                h.wrote.store(true, Ordering::Relaxed);
+                return Ok(copied as u32);
+            }
+        }
+        let step = len.min(p - off_out % p);
+        let data = self.read(fh_in, off_in, step as u32).await?;
+        self.write(fh_out, off_out, &data).await
+    }
+
+    /// The size of the file `h` reads and its partitions stored as objects
+    /// of their own, unchanged here, with where to read each.
+    async fn stored_pieces(
+        &self,
+        h: &Handle,
+    ) -> FsResult<(u64, BTreeMap<u64, (CommitFragment, Source)>)> {
+        let inode = self.with_known(h.id, |r| r.file.clone()).flatten();
+        if let Some(inode) = inode {
+            let g = inode.lock().await;
+            if let Some(st) = &g.staged {
+                let pieces = st
+                    .parts
+                    .pieces
+                    .iter()
+                    .filter(|(i, _)| !st.parts.present.contains(i))
+                    .filter_map(|(&i, piece)| Some((i, (piece.clone(), self.source_of(st, i)?))))
+                    .collect();
+                return Ok((st.size, pieces));
+            }
+        }
+        let layout = self.handle_layout(h).await?;
+        let pieces = pieces_of(&layout, self.partition)
+            .into_iter()
+            .map(|(i, piece)| {
+                let at = piece.offset;
+                let source = Source {
+                    layout: layout.clone(),
+                    at,
+                };
+                (i, (piece, source))
+            })
+            .collect();
+        Ok((layout.size, pieces))
     }
 
     /// close(2) of one descriptor: a dirty file is uploaded now, so that

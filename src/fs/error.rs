@@ -27,6 +27,15 @@ pub enum FsError {
     NotPermitted,
     #[error("not supported")]
     NotSupported,
+    /// No such extended attribute.
+    #[error("no such attribute")]
+    NoData,
+    /// The caller's buffer is too small for the answer.
+    #[error("result too large for the buffer")]
+    Range,
+    /// An extended attribute's value past Linux's 64 KiB.
+    #[error("value too large")]
+    TooBig,
     #[error("bad file handle")]
     BadHandle,
     /// The node an inode number stood for is gone (unlinked, or replaced by
@@ -61,6 +70,9 @@ impl FsError {
             FsError::Access => libc::EACCES,
             FsError::NotPermitted => libc::EPERM,
             FsError::NotSupported => libc::EOPNOTSUPP,
+            FsError::NoData => libc::ENODATA,
+            FsError::Range => libc::ERANGE,
+            FsError::TooBig => libc::E2BIG,
             FsError::BadHandle => libc::EBADF,
             FsError::Stale => libc::ESTALE,
             FsError::Unavailable(_) | FsError::Conflict | FsError::Io(_) => libc::EIO,
@@ -85,6 +97,9 @@ impl FsError {
             "ENOSPC" => FsError::NoSpace,
             "EDQUOT" => FsError::Quota,
             "EACCES" => FsError::Access,
+            "EPERM" => FsError::NotPermitted,
+            "ENODATA" => FsError::NoData,
+            "E2BIG" => FsError::TooBig,
             _ => FsError::Io(detail),
         }
     }

@@ -1,12 +1,14 @@
 //! A `Backend` held in memory: a namespace with the metadata server's
 //! rules (names, kinds, rename and remove errors, versions an upload must
-//! start from) and file contents as whole byte strings, every version's
-//! kept (as the server keeps a replaced one for its readers). It lets the fs
+//! start from, hard links, extended attributes) and file contents as
+//! fragments of stored objects, as the server commits them, every object
+//! kept (as the server keeps a replaced version's for its readers). It lets the fs
 //! core be driven directly, with no server, providers, FUSE or root (see
 //! tests/fs_core.rs). Clones share one namespace, so a test can act as
 //! another client beside the core.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -14,6 +16,7 @@ use super::backend::{BResult, Backend};
 use super::FsError;
 use crate::meta::store::now_ns;
 use crate::proto::*;
+use crate::transfer::PartitionSpan;
 
 /// Bytes per partition of a file's layout: small, so that reads span
 /// several partitions.
@@ -29,8 +32,11 @@ struct Node {
     attr: NodeAttr,
     /// A directory's entries.
     children: BTreeMap<String, i64>,
-    /// A file's contents at its version, by object name.
-    object: Option<String>,
+    /// A file's contents at its version: stored objects, by name.
+    fragments: Vec<CommitFragment>,
+    /// The entries naming the node (a file's count is its nlink).
+    names: BTreeSet<(i64, String)>,
+    xattrs: BTreeMap<String, Vec<u8>>,
 }
 
 struct Tree {
@@ -61,7 +67,9 @@ impl Default for MemoryBackend {
                 rdev: 0,
             },
             children: BTreeMap::new(),
-            object: None,
+            fragments: Vec::new(),
+            names: BTreeSet::new(),
+            xattrs: BTreeMap::new(),
         };
         MemoryBackend {
             tree: Arc::new(Mutex::new(Tree {
@@ -123,9 +131,37 @@ impl Tree {
     fn link(&mut self, parent: i64, name: &str, id: i64) -> BResult<()> {
         self.node_mut(parent)?.children.insert(name.to_string(), id);
         let n = self.node_mut(id)?;
+        n.names.insert((parent, name.to_string()));
         n.attr.parent = parent;
         n.attr.name = name.to_string();
         n.attr.ctime_ns = now_ns();
+        n.count_links();
+        Ok(())
+    }
+
+    /// The entry `(parent, name)` goes from node `id`'s names (the entry
+    /// itself is replaced or removed by the caller).
+    fn forget_name(&mut self, parent: i64, name: &str, id: i64) {
+        if let Some(n) = self.nodes.get_mut(&id) {
+            n.names.remove(&(parent, name.to_string()));
+            if let Some((p, nm)) = n.names.first().cloned() {
+                n.attr.parent = p;
+                n.attr.name = nm;
+            }
+            n.count_links();
+        }
+    }
+
+    /// Removes the entry `(parent, name)` of node `id`; the node goes with
+    /// its last name.
+    fn unlink(&mut self, parent: i64, name: &str, id: i64) -> BResult<()> {
+        self.node_mut(parent)?.children.remove(name);
+        self.forget_name(parent, name, id);
+        if self.node(id)?.names.is_empty() {
+            self.drop_node(id);
+        } else {
+            self.node_mut(id)?.attr.ctime_ns = now_ns();
+        }
         Ok(())
     }
 
@@ -148,8 +184,14 @@ impl Tree {
                     "a directory cannot move into itself".into(),
                 ));
             }
+            self.forget_name(r.parent, &r.name, from);
+            self.forget_name(r.new_parent, &r.new_name, to);
             self.link(r.parent, &r.name, to)?;
             return self.link(r.new_parent, &r.new_name, from);
+        }
+        if to == Some(from) {
+            // Two names of one file: rename does nothing.
+            return Ok(());
         }
         if let Some(to) = to {
             if r.noreplace {
@@ -165,9 +207,10 @@ impl Tree {
                 (true, true) if !dst.children.is_empty() => return Err(FsError::NotEmpty),
                 _ => {}
             }
-            self.drop_node(to);
+            self.unlink(r.new_parent, &r.new_name, to)?;
         }
         self.node_mut(r.parent)?.children.remove(&r.name);
+        self.forget_name(r.parent, &r.name, from);
         self.link(r.new_parent, &r.new_name, from)
     }
 
@@ -180,9 +223,60 @@ impl Tree {
             (true, true) if !n.children.is_empty() => return Err(FsError::NotEmpty),
             _ => {}
         }
-        self.node_mut(r.parent)?.children.remove(&r.name);
-        self.drop_node(id);
-        Ok(())
+        self.unlink(r.parent, &r.name, id)
+    }
+
+    /// Stores `data` as a new object; returns its name.
+    fn store(&mut self, data: Vec<u8>) -> String {
+        let object = format!("object-{}", self.next_object);
+        self.next_object += 1;
+        self.objects.insert(object.clone(), Arc::new(data));
+        object
+    }
+
+    /// What the server's commit does: `fragments` (stored objects, each
+    /// at least as long as its fragment) the file's content at a new
+    /// version, if it is still at `base`.
+    fn commit(
+        &mut self,
+        id: i64,
+        size: u64,
+        fragments: Vec<CommitFragment>,
+        attrs: &FileAttrs,
+        base: Option<u64>,
+    ) -> BResult<u64> {
+        if self.node(id)?.attr.kind != NodeKind::File {
+            return Err(FsError::IsDir);
+        }
+        for f in &fragments {
+            let data = self.objects.get(&f.object).ok_or(FsError::NotFound)?;
+            if f.length > data.len() as u64 {
+                return Err(FsError::Invalid(format!(
+                    "object {} holds fewer than {} bytes",
+                    f.object, f.length
+                )));
+            }
+        }
+        let n = self.node_mut(id)?;
+        if base.is_some_and(|b| b != n.attr.ver_no) {
+            return Err(FsError::Conflict);
+        }
+        n.attr.ver_no += 1;
+        n.attr.size = size;
+        n.attr.mode = attrs.mode.map_or(n.attr.mode, |m| m & 0o7777);
+        n.attr.mtime_ns = attrs.mtime_ns.unwrap_or_else(now_ns);
+        n.attr.ctime_ns = now_ns();
+        n.fragments = fragments;
+        Ok(n.attr.ver_no)
+    }
+}
+
+impl Node {
+    /// A file's nlink is its count of names (a directory's is computed).
+    fn count_links(&mut self) {
+        if self.attr.kind != NodeKind::Dir {
+            self.attr.nlink = self.names.len() as u32;
+        }
     }
 }
 
@@ -246,7 +340,9 @@ impl Backend for MemoryBackend {
             let node = Node {
                 attr: attr.clone(),
                 children: BTreeMap::new(),
-                object: None,
+                fragments: Vec::new(),
+                names: BTreeSet::new(),
+                xattrs: BTreeMap::new(),
             };
             t.nodes.insert(id, node);
             t.link(req.parent, &req.name, id)?;
@@ -276,6 +372,85 @@ impl Backend for MemoryBackend {
         })
     }
 
+    async fn link(&self, req: LinkRequest) -> BResult<NodeAttr> {
+        self.with(|t| {
+            if req.new_name.len() > crate::meta::path::MAX_NAME {
+                return Err(FsError::NameTooLong);
+            }
+            if t.node(req.id)?.attr.kind == NodeKind::Dir {
+                return Err(FsError::NotPermitted);
+            }
+            if t.dir(req.new_parent)?.children.contains_key(&req.new_name) {
+                return Err(FsError::Exists);
+            }
+            t.link(req.new_parent, &req.new_name, req.id)?;
+            Ok(t.node(req.id)?.attr.clone())
+        })
+    }
+
+    async fn xattr(&self, id: i64, name: &str) -> BResult<Vec<u8>> {
+        self.with(|t| t.node(id)?.xattrs.get(name).cloned().ok_or(FsError::NoData))
+    }
+
+    async fn xattr_names(&self, id: i64) -> BResult<Vec<String>> {
+        self.with(|t| Ok(t.node(id)?.xattrs.keys().cloned().collect()))
+    }
+
+    async fn set_xattr(&self, id: i64, name: &str, value: &[u8], how: XattrHow) -> BResult<()> {
+        self.with(|t| {
+            let n = t.node_mut(id)?;
+            let exists = n.xattrs.contains_key(name);
+            match how {
+                XattrHow::Create if exists => return Err(FsError::Exists),
+                XattrHow::Replace if !exists => return Err(FsError::NoData),
+                _ => {}
+            }
+            n.xattrs.insert(name.to_string(), value.to_vec());
+            n.attr.ctime_ns = now_ns();
+            Ok(())
+        })
+    }
+
+    async fn remove_xattr(&self, id: i64, name: &str) -> BResult<()> {
+        self.with(|t| {
+            let n = t.node_mut(id)?;
+            n.xattrs.remove(name).ok_or(FsError::NoData)?;
+            n.attr.ctime_ns = now_ns();
+            Ok(())
+        })
+    }
+
+    async fn partition_size(&self) -> BResult<u64> {
+        Ok(PARTITION)
+    }
+
+    /// Each span becomes an object of its own, as the real upload stores
+    /// a partition.
+    async fn upload_partitions(
+        &self,
+        _name: &str,
+        staged: Arc<std::fs::File>,
+        spans: &[PartitionSpan],
+    ) -> BResult<Vec<CommitFragment>> {
+        let mut out = Vec::with_capacity(spans.len());
+        for span in spans {
+            let mut data = vec![0u8; span.len as usize];
+            staged.read_exact_at(&mut data, span.offset)?;
+            let object = self.with(|t| Ok(t.store(data)))?;
+            out.push(CommitFragment {
+                offset: span.offset,
+                length: span.len,
+                object,
+                key: None,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn commit(&self, _name: &str, req: CommitRequest) -> BResult<u64> {
+        self.with(|t| t.commit(req.node, req.size, req.fragments, &req.attrs, req.base_ver))
+    }
+
     async fn statfs(&self) -> BResult<FsStats> {
         self.with(|t| {
             Ok(FsStats {
@@ -293,34 +468,38 @@ impl Backend for MemoryBackend {
                 return Err(FsError::Invalid("not a file".into()));
             }
             let size = n.attr.size;
-            let fragments = match &n.object {
-                Some(sha1) if size > 0 => vec![FragmentLayout {
-                    offset: 0,
-                    length: size,
-                    key: None,
-                    object: ObjectLayout {
-                        sha1: sha1.clone(),
-                        scheme: StoreScheme::Inline,
-                        plain_size: size,
-                        stored_size: size,
-                        partition_size: PARTITION,
-                        k: 1,
-                        m: 0,
-                        data: None,
-                        partitions: (0..size.div_ceil(PARTITION))
-                            .map(|index| PartitionLayout {
-                                index,
-                                size: (size - index * PARTITION).min(PARTITION),
-                                k: 1,
-                                m: 0,
-                                shards: Vec::new(),
-                            })
-                            .collect(),
-                        grants: Default::default(),
-                    },
-                }],
-                _ => Vec::new(),
-            };
+            let fragments = n
+                .fragments
+                .iter()
+                .map(|f| {
+                    let plain = t.objects.get(&f.object).map_or(0, |d| d.len() as u64);
+                    FragmentLayout {
+                        offset: f.offset,
+                        length: f.length,
+                        key: None,
+                        object: ObjectLayout {
+                            sha1: f.object.clone(),
+                            scheme: StoreScheme::Inline,
+                            plain_size: plain,
+                            stored_size: plain,
+                            partition_size: PARTITION,
+                            k: 1,
+                            m: 0,
+                            data: None,
+                            partitions: (0..plain.div_ceil(PARTITION))
+                                .map(|index| PartitionLayout {
+                                    index,
+                                    size: (plain - index * PARTITION).min(PARTITION),
+                                    k: 1,
+                                    m: 0,
+                                    shards: Vec::new(),
+                                })
+                                .collect(),
+                            grants: Default::default(),
+                        },
+                    }
+                })
+                .collect();
             Ok(FileLayout {
                 size,
                 ver_no: n.attr.ver_no,
@@ -351,20 +530,17 @@ impl Backend for MemoryBackend {
     ) -> BResult<u64> {
         let data = std::fs::read(staged)?;
         self.with(|t| {
-            let object = format!("object-{}", t.next_object);
-            let n = t.node_mut(id)?;
-            if n.attr.ver_no != base {
-                return Err(FsError::Conflict);
-            }
-            n.attr.ver_no += 1;
-            n.attr.size = data.len() as u64;
-            n.attr.mtime_ns = attrs.mtime_ns.unwrap_or_else(now_ns);
-            n.attr.ctime_ns = now_ns();
-            n.object = Some(object.clone());
-            let ver = n.attr.ver_no;
-            t.next_object += 1;
-            t.objects.insert(object, Arc::new(data));
-            Ok(ver)
+            let size = data.len() as u64;
+            let fragments = match size {
+                0 => Vec::new(),
+                _ => vec![CommitFragment {
+                    offset: 0,
+                    length: size,
+                    object: t.store(data),
+                    key: None,
+                }],
+            };
+            t.commit(id, size, fragments, &attrs, Some(base))
         })
     }
 }

@@ -8,10 +8,22 @@
 //! state by rename to a fresh name, so no state change makes the disk
 //! flush data.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use crate::proto::CommitFragment;
+
+/// Which partitions of a staged file its data file holds, and the stored
+/// objects holding the others (`{node}.parts`, written before an upload
+/// begins). A partition in neither is a hole. No such file: the data file
+/// holds every partition.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Parts {
+    pub present: BTreeSet<u64>,
+    pub pieces: BTreeMap<u64, CommitFragment>,
+}
 
 pub struct StagingArea {
     /// Shared with the metrics collector, which stops when this goes.
@@ -77,6 +89,33 @@ impl StagingArea {
         self.dir.join(format!("{node}.data"))
     }
 
+    fn parts_path(&self, node: i64) -> PathBuf {
+        self.dir.join(format!("{node}.parts"))
+    }
+
+    /// Records which partitions the data file of `node` holds, whole or
+    /// not at all (written aside, then renamed).
+    pub fn save_parts(&self, node: i64, parts: &Parts) -> std::io::Result<()> {
+        let tmp = self.dir.join(format!("{node}.parts.tmp"));
+        std::fs::write(&tmp, serde_json::to_vec(parts)?)?;
+        std::fs::rename(tmp, self.parts_path(node))
+    }
+
+    /// The data file of `node` holds every partition.
+    pub fn clear_parts(&self, node: i64) {
+        let _ = std::fs::remove_file(self.parts_path(node));
+    }
+
+    /// What `save_parts` recorded for `node`; None when nothing was (the
+    /// data file holds every partition).
+    pub fn load_parts(&self, node: i64) -> std::io::Result<Option<Parts>> {
+        match std::fs::read(self.parts_path(node)) {
+            Ok(raw) => Ok(Some(serde_json::from_slice(&raw)?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     fn marker(&self, node: i64, base: u64, complete: bool) -> PathBuf {
         let state = if complete { "done" } else { "open" };
         self.dir.join(format!("{node}.{base}.{state}"))
@@ -86,9 +125,11 @@ impl StagingArea {
     /// truncated: ext4 flushes a file truncated to zero when it is closed.
     pub fn create(&self, node: i64) -> std::io::Result<std::fs::File> {
         let path = self.data_path(node);
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-            _ => {}
+        for stale in [&path, &self.parts_path(node)] {
+            match std::fs::remove_file(stale) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
         }
         std::fs::OpenOptions::new()
             .read(true)
@@ -131,7 +172,13 @@ impl StagingArea {
 
     pub fn remove(&self, node: i64, base: u64) {
         self.unmark(node, base);
+        self.forget(node);
+    }
+
+    /// Removes the data file of `node` and what it held.
+    fn forget(&self, node: i64) {
         let _ = std::fs::remove_file(self.data_path(node));
+        self.clear_parts(node);
     }
 
     /// Hands the staged data of `from` to `to` (a conflict copy made at
@@ -139,7 +186,12 @@ impl StagingArea {
     /// or with `to`, never with neither.
     pub fn adopt(&self, from: i64, from_base: u64, to: i64, to_base: u64) -> std::io::Result<()> {
         std::fs::File::create(self.marker(to, to_base, true))?;
+        // A copy first: the data file never goes anywhere without it.
+        if let Some(parts) = self.load_parts(from)? {
+            self.save_parts(to, &parts)?;
+        }
         std::fs::rename(self.data_path(from), self.data_path(to))?;
+        self.clear_parts(from);
         self.unmark(from, from_base);
         Ok(())
     }
@@ -153,6 +205,7 @@ impl StagingArea {
             chrono::Utc::now().format("%Y%m%dT%H%M%S%.f")
         ));
         std::fs::rename(self.data_path(node), &dest)?;
+        self.clear_parts(node);
         if let Some(base) = base {
             self.unmark(node, base);
         }
@@ -202,9 +255,7 @@ impl StagingArea {
                     base,
                     complete,
                 }),
-                None => {
-                    let _ = std::fs::remove_file(self.data_path(node));
-                }
+                None => self.forget(node),
             }
         }
         Ok(out)

@@ -39,6 +39,15 @@ pub fn routes(meta: Arc<Meta>) -> Router {
         .route("/api/ns/{appid}/{uid}/check", post(check))
         .route("/api/ns/{appid}/{uid}/prepare", post(prepare))
         .route("/api/ns/{appid}/{uid}/done", post(done))
+        .route(
+            "/api/ns/{appid}/{uid}/partitions/check",
+            post(partitions_check),
+        )
+        .route(
+            "/api/ns/{appid}/{uid}/partitions/done",
+            post(partitions_done),
+        )
+        .route("/api/ns/{appid}/{uid}/commit", post(commit))
         .route("/api/ns/{appid}/{uid}/layout", get(layout))
         .with_state(meta)
 }
@@ -221,6 +230,9 @@ pub(super) fn ns(
     Ok(Ns { appid, uid })
 }
 
+/// Most partitions one `partitions/check` may announce.
+const MAX_BATCH: usize = 256;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum Plan {
     Replica {
@@ -234,10 +246,36 @@ enum Plan {
     },
 }
 
+/// What a session uploads: one file's object (its partitions), or a
+/// window of partition objects (one partition each).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Upload {
+    File(CheckRequest),
+    Partitions(Vec<PartitionCheck>),
+}
+
+impl Upload {
+    /// How many partitions the session uploads.
+    fn count(&self) -> u64 {
+        match self {
+            Upload::File(c) => partition_count(c.file_size, c.partition_size),
+            Upload::Partitions(p) => p.len() as u64,
+        }
+    }
+
+    /// Stored size of partition `index`.
+    fn stored(&self, index: u64) -> u64 {
+        match self {
+            Upload::File(c) => partition_stored(c, index),
+            Upload::Partitions(p) => p[index as usize].stored_size,
+        }
+    }
+}
+
 /// What a session remembers between its steps.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Session {
-    check: CheckRequest,
+    upload: Upload,
     plan: Plan,
     /// Partitions announced in UploadFilePrepare.
     prepared: BTreeMap<u64, PartitionMeta>,
@@ -463,7 +501,7 @@ async fn check(
         &session,
         ns,
         &Session {
-            check: c,
+            upload: Upload::File(c),
             plan,
             prepared: BTreeMap::new(),
         },
@@ -498,7 +536,7 @@ async fn prepare(
             "a replicated upload has no prepare step".into(),
         ));
     };
-    let count = partition_count(s.check.file_size, s.check.partition_size);
+    let count = s.upload.count();
     for p in &req.partitions {
         if p.index >= count {
             return Err(MetaError::BadRequest(format!(
@@ -513,7 +551,7 @@ async fn prepare(
             )));
         }
         let scheme = Scheme::new(p.k, p.m).map_err(|e| MetaError::BadRequest(e.to_string()))?;
-        let size = partition_stored(&s.check, p.index);
+        let size = s.upload.stored(p.index);
         let shard = scheme.shard_len(size as usize) as u64;
         if p.size != size || p.shards.len() != p.k + p.m {
             return Err(MetaError::BadRequest(format!(
@@ -598,6 +636,61 @@ pub(super) fn proven_providers(
     Ok(providers)
 }
 
+/// A reported partition checked against what was prepared for it, with
+/// each shard's provider proven by its receipt, one shard per provider.
+fn placed_partition(
+    keys: &HashMap<String, String>,
+    session: &str,
+    p: &StoredPartition,
+    prep: Option<&PartitionMeta>,
+) -> MetaResult<PlacedPartition> {
+    let bad = |msg: String| Err(MetaError::BadRequest(msg));
+    let i = p.index;
+    let Some(prep) = prep else {
+        return bad(format!(
+            "partition {i} was not prepared, or is out of order"
+        ));
+    };
+    let same = p.size == prep.size
+        && (p.k, p.m) == (prep.k, prep.m)
+        && p.shards.len() == prep.shards.len()
+        && p.shards
+            .iter()
+            .zip(&prep.shards)
+            .all(|(a, b)| a.sha1 == b.sha1 && a.size == b.size);
+    if !same {
+        return bad(format!("partition {i} differs from what was prepared"));
+    }
+    let mut seen = HashSet::new();
+    let mut shards = Vec::with_capacity(p.shards.len());
+    for sh in &p.shards {
+        let providers = proven_providers(keys, session, sh)?;
+        let [provider] = providers.as_slice() else {
+            return bad(format!(
+                "shard {} needs exactly one provider's receipt",
+                sh.sha1
+            ));
+        };
+        if !seen.insert(provider.clone()) {
+            return bad(format!(
+                "partition {i} has two shards on provider {provider}"
+            ));
+        }
+        shards.push(PlacedShard {
+            sha1: sh.sha1.clone(),
+            size: sh.size,
+            providers,
+        });
+    }
+    Ok(PlacedPartition {
+        index: p.index,
+        size: p.size,
+        k: p.k,
+        m: p.m,
+        shards,
+    })
+}
+
 async fn done(
     State(m): State<Arc<Meta>>,
     Path((appid, uid)): Path<(u64, u64)>,
@@ -609,7 +702,9 @@ async fn done(
     let s = m.load_session(&req.session, ns)?;
     let keys = m.store(|db| db.provider_keys())?;
     let bad = |msg: String| Err(MetaError::BadRequest(msg));
-    let c = &s.check;
+    let Upload::File(c) = &s.upload else {
+        return bad("a session of partitions ends with partitions/done".into());
+    };
     let mut placed = Vec::with_capacity(req.partitions.len());
     let (scheme, k, parity) = match s.plan {
         Plan::Replica { copies } => {
@@ -642,7 +737,7 @@ async fn done(
             (StoreScheme::Replica, 1, 0)
         }
         Plan::Erasure { k, m: parity } => {
-            let count = partition_count(c.file_size, c.partition_size);
+            let count = s.upload.count();
             if req.partitions.len() as u64 != count {
                 return bad(format!(
                     "the file has {count} partitions, {} were reported",
@@ -650,49 +745,8 @@ async fn done(
                 ));
             }
             for (i, p) in req.partitions.iter().enumerate() {
-                let Some(prep) = s.prepared.get(&(i as u64)).filter(|_| p.index == i as u64) else {
-                    return bad(format!(
-                        "partition {i} was not prepared, or is out of order"
-                    ));
-                };
-                let same = p.size == prep.size
-                    && (p.k, p.m) == (prep.k, prep.m)
-                    && p.shards.len() == prep.shards.len()
-                    && p.shards
-                        .iter()
-                        .zip(&prep.shards)
-                        .all(|(a, b)| a.sha1 == b.sha1 && a.size == b.size);
-                if !same {
-                    return bad(format!("partition {i} differs from what was prepared"));
-                }
-                let mut seen = HashSet::new();
-                let mut shards = Vec::with_capacity(p.shards.len());
-                for sh in &p.shards {
-                    let providers = proven_providers(&keys, &req.session, sh)?;
-                    let [provider] = providers.as_slice() else {
-                        return bad(format!(
-                            "shard {} needs exactly one provider's receipt",
-                            sh.sha1
-                        ));
-                    };
-                    if !seen.insert(provider.clone()) {
-                        return bad(format!(
-                            "partition {i} has two shards on provider {provider}"
-                        ));
-                    }
-                    shards.push(PlacedShard {
-                        sha1: sh.sha1.clone(),
-                        size: sh.size,
-                        providers,
-                    });
-                }
-                placed.push(PlacedPartition {
-                    index: p.index,
-                    size: p.size,
-                    k: p.k,
-                    m: p.m,
-                    shards,
-                });
+                let prep = s.prepared.get(&(i as u64)).filter(|_| p.index == i as u64);
+                placed.push(placed_partition(&keys, &req.session, p, prep)?);
             }
             (StoreScheme::Erasure, k, parity)
         }
@@ -715,6 +769,208 @@ async fn done(
     })?;
     let ver_no = m.commit(ns, c, object)?;
     m.store(|db| db.session_end(&req.session))?;
+    Ok(Json(DoneResponse { ver_no }))
+}
+
+/// Step 1 for a window of partition objects: those the account stores
+/// already (or that travel inline, stored now) need no upload; the others
+/// get a session, erasure-coded whatever their size.
+async fn partitions_check(
+    State(m): State<Arc<Meta>>,
+    Path((appid, uid)): Path<(u64, u64)>,
+    headers: HeaderMap,
+    b: Body<PartitionsCheckRequest>,
+) -> MetaResult<Json<PartitionsCheckResponse>> {
+    let ns = ns(&m, &headers, appid, uid, true)?;
+    let req = body(b)?;
+    if req.partition_size != m.cfg.partition_size {
+        return Err(MetaError::BadRequest(format!(
+            "partition_size must be {}",
+            m.cfg.partition_size
+        )));
+    }
+    if req.partitions.is_empty() || req.partitions.len() > MAX_BATCH {
+        return Err(MetaError::BadRequest(format!(
+            "a batch holds 1 to {MAX_BATCH} partitions"
+        )));
+    }
+    let mut stored = Vec::with_capacity(req.partitions.len());
+    let mut missing = 0u64;
+    for p in &req.partitions {
+        let fits = p.plain_size > 0
+            && p.plain_size <= req.partition_size
+            && p.stored_size == stored_len(p.plain_size, req.encrypted);
+        if !fits || !is_sha1_hex(&p.sha1) {
+            return Err(MetaError::BadRequest(format!(
+                "partition {} must be 1 to {} plain bytes, stored in {} with a SHA-1",
+                p.sha1,
+                req.partition_size,
+                stored_len(p.plain_size, req.encrypted)
+            )));
+        }
+        let known = m
+            .store(|db| db.find_object(ns, &p.sha1))?
+            .is_some_and(|o| o.stored_size == p.stored_size && o.plain_size == p.plain_size);
+        let inline = match (&p.data, known) {
+            (Some(data), false) if p.plain_size <= INLINE_MAX => Some(
+                B64.decode(data)
+                    .map_err(|_| MetaError::BadRequest("data is not base64".into()))?,
+            ),
+            (Some(_), false) => {
+                return Err(MetaError::BadRequest(format!(
+                    "only partitions of at most {INLINE_MAX} bytes travel inline"
+                )))
+            }
+            _ => None,
+        };
+        if let Some(data) = &inline {
+            if data.len() as u64 != p.stored_size || sha1_hex(data) != p.sha1 {
+                return Err(MetaError::BadRequest(
+                    "inline data does not match stored_size and sha1".into(),
+                ));
+            }
+            m.check_quota(ns, p.stored_size)?;
+            m.store(|db| {
+                db.insert_object(
+                    ns,
+                    &NewObject {
+                        sha1: &p.sha1,
+                        scheme: StoreScheme::Inline,
+                        plain_size: p.plain_size,
+                        stored_size: p.stored_size,
+                        partition_size: req.partition_size,
+                        k: 1,
+                        m: 0,
+                        data: Some(data),
+                        partitions: &[],
+                    },
+                )
+            })?;
+        }
+        if !known && inline.is_none() {
+            missing += p.stored_size;
+        }
+        stored.push(known || inline.is_some());
+    }
+    if missing == 0 {
+        return Ok(Json(PartitionsCheckResponse {
+            stored,
+            session: None,
+            k: 0,
+            m: 0,
+        }));
+    }
+    m.check_quota(ns, missing)?;
+    let scheme = m.scheme_for(m.writable(&HashSet::new())?.len())?;
+    let session = new_session_id();
+    m.save_session(
+        &session,
+        ns,
+        &Session {
+            upload: Upload::Partitions(req.partitions),
+            plan: Plan::Erasure {
+                k: scheme.k,
+                m: scheme.m,
+            },
+            prepared: BTreeMap::new(),
+        },
+    )?;
+    Ok(Json(PartitionsCheckResponse {
+        stored,
+        session: Some(session),
+        k: scheme.k,
+        m: scheme.m,
+    }))
+}
+
+/// Step 3 for a window of partition objects: each reported partition
+/// (indexed by its place in the check) becomes an object of the account.
+/// Nothing is committed to a file: `commit` does that.
+async fn partitions_done(
+    State(m): State<Arc<Meta>>,
+    Path((appid, uid)): Path<(u64, u64)>,
+    headers: HeaderMap,
+    b: Body<DoneRequest>,
+) -> MetaResult<()> {
+    let ns = ns(&m, &headers, appid, uid, true)?;
+    let req = body(b)?;
+    let s = m.load_session(&req.session, ns)?;
+    let Upload::Partitions(checked) = &s.upload else {
+        return Err(MetaError::BadRequest(
+            "a file's session ends with done".into(),
+        ));
+    };
+    let keys = m.store(|db| db.provider_keys())?;
+    for p in &req.partitions {
+        let placed = placed_partition(&keys, &req.session, p, s.prepared.get(&p.index))?;
+        let c = &checked[p.index as usize];
+        m.store(|db| {
+            db.insert_object(
+                ns,
+                &NewObject {
+                    sha1: &c.sha1,
+                    scheme: StoreScheme::Erasure,
+                    plain_size: c.plain_size,
+                    stored_size: c.stored_size,
+                    partition_size: m.cfg.partition_size,
+                    k: placed.k,
+                    m: placed.m,
+                    data: None,
+                    partitions: &[PlacedPartition { index: 0, ..placed }],
+                },
+            )
+        })?;
+    }
+    m.store(|db| db.session_end(&req.session))?;
+    Ok(())
+}
+
+/// Commits a version of a file as a list of stored objects, if the file is
+/// still at the version its writer started from.
+async fn commit(
+    State(m): State<Arc<Meta>>,
+    Path((appid, uid)): Path<(u64, u64)>,
+    headers: HeaderMap,
+    b: Body<CommitRequest>,
+) -> MetaResult<Json<DoneResponse>> {
+    let ns = ns(&m, &headers, appid, uid, true)?;
+    let req = body(b)?;
+    if req.size > m.cfg.max_file_size {
+        return Err(MetaError::BadRequest(format!(
+            "a file is at most {} bytes",
+            m.cfg.max_file_size
+        )));
+    }
+    let mut end = 0;
+    for f in &req.fragments {
+        let ok = f.offset >= end
+            && f.length > 0
+            && f.offset
+                .checked_add(f.length)
+                .is_some_and(|e| e <= req.size)
+            && is_sha1_hex(&f.object);
+        if !ok {
+            return Err(MetaError::BadRequest(
+                "fragments are sorted, disjoint, non-empty, inside the file and name objects by SHA-1"
+                    .into(),
+            ));
+        }
+        end = f.offset + f.length;
+    }
+    // Partitions are stored before any file uses them: the quota binds here.
+    let objects: Vec<&str> = req.fragments.iter().map(|f| f.object.as_str()).collect();
+    m.check_quota(ns, m.store(|db| db.unused_bytes(ns, &objects))?)?;
+    let committed = m.store(|db| {
+        db.commit_fragments(
+            ns,
+            req.node,
+            req.size,
+            &req.fragments,
+            &req.attrs,
+            req.base_ver,
+        )
+    })?;
+    let ver_no = committed.ok_or_else(|| MetaError::Conflict(STALE_BASE.into()))?;
     Ok(Json(DoneResponse { ver_no }))
 }
 

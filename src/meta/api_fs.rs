@@ -12,6 +12,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+
 use super::store::{DbError, Kind, NewNode, Node, Ns};
 use super::{Meta, MetaError};
 use crate::proto::*;
@@ -26,6 +29,11 @@ pub fn routes(meta: Arc<Meta>) -> Router {
         .route("/api/ns/{appid}/{uid}/fs/make", post(make))
         .route("/api/ns/{appid}/{uid}/fs/remove", post(remove))
         .route("/api/ns/{appid}/{uid}/fs/rename", post(rename))
+        .route("/api/ns/{appid}/{uid}/fs/link", post(link))
+        .route("/api/ns/{appid}/{uid}/fs/xattr/{id}", get(xattr))
+        .route("/api/ns/{appid}/{uid}/fs/xattrs/{id}", get(xattr_names))
+        .route("/api/ns/{appid}/{uid}/fs/setxattr", post(setxattr))
+        .route("/api/ns/{appid}/{uid}/fs/removexattr", post(removexattr))
         .route("/api/ns/{appid}/{uid}/fs/setattr", post(setattr))
         .route("/api/ns/{appid}/{uid}/fs/statfs", get(statfs))
         .with_state(meta)
@@ -51,6 +59,7 @@ impl From<DbError> for FsFail {
     fn from(e: DbError) -> Self {
         let (status, errno) = match &e {
             DbError::NotFound => (StatusCode::NOT_FOUND, "ENOENT"),
+            DbError::NoAttr => (StatusCode::NOT_FOUND, "ENODATA"),
             DbError::Exists | DbError::Overlap => (StatusCode::CONFLICT, "EEXIST"),
             DbError::NotEmpty => (StatusCode::CONFLICT, "ENOTEMPTY"),
             DbError::NotDir => (StatusCode::CONFLICT, "ENOTDIR"),
@@ -58,6 +67,7 @@ impl From<DbError> for FsFail {
             DbError::NameTooLong => (StatusCode::BAD_REQUEST, "ENAMETOOLONG"),
             DbError::Invalid(_) => (StatusCode::BAD_REQUEST, "EINVAL"),
             DbError::Forbidden(_) => (StatusCode::FORBIDDEN, "ENOSPC"),
+            DbError::NotPermitted(_) => (StatusCode::FORBIDDEN, "EPERM"),
             DbError::Sql(_) | DbError::Conflict(_) => (StatusCode::INTERNAL_SERVER_ERROR, "EIO"),
         };
         FsFail(status, errno, e.to_string())
@@ -122,10 +132,7 @@ pub fn node_attr(n: &Node) -> NodeAttr {
         ctime_ns: n.ctime_ns.unwrap_or(mtime),
         ver_no: n.ver_no,
         target: n.target.clone(),
-        nlink: match n.kind {
-            Kind::Dir => 2u64.saturating_add(n.subdirs).min(u32::MAX as u64) as u32,
-            _ => 1,
-        },
+        nlink: n.nlink.min(u32::MAX as u64) as u32,
         rdev: n.rdev,
     }
 }
@@ -263,6 +270,78 @@ async fn rename(
             r.exchange,
         )
     })?;
+    Ok(Json(()))
+}
+
+async fn link(
+    State(m): State<Arc<Meta>>,
+    Path((a, u)): Path<(u64, u64)>,
+    h: HeaderMap,
+    b: Result<Json<LinkRequest>, JsonRejection>,
+) -> FsResult<NodeAttr> {
+    let ns = ns(&m, &h, a, u, true)?;
+    let r = body(b)?;
+    Ok(Json(node_attr(&m.store(|db| {
+        db.link(ns, r.id, r.new_parent, &r.new_name)
+    })?)))
+}
+
+async fn xattr(
+    State(m): State<Arc<Meta>>,
+    Path((a, u, id)): Path<(u64, u64, i64)>,
+    h: HeaderMap,
+    Query(q): Query<NameQuery>,
+) -> FsResult<XattrValue> {
+    let ns = ns(&m, &h, a, u, false)?;
+    let value = m.store(|db| db.xattr(ns, id, &q.name))?;
+    Ok(Json(XattrValue {
+        value: B64.encode(value),
+    }))
+}
+
+async fn xattr_names(
+    State(m): State<Arc<Meta>>,
+    Path((a, u, id)): Path<(u64, u64, i64)>,
+    h: HeaderMap,
+) -> FsResult<Vec<String>> {
+    let ns = ns(&m, &h, a, u, false)?;
+    Ok(Json(m.store(|db| db.xattr_names(ns, id))?))
+}
+
+/// Linux's limit on one value.
+const XATTR_SIZE_MAX: usize = 64 << 10;
+
+async fn setxattr(
+    State(m): State<Arc<Meta>>,
+    Path((a, u)): Path<(u64, u64)>,
+    h: HeaderMap,
+    b: Result<Json<SetXattrRequest>, JsonRejection>,
+) -> FsResult<()> {
+    let ns = ns(&m, &h, a, u, true)?;
+    let r = body(b)?;
+    let value = B64
+        .decode(&r.value)
+        .map_err(|e| FsFail(StatusCode::BAD_REQUEST, "EINVAL", format!("value: {e}")))?;
+    if value.len() > XATTR_SIZE_MAX {
+        return Err(FsFail(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "E2BIG",
+            format!("a value holds at most {XATTR_SIZE_MAX} bytes"),
+        ));
+    }
+    m.store(|db| db.set_xattr(ns, r.id, &r.name, &value, r.how))?;
+    Ok(Json(()))
+}
+
+async fn removexattr(
+    State(m): State<Arc<Meta>>,
+    Path((a, u)): Path<(u64, u64)>,
+    h: HeaderMap,
+    b: Result<Json<RemoveXattrRequest>, JsonRejection>,
+) -> FsResult<()> {
+    let ns = ns(&m, &h, a, u, true)?;
+    let r = body(b)?;
+    m.store(|db| db.remove_xattr(ns, r.id, &r.name))?;
     Ok(Json(()))
 }
 

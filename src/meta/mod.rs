@@ -2,6 +2,7 @@
 //! the provider registry, over one SQL store.
 
 mod accounts;
+pub mod acl;
 mod api;
 mod api_fs;
 mod api_store;
@@ -167,9 +168,10 @@ impl From<DbError> for MetaError {
     fn from(e: DbError) -> Self {
         match e {
             DbError::NotFound => MetaError::NotFound("no such file or directory".into()),
+            DbError::NoAttr => MetaError::NotFound(e.to_string()),
             DbError::Exists => MetaError::Conflict("already exists".into()),
             DbError::NotEmpty => MetaError::Forbidden("directory not empty".into()),
-            DbError::Forbidden(m) => MetaError::Forbidden(m),
+            DbError::Forbidden(m) | DbError::NotPermitted(m) => MetaError::Forbidden(m),
             DbError::Invalid(m) => MetaError::BadRequest(m),
             DbError::Overlap => MetaError::Conflict("data already exists at that offset".into()),
             DbError::NotDir | DbError::IsDir => MetaError::Conflict(e.to_string()),
@@ -288,17 +290,17 @@ impl Meta {
         let secret_file = cfg.secret_file.clone();
         let secret =
             crate::private::secret(&secret_file.unwrap_or_else(|| cfg.data.join("secret.key")))?;
-        let key = match db.config_get("signing_key")? {
-            Some(raw) => SigningKey::from_bytes(
-                &raw.try_into()
-                    .map_err(|_| anyhow::anyhow!("stored signing key is malformed"))?,
-            ),
-            None => {
-                let k = SigningKey::generate(&mut rand::rngs::OsRng);
-                db.config_set("signing_key", &k.to_bytes())?;
-                k
-            }
-        };
+        // Every server of one store signs with the same key (providers
+        // take grants from any of them).
+        let raw = db.config_get_or_init("signing_key", || {
+            SigningKey::generate(&mut rand::rngs::OsRng)
+                .to_bytes()
+                .to_vec()
+        })?;
+        let key = SigningKey::from_bytes(
+            &raw.try_into()
+                .map_err(|_| anyhow::anyhow!("stored signing key is malformed"))?,
+        );
         db.seed_packages(&default_packages())?;
         let mailer =
             mail::Mailer::new(cfg.smtp.as_deref(), &cfg.mail_from, cfg.data.join("outbox"))?;

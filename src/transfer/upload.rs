@@ -166,15 +166,25 @@ fn parallel_map<T: Send>(
 /// A partition ready to store: its metadata and shard bytes.
 pub(crate) type Encoded = (PartitionMeta, Vec<Bytes>);
 
-/// Encodes the partitions `indices` with `scheme`.
+/// Encodes the partitions `indices` of `src` with `scheme`.
 pub(crate) fn encode_partitions(
     src: &Source,
     scheme: Scheme,
     indices: &[u64],
 ) -> std::io::Result<Vec<Encoded>> {
+    encode_with(|i| src.stored(i), scheme, indices)
+}
+
+/// Encodes the partitions `indices`, whose stored bytes `stored` gives,
+/// with `scheme`, on every core.
+fn encode_with(
+    stored: impl Fn(u64) -> std::io::Result<Vec<u8>> + Sync,
+    scheme: Scheme,
+    indices: &[u64],
+) -> std::io::Result<Vec<Encoded>> {
     parallel_map(0, indices.len() as u64, |at| {
         let i = indices[at as usize];
-        let data = src.stored(i)?;
+        let data = stored(i)?;
         let shards: Vec<Bytes> = scheme.encode(&data).into_iter().map(Bytes::from).collect();
         let meta = PartitionMeta {
             index: i,
@@ -362,11 +372,17 @@ pub async fn upload_file(
 /// failed before the upload gives up.
 const PLACEMENT_ROUNDS: usize = 4;
 
+/// A job encoding partitions (by index) with a scheme, in the background.
+type EncodeJob = tokio::task::JoinHandle<std::io::Result<Vec<Encoded>>>;
+
+async fn joined(job: EncodeJob) -> Result<Vec<Encoded>, TransferError> {
+    Ok(job
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))??)
+}
+
 /// Encodes, prepares and stores the partitions window by window; the next
-/// window is encoded while the current one is being stored. A partition
-/// whose providers fail is prepared again on others, encoded again when
-/// the server asks for another scheme (fewer providers left); it never
-/// commits with fewer shards than its scheme.
+/// window is encoded while the current one is being stored.
 #[allow(clippy::too_many_arguments)]
 async fn upload_erasure(
     meta: &MetaClient,
@@ -384,19 +400,58 @@ async fn upload_erasure(
         let s = src.clone();
         tokio::task::spawn_blocking(move || encode_partitions(&s, scheme, &indices))
     };
-    let mut scheme = first;
-    let mut avoid: HashSet<String> = HashSet::new();
+    let mut placing = Placing {
+        meta,
+        shards,
+        session,
+        scheme: first,
+        avoid: HashSet::new(),
+        opts,
+        progress,
+        remote,
+    };
     let mut stored = Vec::with_capacity(count as usize);
-    let mut next = Some(encode(scheme, (0..window.min(count)).collect()));
+    let mut next = Some(encode(placing.scheme, (0..window.min(count)).collect()));
     let mut from = 0;
     while let Some(job) = next.take() {
-        let mut todo = job
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))??;
+        let todo = joined(job).await?;
         from += window;
         if from < count {
-            next = Some(encode(scheme, (from..(from + window).min(count)).collect()));
+            next = Some(encode(
+                placing.scheme,
+                (from..(from + window).min(count)).collect(),
+            ));
         }
+        stored.extend(placing.store(todo, &encode).await?);
+    }
+    stored.sort_by_key(|p| p.index);
+    Ok(stored)
+}
+
+/// The placement of one session's partitions on providers, with what it
+/// learnt so far: the scheme the server asks for and providers to avoid.
+struct Placing<'a> {
+    meta: &'a MetaClient,
+    shards: &'a ShardClient,
+    session: &'a str,
+    scheme: Scheme,
+    avoid: HashSet<String>,
+    opts: &'a UploadOptions,
+    progress: &'a Progress,
+    remote: &'a str,
+}
+
+impl Placing<'_> {
+    /// Prepares and stores encoded partitions. A partition whose providers
+    /// fail is prepared again on others, encoded again (`encode`) when the
+    /// server asks for another scheme (fewer providers left); it never
+    /// commits with fewer shards than its scheme.
+    async fn store(
+        &mut self,
+        mut todo: Vec<Encoded>,
+        encode: &impl Fn(Scheme, Vec<u64>) -> EncodeJob,
+    ) -> Result<Vec<StoredPartition>, TransferError> {
+        let mut stored = Vec::with_capacity(todo.len());
         for round in 0.. {
             if todo.is_empty() {
                 break;
@@ -408,13 +463,13 @@ async fn upload_erasure(
                 )));
             }
             // Providers that failed or stalled for this client lately too.
-            avoid.extend(shards.suspects());
+            self.avoid.extend(self.shards.suspects());
             let req = PrepareRequest {
-                session: session.to_string(),
+                session: self.session.to_string(),
                 partitions: todo.iter().map(|(m, _)| m.clone()).collect(),
-                avoid: avoid.iter().cloned().collect(),
+                avoid: self.avoid.iter().cloned().collect(),
             };
-            let prepared = meta.prepare(&req).await?;
+            let prepared = self.meta.prepare(&req).await?;
             if prepared.partitions.len() != todo.len() {
                 return Err(TransferError::Layout(
                     "prepare answered for other partitions".into(),
@@ -431,7 +486,7 @@ async fn upload_erasure(
                     ));
                 }
                 if (pp.k, pp.m) != (pm.k, pm.m) {
-                    scheme = Scheme::new(pp.k, pp.m)
+                    self.scheme = Scheme::new(pp.k, pp.m)
                         .map_err(|e| TransferError::Layout(e.to_string()))?;
                     again.push(pm.index);
                     continue;
@@ -455,11 +510,12 @@ async fn upload_erasure(
                 spares.insert(pm.index, pp.spares);
                 placed.push((pm, data));
             }
-            let (outcomes, failed) = put_shards(shards, jobs, &spares, opts.parallel, &|n| {
-                progress.advance(remote, n)
-            })
-            .await;
-            avoid.extend(failed);
+            let (outcomes, failed) =
+                put_shards(self.shards, jobs, &spares, self.opts.parallel, &|n| {
+                    self.progress.advance(self.remote, n)
+                })
+                .await;
+            self.avoid.extend(failed);
             let mut outcomes = outcomes.into_iter();
             let mut retry = Vec::new();
             for (pm, data) in placed {
@@ -495,21 +551,165 @@ async fn upload_erasure(
                 });
             }
             if !retry.is_empty() {
-                tracing::warn!(partitions = retry.len(), avoid = ?avoid, "placing partitions again");
+                tracing::warn!(partitions = retry.len(), avoid = ?self.avoid, "placing partitions again");
             }
             todo = retry;
             if !again.is_empty() {
-                todo.extend(
-                    encode(scheme, again)
-                        .await
-                        .map_err(|e| std::io::Error::other(e.to_string()))??,
-                );
+                todo.extend(joined(encode(self.scheme, again)).await?);
             }
         }
+        Ok(stored)
     }
-    stored.sort_by_key(|p| p.index);
-    Ok(stored)
 }
+
+/// A partition of a local file, `[offset, offset + len)`, to store as its
+/// own object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionSpan {
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// A partition read and sealed: its fragment (object id, wrapped key) and
+/// stored bytes.
+struct Sealed {
+    fragment: CommitFragment,
+    stored: Bytes,
+}
+
+/// Reads and seals one partition: its own convergent key (the account key
+/// over partition size and plaintext), nonce 0, SHA-1 of the stored bytes.
+fn seal(
+    file: &std::fs::File,
+    span: PartitionSpan,
+    partition_size: u64,
+    acct: Option<&AccountKey>,
+) -> std::io::Result<Sealed> {
+    let mut buf = vec![0u8; span.len as usize];
+    file.read_exact_at(&mut buf, span.offset)?;
+    let key = acct.map(|a| {
+        let mut h = a.file_key_hasher(partition_size);
+        h.update(&buf);
+        let k = h.finish();
+        PartitionCipher::new(&k).encrypt_in_place(0, &mut buf);
+        a.wrap(&k)
+    });
+    Ok(Sealed {
+        fragment: CommitFragment {
+            offset: span.offset,
+            length: span.len,
+            object: sha1_hex(&buf),
+            key,
+        },
+        stored: Bytes::from(buf),
+    })
+}
+
+/// Stores partitions of the local file `file` as objects of their own,
+/// window by window (check which are stored, prepare and PUT the others,
+/// done), sealing the next window while the current one is stored.
+/// Returns their fragments, in the order of `spans`, for a `commit`.
+/// The stored bytes count under `remote` in `progress`, a transfer that
+/// grows with each call until the caller's commit finishes it.
+#[allow(clippy::too_many_arguments)]
+pub async fn upload_partitions(
+    meta: &MetaClient,
+    shards: &ShardClient,
+    acct: Option<&AccountKey>,
+    file: Arc<std::fs::File>,
+    spans: &[PartitionSpan],
+    opts: &UploadOptions,
+    progress: &Progress,
+    remote: &str,
+) -> Result<Vec<CommitFragment>, TransferError> {
+    let policy = meta.policy().await?;
+    let partition_size = policy.partition_size;
+    if spans.iter().any(|s| s.len == 0 || s.len > partition_size) {
+        return Err(TransferError::Layout(format!(
+            "a partition holds 1 to {partition_size} bytes"
+        )));
+    }
+    let total = spans.iter().map(|s| stored_len(s.len, acct.is_some()));
+    progress.grow(remote, total.sum());
+    let window = (opts.window.max(1) as usize).min(MAX_WINDOW);
+    let seal_window = |from: usize| {
+        let (file, acct) = (file.clone(), acct.cloned());
+        let spans = spans[from..(from + window).min(spans.len())].to_vec();
+        tokio::task::spawn_blocking(move || {
+            let at = |i: u64| seal(&file, spans[i as usize], partition_size, acct.as_ref());
+            parallel_map(0, spans.len() as u64, at)
+        })
+    };
+    let mut fragments = Vec::with_capacity(spans.len());
+    let mut next = (!spans.is_empty()).then(|| seal_window(0));
+    let mut from = 0;
+    while let Some(job) = next.take() {
+        let sealed = job
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))??;
+        from += window;
+        if from < spans.len() {
+            next = Some(seal_window(from));
+        }
+        let check = PartitionsCheckRequest {
+            partition_size,
+            encrypted: acct.is_some(),
+            partitions: sealed
+                .iter()
+                .map(|s| PartitionCheck {
+                    sha1: s.fragment.object.clone(),
+                    plain_size: s.fragment.length,
+                    stored_size: s.stored.len() as u64,
+                    data: (s.fragment.length <= policy.inline_max).then(|| B64.encode(&s.stored)),
+                })
+                .collect(),
+        };
+        let answer = meta.partitions_check(&check).await?;
+        if answer.stored.len() != sealed.len() {
+            return Err(TransferError::Layout(
+                "check answered for other partitions".into(),
+            ));
+        }
+        if let Some(session) = &answer.session {
+            let scheme = Scheme::new(answer.k, answer.m)
+                .map_err(|e| TransferError::Layout(e.to_string()))?;
+            let missing: Vec<u64> = (0..sealed.len() as u64)
+                .filter(|&i| !answer.stored[i as usize])
+                .collect();
+            let data: Vec<Bytes> = sealed.iter().map(|s| s.stored.clone()).collect();
+            let encode = |scheme: Scheme, indices: Vec<u64>| {
+                let data = data.clone();
+                tokio::task::spawn_blocking(move || {
+                    encode_with(|i| Ok(data[i as usize].to_vec()), scheme, &indices)
+                })
+            };
+            let mut placing = Placing {
+                meta,
+                shards,
+                session,
+                scheme,
+                avoid: HashSet::new(),
+                opts,
+                progress,
+                // Counted per partition below, not per shard.
+                remote: "",
+            };
+            let todo = joined(encode(scheme, missing)).await?;
+            let partitions = placing.store(todo, &encode).await?;
+            meta.partitions_done(&DoneRequest {
+                session: session.clone(),
+                partitions,
+            })
+            .await?;
+        }
+        progress.advance(remote, sealed.iter().map(|s| s.stored.len() as u64).sum());
+        fragments.extend(sealed.into_iter().map(|s| s.fragment));
+    }
+    Ok(fragments)
+}
+
+/// Most partitions sealed and checked at once.
+const MAX_WINDOW: usize = 64;
 
 /// The content hash the store listing shows for `local` once uploaded (with
 /// `acct` when encrypted): the SHA-1 of the object `upload_file` would

@@ -468,6 +468,20 @@ impl Db {
         Ok(())
     }
 
+    /// The value of `key`, set to `make()` first if it has none: servers
+    /// starting together on one store all get the first one's value.
+    pub fn config_get_or_init(&self, key: &str, make: impl Fn() -> Vec<u8>) -> DbResult<Vec<u8>> {
+        self.tx(|c| {
+            c.execute(
+                "INSERT INTO config(key, value) VALUES(?1, ?2) ON CONFLICT(key) DO NOTHING",
+                params![key, make()],
+            )?;
+            c.query_row("SELECT value FROM config WHERE key=?1", params![key], |r| {
+                r.get(0)
+            })
+        })
+    }
+
     /// Records a new app; `Exists` if the appkey is taken.
     pub fn create_app(&self, appkey: &str) -> DbResult<u64> {
         self.tx(|tx| insert_app(tx, appkey))

@@ -6,11 +6,11 @@
 
 use super::sql::{params, Conn};
 use super::{
-    node_of, now_ns, object_at, sql_id, unix_now, Db, DbError, DbResult, FragmentRow, Kind, Limits,
-    Node, Ns, NODE_COLS, OBJECT_COLS,
+    node_of, now_ns, object_at, sql_id, unix_now, xattrs, Db, DbError, DbResult, FragmentRow, Kind,
+    Limits, Node, Ns, ENTRY_COLS, NODE_COLS, OBJECT_COLS,
 };
 use crate::meta::path::{TfsPath, MAX_DEPTH, MAX_NAME};
-use crate::proto::{FileAttrs, SetAttrs};
+use crate::proto::{CommitFragment, FileAttrs, SetAttrs};
 
 /// A name as the drive may use it.
 fn check_name(name: &str) -> DbResult<()> {
@@ -23,7 +23,7 @@ fn check_name(name: &str) -> DbResult<()> {
     Ok(())
 }
 
-fn node_in(conn: &Conn, ns: Ns, id: i64) -> DbResult<Node> {
+pub(super) fn node_in(conn: &Conn, ns: Ns, id: i64) -> DbResult<Node> {
     conn.query_opt(
         &format!("SELECT {NODE_COLS} FROM nodes WHERE id=?1 AND appid=?2 AND uid=?3"),
         params![id, sql_id(ns.appid), sql_id(ns.uid)],
@@ -42,17 +42,71 @@ fn dir_in(conn: &Conn, ns: Ns, id: i64) -> DbResult<Node> {
 
 fn delete_node(conn: &Conn, id: i64) -> DbResult<()> {
     drop_fragments(conn, id)?;
+    conn.execute("DELETE FROM xattrs WHERE node=?1", params![id])?;
     conn.execute("DELETE FROM nodes WHERE id=?1", params![id])?;
     Ok(())
 }
 
 fn is_empty_dir(conn: &Conn, id: i64) -> DbResult<bool> {
     let n: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM nodes WHERE parent=?1",
+        "SELECT COUNT(*) FROM entries WHERE parent=?1",
         params![id],
         |r| r.get(0),
     )?;
     Ok(n == 0)
+}
+
+/// Gives the name (parent, name) another place, whichever table keeps it.
+fn move_name(
+    conn: &Conn,
+    (parent, name): (i64, &str),
+    (new_parent, new_name): (i64, &str),
+) -> DbResult<()> {
+    let moved = |table: &str| {
+        conn.execute(
+            &format!("UPDATE {table} SET parent=?3, name=?4 WHERE parent=?1 AND name=?2"),
+            params![parent, name, new_parent, new_name],
+        )
+    };
+    if moved("links")? == 0 {
+        moved("nodes")?;
+    }
+    Ok(())
+}
+
+/// Removes the name by which `node` was found (its `parent` and `name`).
+/// The node goes with its last name (its data to the garbage collector);
+/// while it has another, the row takes that one over.
+fn drop_name(conn: &Conn, node: &Node) -> DbResult<()> {
+    let extra = conn.execute(
+        "DELETE FROM links WHERE parent=?1 AND name=?2",
+        params![node.parent, &node.name],
+    )?;
+    if extra == 0 {
+        let other: Option<(i64, String)> = conn.query_opt(
+            "SELECT parent, name FROM links WHERE node=?1 ORDER BY parent, name LIMIT 1",
+            params![node.id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        match other {
+            Some((parent, name)) => {
+                conn.execute(
+                    "DELETE FROM links WHERE parent=?1 AND name=?2",
+                    params![parent, &name],
+                )?;
+                conn.execute(
+                    "UPDATE nodes SET parent=?1, name=?2 WHERE id=?3",
+                    params![parent, &name, node.id],
+                )?;
+            }
+            None => {
+                delete_node(conn, node.id)?;
+                return touch(conn, node.parent);
+            }
+        }
+    }
+    set_ctime(conn, node.id)?;
+    touch(conn, node.parent)
 }
 
 /// Is `node` equal to `ancestor` or below it?
@@ -77,7 +131,7 @@ fn used_bytes(conn: &Conn, ns: Ns) -> DbResult<u64> {
     Ok(bytes.unwrap_or(0) as u64)
 }
 
-fn set_ctime(conn: &Conn, id: i64) -> DbResult<()> {
+pub(super) fn set_ctime(conn: &Conn, id: i64) -> DbResult<()> {
     conn.execute(
         "UPDATE nodes SET ctime_ns=?1 WHERE id=?2",
         params![now_ns(), id],
@@ -119,7 +173,10 @@ impl Db {
         self.read(|conn| {
             dir_in(conn, ns, id)?;
             conn.query_map(
-                &format!("SELECT {NODE_COLS} FROM nodes WHERE parent=?1 ORDER BY name"),
+                &format!(
+                    "SELECT {ENTRY_COLS} FROM entries e JOIN nodes ON nodes.id = e.node
+                     WHERE e.parent=?1 ORDER BY e.name"
+                ),
                 params![id],
                 node_of,
             )
@@ -159,6 +216,8 @@ impl Db {
                 ],
             )?;
             touch(tx, parent)?;
+            let made = child(tx, parent, name)?.expect("just inserted");
+            xattrs::inherit_acl(tx, parent, made.id, new.kind, new.mode)?;
             Ok(child(tx, parent, name)?.expect("just inserted"))
         })
     }
@@ -174,8 +233,32 @@ impl Db {
                 (true, true) if !is_empty_dir(tx, node.id)? => return Err(DbError::NotEmpty),
                 _ => {}
             }
-            delete_node(tx, node.id)?;
-            touch(tx, parent)
+            drop_name(tx, &node)
+        })
+    }
+
+    /// link(2): `id` gets the name `new_name` in `new_parent` too.
+    pub fn link(&self, ns: Ns, id: i64, new_parent: i64, new_name: &str) -> DbResult<Node> {
+        check_name(new_name)?;
+        self.tx(|tx| {
+            let node = node_in(tx, ns, id)?;
+            if node.kind == Kind::Dir {
+                return Err(DbError::NotPermitted(
+                    "a directory cannot have another name".into(),
+                ));
+            }
+            dir_in(tx, ns, new_parent)?;
+            if child(tx, new_parent, new_name)?.is_some() {
+                return Err(DbError::Exists);
+            }
+            check_limits(tx, new_parent, node.kind, self.limits)?;
+            tx.execute(
+                "INSERT INTO links(parent, name, node) VALUES(?1, ?2, ?3)",
+                params![new_parent, new_name, id],
+            )?;
+            set_ctime(tx, id)?;
+            touch(tx, new_parent)?;
+            Ok(child(tx, new_parent, new_name)?.expect("just inserted"))
         })
     }
 
@@ -210,18 +293,10 @@ impl Db {
                     ));
                 }
                 // Park one entry under a name no file can have, then swap.
-                tx.execute(
-                    "UPDATE nodes SET name=?1 WHERE id=?2",
-                    params!["/exchange", src.id],
-                )?;
-                tx.execute(
-                    "UPDATE nodes SET parent=?1, name=?2 WHERE id=?3",
-                    params![parent, name, dst.id],
-                )?;
-                tx.execute(
-                    "UPDATE nodes SET parent=?1, name=?2 WHERE id=?3",
-                    params![new_parent, new_name, src.id],
-                )?;
+                let parked = (parent, "/exchange");
+                move_name(tx, (parent, name), parked)?;
+                move_name(tx, (new_parent, new_name), (parent, name))?;
+                move_name(tx, parked, (new_parent, new_name))?;
                 for id in [src.id, dst.id] {
                     set_ctime(tx, id)?;
                 }
@@ -241,14 +316,11 @@ impl Db {
                         }
                         _ => {}
                     }
-                    delete_node(tx, dst.id)?;
+                    drop_name(tx, &dst)?;
                 } else if parent != new_parent {
                     check_limits(tx, new_parent, src.kind, self.limits)?;
                 }
-                tx.execute(
-                    "UPDATE nodes SET parent=?1, name=?2 WHERE id=?3",
-                    params![new_parent, new_name, src.id],
-                )?;
+                move_name(tx, (parent, name), (new_parent, new_name))?;
                 set_ctime(tx, src.id)?;
             }
             touch(tx, parent)?;
@@ -267,6 +339,7 @@ impl Db {
                     "UPDATE nodes SET mode=?1 WHERE id=?2",
                     params![i64::from(mode & 0o7777), id],
                 )?;
+                xattrs::chmod_acl(tx, id, mode)?;
             }
             if let Some(owner) = a.uid {
                 tx.execute(
@@ -320,6 +393,67 @@ impl Db {
         })
     }
 
+    /// Makes `fragments` (objects of the namespace named by SHA-1) the
+    /// content of file `id`, `size` bytes long, as one new version, if the
+    /// file is still at `base_ver` (when given). Returns the new VER_NO, or
+    /// None (and changes nothing) when the version moved on. An object
+    /// collected meanwhile, or shorter than its fragment, fails the commit.
+    pub fn commit_fragments(
+        &self,
+        ns: Ns,
+        id: i64,
+        size: u64,
+        fragments: &[CommitFragment],
+        attrs: &FileAttrs,
+        base_ver: Option<u64>,
+    ) -> DbResult<Option<u64>> {
+        self.tx(|tx| {
+            let node = node_in(tx, ns, id)?;
+            if node.kind != Kind::File {
+                return Err(DbError::IsDir);
+            }
+            if base_ver.is_some_and(|v| v != node.ver_no) {
+                return Ok(None);
+            }
+            let mut rows = Vec::with_capacity(fragments.len());
+            for f in fragments {
+                let (object, plain): (i64, i64) = tx
+                    .query_opt(
+                        "SELECT id, plain_size FROM objects WHERE appid=?1 AND uid=?2 AND sha1=?3",
+                        params![sql_id(ns.appid), sql_id(ns.uid), f.object],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )?
+                    .ok_or(DbError::NotFound)?;
+                if f.length > plain as u64 {
+                    return Err(DbError::Invalid(format!(
+                        "object {} holds fewer than {} bytes",
+                        f.object, f.length
+                    )));
+                }
+                rows.push((f.offset, f.length, object, f.key.as_deref()));
+            }
+            replace_fragments(tx, &node, &rows, size, attrs, 1).map(Some)
+        })
+    }
+
+    /// Stored bytes of the objects named (by SHA-1) that no file uses yet:
+    /// what committing them adds to the namespace's usage.
+    pub fn unused_bytes(&self, ns: Ns, sha1s: &[&str]) -> DbResult<u64> {
+        self.read(|conn| {
+            let mut total = 0u64;
+            let mut seen = std::collections::HashSet::new();
+            for sha1 in sha1s.iter().filter(|s| seen.insert(**s)) {
+                let size: Option<i64> = conn.query_opt(
+                    "SELECT stored_size FROM objects WHERE appid=?1 AND uid=?2 AND sha1=?3 AND refs=0",
+                    params![sql_id(ns.appid), sql_id(ns.uid), sha1],
+                    |r| r.get(0),
+                )?;
+                total += size.unwrap_or(0) as u64;
+            }
+            Ok(total)
+        })
+    }
+
     /// Stored bytes of a namespace, each object counted once.
     pub fn used_bytes(&self, ns: Ns) -> DbResult<u64> {
         self.read(|conn| used_bytes(conn, ns))
@@ -352,7 +486,10 @@ impl Db {
                 return Err(DbError::NotFound);
             }
             let rows = conn.query_map(
-                &format!("SELECT {NODE_COLS} FROM nodes WHERE parent=?1 ORDER BY kind, name"),
+                &format!(
+                    "SELECT {ENTRY_COLS} FROM entries e JOIN nodes ON nodes.id = e.node
+                     WHERE e.parent=?1 ORDER BY kind, e.name"
+                ),
                 params![dir.id],
                 node_of,
             )?;
@@ -372,20 +509,10 @@ impl Db {
             let node = resolve(tx, ns, path)?
                 .filter(|n| n.kind == kind)
                 .ok_or(DbError::NotFound)?;
-            if kind == Kind::Dir {
-                let children: i64 = tx.query_row(
-                    "SELECT COUNT(*) FROM nodes WHERE parent=?1",
-                    params![node.id],
-                    |r| r.get(0),
-                )?;
-                if children > 0 {
-                    return Err(DbError::NotEmpty);
-                }
+            if kind == Kind::Dir && !is_empty_dir(tx, node.id)? {
+                return Err(DbError::NotEmpty);
             }
-            drop_fragments(tx, node.id)?;
-            tx.execute("DELETE FROM nodes WHERE id=?1", params![node.id])?;
-            touch(tx, node.parent)?;
-            Ok(())
+            drop_name(tx, &node)
         })
     }
 
@@ -440,15 +567,11 @@ impl Db {
                     // The TFS document answers 404 when the destination exists.
                     return Err(DbError::NotFound);
                 }
-                drop_fragments(tx, existing.id)?;
-                tx.execute("DELETE FROM nodes WHERE id=?1", params![existing.id])?;
+                drop_name(tx, &existing)?;
             } else if parent.id != node.parent {
                 check_limits(tx, parent.id, kind, limits)?;
             }
-            tx.execute(
-                "UPDATE nodes SET parent=?1, name=?2 WHERE id=?3",
-                params![parent.id, name, node.id],
-            )?;
+            move_name(tx, (node.parent, &node.name), (parent.id, name))?;
             touch(tx, node.parent)?;
             touch(tx, parent.id)?;
             Ok(())
@@ -562,9 +685,13 @@ fn root(conn: &Conn, ns: Ns) -> DbResult<Node> {
     conn.query_row(&q, params![sql_id(ns.appid), sql_id(ns.uid)], node_of)
 }
 
+/// The node named `name` in `parent`, as found by that name.
 fn child(conn: &Conn, parent: i64, name: &str) -> DbResult<Option<Node>> {
     conn.query_opt(
-        &format!("SELECT {NODE_COLS} FROM nodes WHERE parent=?1 AND name=?2"),
+        &format!(
+            "SELECT {ENTRY_COLS} FROM entries e JOIN nodes ON nodes.id = e.node
+             WHERE e.parent=?1 AND e.name=?2"
+        ),
         params![parent, name],
         node_of,
     )
@@ -660,11 +787,26 @@ fn replace_content(
     attrs: &FileAttrs,
     bump: i64,
 ) -> DbResult<u64> {
+    let whole = [(0, size, object, key)];
+    let fragments = if size > 0 { &whole[..] } else { &[] };
+    replace_fragments(tx, node, fragments, size, attrs, bump)
+}
+
+/// Makes `fragments` (offset, length, object, wrapped key) the content of
+/// file `node`, `size` bytes long, as its version + `bump`.
+fn replace_fragments(
+    tx: &Conn,
+    node: &Node,
+    fragments: &[(u64, u64, i64, Option<&str>)],
+    size: u64,
+    attrs: &FileAttrs,
+    bump: i64,
+) -> DbResult<u64> {
     drop_fragments(tx, node.id)?;
-    if size > 0 {
+    for &(offset, length, object, key) in fragments {
         tx.execute(
-            "INSERT INTO fragments(node, \"offset\", length, object, key) VALUES(?1, 0, ?2, ?3, ?4)",
-            params![node.id, size as i64, object, key],
+            "INSERT INTO fragments(node, \"offset\", length, object, key) VALUES(?1, ?2, ?3, ?4, ?5)",
+            params![node.id, offset as i64, length as i64, object, key],
         )?;
         reference(tx, object)?;
     }
@@ -689,11 +831,19 @@ pub(super) fn touch(conn: &Conn, id: i64) -> DbResult<()> {
 }
 
 fn check_limits(conn: &Conn, parent: i64, kind: Kind, limits: Limits) -> DbResult<()> {
-    let count: i64 = conn.query_row(
+    let mut count: i64 = conn.query_row(
         "SELECT COUNT(*) FROM nodes WHERE parent=?1 AND kind=?2",
         params![parent, kind as i64],
         |r| r.get(0),
     )?;
+    if kind != Kind::Dir {
+        // Hard links are files' names too.
+        count += conn.query_row::<i64>(
+            "SELECT COUNT(*) FROM links l JOIN nodes n ON n.id = l.node WHERE l.parent=?1 AND n.kind=?2",
+            params![parent, kind as i64],
+            |r| r.get(0),
+        )?;
+    }
     let (max, what) = match kind {
         Kind::Dir => (limits.max_subdirs, "subdirectories"),
         _ => (limits.max_files, "files"),

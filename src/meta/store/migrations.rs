@@ -12,7 +12,7 @@ type Migration = fn(&Conn) -> DbResult<()>;
 /// store is made at version 1 (`SCHEMA` and the submodules' `SCHEMA`, never
 /// changed) and migrated like an old one, so every step is run by every
 /// test. Append only.
-const MIGRATIONS: &[Migration] = &[hide_secrets, trust_model, durability];
+const MIGRATIONS: &[Migration] = &[hide_secrets, trust_model, durability, links_and_xattrs];
 
 const SCHEMA_VERSION: i64 = 1 + MIGRATIONS.len() as i64;
 
@@ -84,7 +84,7 @@ fn create_version_1(conn: &Conn) -> DbResult<()> {
 pub(super) fn migrate(db: &Db, what: &str) -> DbResult<bool> {
     let mut migrated = false;
     loop {
-        let next = db.tx(|conn| {
+        let next = db.schema_tx(|conn| {
             conn.lock_schema()?;
             let version = match conn.schema_version()? {
                 None => {
@@ -119,6 +119,25 @@ pub(super) fn migrate(db: &Db, what: &str) -> DbResult<bool> {
             None => return Ok(migrated),
         }
     }
+}
+
+/// 4 → 5: a node has more names than its row's (hard links, in `links`);
+/// `entries` is every name; nodes keep extended attributes (`xattrs`,
+/// POSIX ACLs included).
+fn links_and_xattrs(tx: &Conn) -> DbResult<()> {
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS links(
+           parent INTEGER NOT NULL, name TEXT NOT NULL, node INTEGER NOT NULL,
+           PRIMARY KEY(parent, name));
+         CREATE INDEX IF NOT EXISTS links_node ON links(node);
+         CREATE VIEW entries AS
+           SELECT id AS node, parent, name FROM nodes
+           UNION ALL SELECT node, parent, name FROM links;
+         CREATE TABLE IF NOT EXISTS xattrs(
+           node INTEGER NOT NULL, name TEXT NOT NULL, value BLOB NOT NULL,
+           PRIMARY KEY(node, name));",
+    )?;
+    Ok(())
 }
 
 /// 3 → 4: providers have a state (active, draining, retired); bad shard

@@ -24,6 +24,7 @@ pub(crate) mod sql;
 mod sqlite;
 mod trust;
 mod v1;
+mod xattrs;
 pub use accounts::{OrderRow, PackageFields, PackageRow, Registration, ORDER_CANCELED, ORDER_PAID};
 pub use fs::NewNode;
 pub use paged::SortKey;
@@ -48,6 +49,11 @@ pub enum DbError {
     IsDir,
     #[error("name too long")]
     NameTooLong,
+    /// An extended attribute the node does not have (ENODATA).
+    #[error("no such attribute")]
+    NoAttr,
+    #[error("operation not permitted: {0}")]
+    NotPermitted(String),
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
@@ -101,8 +107,9 @@ pub struct Node {
     pub atime_ns: Option<i64>,
     pub ctime_ns: Option<i64>,
     pub target: Option<String>,
-    /// Directories directly below (a directory's link count is 2 + this).
-    pub subdirs: u64,
+    /// Its link count: a directory's 2 + its subdirectories, another
+    /// node's names.
+    pub nlink: u64,
     /// A device node's device number.
     pub rdev: u32,
 }
@@ -236,11 +243,23 @@ fn scheme_of(code: i64) -> StoreScheme {
     }
 }
 
-const NODE_COLS: &str =
-    "id, parent, name, kind, size, ver_no, create_time, modify_time, mode, mtime_ns, \
-     owner, grp, atime_ns, ctime_ns, target, \
-     CASE WHEN kind=0 THEN (SELECT COUNT(*) FROM nodes s WHERE s.parent=nodes.id AND s.kind=0) ELSE 0 END, \
-     rdev";
+/// A node's columns after its id and name (any table joined with `nodes`
+/// may precede them: they name no column of `entries` or `links`).
+macro_rules! node_body {
+    () => {
+        "kind, size, ver_no, create_time, modify_time, mode, mtime_ns, \
+         owner, grp, atime_ns, ctime_ns, target, \
+         CASE WHEN kind=0 THEN 2 + (SELECT COUNT(*) FROM nodes s WHERE s.parent=nodes.id AND s.kind=0) \
+           ELSE 1 + (SELECT COUNT(*) FROM links x WHERE x.node=nodes.id) END, \
+         rdev"
+    };
+}
+
+/// A node by its row: named by the name its row keeps.
+const NODE_COLS: &str = concat!("id, parent, name, ", node_body!());
+
+/// A node by one of its names: `FROM entries e JOIN nodes ON nodes.id = e.node`.
+const ENTRY_COLS: &str = concat!("nodes.id, e.parent, e.name, ", node_body!());
 
 fn node_of(r: &Row) -> DbResult<Node> {
     Ok(Node {
@@ -269,7 +288,7 @@ fn node_of(r: &Row) -> DbResult<Node> {
         atime_ns: r.get(12)?,
         ctime_ns: r.get(13)?,
         target: r.get(14)?,
-        subdirs: r.get::<_, i64>(15)? as u64,
+        nlink: r.get::<_, i64>(15)? as u64,
         rdev: r.get::<_, i64>(16)? as u32,
     })
 }
@@ -361,6 +380,17 @@ impl Db {
         self.measured(|| match &self.engine {
             Engine::Sqlite(s) => s.tx(&f),
             Engine::Postgres(p) => p.tx(|t| f(&Conn::Postgres(t))),
+        })
+    }
+
+    /// `tx` for a schema change under `Conn::lock_schema`: on PostgreSQL at
+    /// READ COMMITTED, so that statements after the lock see what a server
+    /// that held it before committed (a serializable snapshot is taken by
+    /// the lock statement itself, before the wait).
+    fn schema_tx<T>(&self, f: impl Fn(&Conn) -> DbResult<T>) -> DbResult<T> {
+        self.measured(|| match &self.engine {
+            Engine::Sqlite(s) => s.tx(&f),
+            Engine::Postgres(p) => p.schema_tx(|t| f(&Conn::Postgres(t))),
         })
     }
 

@@ -4,7 +4,7 @@
 
 use super::fs::{resolve, touch};
 use super::sql::params;
-use super::{node_of, Db, DbError, DbResult, Kind, Node, Ns, NODE_COLS};
+use super::{node_of, Db, DbError, DbResult, Kind, Node, Ns, ENTRY_COLS};
 use crate::meta::path::TfsPath;
 
 /// The order of a paged listing (folders always come first).
@@ -27,7 +27,7 @@ impl SortKey {
 
     fn column(self) -> &'static str {
         match self {
-            SortKey::Name => "name",
+            SortKey::Name => "e.name",
             SortKey::Size => "size",
             SortKey::Modtime => "COALESCE(mtime_ns, modify_time * 1000000000)",
         }
@@ -52,7 +52,7 @@ impl Db {
                 return Err(DbError::NotDir);
             }
             let total: i64 = conn.query_row(
-                "SELECT COUNT(*) FROM nodes WHERE parent=?1",
+                "SELECT COUNT(*) FROM entries WHERE parent=?1",
                 params![dir.id],
                 |r| r.get(0),
             )?;
@@ -60,8 +60,8 @@ impl Db {
             let clamp = |v: u64| v.min(i64::MAX as u64) as i64;
             let rows = conn.query_map(
                 &format!(
-                    "SELECT {NODE_COLS} FROM nodes WHERE parent=?1
-                 ORDER BY (kind = 0) DESC, {} {order}, name {order} LIMIT ?2 OFFSET ?3",
+                    "SELECT {ENTRY_COLS} FROM entries e JOIN nodes ON nodes.id = e.node WHERE e.parent=?1
+                 ORDER BY (kind = 0) DESC, {} {order}, e.name {order} LIMIT ?2 OFFSET ?3",
                     key.column()
                 ),
                 params![dir.id, clamp(limit), clamp(offset)],
@@ -92,8 +92,37 @@ impl Db {
                    UNION ALL
                    SELECT n.id FROM nodes n JOIN sub ON n.parent = sub.id)
                  SELECT id FROM sub";
+            // Hard links: names inside the tree go; a node inside it with
+            // a name outside stays, under that name.
+            tx.execute(
+                &format!("DELETE FROM links WHERE parent IN ({tree})"),
+                params![node.id],
+            )?;
+            let named_outside: Vec<(i64, i64, String)> = tx.query_map(
+                &format!(
+                    "SELECT l.node, l.parent, l.name FROM links l WHERE l.node IN ({tree})
+                     AND NOT EXISTS (SELECT 1 FROM links o WHERE o.node = l.node
+                       AND (o.parent, o.name) < (l.parent, l.name))"
+                ),
+                params![node.id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?;
+            for (id, parent, name) in named_outside {
+                tx.execute(
+                    "DELETE FROM links WHERE parent=?1 AND name=?2",
+                    params![parent, &name],
+                )?;
+                tx.execute(
+                    "UPDATE nodes SET parent=?1, name=?2 WHERE id=?3",
+                    params![parent, &name, id],
+                )?;
+            }
             tx.execute(
                 &format!("DELETE FROM fragments WHERE node IN ({tree})"),
+                params![node.id],
+            )?;
+            tx.execute(
+                &format!("DELETE FROM xattrs WHERE node IN ({tree})"),
                 params![node.id],
             )?;
             let n = tx.execute(

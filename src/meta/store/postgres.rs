@@ -147,6 +147,11 @@ impl Store {
         self.run(IsolationLevel::Serializable, false, f)
     }
 
+    /// One READ COMMITTED transaction (see `Db::schema_tx`).
+    pub fn schema_tx<T>(&self, f: impl FnOnce(&Tx) -> DbResult<T>) -> DbResult<T> {
+        self.run(IsolationLevel::ReadCommitted, false, f)
+    }
+
     /// One snapshot for reads. Not read-only: a namespace's root is made
     /// when first seen.
     pub fn read<T>(&self, f: impl FnOnce(&Tx) -> DbResult<T>) -> DbResult<T> {
