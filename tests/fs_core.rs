@@ -1,6 +1,7 @@
 //! The filesystem core's own rules, driven directly over the in-memory
 //! backend: no FUSE, no servers, no root. The orphan rule, ESTALE, dup and
-//! close, rename, and the inode records' lookup counts and forget.
+//! close, rename, hard links, and the inode records' lookup counts and
+//! forget.
 
 use tfsfs::fs::{Backend, Fs, FsConfig, FsError, MemoryBackend, OpenFlags, Owner};
 use tfsfs::proto::RemoveRequest;
@@ -195,4 +196,40 @@ async fn the_kernels_lookups_keep_a_record_and_forget_drops_it() {
         fs.forget(ino, 2);
     }
     assert_eq!(fs.inode_count(), 1);
+}
+
+#[tokio::test]
+async fn a_hard_link_is_a_second_name_and_counts_a_lookup() {
+    let (fs, _backend, _dir) = core().await;
+    let data = bytes(200_000, 3);
+    let ino = file(&fs, ROOT, "a", &data).await;
+    assert_eq!(fs.inode_count(), 1);
+    let linked = fs.link(ino, ROOT, "b").await.unwrap();
+    assert_eq!(linked.ino, ino);
+    assert_eq!(linked.nlink, 2);
+    assert_eq!(fs.link(ino, ROOT, "a").await.err(), Some(FsError::Exists));
+    let dir = fs.mkdir(ROOT, "d", 0o755, ME).await.unwrap().ino;
+    assert_eq!(
+        fs.link(dir, ROOT, "d2").await.err(),
+        Some(FsError::NotPermitted)
+    );
+    fs.forget(dir, 1);
+    // One name goes; the other reads the same bytes.
+    fs.unlink(ROOT, "a").await.unwrap();
+    assert_eq!(fs.lookup(ROOT, "a").await, Err(FsError::NotFound));
+    let b = fs.lookup(ROOT, "b").await.unwrap();
+    assert_eq!((b.ino, b.nlink), (ino, 1));
+    assert_eq!(contents(&fs, ino).await, data);
+    // A write through the one name left is the file's.
+    let (fh, _) = fs.open(ino, RW).await.unwrap();
+    fs.write(fh, 100_000, b"linked").await.unwrap();
+    fs.release(fh).await.unwrap();
+    let mut want = data.clone();
+    want[100_000..100_006].copy_from_slice(b"linked");
+    assert_eq!(contents(&fs, ino).await, want);
+    // create, link and lookup each handed the kernel an entry.
+    fs.forget(ino, 2);
+    assert_eq!(fs.inode_count(), 1);
+    fs.forget(ino, 1);
+    assert_eq!(fs.inode_count(), 0);
 }
