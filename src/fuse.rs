@@ -207,9 +207,13 @@ impl<B: Backend> FuseFs<B> {
         reply: ReplyEntry,
         fut: impl std::future::Future<Output = Result<Attr, FsError>>,
     ) {
-        self.serve(req, reply, fut, |reply, a| {
+        let late = self.serve(req, reply, fut, |reply, a| {
             reply.entry(&TTL, &file_attr(&a), Generation(0))
         });
+        // Answered EINTR: the kernel never got the entry to forget.
+        if let Some(a) = late {
+            self.fs.forget(a.ino, 1);
+        }
     }
 
     fn empty(
@@ -264,6 +268,12 @@ impl<B: Backend> Filesystem for FuseFs<B> {
             return reply.error(Errno::EINVAL);
         };
         self.entry(req, reply, self.fs.lookup(parent.0, n));
+    }
+
+    // fuser's batch_forget hands each node of a batch to this one.
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        let _s = tracing::debug_span!("forget", ino = ino.0, nlookup).entered();
+        self.fs.forget(ino.0, nlookup);
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -585,6 +595,7 @@ impl<B: Backend> Filesystem for FuseFs<B> {
                     ) {
                         break;
                     }
+                    self.fs.handed_entry(ino.0, e);
                 }
                 reply.ok();
             }
@@ -651,7 +662,10 @@ impl<B: Backend> Filesystem for FuseFs<B> {
                 FopenFlags::empty(),
             )
         });
-        self.orphaned(late.map(|(_, fh)| fh));
+        if let Some((a, fh)) = late {
+            self.fs.forget(a.ino, 1);
+            self.orphaned(Some(fh));
+        }
     }
 
     fn fallocate(

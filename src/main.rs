@@ -365,6 +365,10 @@ struct MetaArgs {
     /// An upload session not finished within this time is refused.
     #[arg(long, default_value_t = 3600)]
     session_ttl_secs: u64,
+    /// Lifetime of the grants handed to clients for provider reads and
+    /// writes (a mount renews a long-open file's read grants).
+    #[arg(long, default_value_t = 600)]
+    grant_ttl_secs: u64,
     #[arg(long, default_value_t = 100_000)]
     max_subdirs: u64,
     #[arg(long, default_value_t = 1_000_000)]
@@ -626,6 +630,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             cfg.gc_grace = Duration::from_secs(a.gc_grace_secs);
             cfg.clock_skew = Duration::from_secs(a.clock_skew_secs);
             cfg.session_ttl = Duration::from_secs(a.session_ttl_secs);
+            cfg.grant_ttl = Duration::from_secs(a.grant_ttl_secs.max(1));
             cfg.smtp = a.smtp;
             cfg.mail_from = a.mail_from;
             cfg.code_ttl = Duration::from_secs(a.code_ttl_secs.max(1));

@@ -42,6 +42,7 @@ pub const CACHE_EVICTIONS: &str = "tfsfs_cache_evictions_total";
 pub const CACHE_BYTES: &str = "tfsfs_cache_bytes";
 pub const CACHE_CAPACITY: &str = "tfsfs_cache_capacity_bytes";
 pub const STAGING_BYTES: &str = "tfsfs_staging_bytes";
+pub const MOUNT_INODES: &str = "tfsfs_mount_inodes";
 pub const PROVIDER_SHARDS: &str = "tfsfs_provider_shards";
 pub const PROVIDER_STORED: &str = "tfsfs_provider_stored_bytes";
 pub const PROVIDER_CAPACITY: &str = "tfsfs_provider_capacity_bytes";
@@ -151,6 +152,11 @@ const SERIES: &[(&str, Kind, &str)] = &[
         STAGING_BYTES,
         Kind::Gauge,
         "Disk space taken by staged files (written, not yet uploaded).",
+    ),
+    (
+        MOUNT_INODES,
+        Kind::Gauge,
+        "Inode records a mount keeps (known to the kernel, open or staged).",
     ),
     (
         PROVIDER_SHARDS,

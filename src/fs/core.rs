@@ -163,21 +163,94 @@ struct Victim {
     kept: bool,
 }
 
-/// Local state of a node with open handles or staged data.
+/// A node's open handles and staged copy, locked across an upload.
+#[derive(Default)]
 struct Inode {
     open: usize,
     staged: Option<Staged>,
+}
+
+/// Everything this mount keeps about one node, in one record. A record is
+/// dropped once the kernel has forgotten the node (`lookups` back to 0),
+/// no handle is open and nothing is staged; an orphan is open by
+/// definition. Its fields other than `file` are read and changed under the
+/// map's lock, without waiting on an upload.
+#[derive(Default)]
+struct Record {
+    /// Entries for the node handed to the kernel and not yet forgotten.
+    lookups: u64,
+    /// (parent, name) last seen, to label transfers with a path.
+    name: Option<(i64, String)>,
+    /// The version whose pages the kernel may keep.
+    kernel_ver: Option<u64>,
+    /// Size, mtime and ctime (of the last local change) of a staged copy.
+    local: Option<(u64, i64, i64)>,
+    /// Unlinked (or replaced by a rename) while open here, with its last
+    /// attributes: its data lives on in staging, unuploaded, until the
+    /// last close, as POSIX has it.
+    orphan: Option<Box<NodeAttr>>,
+    /// Made at the first open or write: most records are of nodes the
+    /// kernel only looked up.
+    file: Option<Arc<AsyncMutex<Inode>>>,
 }
 
 struct Handle {
     id: i64,
     flags: OpenFlags,
     /// The version this handle reads, fixed at open (or first read).
-    layout: AsyncMutex<Option<Arc<FileLayout>>>,
+    layout: AsyncMutex<Option<HeldLayout>>,
     last_end: AtomicU64,
     /// The file offset up to which partitions were fetched ahead.
     prefetched_to: AtomicU64,
     wrote: AtomicBool,
+}
+
+/// A handle's layout, and when to renew its read grants.
+struct HeldLayout {
+    layout: Arc<FileLayout>,
+    /// Three quarters into the life of the grant that ends first; None
+    /// when no grant can be renewed (none, or all ended).
+    renew_at: Option<std::time::Instant>,
+}
+
+impl HeldLayout {
+    fn new(layout: Arc<FileLayout>) -> Self {
+        let now = crate::grant::now_ms();
+        let first_end = layout
+            .fragments
+            .iter()
+            .flat_map(|f| f.object.grants.values())
+            .filter_map(|g| crate::grant::peek::<crate::grant::Grant>(g).ok())
+            .map(|g| g.exp.saturating_mul(1000))
+            .min();
+        let renew_at = first_end
+            .filter(|&end| end > now)
+            .map(|end| std::time::Instant::now() + Duration::from_millis((end - now) * 3 / 4));
+        HeldLayout { layout, renew_at }
+    }
+
+    fn due(&self) -> bool {
+        self.renew_at
+            .is_some_and(|at| std::time::Instant::now() >= at)
+    }
+
+    /// The same version with the grants of `fresh` (the node's layout now)
+    /// for the objects the two share; objects of a replaced version keep
+    /// theirs.
+    fn renewed(&self, fresh: FileLayout) -> Self {
+        let mut grants: HashMap<String, _> = fresh
+            .fragments
+            .into_iter()
+            .map(|f| (f.object.sha1, f.object.grants))
+            .collect();
+        let mut layout = (*self.layout).clone();
+        for f in &mut layout.fragments {
+            if let Some(g) = grants.remove(&f.object.sha1) {
+                f.object.grants = g;
+            }
+        }
+        HeldLayout::new(Arc::new(layout))
+    }
 }
 
 pub struct Fs<B: Backend> {
@@ -191,20 +264,9 @@ pub struct Fs<B: Backend> {
     root_id: i64,
     staging: StagingArea,
     cache: Arc<BlockCache>,
-    inodes: Mutex<HashMap<i64, Arc<AsyncMutex<Inode>>>>,
-    /// Size, mtime and ctime (of the last local change) of staged files,
-    /// readable without waiting on an upload.
-    local: Mutex<HashMap<i64, (u64, i64, i64)>>,
+    inodes: Arc<Mutex<HashMap<i64, Record>>>,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
-    /// (parent, name) of nodes seen, to label transfers with their path.
-    names: Mutex<HashMap<i64, (i64, String)>>,
-    /// The version whose pages the kernel may keep, per node.
-    kernel_ver: Mutex<HashMap<i64, u64>>,
-    /// Files unlinked (or replaced by a rename) while open here, with
-    /// their last attributes: their data lives on in staging, unuploaded,
-    /// until the last close, as POSIX has it.
-    orphans: Mutex<HashMap<i64, NodeAttr>>,
     next_fh: AtomicU64,
     uploads: AtomicUsize,
     /// Whole staged files whose upload failed for a passing reason
@@ -293,19 +355,18 @@ impl<B: Backend> Fs<B> {
             staging,
             cache: Arc::new(BlockCache::new(cfg.cache_size)),
             cfg,
-            inodes: Mutex::new(HashMap::new()),
-            local: Mutex::new(HashMap::new()),
+            inodes: Arc::default(),
             handles: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
-            names: Mutex::new(HashMap::new()),
-            kernel_ver: Mutex::new(HashMap::new()),
-            orphans: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             uploads: AtomicUsize::new(0),
             pending: Mutex::new(HashMap::new()),
             retry_wake: tokio::sync::Notify::new(),
             no_capability: Mutex::new(HashMap::new()),
         };
+        crate::metrics::on_scrape(&fs.inodes, |inodes| {
+            metrics::gauge!(crate::metrics::MOUNT_INODES).set(lock(inodes).len() as f64);
+        });
         fs.recover().await?;
         Ok(fs)
     }
@@ -322,10 +383,11 @@ impl<B: Backend> Fs<B> {
                     let file = self.staging.reopen(id)?;
                     let md = file.metadata()?;
                     let mtime_ns = md.mtime() * 1_000_000_000 + md.mtime_nsec();
-                    lock(&self.local).insert(id, (md.len(), mtime_ns, mtime_ns));
-                    if let Ok(n) = self.backend.getattr(id).await {
-                        self.remember(&n);
-                    }
+                    let name = self.backend.getattr(id).await.ok();
+                    self.with_record(id, |r| {
+                        r.local = Some((md.len(), mtime_ns, mtime_ns));
+                        r.name = name.map(|n| (n.parent, n.name));
+                    });
                     let parts = match self.staging.load_parts(id)? {
                         Some(parts) => parts,
                         None => Parts {
@@ -462,9 +524,10 @@ impl<B: Backend> Fs<B> {
     }
 
     fn attr(&self, n: &NodeAttr) -> Attr {
-        let (size, mtime_ns, ctime_ns) = lock(&self.local)
-            .get(&n.id)
-            .map(|&(size, mtime, ctime)| (size, mtime, ctime.max(n.ctime_ns)))
+        let (size, mtime_ns, ctime_ns) = self
+            .with_known(n.id, |r| r.local)
+            .flatten()
+            .map(|(size, mtime, ctime)| (size, mtime, ctime.max(n.ctime_ns)))
             .unwrap_or((n.size, n.mtime_ns, n.ctime_ns));
         Attr {
             ino: self.ino(n.id),
@@ -485,17 +548,70 @@ impl<B: Backend> Fs<B> {
         }
     }
 
-    fn remember(&self, n: &NodeAttr) {
-        if n.id != self.root_id {
-            lock(&self.names).insert(n.id, (n.parent, n.name.clone()));
+    /// Runs `f` on the record of node `id`, made if there is none.
+    fn with_record<T>(&self, id: i64, f: impl FnOnce(&mut Record) -> T) -> T {
+        f(lock(&self.inodes).entry(id).or_default())
+    }
+
+    /// Runs `f` on the record of node `id`, if there is one.
+    fn with_known<T>(&self, id: i64, f: impl FnOnce(&mut Record) -> T) -> Option<T> {
+        lock(&self.inodes).get_mut(&id).map(f)
+    }
+
+    /// The kernel is handed an entry for `n`: one more lookup to forget.
+    fn handed(&self, n: &NodeAttr) -> Attr {
+        self.with_record(n.id, |r| {
+            r.lookups += 1;
+            r.name = Some((n.parent, n.name.clone()));
+        });
+        self.attr(n)
+    }
+
+    /// An entry of directory `parent`'s listing was handed to the kernel
+    /// with its attributes (readdirplus): it counts as a lookup, but for
+    /// "." and "..", which the kernel does not count.
+    pub fn handed_entry(&self, parent: u64, e: &DirEntry) {
+        if e.name != "." && e.name != ".." {
+            let parent = self.id(parent);
+            self.with_record(self.id(e.ino), |r| {
+                r.lookups += 1;
+                r.name = Some((parent, e.name.clone()));
+            });
         }
+    }
+
+    /// FUSE forget: the kernel dropped `count` of its lookups of `ino`; a
+    /// record it no longer knows, with nothing open or staged, goes.
+    pub fn forget(&self, ino: u64, count: u64) {
+        let id = self.id(ino);
+        let mut inodes = lock(&self.inodes);
+        let Some(r) = inodes.get_mut(&id) else {
+            return;
+        };
+        r.lookups = r.lookups.saturating_sub(count);
+        // No other task holds the node (the map alone does), so none is
+        // about to open it or upload it.
+        let idle = r.lookups == 0
+            && r.file.as_ref().is_none_or(|f| {
+                Arc::strong_count(f) == 1
+                    && f.try_lock()
+                        .is_ok_and(|g| g.open == 0 && g.staged.is_none())
+            });
+        if idle {
+            inodes.remove(&id);
+        }
+    }
+
+    /// How many nodes this mount keeps a record of.
+    pub fn inode_count(&self) -> usize {
+        lock(&self.inodes).len()
     }
 
     /// The node's path as far as this mount knows it (a transfer's label).
     fn path_of(&self, mut id: i64) -> String {
-        let names = lock(&self.names);
+        let inodes = lock(&self.inodes);
         let mut parts = Vec::new();
-        while let Some((parent, name)) = names.get(&id) {
+        while let Some((parent, name)) = inodes.get(&id).and_then(|r| r.name.as_ref()) {
             parts.push(name.clone());
             id = *parent;
         }
@@ -504,30 +620,25 @@ impl<B: Backend> Fs<B> {
     }
 
     fn inode(&self, id: i64) -> Arc<AsyncMutex<Inode>> {
-        lock(&self.inodes)
-            .entry(id)
-            .or_insert_with(|| {
-                Arc::new(AsyncMutex::new(Inode {
-                    open: 0,
-                    staged: None,
-                }))
-            })
-            .clone()
+        self.with_record(id, |r| r.file.get_or_insert_default().clone())
     }
 
-    /// Forgets an inode with no open handle and no staged data.
+    /// A node with no open handle and no staged data: no local size and
+    /// no orphan any more, and no record once the kernel forgot it.
     fn drop_if_idle(&self, id: i64, inode: &Inode) {
         if inode.open == 0 && inode.staged.is_none() {
+            let mut inodes = lock(&self.inodes);
+            let Some(r) = inodes.get_mut(&id) else {
+                return;
+            };
+            r.local = None;
+            r.orphan = None;
             // Only when no other task holds it (the map and our caller do):
             // one waiting for its lock (an open) must find it in the map
             // afterwards, not a fresh, unopened copy.
-            let mut inodes = lock(&self.inodes);
-            if inodes.get(&id).is_some_and(|a| Arc::strong_count(a) <= 2) {
+            if r.lookups == 0 && r.file.as_ref().is_none_or(|f| Arc::strong_count(f) <= 2) {
                 inodes.remove(&id);
             }
-            drop(inodes);
-            lock(&self.local).remove(&id);
-            lock(&self.orphans).remove(&id);
         }
     }
 
@@ -542,8 +653,7 @@ impl<B: Backend> Fs<B> {
 
     pub async fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
         let n = self.backend.lookup(self.id(parent), name).await?;
-        self.remember(&n);
-        Ok(self.attr(&n))
+        Ok(self.handed(&n))
     }
 
     pub async fn getattr(&self, ino: u64) -> FsResult<Attr> {
@@ -563,7 +673,7 @@ impl<B: Backend> Fs<B> {
 
     /// The attributes of a file unlinked while open: no links left.
     fn orphan_attr(&self, id: i64) -> Option<Attr> {
-        let n = lock(&self.orphans).get(&id).cloned()?;
+        let n = *self.with_known(id, |r| r.orphan.clone()).flatten()?;
         Some(Attr {
             nlink: 0,
             ..self.attr(&n)
@@ -602,7 +712,7 @@ impl<B: Backend> Fs<B> {
                     return Err(e);
                 }
             }
-            lock(&self.orphans).insert(id, n);
+            self.with_record(id, |r| r.orphan = Some(Box::new(n)));
             kept = true;
         }
         Ok(Some(Victim { id, g, kept }))
@@ -627,16 +737,14 @@ impl<B: Backend> Fs<B> {
             target,
             rdev: 0,
         };
-        let n = self.backend.make(req).await?;
-        self.remember(&n);
-        Ok(n)
+        self.backend.make(req).await
     }
 
     pub async fn mkdir(&self, parent: u64, name: &str, mode: u32, owner: Owner) -> FsResult<Attr> {
         let n = self
             .make(parent, name, NodeKind::Dir, mode, owner, None)
             .await?;
-        Ok(self.attr(&n))
+        Ok(self.handed(&n))
     }
 
     /// mknod: a regular file, or a FIFO, socket or device node (kept as a
@@ -671,8 +779,7 @@ impl<B: Backend> Fs<B> {
             },
         };
         let n = self.backend.make(req).await?;
-        self.remember(&n);
-        Ok(self.attr(&n))
+        Ok(self.handed(&n))
     }
 
     pub async fn symlink(
@@ -692,7 +799,7 @@ impl<B: Backend> Fs<B> {
                 Some(target.to_string()),
             )
             .await?;
-        Ok(self.attr(&n))
+        Ok(self.handed(&n))
     }
 
     pub async fn readlink(&self, ino: u64) -> FsResult<String> {
@@ -722,7 +829,7 @@ impl<B: Backend> Fs<B> {
     fn kept_outcome<T>(&self, victim: Option<Victim>, r: &FsResult<T>) {
         if let Some(mut v) = victim {
             if v.kept && r.is_err() {
-                lock(&self.orphans).remove(&v.id);
+                self.with_known(v.id, |r| r.orphan = None);
             }
             if !v.kept && r.is_ok() {
                 if let Some(st) = v.g.staged.take() {
@@ -756,7 +863,8 @@ impl<B: Backend> Fs<B> {
                 new_name: new_name.to_string(),
             })
             .await?;
-        Ok(self.attr(&n))
+        // The reply hands the kernel an entry: a lookup it will forget.
+        Ok(self.handed(&n))
     }
 
     pub async fn rename(
@@ -812,26 +920,30 @@ impl<B: Backend> Fs<B> {
         {
             if let Some(mtime) = s.mtime_ns {
                 // A staged file keeps the time it was given when it is uploaded.
-                let inode = lock(&self.inodes).get(&id).cloned();
+                let inode = self.with_known(id, |r| r.file.clone()).flatten();
                 if let Some(inode) = inode {
                     if let Some(st) = inode.lock().await.staged.as_mut() {
                         st.mtime_ns = mtime;
-                        lock(&self.local).insert(id, (st.size, mtime, now_ns()));
+                        self.with_record(id, |r| r.local = Some((st.size, mtime, now_ns())));
                     }
                 }
             }
-            let orphan = lock(&self.orphans).get_mut(&id).map(|n| {
-                // Unlinked while open: its attributes live here until the
-                // last close.
-                if let Some(mode) = s.mode {
-                    n.mode = mode & 0o7777;
-                }
-                n.uid = s.uid.unwrap_or(n.uid);
-                n.gid = s.gid.unwrap_or(n.gid);
-                n.atime_ns = s.atime_ns.unwrap_or(n.atime_ns);
-                n.mtime_ns = s.mtime_ns.unwrap_or(n.mtime_ns);
-                n.ctime_ns = now_ns();
-            });
+            let orphan = self
+                .with_known(id, |r| {
+                    r.orphan.as_mut().map(|n| {
+                        // Unlinked while open: its attributes live here until the
+                        // last close.
+                        if let Some(mode) = s.mode {
+                            n.mode = mode & 0o7777;
+                        }
+                        n.uid = s.uid.unwrap_or(n.uid);
+                        n.gid = s.gid.unwrap_or(n.gid);
+                        n.atime_ns = s.atime_ns.unwrap_or(n.atime_ns);
+                        n.mtime_ns = s.mtime_ns.unwrap_or(n.mtime_ns);
+                        n.ctime_ns = now_ns();
+                    })
+                })
+                .flatten();
             if orphan.is_some() {
                 return self.getattr(ino).await;
             }
@@ -1075,7 +1187,8 @@ impl<B: Backend> Fs<B> {
             st.mark = Mark::Open;
         }
         st.mtime_ns = now_ns();
-        lock(&self.local).insert(id, (st.size, st.mtime_ns, st.mtime_ns));
+        let local = (st.size, st.mtime_ns, st.mtime_ns);
+        self.with_record(id, |r| r.local = Some(local));
         Ok(())
     }
 
@@ -1088,7 +1201,7 @@ impl<B: Backend> Fs<B> {
         let Some(st) = g.staged.as_mut().filter(|s| s.mark != Mark::Clean) else {
             return Ok(());
         };
-        if lock(&self.orphans).contains_key(&id) {
+        if self.with_known(id, |r| r.orphan.is_some()) == Some(true) {
             // Unlinked here: nothing to upload to.
             self.staging.unmark(id, st.base);
             st.mark = Mark::Clean;
@@ -1113,14 +1226,14 @@ impl<B: Backend> Fs<B> {
         if result.is_err() {
             // The kernel's pages hold bytes that are not the file's
             // version: the next open must not keep them.
-            lock(&self.kernel_ver).remove(&id);
+            self.with_known(id, |r| r.kernel_ver = None);
         }
         match result {
             Ok(ver) => {
                 self.staging.unmark(id, st.base);
                 st.mark = Mark::Clean;
                 st.base = ver;
-                lock(&self.kernel_ver).insert(id, ver);
+                self.with_record(id, |r| r.kernel_ver = Some(ver));
                 lock(&self.pending).remove(&id);
                 Ok(())
             }
@@ -1282,17 +1395,20 @@ impl<B: Backend> Fs<B> {
             g.staged = Some(st);
             return Err(e.into());
         }
-        lock(&self.local).remove(&id);
+        self.with_known(id, |r| r.local = None);
         tracing::warn!(
             node = id,
             copy = copy.id,
             name = %copy.name,
             "the file changed since this upload began: the staged bytes go to a conflict copy, the newer version stays"
         );
-        self.remember(&copy);
         st.base = copy.ver_no;
         st.mark = Mark::Done;
-        lock(&self.local).insert(copy.id, (st.size, st.mtime_ns, st.mtime_ns));
+        let local = (st.size, st.mtime_ns, st.mtime_ns);
+        self.with_record(copy.id, |r| {
+            r.name = Some((copy.parent, copy.name.clone()));
+            r.local = Some(local);
+        });
         self.inode(copy.id).lock().await.staged = Some(st);
         self.retry_now(copy.id);
         Err(FsError::Io(format!(
@@ -1344,9 +1460,8 @@ impl<B: Backend> Fs<B> {
         } else if g.staged.is_none() && !flags.write {
             match self.backend.layout(id).await {
                 Ok(l) => {
-                    let mut seen = lock(&self.kernel_ver);
-                    keep_cache = seen.get(&id) == Some(&l.ver_no);
-                    seen.insert(id, l.ver_no);
+                    keep_cache =
+                        self.with_record(id, |r| r.kernel_ver.replace(l.ver_no) == Some(l.ver_no));
                     layout = Some(Arc::new(l));
                 }
                 Err(e) => {
@@ -1362,7 +1477,7 @@ impl<B: Backend> Fs<B> {
         let handle = Handle {
             id,
             flags,
-            layout: AsyncMutex::new(layout),
+            layout: AsyncMutex::new(layout.map(HeldLayout::new)),
             last_end: AtomicU64::new(0),
             prefetched_to: AtomicU64::new(0),
             wrote: AtomicBool::new(false),
@@ -1384,10 +1499,9 @@ impl<B: Backend> Fs<B> {
         let n = self
             .make(parent, name, NodeKind::File, mode, owner, None)
             .await?;
-        let attr = self.attr(&n);
         let (fh, _) = self
             .open(
-                attr.ino,
+                self.ino(n.id),
                 OpenFlags {
                     truncate: false,
                     ..flags
@@ -1396,24 +1510,23 @@ impl<B: Backend> Fs<B> {
             .await?;
         if flags.write {
             // The file is new and empty: stage it without asking storage.
-            let id = self.id(attr.ino);
-            let inode = self.inode(id);
+            let inode = self.inode(n.id);
             let mut g = inode.lock().await;
-            self.stage(id, &mut g, Some(0), Some(n.ver_no)).await?;
+            self.stage(n.id, &mut g, Some(0), Some(n.ver_no)).await?;
         }
-        Ok((attr, fh))
+        Ok((self.handed(&n), fh))
     }
 
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let h = self.handle(fh)?;
-        let inode = lock(&self.inodes).get(&h.id).cloned();
+        let inode = self.with_known(h.id, |r| r.file.clone()).flatten();
         if let Some(inode) = inode {
             let g = inode.lock().await;
             if let Some(st) = &g.staged {
                 return self.read_staged(st, offset, size as u64).await;
             }
         }
-        let layout = self.layout_of(&h).await?;
+        let layout = self.handle_layout(&h).await?;
         let data = self
             .read_layout(&layout, offset, size as u64, Some(&h))
             .await?;
@@ -1422,15 +1535,23 @@ impl<B: Backend> Fs<B> {
         Ok(data)
     }
 
-    /// The version handle `h` reads, fixed at its first use.
-    async fn layout_of(&self, h: &Handle) -> FsResult<Arc<FileLayout>> {
-        let mut l = h.layout.lock().await;
-        if let Some(layout) = &*l {
-            return Ok(layout.clone());
+    /// The version a handle reads: fetched at its first read if not at
+    /// open, with its read grants renewed when they near their end, so a
+    /// file held open for longer than a grant lives still reads.
+    async fn handle_layout(&self, h: &Handle) -> FsResult<Arc<FileLayout>> {
+        let mut held = h.layout.lock().await;
+        match held.as_mut() {
+            Some(l) if !l.due() => return Ok(l.layout.clone()),
+            Some(l) => match self.backend.layout(h.id).await {
+                Ok(fresh) => *l = l.renewed(fresh),
+                // Unlinked: nothing to renew from; read with the grants held.
+                Err(FsError::NotFound) => l.renew_at = None,
+                // Storage unreachable: the next read tries again.
+                Err(e) => tracing::debug!(node = h.id, error = %e, "read grants not renewed"),
+            },
+            None => *held = Some(HeldLayout::new(Arc::new(self.backend.layout(h.id).await?))),
         }
-        let fresh = Arc::new(self.backend.layout(h.id).await?);
-        *l = Some(fresh.clone());
-        Ok(fresh)
+        Ok(held.as_ref().expect("a layout is held").layout.clone())
     }
 
     /// Bytes `[offset, offset + len)` of a version; holes are zeros. A
@@ -1627,7 +1748,7 @@ impl<B: Backend> Fs<B> {
         &self,
         h: &Handle,
     ) -> FsResult<(u64, BTreeMap<u64, (CommitFragment, Source)>)> {
-        let inode = lock(&self.inodes).get(&h.id).cloned();
+        let inode = self.with_known(h.id, |r| r.file.clone()).flatten();
         if let Some(inode) = inode {
             let g = inode.lock().await;
             if let Some(st) = &g.staged {
@@ -1641,7 +1762,7 @@ impl<B: Backend> Fs<B> {
                 return Ok((st.size, pieces));
             }
         }
-        let layout = self.layout_of(h).await?;
+        let layout = self.handle_layout(h).await?;
         let pieces = pieces_of(&layout, self.partition)
             .into_iter()
             .map(|(i, piece)| {
@@ -1723,7 +1844,6 @@ impl<B: Backend> Fs<B> {
             },
         ];
         for child in self.backend.children(id).await? {
-            self.remember(&child);
             entries.push(DirEntry {
                 ino: self.ino(child.id),
                 name: child.name.clone(),

@@ -6,10 +6,12 @@ mod backend;
 mod cache;
 mod core;
 mod error;
+mod memory;
 mod staging;
 mod xattrs;
 
 pub use backend::{BResult, Backend, RemoteBackend};
 pub use core::{Attr, DirEntry, Fs, FsConfig, OpenFlags, Owner, SetAttr};
 pub use error::FsError;
+pub use memory::MemoryBackend;
 pub use xattrs::XattrReply;

@@ -1,0 +1,235 @@
+//! The filesystem core's own rules, driven directly over the in-memory
+//! backend: no FUSE, no servers, no root. The orphan rule, ESTALE, dup and
+//! close, rename, hard links, and the inode records' lookup counts and
+//! forget.
+
+use tfsfs::fs::{Backend, Fs, FsConfig, FsError, MemoryBackend, OpenFlags, Owner};
+use tfsfs::proto::RemoveRequest;
+
+const ROOT: u64 = 1;
+const ME: Owner = Owner { uid: 0, gid: 0 };
+const RW: OpenFlags = OpenFlags {
+    read: true,
+    write: true,
+    truncate: false,
+    append: false,
+};
+const RO: OpenFlags = OpenFlags {
+    read: true,
+    write: false,
+    truncate: false,
+    append: false,
+};
+
+/// A core over a fresh in-memory namespace, and that namespace (to act
+/// beside the core as another client would).
+async fn core() -> (Fs<MemoryBackend>, MemoryBackend, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = MemoryBackend::default();
+    let cfg = FsConfig {
+        cache_dir: dir.path().to_path_buf(),
+        cache_size: 1 << 20,
+        prefetch: 2,
+    };
+    let fs = Fs::new(backend.clone(), cfg).await.unwrap();
+    (fs, backend, dir)
+}
+
+/// Makes `name` in `parent` with `data`, closed; returns its inode number.
+async fn file(fs: &Fs<MemoryBackend>, parent: u64, name: &str, data: &[u8]) -> u64 {
+    let (attr, fh) = fs.create(parent, name, 0o644, ME, RW).await.unwrap();
+    fs.write(fh, 0, data).await.unwrap();
+    fs.flush(fh).await.unwrap();
+    fs.release(fh).await.unwrap();
+    attr.ino
+}
+
+/// The whole file as a new reader sees it.
+async fn contents(fs: &Fs<MemoryBackend>, ino: u64) -> Vec<u8> {
+    let (fh, _) = fs.open(ino, RO).await.unwrap();
+    let data = fs.read(fh, 0, 1 << 24).await.unwrap();
+    fs.release(fh).await.unwrap();
+    data
+}
+
+fn bytes(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+        .collect()
+}
+
+#[tokio::test]
+async fn an_unlinked_open_file_keeps_its_data_until_the_last_close() {
+    let (fs, backend, _dir) = core().await;
+    let data = bytes(200_000, 1);
+    let ino = file(&fs, ROOT, "f", &data).await;
+    let (reader, _) = fs.open(ino, RO).await.unwrap();
+    let (writer, _) = fs.open(ino, RW).await.unwrap();
+    fs.unlink(ROOT, "f").await.unwrap();
+    assert_eq!(fs.lookup(ROOT, "f").await, Err(FsError::NotFound));
+    assert_eq!(fs.getattr(ino).await.unwrap().nlink, 0);
+    // The reader reads the version it opened, across partitions.
+    assert_eq!(
+        fs.read(reader, 70_000, 100_000).await.unwrap(),
+        data[70_000..170_000]
+    );
+    // The writer writes its own copy, which nobody else can reach.
+    fs.write(writer, 0, b"changed").await.unwrap();
+    assert_eq!(fs.read(writer, 0, 7).await.unwrap(), b"changed");
+    fs.flush(writer).await.unwrap();
+    fs.release(writer).await.unwrap();
+    fs.release(reader).await.unwrap();
+    // Closed: nothing was uploaded, and the node is gone.
+    assert_eq!(backend.lookup(1, "f").await.err(), Some(FsError::NotFound));
+    assert_eq!(fs.getattr(ino).await, Err(FsError::Stale));
+}
+
+#[tokio::test]
+async fn a_node_gone_elsewhere_is_stale() {
+    let (fs, backend, _dir) = core().await;
+    let ino = file(&fs, ROOT, "f", b"data").await;
+    backend
+        .remove(RemoveRequest {
+            parent: 1,
+            name: "f".into(),
+            dir: false,
+        })
+        .await
+        .unwrap();
+    assert_eq!(fs.getattr(ino).await, Err(FsError::Stale));
+    assert_eq!(fs.open(ino, RO).await.err(), Some(FsError::Stale));
+}
+
+#[tokio::test]
+async fn closing_one_of_two_descriptors_leaves_the_other_working() {
+    let (fs, _backend, _dir) = core().await;
+    let ino = file(&fs, ROOT, "f", b"0123456789").await;
+    let (a, _) = fs.open(ino, RW).await.unwrap();
+    let (b, _) = fs.open(ino, RW).await.unwrap();
+    fs.write(a, 0, b"AB").await.unwrap();
+    fs.flush(a).await.unwrap();
+    fs.release(a).await.unwrap();
+    assert_eq!(fs.read(a, 0, 10).await, Err(FsError::BadHandle));
+    // The other descriptor sees the first one's bytes and writes on.
+    assert_eq!(fs.read(b, 0, 10).await.unwrap(), b"AB23456789");
+    fs.write(b, 8, b"YZ").await.unwrap();
+    fs.flush(b).await.unwrap();
+    fs.release(b).await.unwrap();
+    assert_eq!(contents(&fs, ino).await, b"AB234567YZ");
+}
+
+#[tokio::test]
+async fn rename_replaces_a_file_but_not_a_full_directory_nor_moves_a_directory_into_itself() {
+    let (fs, _backend, _dir) = core().await;
+    let old = bytes(100_000, 2);
+    let victim = file(&fs, ROOT, "old", &old).await;
+    let src = file(&fs, ROOT, "new", b"new bytes").await;
+    let (reader, _) = fs.open(victim, RO).await.unwrap();
+    fs.rename(ROOT, "new", ROOT, "old", false, false)
+        .await
+        .unwrap();
+    assert_eq!(fs.lookup(ROOT, "old").await.unwrap().ino, src);
+    assert_eq!(fs.lookup(ROOT, "new").await, Err(FsError::NotFound));
+    assert_eq!(contents(&fs, src).await, b"new bytes");
+    // The replaced file lives on for its open descriptor.
+    assert_eq!(fs.read(reader, 0, 200_000).await.unwrap(), old);
+    assert_eq!(fs.getattr(victim).await.unwrap().nlink, 0);
+    fs.release(reader).await.unwrap();
+    assert_eq!(fs.getattr(victim).await, Err(FsError::Stale));
+
+    let a = fs.mkdir(ROOT, "a", 0o755, ME).await.unwrap().ino;
+    let full = fs.mkdir(ROOT, "full", 0o755, ME).await.unwrap().ino;
+    file(&fs, full, "inside", b"x").await;
+    assert_eq!(
+        fs.rename(ROOT, "a", ROOT, "full", false, false).await,
+        Err(FsError::NotEmpty)
+    );
+    let sub = fs.mkdir(a, "sub", 0o755, ME).await.unwrap().ino;
+    let into_itself = fs.rename(ROOT, "a", sub, "a", false, false).await;
+    assert_eq!(into_itself.map_err(|e| e.errno()), Err(libc::EINVAL));
+    // An empty directory is replaced.
+    fs.unlink(full, "inside").await.unwrap();
+    fs.rename(ROOT, "a", ROOT, "full", false, false)
+        .await
+        .unwrap();
+    assert_eq!(fs.lookup(ROOT, "full").await.unwrap().ino, a);
+}
+
+#[tokio::test]
+async fn the_kernels_lookups_keep_a_record_and_forget_drops_it() {
+    let (fs, _backend, _dir) = core().await;
+    let dir = fs.mkdir(ROOT, "d", 0o755, ME).await.unwrap().ino;
+    for i in 0..100 {
+        file(&fs, dir, &format!("f{i}"), b"x").await;
+    }
+    // mkdir and 100 creates handed the kernel 101 entries.
+    assert_eq!(fs.inode_count(), 101);
+    for i in 0..100 {
+        let ino = fs.lookup(dir, &format!("f{i}")).await.unwrap().ino;
+        fs.forget(ino, 2);
+    }
+    assert_eq!(fs.inode_count(), 1, "only the directory is still known");
+    // A listing hands the kernel no entry: no record grows.
+    let fh = fs.opendir(dir).await.unwrap();
+    assert_eq!(fs.readdir(fh).unwrap().len(), 102);
+    fs.releasedir(fh);
+    assert_eq!(fs.inode_count(), 1);
+    // Forgotten while open: the record stays until the last close.
+    let ino = fs.lookup(dir, "f7").await.unwrap().ino;
+    fs.lookup(dir, "f7").await.unwrap();
+    let (fh, _) = fs.open(ino, RO).await.unwrap();
+    fs.forget(ino, 1);
+    fs.forget(ino, 1);
+    assert_eq!(fs.inode_count(), 2);
+    assert_eq!(fs.read(fh, 0, 10).await.unwrap(), b"x");
+    fs.release(fh).await.unwrap();
+    assert_eq!(fs.inode_count(), 1);
+    // readdirplus hands entries, but not "." and "..".
+    let fh = fs.opendir(dir).await.unwrap();
+    for e in fs.readdir(fh).unwrap().iter() {
+        fs.handed_entry(dir, e);
+    }
+    fs.releasedir(fh);
+    assert_eq!(fs.inode_count(), 101);
+    for i in 0..100 {
+        let ino = fs.lookup(dir, &format!("f{i}")).await.unwrap().ino;
+        fs.forget(ino, 2);
+    }
+    assert_eq!(fs.inode_count(), 1);
+}
+
+#[tokio::test]
+async fn a_hard_link_is_a_second_name_and_counts_a_lookup() {
+    let (fs, _backend, _dir) = core().await;
+    let data = bytes(200_000, 3);
+    let ino = file(&fs, ROOT, "a", &data).await;
+    assert_eq!(fs.inode_count(), 1);
+    let linked = fs.link(ino, ROOT, "b").await.unwrap();
+    assert_eq!(linked.ino, ino);
+    assert_eq!(linked.nlink, 2);
+    assert_eq!(fs.link(ino, ROOT, "a").await.err(), Some(FsError::Exists));
+    let dir = fs.mkdir(ROOT, "d", 0o755, ME).await.unwrap().ino;
+    assert_eq!(
+        fs.link(dir, ROOT, "d2").await.err(),
+        Some(FsError::NotPermitted)
+    );
+    fs.forget(dir, 1);
+    // One name goes; the other reads the same bytes.
+    fs.unlink(ROOT, "a").await.unwrap();
+    assert_eq!(fs.lookup(ROOT, "a").await, Err(FsError::NotFound));
+    let b = fs.lookup(ROOT, "b").await.unwrap();
+    assert_eq!((b.ino, b.nlink), (ino, 1));
+    assert_eq!(contents(&fs, ino).await, data);
+    // A write through the one name left is the file's.
+    let (fh, _) = fs.open(ino, RW).await.unwrap();
+    fs.write(fh, 100_000, b"linked").await.unwrap();
+    fs.release(fh).await.unwrap();
+    let mut want = data.clone();
+    want[100_000..100_006].copy_from_slice(b"linked");
+    assert_eq!(contents(&fs, ino).await, want);
+    // create, link and lookup each handed the kernel an entry.
+    fs.forget(ino, 2);
+    assert_eq!(fs.inode_count(), 1);
+    fs.forget(ino, 1);
+    assert_eq!(fs.inode_count(), 0);
+}
