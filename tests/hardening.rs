@@ -14,17 +14,6 @@ fn meta_addr(c: &TestCluster) -> String {
     c.meta.url.trim_start_matches("http://").to_string()
 }
 
-/// Peak resident memory of a process (VmHWM), in bytes.
-fn peak_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/PID/status");
-    kb * 1024
-}
-
 /// Reads from `s` until EOF or `limit`: what the server sent, and whether
 /// it closed the connection.
 fn read_until_closed(s: &mut TcpStream, limit: Duration) -> (String, bool) {
@@ -176,7 +165,7 @@ async fn four_concurrent_200mb_uploads_stay_in_bounded_memory() {
     for u in uploads {
         assert_eq!(u.await.unwrap(), 200);
     }
-    let peak = peak_rss(c.meta.child.id());
+    let peak = memory(c.meta.child.id()).1;
     assert!(peak < 512 << 20, "meta peak RSS {} MiB", peak >> 20);
     for (i, sum) in sums.iter().enumerate() {
         let name = format!("big{i}");

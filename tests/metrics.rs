@@ -148,14 +148,6 @@ fn forget_pages(path: &std::path::Path) {
     assert_eq!(r, 0, "posix_fadvise");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn every_server_serves_metrics_that_move_with_work() {
     let c = TestCluster::start_with(6, &["--partition-size", "1048576"]).await;

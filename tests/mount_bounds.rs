@@ -14,26 +14,6 @@ use futures::stream::{self, StreamExt};
 const DIRS: usize = 200;
 const FILES_PER_DIR: usize = 1000;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// (VmRSS, VmHWM) of process `pid`, in bytes.
-fn memory(pid: u32) -> (u64, u64) {
-    let s = procfs::process::Process::new(pid as i32)
-        .unwrap()
-        .status()
-        .unwrap();
-    (
-        s.vmrss.expect("VmRSS") * 1024,
-        s.vmhwm.expect("VmHWM") * 1024,
-    )
-}
-
 /// `find DIR -type f | wc -l`.
 fn find_files(dir: &std::path::Path) -> usize {
     let out = Command::new("sh")

@@ -13,19 +13,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{assert_ok, bin, code_in, is_mounted, random_bytes, TestCluster};
+use common::{assert_ok, bin, code_in, free_port, is_mounted, random_bytes, TestCluster};
 use serde_json::{json, Value};
 use tfsfs::codec::sha1_hex;
 
 // ---- harness: a mount with its sidecar ----
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The sidecar's answer: HTTP status and body.
 struct Reply {

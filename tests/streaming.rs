@@ -320,17 +320,6 @@ async fn cp_within_the_mount_refers_to_the_same_partitions() {
     );
 }
 
-/// The mount's peak resident memory (VmHWM), in bytes.
-fn peak_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/PID/status");
-    kib << 10
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_big_copy_in_keeps_the_mount_within_its_cache_and_256_mib() {
     // Default partitions (4 MiB): the upload window holds a few of them,
@@ -350,13 +339,13 @@ async fn a_big_copy_in_keeps_the_mount_within_its_cache_and_256_mib() {
     let started = Instant::now();
     run_ok(Command::new("cp").arg(&local).arg(m.path("big")));
     let took = started.elapsed();
-    let peak = peak_rss(m.pid().unwrap());
+    let peak = memory(m.pid().unwrap()).1;
     eprintln!(
         "1 GiB copied in: {took:?}, mount peak RSS {} MiB",
         peak >> 20
     );
     run_ok(Command::new("cmp").arg(&local).arg(m.path("big")));
-    let peak = peak_rss(m.pid().unwrap());
+    let peak = memory(m.pid().unwrap()).1;
     assert!(
         peak <= cache + 256 * MIB,
         "peak RSS {} MiB over a {} MiB cache",

@@ -731,3 +731,24 @@ pub fn is_mounted(dir: &Path) -> bool {
         })
         .unwrap_or(false)
 }
+
+/// A loopback port free at the time of asking.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// (VmRSS, VmHWM) of process `pid`, in bytes.
+pub fn memory(pid: u32) -> (u64, u64) {
+    let s = procfs::process::Process::new(pid as i32)
+        .unwrap()
+        .status()
+        .unwrap();
+    (
+        s.vmrss.expect("VmRSS") * 1024,
+        s.vmhwm.expect("VmHWM") * 1024,
+    )
+}

@@ -382,13 +382,9 @@ impl Db {
         base_ver: Option<u64>,
     ) -> DbResult<Option<u64>> {
         self.tx(|tx| {
-            let node = node_in(tx, ns, id)?;
-            if node.kind != Kind::File {
-                return Err(DbError::IsDir);
-            }
-            if base_ver.is_some_and(|v| v != node.ver_no) {
+            let Some(node) = file_at(tx, ns, id, base_ver)? else {
                 return Ok(None);
-            }
+            };
             replace_content(tx, &node, object, size, key, attrs, 1).map(Some)
         })
     }
@@ -408,13 +404,9 @@ impl Db {
         base_ver: Option<u64>,
     ) -> DbResult<Option<u64>> {
         self.tx(|tx| {
-            let node = node_in(tx, ns, id)?;
-            if node.kind != Kind::File {
-                return Err(DbError::IsDir);
-            }
-            if base_ver.is_some_and(|v| v != node.ver_no) {
+            let Some(node) = file_at(tx, ns, id, base_ver)? else {
                 return Ok(None);
-            }
+            };
             let mut rows = Vec::with_capacity(fragments.len());
             for f in fragments {
                 let (object, plain): (i64, i64) = tx
@@ -686,6 +678,16 @@ fn root(conn: &Conn, ns: Ns) -> DbResult<Node> {
 }
 
 /// The node named `name` in `parent`, as found by that name.
+/// File `id` of `ns` if it is still at `base_ver` (when given); None when
+/// its version moved on.
+fn file_at(conn: &Conn, ns: Ns, id: i64, base_ver: Option<u64>) -> DbResult<Option<Node>> {
+    let node = node_in(conn, ns, id)?;
+    if node.kind != Kind::File {
+        return Err(DbError::IsDir);
+    }
+    Ok(base_ver.is_none_or(|v| v == node.ver_no).then_some(node))
+}
+
 fn child(conn: &Conn, parent: i64, name: &str) -> DbResult<Option<Node>> {
     conn.query_opt(
         &format!(
