@@ -1,5 +1,6 @@
 //! Throughput of the codec on one default-sized (4 MiB) partition:
-//! AES-256-GCM, SHA-1, Reed-Solomon 4+2, and the whole write and read paths.
+//! AES-256-GCM, SHA-1 (object ids), BLAKE3 (shard ids), Reed-Solomon 4+2,
+//! and the whole write and read paths.
 //!
 //! Run with `cargo bench --bench codec`.
 
@@ -10,9 +11,10 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 
+use bytes::Bytes;
 use tfsfs::codec::crypt::{AccountKey, PartitionCipher, TAG_LEN};
 use tfsfs::codec::erasure::Scheme;
-use tfsfs::codec::{sha1_hex, DEFAULT_PARTITION_SIZE};
+use tfsfs::codec::{sha1_hex, shard_id, DEFAULT_PARTITION_SIZE};
 
 const PARTITION: usize = DEFAULT_PARTITION_SIZE as usize;
 const INDEX: u64 = 7;
@@ -40,11 +42,11 @@ fn with_tag_room(plain: &[u8]) -> Vec<u8> {
 
 /// The shards as they come back from the providers, with data shards 0 and 1
 /// missing, so that both must be rebuilt from parity.
-fn two_data_missing(shards: &[Vec<u8>]) -> Vec<Option<Vec<u8>>> {
+fn two_data_missing(shards: &[Bytes]) -> Vec<Option<Vec<u8>>> {
     shards
         .iter()
         .enumerate()
-        .map(|(i, s)| (i >= 2).then(|| s.clone()))
+        .map(|(i, s)| (i >= 2).then(|| s.to_vec()))
         .collect()
 }
 
@@ -56,8 +58,8 @@ fn codec(c: &mut Criterion) {
     let mut stored = with_tag_room(&plain);
     cipher.encrypt_in_place(INDEX, &mut stored);
     let stored_len = stored.len();
-    let stored_shards = scheme.encode(&stored);
-    let plain_shards = scheme.encode(&plain);
+    let stored_shards = scheme.encode(Bytes::from(stored.clone()));
+    let plain_shards = scheme.encode(Bytes::from(plain.clone()));
 
     // Sanity check of what the read benchmarks measure.
     let mut back = scheme
@@ -90,9 +92,11 @@ fn codec(c: &mut Criterion) {
     });
 
     g.bench_function("sha1", |b| b.iter(|| sha1_hex(black_box(&plain))));
+    g.bench_function("blake3", |b| b.iter(|| shard_id(black_box(&plain))));
 
+    let plain_bytes = Bytes::from(plain.clone());
     g.bench_function("rs_4_2_encode", |b| {
-        b.iter(|| scheme.encode(black_box(&plain)))
+        b.iter(|| scheme.encode(black_box(plain_bytes.clone())))
     });
 
     g.bench_function("rs_4_2_decode_2_data_missing", |b| {
@@ -111,8 +115,8 @@ fn codec(c: &mut Criterion) {
             |mut buf| {
                 cipher.encrypt_in_place(INDEX, &mut buf);
                 let object_id = sha1_hex(&buf);
-                let shards = scheme.encode(&buf);
-                let shard_ids: Vec<String> = shards.iter().map(|s| sha1_hex(s)).collect();
+                let shards = scheme.encode(Bytes::from(buf));
+                let shard_ids: Vec<String> = shards.iter().map(|s| shard_id(s)).collect();
                 (object_id, shards, shard_ids)
             },
             BatchSize::LargeInput,

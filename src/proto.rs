@@ -223,14 +223,22 @@ pub struct CommitFragment {
     pub key: Option<String>,
 }
 
-/// Commits a new version of file `node` as a list of fragments (`commit`),
-/// if the file is still at `base_ver` (else 409 `STALE_BASE`). Bytes no
-/// fragment covers read as zeros.
+/// Commits a new version of file `node` (or, without one, of the file at
+/// `path`, made if missing) as a list of fragments (`commit`), if the file
+/// is still at `base_ver` (else 409 `STALE_BASE`). Bytes no fragment covers
+/// read as zeros.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CommitRequest {
-    pub node: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<i64>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub path: String,
     pub size: u64,
     pub fragments: Vec<CommitFragment>,
+    /// The SHA-1 of the fragments' stored bytes in order (the file's
+    /// `filehash`), when the writer saw them all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha1: Option<String>,
     #[serde(default)]
     pub attrs: FileAttrs,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
-use sha1::{Digest, Sha1};
 use tfsfs::meta::store::HealthReport;
 
 /// 1 MiB partitions; providers dead after 2 s, their shards lost after 3 s;
@@ -158,7 +157,7 @@ fn hashes_right(p: &Path) -> bool {
     let Ok(data) = std::fs::read(p) else {
         return !p.exists();
     };
-    hex::encode(Sha1::digest(&data)) == p.file_name().unwrap().to_str().unwrap()
+    tfsfs::codec::shard_matches(p.file_name().unwrap().to_str().unwrap(), &data)
 }
 
 /// Providers each file's layout names.

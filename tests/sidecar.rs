@@ -736,6 +736,76 @@ async fn upload_stores_a_local_file_at_its_path() {
     api.refuses_get("/store/upload").await.err_has("takes POST");
 }
 
+/// A file of several partitions lists the SHA-1 of its stored bytes, the
+/// same however it was written: through the sidecar, or through the mount,
+/// which uploads partitions as they fill; unencrypted, that is the SHA-1 of
+/// its bytes. An edit in place that leaves partitions unread lists another
+/// hash (of its partition list) until the file is written whole again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filehash_of_a_file_of_partitions_is_the_sha1_of_its_stored_bytes() {
+    let c = TestCluster::start(6).await;
+    let m = Mount::start(&c, &config_of(&c)).await;
+    let api = &m.api;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut data = random_bytes((10 << 20) + 12345, 31);
+    let local = tmp.path().join("big.bin");
+    write_file(&local, &data);
+    let path = s(&local);
+    let hash_of = |e: &Value| e["filehash"].as_str().unwrap().to_string();
+    let listed = |dir: &'static str| async move { hash_of(&list(api, dir).await[0]) };
+
+    // Unencrypted (`tfsfs put`): the SHA-1 of the bytes, over 3 partitions.
+    assert_ok(&c.put(&local, "/plain/big.bin", false), "put");
+    assert_eq!(listed("/plain").await, sha1_hex(&data));
+    assert_eq!(c.layout("/plain/big.bin").await.fragments.len(), 3);
+
+    // Encrypted, through the sidecar and through the mount: one hash.
+    let r = api.post("/store/upload", json!({ "filename": path })).await;
+    let by_sidecar = hash_of(r.data());
+    assert_ne!(by_sidecar, sha1_hex(&data), "stored bytes are ciphertext");
+    assert_eq!(c.layout(path).await.fragments.len(), 3);
+    let on_mount = m.path("/copy/big.bin");
+    std::fs::create_dir_all(on_mount.parent().unwrap()).unwrap();
+    let cp = |from: &Path, to: &Path| {
+        let st = Command::new("cp").arg(from).arg(to).status().unwrap();
+        assert!(st.success(), "cp");
+    };
+    cp(&local, &on_mount);
+    assert_eq!(listed("/copy").await, by_sidecar);
+    let r = api.post("/store/upload", json!({ "filename": path })).await;
+    assert_eq!(
+        r.data()["unchanged"],
+        json!(true),
+        "the sidecar sees it stored"
+    );
+
+    // One byte changed in place: partitions 0 and 2 are never read.
+    let at = 5 << 20;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&on_mount)
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"!", at).unwrap();
+    drop(f);
+    data[at as usize] = b'!';
+    assert_eq!(std::fs::read(&on_mount).unwrap(), data);
+    let edited = listed("/copy").await;
+    assert_ne!(edited, by_sidecar);
+
+    // Written whole again, it lists the SHA-1 of its stored bytes.
+    write_file(&local, &data);
+    cp(&local, &on_mount);
+    let rewritten = listed("/copy").await;
+    assert_ne!(rewritten, edited);
+    let r = api
+        .post(
+            "/store/upload",
+            json!({"filename": path, "newversion": true}),
+        )
+        .await;
+    assert_eq!(hash_of(r.data()), rewritten);
+}
+
 /// The acceptance run: a 100 MiB upload in the background, its progress,
 /// the listing with the right hash, and a download compared with `cmp`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -794,8 +864,12 @@ async fn background_upload_of_100_mib_then_list_and_download() {
     assert_eq!(e[0]["filename"], json!(path));
     assert_eq!(e[0]["filesize"], json!(100 << 20));
     assert_eq!(e[0]["folder"], json!(false));
-    let hash = object_sha1(&c, path).await;
-    assert_eq!(e[0]["filehash"], json!(hash));
+    // The hash of what is stored is the one the sidecar computes for the
+    // local file.
+    let hash = e[0]["filehash"].as_str().unwrap().to_string();
+    let again = api.post("/store/upload", json!({ "filename": path })).await;
+    assert_eq!(again.data()["unchanged"], json!(true));
+    assert_eq!(again.data()["filehash"], json!(hash));
 
     // Downloaded elsewhere: the same bytes.
     let other = tmp.path().join("elsewhere").join("copy.bin");

@@ -158,9 +158,8 @@ async fn a_refusing_provider_is_replaced_by_a_spare() {
         "the refusing provider was asked"
     );
     let layout = c.layout("/spare/f").await;
-    let object = &layout.fragments[0].object;
-    assert_eq!(object.partitions.len(), 20);
-    for p in &object.partitions {
+    assert_eq!(layout.fragments.len(), 20, "one object per partition");
+    for p in layout.fragments.iter().flat_map(|f| &f.object.partitions) {
         assert_eq!(p.shards.len(), 6);
         for s in &p.shards {
             assert_eq!(s.providers.len(), 1);

@@ -219,7 +219,7 @@ impl ShardClient {
             Self::transport(p)(e)
         })?;
         self.observe_get(started.elapsed());
-        if verify && crate::codec::sha1_hex(&data) != sha1 {
+        if verify && !crate::codec::shard_matches(sha1, &data) {
             return Err(ShardError::Corrupt {
                 provider: p.id.clone(),
                 sha1: sha1.to_string(),

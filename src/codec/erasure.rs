@@ -2,6 +2,7 @@
 //! equal data shards (the last one zero-padded) and m parity shards; any k
 //! of the k+m give the partition back.
 
+use bytes::Bytes;
 use reed_solomon_erasure::galois_8::ReedSolomon;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -40,22 +41,28 @@ impl Scheme {
     }
 
     /// Cuts `partition` into k data shards and computes m parity shards.
-    pub fn encode(&self, partition: &[u8]) -> Vec<Vec<u8>> {
+    /// The data shards are slices of `partition`, but for a last one that
+    /// needs padding.
+    pub fn encode(&self, partition: Bytes) -> Vec<Bytes> {
         let shard_len = self.shard_len(partition.len());
-        let mut shards: Vec<Vec<u8>> = (0..self.k + self.m)
+        let mut shards: Vec<Bytes> = (0..self.k)
             .map(|i| {
                 let start = (i * shard_len).min(partition.len());
                 let end = ((i + 1) * shard_len).min(partition.len());
-                let mut s = Vec::with_capacity(shard_len);
-                if i < self.k {
-                    s.extend_from_slice(&partition[start..end]);
+                if end - start == shard_len {
+                    return partition.slice(start..end);
                 }
+                let mut s = Vec::with_capacity(shard_len);
+                s.extend_from_slice(&partition[start..end]);
                 s.resize(shard_len, 0);
-                s
+                Bytes::from(s)
             })
             .collect();
         if let Some(rs) = self.codec() {
-            rs.encode(&mut shards).expect("shards have equal sizes");
+            let mut parity = vec![vec![0u8; shard_len]; self.m];
+            rs.encode_sep(&shards, &mut parity)
+                .expect("shards have equal sizes");
+            shards.extend(parity.into_iter().map(Bytes::from));
         }
         shards
     }
@@ -105,9 +112,9 @@ mod tests {
     fn round_trip_with_losses() {
         let s = Scheme::new(4, 2).unwrap();
         let data: Vec<u8> = (0..1001u32).map(|i| (i * 7) as u8).collect();
-        let shards = s.encode(&data);
+        let shards = s.encode(Bytes::from(data.clone()));
         assert_eq!(shards.len(), 6);
-        let mut opt: Vec<_> = shards.into_iter().map(Some).collect();
+        let mut opt: Vec<_> = shards.into_iter().map(|s| Some(s.to_vec())).collect();
         opt[0] = None;
         opt[3] = None;
         assert_eq!(s.decode(opt.clone(), data.len()).unwrap(), data);
@@ -121,10 +128,11 @@ mod tests {
     #[test]
     fn empty_partition_and_bad_params() {
         let s = Scheme::new(3, 1).unwrap();
-        let shards = s.encode(&[]);
+        let shards = s.encode(Bytes::new());
         assert!(shards.iter().all(|x| x.len() == 1));
         assert_eq!(
-            s.decode(shards.into_iter().map(Some).collect(), 0).unwrap(),
+            s.decode(shards.into_iter().map(|s| Some(s.to_vec())).collect(), 0)
+                .unwrap(),
             Vec::<u8>::new()
         );
         assert!(Scheme::new(0, 2).is_err());

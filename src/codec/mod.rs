@@ -19,9 +19,65 @@ pub fn sha1_hex(data: &[u8]) -> String {
 
 /// Is `s` a lower-case 40-digit hex SHA-1?
 pub fn is_sha1_hex(s: &str) -> bool {
-    s.len() == 40
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 40 && is_lower_hex(s)
+}
+
+fn is_lower_hex(s: &str) -> bool {
+    s.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The id of a shard: the BLAKE3 hash of its bytes, 64 hex digits (several
+/// times faster than SHA-1, and every shard is hashed by its writer and its
+/// provider). Shards stored before have SHA-1 ids, 40 digits, as have the
+/// copies of a replicated object, named by the object's SHA-1.
+pub fn shard_id(data: &[u8]) -> String {
+    blake3::hash(data).to_hex().to_string()
+}
+
+/// Is `s` a shard id (a BLAKE3 or a SHA-1, in lower-case hex)?
+pub fn is_shard_id(s: &str) -> bool {
+    matches!(s.len(), 40 | 64) && is_lower_hex(s)
+}
+
+/// Hashes a shard's bytes as they come, with the hash its id is of.
+pub enum ShardHasher {
+    Sha1(Sha1),
+    Blake3(Box<blake3::Hasher>),
+}
+
+impl ShardHasher {
+    pub fn for_id(id: &str) -> Self {
+        if id.len() == 40 {
+            ShardHasher::Sha1(Sha1::new())
+        } else {
+            ShardHasher::Blake3(Box::default())
+        }
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        match self {
+            ShardHasher::Sha1(h) => h.update(data),
+            ShardHasher::Blake3(h) => {
+                h.update(data);
+            }
+        }
+    }
+
+    /// The id the bytes hashed so far have.
+    pub fn finish(self) -> String {
+        match self {
+            ShardHasher::Sha1(h) => hex::encode(h.finalize()),
+            ShardHasher::Blake3(h) => h.finalize().to_hex().to_string(),
+        }
+    }
+}
+
+/// Are `data` the bytes of shard `id`?
+pub fn shard_matches(id: &str, data: &[u8]) -> bool {
+    let mut h = ShardHasher::for_id(id);
+    h.update(data);
+    h.finish() == id
 }
 
 /// Number of partitions a file of `size` plaintext bytes has (at least one,
@@ -59,6 +115,22 @@ mod tests {
         assert_eq!(partition_count(5, 4), 2);
         assert_eq!(object_stored_size(5, 4, true), 5 + 32);
         assert_eq!(object_stored_size(5, 4, false), 5);
+    }
+
+    #[test]
+    fn shard_ids_verify_by_their_kind() {
+        let id = shard_id(b"abc");
+        assert_eq!(
+            id,
+            "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85"
+        );
+        assert!(is_shard_id(&id) && shard_matches(&id, b"abc"));
+        assert!(!shard_matches(&id, b"abd"));
+        let old = sha1_hex(b"abc");
+        assert!(is_shard_id(&old) && shard_matches(&old, b"abc"));
+        assert!(!shard_matches(&old, b"abd"));
+        assert!(!is_shard_id(&id.to_uppercase()));
+        assert!(!is_shard_id(&id[..50]));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::client::meta::{ClientError, MetaClient};
 use crate::client::provider::ShardClient;
 use crate::codec::crypt::{AccountKey, PartitionCipher};
 use crate::proto::*;
-use crate::transfer::{self, PartitionSpan, Progress, TransferError, UploadOptions};
+use crate::transfer::{self, OnSealed, PartitionSpan, Progress, TransferError, UploadOptions};
 
 pub type BResult<T> = Result<T, FsError>;
 
@@ -50,14 +50,16 @@ pub trait Backend: Send + Sync + 'static {
     /// The size of the partitions files are cut into.
     fn partition_size(&self) -> impl Future<Output = BResult<u64>> + Send;
     /// Stores the partitions `spans` of the local file `staged` as objects
-    /// of their own; returns their fragments, in order, for `commit`. The
-    /// bytes count in the progress registry under `name`, one transfer
-    /// growing with each call until the commit.
+    /// of their own; returns their fragments, in order, for `commit`, and
+    /// shows `on_sealed` each one's stored bytes first. The bytes count in
+    /// the progress registry under `name`, one transfer growing with each
+    /// call until the commit.
     fn upload_partitions(
         &self,
         name: &str,
         staged: Arc<std::fs::File>,
         spans: &[PartitionSpan],
+        on_sealed: OnSealed<'_>,
     ) -> impl Future<Output = BResult<Vec<CommitFragment>>> + Send;
     /// Makes a list of stored objects the content of a file, if it is
     /// still at the version `req.base_ver` (else `FsError::Conflict`);
@@ -218,6 +220,7 @@ impl Backend for RemoteBackend {
         name: &str,
         staged: Arc<std::fs::File>,
         spans: &[PartitionSpan],
+        on_sealed: OnSealed<'_>,
     ) -> BResult<Vec<CommitFragment>> {
         transfer::upload_partitions(
             &self.meta,
@@ -228,6 +231,7 @@ impl Backend for RemoteBackend {
             &self.upload,
             &self.progress,
             name,
+            on_sealed,
         )
         .await
         .map_err(transfer_error)

@@ -19,7 +19,8 @@ use super::FsError;
 use crate::codec::partition_count;
 use crate::meta::store::now_ns;
 use crate::proto::*;
-use crate::transfer::PartitionSpan;
+use crate::transfer::{PartitionSpan, StoredHash};
+use bytes::Bytes;
 
 type FsResult<T> = Result<T, FsError>;
 
@@ -100,12 +101,39 @@ struct Staged {
     /// Partitions uploaded in the background while the file is written.
     early: Arc<Mutex<HashMap<u64, Early>>>,
     inflight: Vec<tokio::task::JoinHandle<()>>,
+    /// The file's hash as far as its partitions were sealed in order
+    /// (None once one came out of order or was never local).
+    digest: Option<Digest>,
     /// What its marker on disk says.
     mark: Mark,
     mtime_ns: i64,
     /// The version the local copy started from (or last uploaded): an
     /// upload commits only while the file is still at it.
     base: u64,
+}
+
+/// Feeds a staged file's digest the early partitions (whole ones, of
+/// `partition` bytes) next in line whose bytes are current; bytes it can no
+/// longer take are let go.
+fn drain_early(st: &mut Staged, partition: u64) {
+    let early = st.early.clone();
+    let mut early = lock(&early);
+    while let Some(d) = &st.digest {
+        let next = d.hash.partitions();
+        let change = st.changes.get(&next).copied().unwrap_or_default();
+        let Some(e) = early.get_mut(&next).filter(|e| e.change == change) else {
+            break;
+        };
+        let Some(stored) = e.stored.take() else {
+            break;
+        };
+        feed(&mut st.digest, next, (change, partition), &stored);
+    }
+    let waiting = early.values().filter(|e| e.stored.is_some()).count();
+    if st.digest.is_none() || waiting > DIGEST_WAITING {
+        st.digest = None;
+        early.values_mut().for_each(|e| e.stored = None);
+    }
 }
 
 /// Where a stored piece is read: a version, and the piece's offset there.
@@ -122,7 +150,45 @@ const MAX_COPY: u64 = u32::MAX as u64;
 struct Early {
     /// Its partition's change count when it was read.
     change: u64,
-    fragment: CommitFragment,
+    /// Its stored bytes, until the file's digest takes them.
+    stored: Option<Bytes>,
+    /// Its object, once stored.
+    fragment: Option<CommitFragment>,
+}
+
+/// The SHA-1 of a staged file's stored bytes, fed partition by partition
+/// in order as they are sealed, with each one's change count and length
+/// then: at a commit it is the file's hash if none of them changed since.
+#[derive(Default)]
+struct Digest {
+    hash: StoredHash,
+    stamps: Vec<(u64, u64)>,
+}
+
+/// Most early partitions whose bytes wait for the digest (one before them
+/// is not sealed yet); past it the digest lapses rather than hold more.
+const DIGEST_WAITING: usize = 16;
+
+/// Feeds partition `i` (its change count and length, and stored bytes) to
+/// `digest` if it is the next one; otherwise the digest lapses.
+fn feed(digest: &mut Option<Digest>, i: u64, stamp: (u64, u64), stored: &[u8]) {
+    match digest {
+        Some(d) if d.hash.partitions() == i => {
+            d.hash.update(stored);
+            d.stamps.push(stamp);
+        }
+        _ => *digest = None,
+    }
+}
+
+impl Digest {
+    /// The hash of a file of `count` partitions whose partition i now has
+    /// change count and length `stamp(i)`, if every one was fed as it is.
+    fn hash(&self, count: u64, stamp: impl Fn(u64) -> (u64, u64)) -> Option<String> {
+        let whole = self.stamps.len() as u64 == count
+            && (0..count).all(|i| self.stamps[i as usize] == stamp(i));
+        whole.then(|| self.hash.clone().finish())
+    }
 }
 
 /// The state of a staged file's marker.
@@ -410,6 +476,7 @@ impl<B: Backend> Fs<B> {
                         changes: HashMap::new(),
                         early: Arc::default(),
                         inflight: Vec::new(),
+                        digest: Some(Digest::default()),
                         mark: Mark::Done,
                         mtime_ns,
                         base,
@@ -1020,6 +1087,7 @@ impl<B: Backend> Fs<B> {
             changes: HashMap::new(),
             early: Arc::default(),
             inflight: Vec::new(),
+            digest: Some(Digest::default()),
             mark: Mark::Clean,
             mtime_ns: now_ns(),
             base,
@@ -1169,6 +1237,14 @@ impl<B: Backend> Fs<B> {
         st.file.set_len(size)?;
         st.size = size;
         self.drop_beyond(st);
+        // Emptied, the file's hash starts again; cut inside what was
+        // hashed, it can no longer be had.
+        let hashed = st.digest.as_ref().map_or(0, |d| d.stamps.len() as u64);
+        if size == 0 {
+            st.digest = Some(Digest::default());
+        } else if size < hashed * self.partition {
+            st.digest = None;
+        }
         Ok(())
     }
 
@@ -1261,6 +1337,7 @@ impl<B: Backend> Fs<B> {
     async fn upload_early(&self, id: i64, st: &mut Staged, i: u64) {
         let p = self.partition;
         st.inflight.retain(|job| !job.is_finished());
+        drain_early(st, p);
         let Ok(permit) = self.early_window.clone().acquire_owned().await else {
             return;
         };
@@ -1272,10 +1349,20 @@ impl<B: Backend> Fs<B> {
         let (backend, file, early) = (self.backend.clone(), st.file.clone(), st.early.clone());
         let name = self.path_of(id);
         st.inflight.push(tokio::spawn(async move {
-            match backend.upload_partitions(&name, file, &[span]).await {
+            let keep = |_: u64, stored: &Bytes| {
+                let stored = Some(stored.clone());
+                let e = Early {
+                    change,
+                    stored,
+                    fragment: None,
+                };
+                lock(&early).insert(i, e);
+            };
+            match backend.upload_partitions(&name, file, &[span], &keep).await {
                 Ok(mut f) if f.len() == 1 => {
-                    let fragment = f.remove(0);
-                    lock(&early).insert(i, Early { change, fragment });
+                    if let Some(e) = lock(&early).get_mut(&i).filter(|e| e.change == change) {
+                        e.fragment = Some(f.remove(0));
+                    }
                 }
                 Ok(_) => {}
                 // Uploaded again at close.
@@ -1310,13 +1397,17 @@ impl<B: Backend> Fs<B> {
         for job in st.inflight.drain(..) {
             let _ = job.await;
         }
+        drain_early(st, p);
         let mut pieces = st.parts.pieces.clone();
         let early = std::mem::take(&mut *lock(&st.early));
         for (i, e) in early {
             let len = st.size.saturating_sub(i * p).min(p);
             let current = st.changes.get(&i) == Some(&e.change);
-            if current && e.fragment.length == len && !pieces.contains_key(&i) {
-                pieces.insert(i, e.fragment);
+            match e.fragment {
+                Some(f) if current && f.length == len && !pieces.contains_key(&i) => {
+                    pieces.insert(i, f);
+                }
+                _ => {}
             }
         }
         let spans: Vec<PartitionSpan> = (0..count)
@@ -1326,19 +1417,34 @@ impl<B: Backend> Fs<B> {
                 len: (st.size - i * p).min(p),
             })
             .collect();
+        let size = st.size;
+        let stamp = |i: u64| {
+            let change = st.changes.get(&i).copied().unwrap_or_default();
+            (change, (size - i * p).min(p))
+        };
+        let digest = Mutex::new(st.digest.take());
+        let sealed = |offset: u64, stored: &Bytes| {
+            let i = offset / p;
+            feed(&mut lock(&digest), i, stamp(i), stored);
+        };
         let stored = self
             .backend
-            .upload_partitions(&name, st.file.clone(), &spans)
-            .await?;
-        pieces.extend(stored.into_iter().map(|f| (f.offset / p, f)));
+            .upload_partitions(&name, st.file.clone(), &spans, &sealed)
+            .await;
+        let digest = digest.into_inner().unwrap_or_else(|p| p.into_inner());
+        let sha1 = digest.as_ref().and_then(|d| d.hash(count, stamp));
+        st.digest = digest;
+        pieces.extend(stored?.into_iter().map(|f| (f.offset / p, f)));
         let ver = self
             .backend
             .commit(
                 &name,
                 CommitRequest {
-                    node: id,
+                    node: Some(id),
+                    path: String::new(),
                     size: st.size,
                     fragments: pieces.values().cloned().collect(),
+                    sha1,
                     attrs,
                     base_ver: Some(st.base),
                 },

@@ -12,11 +12,13 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
+
 use super::backend::{BResult, Backend};
 use super::FsError;
 use crate::meta::store::now_ns;
 use crate::proto::*;
-use crate::transfer::PartitionSpan;
+use crate::transfer::{OnSealed, PartitionSpan};
 
 /// Bytes per partition of a file's layout: small, so that reads span
 /// several partitions.
@@ -431,11 +433,13 @@ impl Backend for MemoryBackend {
         _name: &str,
         staged: Arc<std::fs::File>,
         spans: &[PartitionSpan],
+        on_sealed: OnSealed<'_>,
     ) -> BResult<Vec<CommitFragment>> {
         let mut out = Vec::with_capacity(spans.len());
         for span in spans {
             let mut data = vec![0u8; span.len as usize];
             staged.read_exact_at(&mut data, span.offset)?;
+            on_sealed(span.offset, &Bytes::copy_from_slice(&data));
             let object = self.with(|t| Ok(t.store(data)))?;
             out.push(CommitFragment {
                 offset: span.offset,
@@ -448,7 +452,8 @@ impl Backend for MemoryBackend {
     }
 
     async fn commit(&self, _name: &str, req: CommitRequest) -> BResult<u64> {
-        self.with(|t| t.commit(req.node, req.size, req.fragments, &req.attrs, req.base_ver))
+        let id = req.node.ok_or(FsError::NotFound)?;
+        self.with(|t| t.commit(id, req.size, req.fragments, &req.attrs, req.base_ver))
     }
 
     async fn statfs(&self) -> BResult<FsStats> {

@@ -17,11 +17,11 @@ use serde::{Deserialize, Serialize};
 
 use super::path::TfsPath;
 use super::placement::choose;
-use super::store::{unix_now, Kind, NewObject, Ns};
+use super::store::{unix_now, CommitTarget, Kind, NewObject, Ns};
 use super::{Meta, MetaError, MetaResult};
 use crate::codec::erasure::Scheme;
 use crate::codec::{
-    is_sha1_hex, object_stored_size, partition_count, sha1_hex, stored_len, INLINE_MAX,
+    is_sha1_hex, is_shard_id, object_stored_size, partition_count, sha1_hex, stored_len, INLINE_MAX,
 };
 use crate::grant::{self, now_ms, now_secs, Beat, Grant, Op, ProviderSigned, Receipt};
 use crate::proto::*;
@@ -159,7 +159,7 @@ async fn provider_report(State(m): State<Arc<Meta>>, token: String) -> MetaResul
     let r: ScrubReport = open_signed(&m.store(|db| db.provider_keys())?, token.trim())
         .map_err(|e| MetaError::Unauthorized(format!("report: {e}")))?;
     fresh(r.ts_ms, "report")?;
-    for sha1 in r.bad.iter().filter(|s| is_sha1_hex(s)) {
+    for sha1 in r.bad.iter().filter(|s| is_shard_id(s)) {
         if m.store(|db| db.shard_bad(sha1, &r.id, "corrupt (provider scrub)"))? {
             tracing::warn!(shard = %sha1, provider = %r.id, "scrub found a bad shard copy");
         }
@@ -184,8 +184,8 @@ async fn reader_report(
     }
     m.reader_reports.retain_recent();
     let r = body(b)?;
-    if !is_sha1_hex(&r.sha1) {
-        return Err(MetaError::BadRequest("sha1 is not a SHA-1".into()));
+    if !is_shard_id(&r.sha1) {
+        return Err(MetaError::BadRequest("sha1 is not a shard id".into()));
     }
     Ok(Json(m.check_reported(ns, &r.sha1, &r.provider).await?))
 }
@@ -347,19 +347,20 @@ impl Meta {
     /// moved on from the version the upload started from (409).
     fn commit(&self, ns: Ns, c: &CheckRequest, object: i64) -> MetaResult<u64> {
         let key = c.key.as_deref();
-        let committed = match c.node {
-            Some(id) => self.store(|db| {
-                db.commit_node(ns, id, object, c.file_size, key, &c.attrs, c.base_ver)
-            })?,
-            None => {
-                let path = TfsPath::parse(&c.path)?;
-                self.store(|db| {
-                    db.commit_file(ns, &path, object, c.file_size, key, &c.attrs, c.base_ver)
-                })?
-            }
-        };
+        let target = commit_target(c.node, &c.path)?;
+        let committed = self.store(|db| {
+            db.commit_object(ns, &target, object, c.file_size, key, &c.attrs, c.base_ver)
+        })?;
         committed.ok_or_else(|| MetaError::Conflict(STALE_BASE.into()))
     }
+}
+
+/// The file an upload commits to: `node` when given, else the one at `path`.
+fn commit_target(node: Option<i64>, path: &str) -> MetaResult<CommitTarget> {
+    Ok(match node {
+        Some(id) => CommitTarget::Node(id),
+        None => CommitTarget::Path(TfsPath::parse(path)?),
+    })
 }
 
 /// Checks an upload's announcement and that its target can be a file.
@@ -562,7 +563,7 @@ async fn prepare(
         }
         if p.shards
             .iter()
-            .any(|sh| sh.size != shard || !is_sha1_hex(&sh.sha1))
+            .any(|sh| sh.size != shard || !is_shard_id(&sh.sha1))
         {
             return Err(MetaError::BadRequest(format!(
                 "shards of partition {} must be {shard} bytes with a SHA-1",
@@ -957,15 +958,22 @@ async fn commit(
         }
         end = f.offset + f.length;
     }
+    if req.sha1.as_deref().is_some_and(|h| !is_sha1_hex(h)) {
+        return Err(MetaError::BadRequest(
+            "sha1 is a lower-case hex SHA-1".into(),
+        ));
+    }
     // Partitions are stored before any file uses them: the quota binds here.
     let objects: Vec<&str> = req.fragments.iter().map(|f| f.object.as_str()).collect();
     m.check_quota(ns, m.store(|db| db.unused_bytes(ns, &objects))?)?;
+    let target = commit_target(req.node, &req.path)?;
     let committed = m.store(|db| {
         db.commit_fragments(
             ns,
-            req.node,
+            &target,
             req.size,
             &req.fragments,
+            req.sha1.as_deref(),
             &req.attrs,
             req.base_ver,
         )

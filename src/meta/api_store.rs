@@ -6,8 +6,11 @@
 //! unencrypted file that is the SHA-1 of its bytes; for an encrypted one the
 //! SHA-1 of the ciphertext, which within one account is a function of the
 //! plaintext (convergent encryption), so equal hashes mean equal content.
-//! An empty file hashes as SHA-1 of nothing; a file written in several
-//! fragments through REST hashes as the SHA-1 of its fragment list.
+//! A file of several partition objects hashes as the SHA-1 of their stored
+//! bytes in order, as its writer computed them while uploading; where the
+//! writer could not (an edit that left partitions it never read), as the
+//! SHA-1 of its fragment list, as do files written in several fragments
+//! through REST. An empty file hashes as SHA-1 of nothing.
 
 use std::sync::Arc;
 
@@ -20,7 +23,7 @@ use serde::Deserialize;
 
 use super::api::ns;
 use super::path::TfsPath;
-use super::store::{FragmentRow, Kind, Node, SortKey};
+use super::store::{DbError, FragmentRow, Kind, Node, SortKey};
 use super::{Meta, MetaError, MetaResult, Ns};
 use crate::codec::sha1_hex;
 use crate::proto::*;
@@ -36,14 +39,16 @@ pub fn routes(meta: Arc<Meta>) -> Router {
 /// Most entries one page holds.
 const MAX_PAGE: u64 = 10_000;
 
-/// The content hash of a file's fragments (see the module comment).
-pub fn content_hash(frags: &[FragmentRow], size: u64) -> String {
-    match frags {
-        [] => sha1_hex(b""),
-        [f] if f.offset == 0 && f.length == size && f.object.plain_size == size => {
+/// The content hash of a file of `size` bytes made of `frags`, whose
+/// writer gave `stored_sha1` (see the module comment).
+pub fn content_hash(frags: &[FragmentRow], size: u64, stored_sha1: Option<String>) -> String {
+    match (frags, stored_sha1) {
+        ([], _) => sha1_hex(b""),
+        ([f], _) if f.offset == 0 && f.length == size && f.object.plain_size == size => {
             f.object.sha1.clone()
         }
-        _ => {
+        (_, Some(stored)) => stored,
+        (_, None) => {
             let list: String = frags
                 .iter()
                 .map(|f| format!("{} {} {}\n", f.offset, f.length, f.object.sha1))
@@ -69,9 +74,10 @@ impl Meta {
     fn store_entry(&self, path: String, n: &Node) -> MetaResult<StoreEntry> {
         let folder = n.kind == Kind::Dir;
         let (hash, encrypted) = if n.kind == Kind::File {
-            let frags = self.store(|db| db.fragments(n.id))?;
+            let (frags, stored_sha1) =
+                self.store(|db| Ok::<_, DbError>((db.fragments(n.id)?, db.content_sha1(n.id)?)))?;
             (
-                content_hash(&frags, n.size),
+                content_hash(&frags, n.size, stored_sha1),
                 frags.iter().any(|f| f.key.is_some()),
             )
         } else {

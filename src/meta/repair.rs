@@ -378,7 +378,7 @@ impl Meta {
         }
         let plain = tokio::task::spawn_blocking(move || {
             let part = scheme.decode(got, size as usize)?;
-            Ok::<_, crate::codec::erasure::ErasureError>(scheme.encode(&part))
+            Ok::<_, crate::codec::erasure::ErasureError>(scheme.encode(Bytes::from(part)))
         })
         .await
         .map_err(|e| MetaError::Internal(e.to_string()))?
@@ -391,12 +391,12 @@ impl Meta {
         for i in &rebuilt {
             let shard = &plain[*i];
             let (sha1, len) = &shards[i];
-            if crate::codec::sha1_hex(shard) != *sha1 || shard.len() as u64 != *len {
+            if !crate::codec::shard_matches(sha1, shard) || shard.len() as u64 != *len {
                 return Err(MetaError::Internal(format!(
                     "shard {i} re-encoded does not match its recorded hash"
                 )));
             }
-            out.insert(*i, Bytes::from(shard.clone()));
+            out.insert(*i, shard.clone());
         }
         Ok(out)
     }

@@ -282,7 +282,7 @@ fn grant_of(headers: &HeaderMap) -> Option<&str> {
 }
 
 fn check(p: &Provider, headers: &HeaderMap, op: Op, sha1: &str) -> Result<Grant, ProviderError> {
-    if !crate::codec::is_sha1_hex(sha1) {
+    if !crate::codec::is_shard_id(sha1) {
         return Err(ProviderError::BadRequest(format!(
             "{sha1:?} is not a SHA-1"
         )));

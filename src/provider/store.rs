@@ -1,12 +1,13 @@
 //! Shards on disk: `DIR/shards/ab/abcdef...`, written through `DIR/tmp`.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::{Stream, StreamExt};
 use rand::RngCore;
-use sha1::{Digest, Sha1};
-use tokio::io::AsyncWriteExt;
+
+use crate::codec::ShardHasher;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -111,7 +112,7 @@ impl ShardStore {
         self.root.join("shards").join(&sha1[..2]).join(sha1)
     }
 
-    /// Streams a shard to a temporary file, checks its SHA-1, fsyncs and
+    /// Streams a shard to a temporary file, checks it against its id, fsyncs and
     /// renames it into place. Returns the bytes received.
     pub async fn put<S>(&self, sha1: &str, mut body: S) -> Result<u64, StoreError>
     where
@@ -137,27 +138,35 @@ impl ShardStore {
     where
         S: Stream<Item = std::io::Result<bytes::Bytes>> + Unpin,
     {
-        let mut file = tokio::fs::File::create(tmp).await?;
-        let mut hasher = Sha1::new();
-        let mut len = 0u64;
+        // Gathered in memory (a shard is at most `max_shard`) and written
+        // by one blocking call: tokio's file copies every chunk into a
+        // buffer of its own and hops to a blocking thread per chunk.
+        let mut data = bytes::BytesMut::new();
+        let mut hasher = ShardHasher::for_id(sha1);
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| StoreError::Body(e.to_string()))?;
-            len += chunk.len() as u64;
-            if len > self.max_shard {
+            if (data.len() + chunk.len()) as u64 > self.max_shard {
                 return Err(StoreError::TooLarge(self.max_shard));
             }
             hasher.update(&chunk);
-            file.write_all(&chunk).await?;
+            data.extend_from_slice(&chunk);
         }
-        let actual = hex::encode(hasher.finalize());
+        let actual = hasher.finish();
         if actual != sha1 {
             return Err(StoreError::HashMismatch {
                 expected: sha1.to_string(),
                 actual,
             });
         }
-        file.sync_all().await?;
-        drop(file);
+        let len = data.len() as u64;
+        let path = tmp.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let mut file = std::fs::File::create(&path)?;
+            file.write_all(&data)?;
+            file.sync_all()
+        })
+        .await
+        .map_err(std::io::Error::other)??;
         let dest = self.path(sha1);
         let dir = dest.parent().expect("shard path has a parent");
         tokio::fs::create_dir_all(dir).await?;
@@ -232,7 +241,7 @@ impl ShardStore {
         for dir in std::fs::read_dir(self.root.join("shards"))? {
             for f in std::fs::read_dir(dir?.path())? {
                 if let Some(name) = f?.file_name().to_str() {
-                    if crate::codec::is_sha1_hex(name) {
+                    if crate::codec::is_shard_id(name) {
                         names.push(name.to_string());
                     }
                 }
@@ -241,7 +250,7 @@ impl ShardStore {
         Ok(names)
     }
 
-    /// The SHA-1 of a shard's file, read in chunks; `on_chunk` is awaited
+    /// The id a shard's file hashes to, read in chunks; `on_chunk` is awaited
     /// with each chunk's length (to bound the read rate). `None` if gone.
     pub async fn hash_file<F, Fut>(
         &self,
@@ -258,7 +267,7 @@ impl ShardStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let mut hasher = Sha1::new();
+        let mut hasher = ShardHasher::for_id(sha1);
         let mut buf = vec![0u8; 256 << 10];
         loop {
             let n = file.read(&mut buf).await?;
@@ -268,7 +277,7 @@ impl ShardStore {
             hasher.update(&buf[..n]);
             on_chunk(n as u64).await;
         }
-        Ok(Some(hex::encode(hasher.finalize())))
+        Ok(Some(hasher.finish()))
     }
 
     /// Moves a shard whose file fails its hash to `DIR/quarantine/`, after
@@ -282,7 +291,7 @@ impl ShardStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(e),
         };
-        if hex::encode(Sha1::digest(&data)) == sha1 {
+        if crate::codec::shard_matches(sha1, &data) {
             return Ok(false);
         }
         let dir = self.root.join("quarantine");

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use super::{done, fail, meta_msg, parse, transfer_msg, Answer, Fail, Shared, Sidecar};
 use crate::client::meta::ClientError;
 use crate::proto::StoreEntry;
-use crate::transfer::{content_hash, download_entry, upload_file};
+use crate::transfer::{content_matches, download_entry, upload_file};
 
 /// Entries per request when walking a remote tree.
 const WALK_PAGE: u64 = 5000;
@@ -147,10 +147,9 @@ async fn upload_one(
                 }
             };
             let same = e.size == size
-                && content_hash(&s.meta, key, local)
+                && content_matches(&s.meta, key, local, &e.hash)
                     .await
-                    .map_err(|e| transfer_msg(&e))?
-                    == e.hash;
+                    .map_err(|e| transfer_msg(&e))?;
             if !same {
                 return Err(format!(
                     "{remote} is already stored with other content: set newversion:true to store a new version"

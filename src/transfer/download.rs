@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use super::fetch::download_to_file;
-use super::{content_hash, Progress, TransferError};
+use super::{content_matches, Progress, TransferError};
 use crate::client::meta::MetaClient;
 use crate::client::provider::ShardClient;
 use crate::codec::crypt::AccountKey;
@@ -70,10 +70,9 @@ pub async fn download_entry(
     // bytes written (re-encrypted under the account's key).
     if layout.fragments.len() <= 1 {
         let key = if entry.encrypted { acct } else { None };
-        let h = content_hash(meta, key, tmp.path()).await?;
-        if h != entry.hash {
+        if !content_matches(meta, key, tmp.path(), &entry.hash).await? {
             return Err(refused(format!(
-                "the bytes read hash to {h}, not {}: not stored intact",
+                "the bytes read do not hash to {}: not stored intact",
                 entry.hash
             )));
         }

@@ -12,7 +12,10 @@ pub use download::download_entry;
 pub use fetch::{read_partition, read_range, report_routed_around};
 pub use progress::Progress;
 pub use put::{put_shards, PutOutcome, ShardJob};
-pub use upload::{content_hash, upload_file, upload_partitions, PartitionSpan, UploadOptions};
+pub use upload::{
+    content_matches, upload_file, upload_partitions, OnSealed, PartitionSpan, StoredHash,
+    UploadOptions,
+};
 pub(crate) use upload::{encode_partitions, Source};
 
 use crate::client::meta::ClientError;

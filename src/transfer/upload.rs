@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -18,7 +18,7 @@ use crate::client::meta::MetaClient;
 use crate::client::provider::ShardClient;
 use crate::codec::crypt::{AccountKey, PartitionCipher};
 use crate::codec::erasure::Scheme;
-use crate::codec::{partition_count, sha1_hex, stored_len};
+use crate::codec::{partition_count, sha1_hex, shard_id, stored_len};
 use crate::proto::*;
 
 #[derive(Debug, Clone)]
@@ -63,14 +63,22 @@ impl Source {
     /// Stored bytes of partition `index`.
     fn stored(&self, index: u64) -> std::io::Result<Vec<u8>> {
         let start = index * self.partition_size;
-        let len = self.size.saturating_sub(start).min(self.partition_size) as usize;
-        let mut buf = vec![0u8; len];
-        self.file.read_exact_at(&mut buf, start)?;
+        let len = self.size.saturating_sub(start).min(self.partition_size);
+        let mut buf = read_at(&self.file, start, len)?;
         if let Some(c) = &self.cipher {
             c.encrypt_in_place(index, &mut buf);
         }
         Ok(buf)
     }
+}
+
+/// `len` bytes of `file` at `offset`, in a buffer with room for the
+/// encryption's tag (growing it would copy the whole partition).
+fn read_at(file: &std::fs::File, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(len as usize + crate::codec::crypt::TAG_LEN);
+    buf.resize(len as usize, 0);
+    file.read_exact_at(&mut buf, offset)?;
+    Ok(buf)
 }
 
 fn file_key(
@@ -172,29 +180,30 @@ pub(crate) fn encode_partitions(
     scheme: Scheme,
     indices: &[u64],
 ) -> std::io::Result<Vec<Encoded>> {
-    encode_with(|i| src.stored(i), scheme, indices)
+    encode_with(|i| Ok(Bytes::from(src.stored(i)?)), scheme, indices)
 }
 
 /// Encodes the partitions `indices`, whose stored bytes `stored` gives,
 /// with `scheme`, on every core.
 fn encode_with(
-    stored: impl Fn(u64) -> std::io::Result<Vec<u8>> + Sync,
+    stored: impl Fn(u64) -> std::io::Result<Bytes> + Sync,
     scheme: Scheme,
     indices: &[u64],
 ) -> std::io::Result<Vec<Encoded>> {
     parallel_map(0, indices.len() as u64, |at| {
         let i = indices[at as usize];
         let data = stored(i)?;
-        let shards: Vec<Bytes> = scheme.encode(&data).into_iter().map(Bytes::from).collect();
+        let size = data.len() as u64;
+        let shards = scheme.encode(data);
         let meta = PartitionMeta {
             index: i,
-            size: data.len() as u64,
+            size,
             k: scheme.k,
             m: scheme.m,
             shards: shards
                 .iter()
                 .map(|s| ShardMeta {
-                    sha1: sha1_hex(s),
+                    sha1: shard_id(s),
                     size: s.len() as u64,
                 })
                 .collect(),
@@ -214,7 +223,8 @@ async fn blocking<T: Send + 'static>(
 
 /// Uploads the local file `local` as the new version of `remote`; returns
 /// the new VER_NO. The version becomes visible only when every shard is
-/// stored.
+/// stored. A file of one partition is one object (inline, replicated or
+/// erasure-coded by size); a larger one, one object per partition.
 #[allow(clippy::too_many_arguments)]
 pub async fn upload_file(
     meta: &MetaClient,
@@ -226,7 +236,6 @@ pub async fn upload_file(
     progress: &Progress,
 ) -> Result<u64, TransferError> {
     let started = std::time::Instant::now();
-    let recorded = crate::metrics::Transfer::start(&crate::metrics::UPLOAD);
     let policy = meta.policy().await?;
     if policy.partition_size == 0 {
         return Err(TransferError::Layout(
@@ -235,6 +244,14 @@ pub async fn upload_file(
     }
     let file = Arc::new(std::fs::File::open(local)?);
     let size = file.metadata()?.len();
+    if size > policy.partition_size {
+        // Counted in the upload metrics by `upload_partitions`.
+        let ver_no =
+            upload_as_partitions(meta, shards, acct, file, size, remote, opts, progress).await?;
+        tracing::info!(remote, size, total = ?started.elapsed(), "uploaded");
+        return Ok(ver_no);
+    }
+    let recorded = crate::metrics::Transfer::start(&crate::metrics::UPLOAD);
     let (cipher, key) = match acct {
         Some(a) => {
             let (f, a2) = (file.clone(), a.clone());
@@ -367,6 +384,95 @@ pub async fn upload_file(
     tracing::info!(remote, size, ?keyed, ?hashed, total = ?started.elapsed(), "uploaded");
     Ok(ver_no)
 }
+
+/// Stores the `size` bytes of `file` as partition objects and commits them
+/// as the new version of `remote` (or of `opts.node`), with the SHA-1 of
+/// their stored bytes as the file's hash.
+#[allow(clippy::too_many_arguments)]
+async fn upload_as_partitions(
+    meta: &MetaClient,
+    shards: &ShardClient,
+    acct: Option<&AccountKey>,
+    file: Arc<std::fs::File>,
+    size: u64,
+    remote: &str,
+    opts: &UploadOptions,
+    progress: &Progress,
+) -> Result<u64, TransferError> {
+    let spans = spans_of(size, meta.policy().await?.partition_size);
+    let hash = Mutex::new(StoredHash::default());
+    let fragments = upload_partitions(
+        meta,
+        shards,
+        acct,
+        file,
+        &spans,
+        opts,
+        progress,
+        remote,
+        &|_, stored| lock(&hash).update(stored),
+    )
+    .await?;
+    let commit = CommitRequest {
+        node: opts.node,
+        path: if opts.node.is_some() {
+            String::new()
+        } else {
+            remote.to_string()
+        },
+        size,
+        fragments,
+        sha1: Some(lock(&hash).clone().finish()),
+        attrs: opts.attrs.clone(),
+        base_ver: opts.base_ver,
+    };
+    let ver_no = meta.commit(&commit).await?.ver_no;
+    progress.finish(remote);
+    Ok(ver_no)
+}
+
+/// The partitions of a file of `size` bytes.
+fn spans_of(size: u64, partition_size: u64) -> Vec<PartitionSpan> {
+    (0..size.div_ceil(partition_size))
+        .map(|i| PartitionSpan {
+            offset: i * partition_size,
+            len: (size - i * partition_size).min(partition_size),
+        })
+        .collect()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The SHA-1 of a file's stored bytes, its partitions' in order: the
+/// file's hash (`filehash`) once every partition is in.
+#[derive(Clone, Default)]
+pub struct StoredHash {
+    sha1: Sha1,
+    partitions: u64,
+}
+
+impl StoredHash {
+    /// Adds the next partition's stored bytes.
+    pub fn update(&mut self, stored: &[u8]) {
+        self.sha1.update(stored);
+        self.partitions += 1;
+    }
+
+    /// How many partitions are in.
+    pub fn partitions(&self) -> u64 {
+        self.partitions
+    }
+
+    pub fn finish(self) -> String {
+        hex::encode(self.sha1.finalize())
+    }
+}
+
+/// Called with each partition's offset and stored bytes when it is sealed,
+/// in the order of its spans.
+pub type OnSealed<'a> = &'a (dyn Fn(u64, &Bytes) + Send + Sync);
 
 /// How many times one partition is prepared again after its providers
 /// failed before the upload gives up.
@@ -585,8 +691,7 @@ fn seal(
     partition_size: u64,
     acct: Option<&AccountKey>,
 ) -> std::io::Result<Sealed> {
-    let mut buf = vec![0u8; span.len as usize];
-    file.read_exact_at(&mut buf, span.offset)?;
+    let mut buf = read_at(file, span.offset, span.len)?;
     let key = acct.map(|a| {
         let mut h = a.file_key_hasher(partition_size);
         h.update(&buf);
@@ -608,7 +713,8 @@ fn seal(
 /// Stores partitions of the local file `file` as objects of their own,
 /// window by window (check which are stored, prepare and PUT the others,
 /// done), sealing the next window while the current one is stored.
-/// Returns their fragments, in the order of `spans`, for a `commit`.
+/// Returns their fragments, in the order of `spans`, for a `commit`;
+/// `on_sealed` sees each one's stored bytes first, in that order.
 /// The stored bytes count under `remote` in `progress`, a transfer that
 /// grows with each call until the caller's commit finishes it.
 #[allow(clippy::too_many_arguments)]
@@ -621,6 +727,7 @@ pub async fn upload_partitions(
     opts: &UploadOptions,
     progress: &Progress,
     remote: &str,
+    on_sealed: OnSealed<'_>,
 ) -> Result<Vec<CommitFragment>, TransferError> {
     let policy = meta.policy().await?;
     let partition_size = policy.partition_size;
@@ -652,6 +759,9 @@ pub async fn upload_partitions(
         if from < spans.len() {
             next = Some(seal_window(from));
         }
+        for s in &sealed {
+            on_sealed(s.fragment.offset, &s.stored);
+        }
         let check = PartitionsCheckRequest {
             partition_size,
             encrypted: acct.is_some(),
@@ -681,7 +791,7 @@ pub async fn upload_partitions(
             let encode = |scheme: Scheme, indices: Vec<u64>| {
                 let data = data.clone();
                 tokio::task::spawn_blocking(move || {
-                    encode_with(|i| Ok(data[i as usize].to_vec()), scheme, &indices)
+                    encode_with(|i| Ok(data[i as usize].clone()), scheme, &indices)
                 })
             };
             let mut placing = Placing {
@@ -713,25 +823,33 @@ pub async fn upload_partitions(
 /// Most partitions sealed and checked at once.
 const MAX_WINDOW: usize = 64;
 
-/// The content hash the store listing shows for `local` once uploaded (with
-/// `acct` when encrypted): the SHA-1 of the object `upload_file` would
-/// store, or of nothing for an empty file. Reads the file once; sends
-/// nothing but a policy request.
-pub async fn content_hash(
+/// Whether `hash` is the content hash the store lists for `local` once
+/// uploaded (with `acct` when encrypted): the SHA-1 of the stored bytes of
+/// what `upload_file` would store, or of nothing for an empty file; or,
+/// for a file of several partitions stored as one object before files
+/// were partition objects, that object's SHA-1. Reads the file once (twice
+/// for such an old object); sends nothing but a policy request.
+pub async fn content_matches(
     meta: &MetaClient,
     acct: Option<&AccountKey>,
     local: &Path,
-) -> Result<String, TransferError> {
+    hash: &str,
+) -> Result<bool, TransferError> {
     let policy = meta.policy().await?;
     let file = Arc::new(std::fs::File::open(local)?);
     let size = file.metadata()?.len();
     if size == 0 || policy.partition_size == 0 {
-        return Ok(sha1_hex(b""));
+        return Ok(hash == sha1_hex(b""));
+    }
+    let ps = policy.partition_size;
+    let (f, a) = (file.clone(), acct.cloned());
+    let stored = blocking(move || stored_hash(&f, size, ps, a.as_ref())).await?;
+    if stored == hash || size <= ps {
+        return Ok(stored == hash);
     }
     let cipher = match acct {
         Some(a) => {
             let (f, a2) = (file.clone(), a.clone());
-            let ps = policy.partition_size;
             let k = blocking(move || file_key(&f, size, ps, &a2)).await?;
             Some(PartitionCipher::new(&k))
         }
@@ -740,8 +858,29 @@ pub async fn content_hash(
     let src = Source {
         file,
         size,
-        partition_size: policy.partition_size,
+        partition_size: ps,
         cipher,
     };
-    Ok(blocking(move || hash_object(&src, 0)).await?.0)
+    Ok(blocking(move || hash_object(&src, 0)).await?.0 == hash)
+}
+
+/// The SHA-1 of the stored bytes of `file`'s partitions, sealed as
+/// `upload_partitions` seals them, a window at a time on every core.
+fn stored_hash(
+    file: &std::fs::File,
+    size: u64,
+    partition_size: u64,
+    acct: Option<&AccountKey>,
+) -> std::io::Result<String> {
+    let spans = spans_of(size, partition_size);
+    let mut hash = StoredHash::default();
+    for window in spans.chunks(MAX_WINDOW) {
+        let sealed = parallel_map(0, window.len() as u64, |i| {
+            seal(file, window[i as usize], partition_size, acct)
+        })?;
+        for s in sealed {
+            hash.update(&s.stored);
+        }
+    }
+    Ok(hash.finish())
 }

@@ -367,44 +367,52 @@ impl Db {
         })
     }
 
-    /// Makes an uploaded object the whole content of file `id`, as one new
-    /// version, if the file is still at `base_ver` (when given). Returns the
-    /// new VER_NO, or None (and changes nothing) when the version moved on.
+    /// Makes an uploaded object the whole content of the file `target`
+    /// names, as one new version, if the file is still at `base_ver` (when
+    /// given). Returns the new VER_NO, or None (and changes nothing) when
+    /// the version moved on.
     #[allow(clippy::too_many_arguments)]
-    pub fn commit_node(
+    pub fn commit_object(
         &self,
         ns: Ns,
-        id: i64,
+        target: &CommitTarget,
         object: i64,
         size: u64,
         key: Option<&str>,
         attrs: &FileAttrs,
         base_ver: Option<u64>,
     ) -> DbResult<Option<u64>> {
+        let limits = self.limits;
         self.tx(|tx| {
-            let Some(node) = file_at(tx, ns, id, base_ver)? else {
+            let Some((node, bump)) = commit_target(tx, ns, target, base_ver, limits)? else {
                 return Ok(None);
             };
-            replace_content(tx, &node, object, size, key, attrs, 1).map(Some)
+            replace_content(tx, &node, object, size, key, attrs, bump).map(Some)
         })
     }
 
     /// Makes `fragments` (objects of the namespace named by SHA-1) the
-    /// content of file `id`, `size` bytes long, as one new version, if the
+    /// content of the file `target` names, `size` bytes long, as one new
+    /// version, if the
     /// file is still at `base_ver` (when given). Returns the new VER_NO, or
     /// None (and changes nothing) when the version moved on. An object
     /// collected meanwhile, or shorter than its fragment, fails the commit.
+    /// `content_sha1` is the SHA-1 of the stored bytes, when the writer
+    /// knows it.
+    #[allow(clippy::too_many_arguments)]
     pub fn commit_fragments(
         &self,
         ns: Ns,
-        id: i64,
+        target: &CommitTarget,
         size: u64,
         fragments: &[CommitFragment],
+        content_sha1: Option<&str>,
         attrs: &FileAttrs,
         base_ver: Option<u64>,
     ) -> DbResult<Option<u64>> {
+        let limits = self.limits;
         self.tx(|tx| {
-            let Some(node) = file_at(tx, ns, id, base_ver)? else {
+            let Some((node, bump)) = commit_target(tx, ns, target, base_ver, limits)? else {
                 return Ok(None);
             };
             let mut rows = Vec::with_capacity(fragments.len());
@@ -424,7 +432,7 @@ impl Db {
                 }
                 rows.push((f.offset, f.length, object, f.key.as_deref()));
             }
-            replace_fragments(tx, &node, &rows, size, attrs, 1).map(Some)
+            replace_fragments(tx, &node, &rows, size, content_sha1, attrs, bump).map(Some)
         })
     }
 
@@ -603,42 +611,24 @@ impl Db {
             reference(tx, object)?;
             let size = node.size.max(end);
             tx.execute(
-                "UPDATE nodes SET size=?1, ver_no=ver_no+1, modify_time=?2, mtime_ns=NULL WHERE id=?3",
+                "UPDATE nodes SET size=?1, ver_no=ver_no+1, modify_time=?2, mtime_ns=NULL, content_sha1=NULL
+                 WHERE id=?3",
                 params![size as i64, unix_now(), node.id],
             )?;
             Ok(node.ver_no + 1)
         })
     }
 
-    /// Makes an uploaded object the whole content of the file at `path`
-    /// (created with its parents if missing), as one new version, if the
-    /// file is still at `base_ver` (when given; a missing file is not).
-    /// None (nothing changed) when it is not.
-    #[allow(clippy::too_many_arguments)]
-    pub fn commit_file(
-        &self,
-        ns: Ns,
-        path: &TfsPath,
-        object: i64,
-        size: u64,
-        key: Option<&str>,
-        attrs: &FileAttrs,
-        base_ver: Option<u64>,
-    ) -> DbResult<Option<u64>> {
-        let limits = self.limits;
-        self.tx(|tx| {
-            let found = resolve(tx, ns, path)?;
-            if base_ver.is_some() && base_ver != found.as_ref().map(|n| n.ver_no) {
-                return Ok(None);
-            }
-            // A file made by this upload starts at version 1; an existing one
-            // gets the next version.
-            let (node, bump) = match found {
-                Some(n) if n.kind == Kind::File => (n, 1),
-                Some(_) => return Err(DbError::Exists),
-                None => (create_in(tx, ns, path, Kind::File, true, limits)?, 0),
-            };
-            replace_content(tx, &node, object, size, key, attrs, bump).map(Some)
+    /// The SHA-1 of file `node`'s stored bytes, when its writer gave it.
+    pub fn content_sha1(&self, node: i64) -> DbResult<Option<String>> {
+        self.read(|conn| {
+            Ok(conn
+                .query_opt(
+                    "SELECT content_sha1 FROM nodes WHERE id=?1",
+                    params![node],
+                    |r| r.get::<_, Option<String>>(0),
+                )?
+                .flatten())
         })
     }
 
@@ -680,6 +670,41 @@ fn root(conn: &Conn, ns: Ns) -> DbResult<Node> {
 /// The node named `name` in `parent`, as found by that name.
 /// File `id` of `ns` if it is still at `base_ver` (when given); None when
 /// its version moved on.
+/// The file a commit makes a new version of.
+#[derive(Debug, Clone)]
+pub enum CommitTarget {
+    /// An existing file, by id.
+    Node(i64),
+    /// The file at a path, made (with its parents) if missing.
+    Path(TfsPath),
+}
+
+/// The file `target` names and how far a commit moves its version, if it
+/// is still at `base_ver` (when given; a missing file is at none).
+fn commit_target(
+    tx: &Conn,
+    ns: Ns,
+    target: &CommitTarget,
+    base_ver: Option<u64>,
+    limits: Limits,
+) -> DbResult<Option<(Node, i64)>> {
+    let path = match target {
+        CommitTarget::Node(id) => return Ok(file_at(tx, ns, *id, base_ver)?.map(|n| (n, 1))),
+        CommitTarget::Path(path) => path,
+    };
+    let found = resolve(tx, ns, path)?;
+    if base_ver.is_some() && base_ver != found.as_ref().map(|n| n.ver_no) {
+        return Ok(None);
+    }
+    // A file made by this commit starts at version 1; an existing one gets
+    // the next version.
+    Ok(Some(match found {
+        Some(n) if n.kind == Kind::File => (n, 1),
+        Some(_) => return Err(DbError::Exists),
+        None => (create_in(tx, ns, path, Kind::File, true, limits)?, 0),
+    }))
+}
+
 fn file_at(conn: &Conn, ns: Ns, id: i64, base_ver: Option<u64>) -> DbResult<Option<Node>> {
     let node = node_in(conn, ns, id)?;
     if node.kind != Kind::File {
@@ -791,16 +816,19 @@ fn replace_content(
 ) -> DbResult<u64> {
     let whole = [(0, size, object, key)];
     let fragments = if size > 0 { &whole[..] } else { &[] };
-    replace_fragments(tx, node, fragments, size, attrs, bump)
+    // One object: its own SHA-1 is the file's.
+    replace_fragments(tx, node, fragments, size, None, attrs, bump)
 }
 
 /// Makes `fragments` (offset, length, object, wrapped key) the content of
-/// file `node`, `size` bytes long, as its version + `bump`.
+/// file `node`, `size` bytes long, whose stored bytes hash to
+/// `content_sha1` (when known), as its version + `bump`.
 fn replace_fragments(
     tx: &Conn,
     node: &Node,
     fragments: &[(u64, u64, i64, Option<&str>)],
     size: u64,
+    content_sha1: Option<&str>,
     attrs: &FileAttrs,
     bump: i64,
 ) -> DbResult<u64> {
@@ -816,8 +844,9 @@ fn replace_fragments(
     let mtime = attrs.mtime_ns.unwrap_or(now);
     tx.execute(
         "UPDATE nodes SET size=?1, ver_no=ver_no+?2, modify_time=?3, mode=COALESCE(?4, mode), mtime_ns=?5,
-           ctime_ns=?6 WHERE id=?7",
-        params![size as i64, bump, mtime.div_euclid(1_000_000_000), attrs.mode.map(i64::from), mtime, now, node.id],
+           ctime_ns=?6, content_sha1=?7 WHERE id=?8",
+        params![size as i64, bump, mtime.div_euclid(1_000_000_000), attrs.mode.map(i64::from), mtime, now,
+            content_sha1, node.id],
     )?;
     Ok(node.ver_no + bump as u64)
 }

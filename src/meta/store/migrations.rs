@@ -12,7 +12,13 @@ type Migration = fn(&Conn) -> DbResult<()>;
 /// store is made at version 1 (`SCHEMA` and the submodules' `SCHEMA`, never
 /// changed) and migrated like an old one, so every step is run by every
 /// test. Append only.
-const MIGRATIONS: &[Migration] = &[hide_secrets, trust_model, durability, links_and_xattrs];
+const MIGRATIONS: &[Migration] = &[
+    hide_secrets,
+    trust_model,
+    durability,
+    links_and_xattrs,
+    file_hashes,
+];
 
 const SCHEMA_VERSION: i64 = 1 + MIGRATIONS.len() as i64;
 
@@ -124,6 +130,13 @@ pub(super) fn migrate(db: &Db, what: &str) -> DbResult<bool> {
 /// 4 → 5: a node has more names than its row's (hard links, in `links`);
 /// `entries` is every name; nodes keep extended attributes (`xattrs`,
 /// POSIX ACLs included).
+/// 5 → 6: a file of several partition objects keeps the SHA-1 of its
+/// stored bytes, when its writer saw them all (NULL: not known).
+fn file_hashes(tx: &Conn) -> DbResult<()> {
+    tx.execute_batch("ALTER TABLE nodes ADD COLUMN content_sha1 TEXT;")?;
+    Ok(())
+}
+
 fn links_and_xattrs(tx: &Conn) -> DbResult<()> {
     tx.execute_batch(
         "CREATE TABLE IF NOT EXISTS links(

@@ -26,7 +26,7 @@ mod trust;
 mod v1;
 mod xattrs;
 pub use accounts::{OrderRow, PackageFields, PackageRow, Registration, ORDER_CANCELED, ORDER_PAID};
-pub use fs::NewNode;
+pub use fs::{CommitTarget, NewNode};
 pub use paged::SortKey;
 pub use repair::{
     CopyRow, HealthReport, Horizons, PartitionHealth, ProviderReport, ScrubRow, ACTIVE, DRAINING,
