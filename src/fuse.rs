@@ -248,9 +248,10 @@ impl<B: Backend> FuseFs<B> {
 
 impl<B: Backend> Filesystem for FuseFs<B> {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        // Big writes and reads: fewer round trips into the staging file.
+        // Big writes and reads (1 MiB pages per request): fewer round trips.
+        // The kernel refuses more read-ahead than it offers here (128 KiB);
+        // mount.rs widens it once the session serves.
         let _ = config.set_max_write(1 << 20);
-        let _ = config.set_max_readahead(4 << 20);
         // The kernel enforces POSIX ACLs (kept as xattrs, the mode in step)
         // on top of default_permissions.
         if let Err(missing) = config.add_capabilities(fuser::InitFlags::FUSE_POSIX_ACL) {

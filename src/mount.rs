@@ -22,6 +22,11 @@ use crate::transfer::{Progress, UploadOptions};
 const SHARD_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long an unmount waits for uploads in flight.
 const QUIESCE: Duration = Duration::from_secs(120);
+/// The kernel's read-ahead on the drive, in KiB. FUSE offers 128 KiB and
+/// clamps the filesystem's answer to it, so a sequential reader would send
+/// 128 KiB requests one window at a time; this many keeps 1 MiB requests
+/// (FUSE's largest) in flight ahead of it.
+const READ_AHEAD_KIB: u32 = 8192;
 
 #[derive(Debug, Clone)]
 pub struct MountOptions {
@@ -97,6 +102,9 @@ pub fn run(opts: MountOptions) -> anyhow::Result<()> {
         let _ = done_tx.send(());
         r
     });
+    if let Err(e) = widen_read_ahead(&opts.dir) {
+        tracing::info!(error = %e, "kernel read-ahead left at its default");
+    }
     eprintln!("tfsfs mounted at {}", opts.dir.display());
     let signalled = rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -143,6 +151,19 @@ fn limit_heap_growth() {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
         libc::mallopt(libc::M_ARENA_MAX, 4);
     }
+}
+
+/// Sets the mount's read-ahead through its backing device's sysfs entry
+/// (root only), once the session serves: `stat` of the mount point waits
+/// for it, and the kernel would clamp a value set before INIT.
+fn widen_read_ahead(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(dir)?.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    std::fs::write(
+        format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb"),
+        READ_AHEAD_KIB.to_string(),
+    )
 }
 
 /// Connects to storage and opens the filesystem core.

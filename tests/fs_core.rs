@@ -49,7 +49,7 @@ async fn contents(fs: &Fs<MemoryBackend>, ino: u64) -> Vec<u8> {
     let (fh, _) = fs.open(ino, RO).await.unwrap();
     let data = fs.read(fh, 0, 1 << 24).await.unwrap();
     fs.release(fh).await.unwrap();
-    data
+    data.into()
 }
 
 fn bytes(len: usize, seed: u8) -> Vec<u8> {
@@ -71,11 +71,11 @@ async fn an_unlinked_open_file_keeps_its_data_until_the_last_close() {
     // The reader reads the version it opened, across partitions.
     assert_eq!(
         fs.read(reader, 70_000, 100_000).await.unwrap(),
-        data[70_000..170_000]
+        &data[70_000..170_000]
     );
     // The writer writes its own copy, which nobody else can reach.
     fs.write(writer, 0, b"changed").await.unwrap();
-    assert_eq!(fs.read(writer, 0, 7).await.unwrap(), b"changed");
+    assert_eq!(fs.read(writer, 0, 7).await.unwrap(), &b"changed"[..]);
     fs.flush(writer).await.unwrap();
     fs.release(writer).await.unwrap();
     fs.release(reader).await.unwrap();
@@ -111,7 +111,7 @@ async fn closing_one_of_two_descriptors_leaves_the_other_working() {
     fs.release(a).await.unwrap();
     assert_eq!(fs.read(a, 0, 10).await, Err(FsError::BadHandle));
     // The other descriptor sees the first one's bytes and writes on.
-    assert_eq!(fs.read(b, 0, 10).await.unwrap(), b"AB23456789");
+    assert_eq!(fs.read(b, 0, 10).await.unwrap(), &b"AB23456789"[..]);
     fs.write(b, 8, b"YZ").await.unwrap();
     fs.flush(b).await.unwrap();
     fs.release(b).await.unwrap();
@@ -181,7 +181,7 @@ async fn the_kernels_lookups_keep_a_record_and_forget_drops_it() {
     fs.forget(ino, 1);
     fs.forget(ino, 1);
     assert_eq!(fs.inode_count(), 2);
-    assert_eq!(fs.read(fh, 0, 10).await.unwrap(), b"x");
+    assert_eq!(fs.read(fh, 0, 10).await.unwrap(), &b"x"[..]);
     fs.release(fh).await.unwrap();
     assert_eq!(fs.inode_count(), 1);
     // readdirplus hands entries, but not "." and "..".

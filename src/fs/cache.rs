@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use futures::future::{BoxFuture, FutureExt, Shared};
 use lru::LruCache;
@@ -15,7 +15,8 @@ use super::FsError;
 /// A partition of an object: (object SHA-1, partition index). Objects are
 /// immutable, so a key's content never changes.
 pub type BlockKey = (String, u64);
-pub type Block = Arc<Vec<u8>>;
+/// Shared, so a read within one partition is a slice of it, not a copy.
+pub type Block = bytes::Bytes;
 
 type Pending = Shared<BoxFuture<'static, Result<Block, FsError>>>;
 
@@ -73,7 +74,7 @@ impl BlockCache {
                 }
                 None => {
                     metrics::counter!(crate::metrics::CACHE_MISSES).increment(1);
-                    let p = fetch.map(|r| r.map(Arc::new)).boxed().shared();
+                    let p = fetch.map(|r| r.map(Block::from)).boxed().shared();
                     inner.pending.insert(key.clone(), p.clone());
                     p
                 }
@@ -110,6 +111,7 @@ impl BlockCache {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
 
     #[tokio::test]
     async fn bounded_in_bytes_and_fetches_once() {

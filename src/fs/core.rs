@@ -1166,7 +1166,7 @@ impl<B: Backend> Fs<B> {
     }
 
     /// Bytes `[offset, offset + len)` of the file, inside stored piece `i`.
-    async fn read_piece(&self, st: &Staged, i: u64, offset: u64, len: u64) -> FsResult<Vec<u8>> {
+    async fn read_piece(&self, st: &Staged, i: u64, offset: u64, len: u64) -> FsResult<Block> {
         let Source { layout, at } = self.source_of(st, i).ok_or_else(|| {
             FsError::Io("the stored partition this staged file refers to is gone".into())
         })?;
@@ -1623,13 +1623,13 @@ impl<B: Backend> Fs<B> {
         Ok((self.handed(&n), fh))
     }
 
-    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Block> {
         let h = self.handle(fh)?;
         let inode = self.with_known(h.id, |r| r.file.clone()).flatten();
         if let Some(inode) = inode {
             let g = inode.lock().await;
             if let Some(st) = &g.staged {
-                return self.read_staged(st, offset, size as u64).await;
+                return Ok(self.read_staged(st, offset, size as u64).await?.into());
             }
         }
         let layout = self.handle_layout(&h).await?;
@@ -1668,9 +1668,10 @@ impl<B: Backend> Fs<B> {
         offset: u64,
         len: u64,
         h: Option<&Handle>,
-    ) -> FsResult<Vec<u8>> {
+    ) -> FsResult<Block> {
         let end = offset.saturating_add(len).min(layout.size);
-        let mut out = vec![0u8; end.saturating_sub(offset) as usize];
+        // (file offset, bytes) of each partition's part of the range.
+        let mut pieces: Vec<(u64, Block)> = Vec::new();
         for (fi, frag) in layout.fragments.iter().enumerate() {
             let frag_end = frag.offset + frag.length;
             let wanted: Vec<(u64, u64)> = frag.partitions_in(offset, end).collect();
@@ -1688,15 +1689,27 @@ impl<B: Backend> Fs<B> {
                 let lo = offset.max(*at);
                 let hi = end.min(at + data.len() as u64).min(frag_end);
                 if lo < hi {
-                    out[(lo - offset) as usize..(hi - offset) as usize]
-                        .copy_from_slice(&data[(lo - at) as usize..(hi - at) as usize]);
+                    pieces.push((lo, data.slice((lo - at) as usize..(hi - at) as usize)));
                 }
             }
         }
         if let Some(h) = h.filter(|h| h.last_end.load(Ordering::Relaxed) == offset) {
             self.prefetch(layout, end, h);
         }
-        Ok(out)
+        let len = end.saturating_sub(offset) as usize;
+        Ok(match pieces.as_slice() {
+            // Within one partition (the kernel asks 1 MiB at most): the
+            // cached block's bytes themselves.
+            [(lo, data)] if *lo == offset && data.len() == len => data.clone(),
+            _ => {
+                let mut out = vec![0u8; len];
+                for (lo, data) in pieces {
+                    let at = (lo - offset) as usize;
+                    out[at..at + data.len()].copy_from_slice(&data);
+                }
+                out.into()
+            }
+        })
     }
 
     /// Fetches the next `prefetch` partitions' worth of bytes after `end`
