@@ -1319,31 +1319,53 @@ impl<B: Backend> Fs<B> {
                 pieces.insert(i, e.fragment);
             }
         }
-        let spans: Vec<PartitionSpan> = (0..count)
+        let mut todo: Vec<u64> = (0..count)
             .filter(|i| st.parts.present.contains(i) && !pieces.contains_key(i))
-            .map(|i| PartitionSpan {
-                offset: i * p,
-                len: (st.size - i * p).min(p),
-            })
             .collect();
-        let stored = self
-            .backend
-            .upload_partitions(&name, st.file.clone(), &spans)
-            .await?;
-        pieces.extend(stored.into_iter().map(|f| (f.offset / p, f)));
-        let ver = self
-            .backend
-            .commit(
-                &name,
-                CommitRequest {
-                    node: id,
-                    size: st.size,
-                    fragments: pieces.values().cloned().collect(),
-                    attrs,
-                    base_ver: Some(st.base),
-                },
-            )
-            .await?;
+        let mut tries = 0;
+        let ver = loop {
+            let spans: Vec<PartitionSpan> = todo
+                .iter()
+                .map(|&i| PartitionSpan {
+                    offset: i * p,
+                    len: (st.size - i * p).min(p),
+                })
+                .collect();
+            let stored = self
+                .backend
+                .upload_partitions(&name, st.file.clone(), &spans)
+                .await?;
+            pieces.extend(stored.into_iter().map(|f| (f.offset / p, f)));
+            let req = CommitRequest {
+                node: id,
+                size: st.size,
+                fragments: pieces.values().cloned().collect(),
+                attrs: attrs.clone(),
+                base_ver: Some(st.base),
+            };
+            match self.backend.commit(&name, req).await {
+                // Objects collected before the commit (uploaded early by a
+                // file held open past the server's grace period): the
+                // staged partitions go up again; bytes staged nowhere are
+                // lost for good.
+                Err(FsError::Missing(gone)) if tries < 2 => {
+                    tries += 1;
+                    todo = pieces
+                        .iter()
+                        .filter(|(_, f)| gone.contains(&f.object))
+                        .map(|(&i, _)| i)
+                        .collect();
+                    if let Some(i) = todo.iter().find(|i| !st.parts.present.contains(i)) {
+                        return Err(FsError::Io(format!(
+                            "partition {i} is no longer stored and not staged here"
+                        )));
+                    }
+                    tracing::warn!(node = id, partitions = ?todo, "partitions collected before the commit; uploading them again");
+                    pieces.retain(|i, _| !todo.contains(i));
+                }
+                r => break r?,
+            }
+        };
         st.parts.pieces = pieces;
         Ok(ver)
     }
