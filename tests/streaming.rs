@@ -675,8 +675,9 @@ async fn a_4_gib_copy_in_keeps_the_mount_within_its_cache_and_256_mib_and_copies
         traffic,
         "the copy moved shard bytes"
     );
-    // Generous: under a second on a quiet machine.
-    assert!(took < Duration::from_secs(5), "the copy took {took:?}");
+    // Generous (5 s a GiB): its time grows with the partitions named, and
+    // is well under a second on a quiet machine.
+    assert!(took < Duration::from_secs(20), "the copy took {took:?}");
     run_ok(Command::new("cmp").arg(&local).arg(m.path("copy")));
     within(memory(m.pid().unwrap()).1);
 }
