@@ -276,11 +276,12 @@ fn wait_for_exactly(c: &TestCluster, bytes: u64) {
 }
 
 /// A process holding a file of the mount open after writing to it, until
-/// told to close it. Not this process: every fork a parallel test makes
-/// here would copy the descriptor, and the child's exec closing it is a
-/// close of the file, which commits what was written so far.
+/// told to fsync or close it. Not this process: every fork a parallel test
+/// makes here would copy the descriptor, and the child's exec closing it
+/// is a close of the file, which commits what was written so far.
 struct Writer {
     child: std::process::Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
     _data: tempfile::NamedTempFile,
 }
 
@@ -296,8 +297,9 @@ impl Writer {
             data = open(sys.argv[2], 'rb').read(); at = int(sys.argv[3]); n = 0\n\
             while n < len(data): n += os.pwrite(fd, data[n:], at + n)\n\
             print('written', flush=True)\n\
-            sys.stdin.readline()\n\
-            os.close(fd)\n";
+            for line in sys.stdin:\n\
+            \x20   (os.fsync if line == 'fsync\\n' else os.close)(fd)\n\
+            \x20   print('ok', flush=True)\n";
         let mut child = Command::new("python3")
             .args(["-c", script])
             .arg(path)
@@ -307,19 +309,35 @@ impl Writer {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        std::io::BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        out.read_line(&mut line).unwrap();
         assert_eq!(line, "written\n", "the writer failed");
-        Writer { child, _data: data }
+        Writer {
+            child,
+            out,
+            _data: data,
+        }
+    }
+
+    /// Asks for fsync(2) (`fsync`) or close(2); whether it succeeded.
+    fn ask(&mut self, what: &str) -> bool {
+        use std::io::{BufRead, Write};
+        let stdin = self.child.stdin.as_mut().unwrap();
+        if stdin.write_all(format!("{what}\n").as_bytes()).is_err() {
+            return false;
+        }
+        let mut line = String::new();
+        self.out.read_line(&mut line).is_ok() && line == "ok\n"
+    }
+
+    fn fsync(&mut self) -> bool {
+        self.ask("fsync")
     }
 
     /// Closes the file (the last close commits); whether close succeeded.
     fn close(mut self) -> bool {
-        use std::io::Write;
-        self.child.stdin.as_mut().unwrap().write_all(b"\n").unwrap();
-        self.child.wait().unwrap().success()
+        self.ask("close")
     }
 }
 
@@ -335,14 +353,24 @@ async fn a_file_held_open_past_the_gc_grace_commits_every_partition() {
     let c = cluster_with(GC_SOON).await;
     let mut m = TestMount::new(&c);
     let want = random_bytes(6 * PART as usize + PART as usize / 2, 20);
-    let writer = Writer::start(&m.path("f"), &want, 0);
+    let mut writer = Writer::start(&m.path("f"), &want, 0);
     wait_for_shards(&c, 6 * one_partition_of_shards());
     // The writer pauses: its early partitions, used by no file yet, are
     // collected, shards and all.
     wait_for_exactly(&c, 0);
-    assert!(writer.close(), "close commits");
-    assert_eq!(read_all(&m.path("f")), want, "read back by the writer");
+    assert!(writer.fsync(), "fsync commits");
+    assert_eq!(
+        c.layout("/f").await.size,
+        want.len() as u64,
+        "committed at fsync"
+    );
     assert_eq!(shard_bytes(&c), shards_of(want.len() as u64, PART));
+    // What fsync made durable survives the mount's death before close.
+    m.kill9();
+    drop(writer);
+    m.mount();
+    assert!(recovered(&m).is_empty(), "nothing kept aside");
+    assert_eq!(read_all(&m.path("f")), want, "read back after a kill -9");
     m.remount(true);
     assert_eq!(read_all(&m.path("f")), want, "read back after a remount");
     // Nothing the commit uses is garbage.
