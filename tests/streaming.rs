@@ -174,13 +174,12 @@ async fn partitions_upload_while_the_file_is_written() {
     let mut m = TestMount::new(&c);
     let want = random_bytes(8 * PART as usize + 100, 6);
     let path = m.path("streamed");
-    let file = std::fs::File::create(&path).unwrap();
-    file.write_all_at(&want, 0).unwrap();
+    let writer = Writer::start(&path, &want, 0);
     // Still open: the complete partitions go to the providers anyway.
     wait_for_shards(&c, 6 * one_partition_of_shards());
     assert_eq!(c.layout("/streamed").await.size, 0, "nothing committed yet");
     let before_close = shard_bytes(&c);
-    drop(file);
+    assert!(writer.close(), "close commits");
     let at_close = shard_bytes(&c) - before_close;
     assert!(
         at_close <= 2 * one_partition_of_shards(),
