@@ -76,6 +76,12 @@ pub struct CheckRequest {
 /// the file's version.
 pub const STALE_BASE: &str = "the file changed since this upload began";
 
+/// The start of the 409 refusing a commit that names objects the account
+/// does not store (collected while unused, e.g. a partition uploaded early
+/// by a file held open past the grace period); the SHA-1s follow,
+/// space-separated. Nothing was committed: upload those again.
+pub const MISSING_OBJECTS: &str = "objects not stored: ";
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "scheme", rename_all = "lowercase")]
 pub enum CheckResponse {
@@ -225,8 +231,9 @@ pub struct CommitFragment {
 
 /// Commits a new version of file `node` (or, without one, of the file at
 /// `path`, made if missing) as a list of fragments (`commit`), if the file
-/// is still at `base_ver` (else 409 `STALE_BASE`). Bytes no fragment covers
-/// read as zeros.
+/// is still at `base_ver` (else 409 `STALE_BASE`) and every object named is
+/// stored (else 409 `MISSING_OBJECTS`). Bytes no fragment covers read as
+/// zeros.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CommitRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]

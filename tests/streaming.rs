@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::collections::HashSet;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::Command;
@@ -41,9 +42,17 @@ fn shard_bytes(c: &TestCluster) -> u64 {
         .sum()
 }
 
-/// Shard bytes one full partition costs: RS(4,2) and the AES-GCM tag.
+/// Shard bytes a file of `len` bytes costs in partitions of `part`: per
+/// partition RS(4,2) of the bytes and the AES-GCM tag.
+fn shards_of(len: u64, part: u64) -> u64 {
+    (0..len.div_ceil(part))
+        .map(|i| ((len - i * part).min(part) + 16).div_ceil(4) * 6)
+        .sum()
+}
+
+/// Shard bytes one full partition costs.
 fn one_partition_of_shards() -> u64 {
-    (PART + 16).div_ceil(4) * 6
+    shards_of(PART, PART)
 }
 
 fn read_all(path: &Path) -> Vec<u8> {
@@ -165,13 +174,12 @@ async fn partitions_upload_while_the_file_is_written() {
     let mut m = TestMount::new(&c);
     let want = random_bytes(8 * PART as usize + 100, 6);
     let path = m.path("streamed");
-    let file = std::fs::File::create(&path).unwrap();
-    file.write_all_at(&want, 0).unwrap();
+    let writer = Writer::start(&path, &want, 0);
     // Still open: the complete partitions go to the providers anyway.
     wait_for_shards(&c, 6 * one_partition_of_shards());
     assert_eq!(c.layout("/streamed").await.size, 0, "nothing committed yet");
     let before_close = shard_bytes(&c);
-    drop(file);
+    assert!(writer.close(), "close commits");
     let at_close = shard_bytes(&c) - before_close;
     assert!(
         at_close <= 2 * one_partition_of_shards(),
@@ -202,38 +210,369 @@ async fn kill9_after_partitions_went_up_keeps_the_old_version_and_the_bytes() {
     let stored = shard_bytes(&c);
     // Rewritten in place, mid-partition at the end, never closed.
     let new = random_bytes(8 * PART as usize + PART as usize / 2, 8);
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(m.path("f"))
-        .unwrap();
-    file.write_all_at(&new, 0).unwrap();
+    let writer = Writer::start(&m.path("f"), &new, 0);
     wait_for_shards(&c, stored + 4 * one_partition_of_shards());
     m.kill9();
-    drop(file);
+    drop(writer);
     m.mount();
-    assert_eq!(read_all(&m.path("f")), old, "the old version, whole");
-    let kept: Vec<Vec<u8>> = std::fs::read_dir(m.cache.join("recovered"))
-        .unwrap()
-        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
-        .collect();
-    assert!(kept.contains(&new), "the staged bytes are kept aside");
+    assert_version(&read_all(&m.path("f")), &old, &new, false);
+    assert!(
+        recovered(&m).contains(&new),
+        "the staged bytes are kept aside"
+    );
     // The partitions that went up are garbage: collected, the old stays.
-    let deadline = Instant::now() + Duration::from_secs(40);
-    while shard_bytes(&c) > stored {
+    wait_for_exactly(&c, stored);
+    m.remount(true);
+    assert_version(&read_all(&m.path("f")), &old, &new, false);
+}
+
+/// `tfsfs meta` arguments: unused objects collected 2 s after they went
+/// up; shards of a window cut short by a kill, when its session ends at 10 s.
+const GC_SOON: &[&str] = &[
+    "--gc-interval-secs",
+    "1",
+    "--gc-grace-secs",
+    "2",
+    "--clock-skew-secs",
+    "0",
+    "--session-ttl-secs",
+    "10",
+];
+
+/// Fails unless `got` is exactly the new version (`want_new`) or exactly
+/// the old one, naming which it is (or a mix).
+fn assert_version(got: &[u8], old: &[u8], new: &[u8], want_new: bool) {
+    let which = |b: &[u8]| match b {
+        b if b == new => "the new version",
+        b if b == old => "the old version",
+        _ => "a mix of versions",
+    };
+    let want = if want_new { new } else { old };
+    assert_eq!(which(got), which(want), "the file read back");
+}
+
+/// The files a mount kept aside in `CACHE/recovered`.
+fn recovered(m: &TestMount) -> Vec<Vec<u8>> {
+    std::fs::read_dir(m.cache.join("recovered"))
+        .map(|d| {
+            d.map(|e| std::fs::read(e.unwrap().path()).unwrap())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits (up to 60 s) until GC leaves the providers exactly `bytes` of shards.
+fn wait_for_exactly(c: &TestCluster, bytes: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while shard_bytes(c) != bytes {
         assert!(
             Instant::now() < deadline,
-            "providers still hold {} shard bytes, {stored} before the write",
-            shard_bytes(&c)
+            "providers hold {} shard bytes, not the {bytes} the committed version uses",
+            shard_bytes(c)
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(shard_bytes(&c), stored, "the old version's shards stay");
+}
+
+/// A process holding a file of the mount open after writing to it, until
+/// told to fsync or close it. Not this process: every fork a parallel test
+/// makes here would copy the descriptor, and the child's exec closing it
+/// is a close of the file, which commits what was written so far.
+struct Writer {
+    child: std::process::Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+    _data: tempfile::NamedTempFile,
+}
+
+impl Writer {
+    /// Opens `path` (made if missing, not truncated) and writes `bytes`
+    /// at `offset`.
+    fn start(path: &Path, bytes: &[u8], offset: u64) -> Writer {
+        use std::io::BufRead;
+        let data = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(data.path(), bytes).unwrap();
+        let script = "import os, sys\n\
+            fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o644)\n\
+            data = open(sys.argv[2], 'rb').read(); at = int(sys.argv[3]); n = 0\n\
+            while n < len(data): n += os.pwrite(fd, data[n:], at + n)\n\
+            print('written', flush=True)\n\
+            for line in sys.stdin:\n\
+            \x20   (os.fsync if line == 'fsync\\n' else os.close)(fd)\n\
+            \x20   print('ok', flush=True)\n";
+        let mut child = Command::new("python3")
+            .args(["-c", script])
+            .arg(path)
+            .arg(data.path())
+            .arg(offset.to_string())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line, "written\n", "the writer failed");
+        Writer {
+            child,
+            out,
+            _data: data,
+        }
+    }
+
+    /// Asks for fsync(2) (`fsync`) or close(2); whether it succeeded.
+    fn ask(&mut self, what: &str) -> bool {
+        use std::io::{BufRead, Write};
+        let stdin = self.child.stdin.as_mut().unwrap();
+        if stdin.write_all(format!("{what}\n").as_bytes()).is_err() {
+            return false;
+        }
+        let mut line = String::new();
+        self.out.read_line(&mut line).is_ok() && line == "ok\n"
+    }
+
+    fn fsync(&mut self) -> bool {
+        self.ask("fsync")
+    }
+
+    /// Closes the file (the last close commits); whether close succeeded.
+    fn close(mut self) -> bool {
+        self.ask("close")
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_held_open_past_the_gc_grace_commits_every_partition() {
+    let c = cluster_with(GC_SOON).await;
+    let mut m = TestMount::new(&c);
+    let want = random_bytes(6 * PART as usize + PART as usize / 2, 20);
+    let mut writer = Writer::start(&m.path("f"), &want, 0);
+    wait_for_shards(&c, 6 * one_partition_of_shards());
+    // The writer pauses: its early partitions, used by no file yet, are
+    // collected, shards and all.
+    wait_for_exactly(&c, 0);
+    assert!(writer.fsync(), "fsync commits");
+    assert_eq!(
+        c.layout("/f").await.size,
+        want.len() as u64,
+        "committed at fsync"
+    );
+    assert_eq!(shard_bytes(&c), shards_of(want.len() as u64, PART));
+    // What fsync made durable survives the mount's death before close.
+    m.kill9();
+    drop(writer);
+    m.mount();
+    assert!(recovered(&m).is_empty(), "nothing kept aside");
+    assert_eq!(read_all(&m.path("f")), want, "read back after a kill -9");
     m.remount(true);
-    assert_eq!(read_all(&m.path("f")), old, "the old version after GC");
+    assert_eq!(read_all(&m.path("f")), want, "read back after a remount");
+    // Nothing the commit uses is garbage.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(shard_bytes(&c), shards_of(want.len() as u64, PART));
+    assert_eq!(read_all(&m.path("f")), want, "read back after GC");
+}
+
+/// A file of 4 partitions, written and committed; its shard bytes.
+fn old_version(c: &TestCluster, m: &TestMount) -> (Vec<u8>, u64) {
+    let old = random_bytes(4 * PART as usize, 21);
+    std::fs::write(m.path("f"), &old).unwrap();
+    let stored = shard_bytes(c);
+    assert_eq!(stored, shards_of(old.len() as u64, PART));
+    (old, stored)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_mid_partition_keeps_the_old_version_and_the_bytes() {
+    let c = cluster_with(GC_SOON).await;
+    let mut m = TestMount::new(&c);
+    let (old, stored) = old_version(&c, &m);
+    // Half a partition rewritten: nothing complete to upload yet.
+    let mut new = old.clone();
+    let edit = random_bytes(PART as usize / 2, 22);
+    new[..edit.len()].copy_from_slice(&edit);
+    let writer = Writer::start(&m.path("f"), &edit, 0);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(shard_bytes(&c), stored, "half a partition went up");
+    m.kill9();
+    drop(writer);
+    m.mount();
+    assert_version(&read_all(&m.path("f")), &old, &new, false);
+    // Kept aside as staged: the partition written; the others, never
+    // fetched, are zeros.
+    let kept = recovered(&m);
+    assert!(
+        kept.iter()
+            .any(|k| k.len() == new.len() && k[..PART as usize] == new[..PART as usize]),
+        "the staged bytes are kept aside"
+    );
+    wait_for_exactly(&c, stored);
+    m.remount(true);
+    assert_version(&read_all(&m.path("f")), &old, &new, false);
+}
+
+/// Requests the metadata server answered on routes ending in `route`.
+async fn meta_requests(c: &TestCluster, route: &str) -> u64 {
+    let text = reqwest::get(format!("{}/metrics", c.meta.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("tfsfs_http_requests_total") && l.contains(route))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_while_close_waits_for_the_commit_commits_at_the_next_mount() {
+    let mut c = cluster_with(GC_SOON).await;
+    let mut m = TestMount::new(&c);
+    let (old, _) = old_version(&c, &m);
+    let done = meta_requests(&c, "/partitions/done\"").await;
+    // Whole partitions: every one goes up while the file is open.
+    let new = random_bytes(8 * PART as usize, 23);
+    let writer = Writer::start(&m.path("f"), &new, 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while meta_requests(&c, "/partitions/done\"").await < done + 8 {
+        assert!(Instant::now() < deadline, "8 partitions never went up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The metadata server stops answering: close waits on the commit.
+    let meta = c.meta.child.id() as i32;
+    assert_eq!(unsafe { libc::kill(meta, libc::SIGSTOP) }, 0);
+    let closing = std::thread::spawn(move || writer.close());
+    let staging = m.cache.join("staging");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let closed = || {
+        std::fs::read_dir(&staging)
+            .unwrap()
+            .any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".done"))
+    };
+    while !closed() {
+        assert!(Instant::now() < deadline, "close never began its commit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    m.kill9();
+    assert!(!closing.join().unwrap(), "close of a killed mount");
+    // The request held by the stopped server dies with it.
+    c.restart_meta();
+    m.mount();
+    assert_version(&read_all(&m.path("f")), &old, &new, true);
+    assert!(recovered(&m).is_empty(), "nothing kept aside");
+    wait_for_exactly(&c, shards_of(new.len() as u64, PART));
+    m.remount(true);
+    assert_version(&read_all(&m.path("f")), &old, &new, true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_right_after_the_commit_keeps_the_new_version() {
+    let c = cluster_with(GC_SOON).await;
+    let mut m = TestMount::new(&c);
+    let (old, _) = old_version(&c, &m);
+    let new = random_bytes(8 * PART as usize + PART as usize / 2, 24);
+    assert!(
+        Writer::start(&m.path("f"), &new, 0).close(),
+        "close commits"
+    );
+    m.kill9();
+    m.mount();
+    assert_version(&read_all(&m.path("f")), &old, &new, true);
+    assert!(recovered(&m).is_empty(), "nothing kept aside");
+    wait_for_exactly(&c, shards_of(new.len() as u64, PART));
+    m.remount(true);
+    assert_version(&read_all(&m.path("f")), &old, &new, true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fails: partitions uploaded at once (early, 4 in flight; or in one window) are each \
+            missing at their check, so a repeated one moves several times"]
+async fn a_partition_repeated_in_a_file_moves_its_shards_once() {
+    // Default partitions (4 MiB).
+    let c = TestCluster::start(6).await;
+    let m = TestMount::new(&c);
+    let part = 4 * MIB;
+    let block = random_bytes(part as usize, 25);
+    let want = block.repeat(8);
+    let received = || provider_counters(&c, &["tfsfs_provider_shard_bytes_received_total"]);
+    let before = received().await;
+    std::fs::write(m.path("rep"), &want).unwrap();
+    let moved = received().await - before;
+    assert_eq!(
+        moved,
+        shards_of(part, part),
+        "shard bytes the providers received"
+    );
+    let layout = c.layout("/rep").await;
+    assert_eq!(layout.fragments.len(), 8);
+    assert!(
+        layout
+            .fragments
+            .iter()
+            .all(|f| f.object.sha1 == layout.fragments[0].object.sha1),
+        "one object for the 8 partitions"
+    );
+    assert_eq!(read_all(&m.path("rep")), want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_file_in_two_accounts_shares_no_object_and_no_shard() {
+    let c = cluster().await;
+    let one = TestMount::new(&c);
+    let two = TestMount::as_uid(&c, 2);
+    // The short last partition travels inline: no shards.
+    // The short last partition travels inline: no shards.
+    let want = random_bytes(3 * PART as usize + 100, 26);
+    std::fs::write(one.path("f"), &want).unwrap();
+    std::fs::write(two.path("f"), &want).unwrap();
+    let ids = |l: &FileLayout| -> (HashSet<String>, HashSet<String>) {
+        let objects = l.fragments.iter().map(|f| f.object.sha1.clone()).collect();
+        let shards = l
+            .fragments
+            .iter()
+            .flat_map(|f| &f.object.partitions)
+            .flat_map(|p| &p.shards)
+            .map(|s| s.sha1.clone())
+            .collect();
+        (objects, shards)
+    };
+    let (objects1, shards1) = ids(&c.layout_as(1, "/f").await);
+    let (objects2, shards2) = ids(&c.layout_as(2, "/f").await);
+    assert_eq!((objects1.len(), objects2.len()), (4, 4));
+    assert!(
+        objects1.is_disjoint(&objects2),
+        "an object shared by two accounts"
+    );
+    assert_eq!((shards1.len(), shards2.len()), (18, 18));
+    assert!(
+        shards1.is_disjoint(&shards2),
+        "a shard shared by two accounts"
+    );
+    assert_eq!(shard_bytes(&c), 2 * shards_of(3 * PART, PART));
+    assert_eq!(read_all(&one.path("f")), want);
+    assert_eq!(read_all(&two.path("f")), want);
 }
 
 /// Shard bytes the providers received and sent, from their /metrics.
 async fn shard_traffic(c: &TestCluster) -> u64 {
+    provider_counters(
+        c,
+        &[
+            "tfsfs_provider_shard_bytes_received_total",
+            "tfsfs_provider_shard_bytes_sent_total",
+        ],
+    )
+    .await
+}
+
+/// The sum of the providers' counters `names`, from their /metrics.
+async fn provider_counters(c: &TestCluster, names: &[&str]) -> u64 {
     let mut total = 0.0;
     for p in &c.providers {
         let text = reqwest::get(format!("{}/metrics", p.url))
@@ -244,10 +583,7 @@ async fn shard_traffic(c: &TestCluster) -> u64 {
             .unwrap();
         total += text
             .lines()
-            .filter(|l| {
-                l.starts_with("tfsfs_provider_shard_bytes_received_total")
-                    || l.starts_with("tfsfs_provider_shard_bytes_sent_total")
-            })
+            .filter(|l| names.iter().any(|n| l.starts_with(n)))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum::<f64>();
     }
@@ -321,7 +657,8 @@ async fn cp_within_the_mount_refers_to_the_same_partitions() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_big_copy_in_keeps_the_mount_within_its_cache_and_256_mib() {
+async fn a_4_gib_copy_in_keeps_the_mount_within_its_cache_and_256_mib_and_copies_within_in_no_time()
+{
     // Default partitions (4 MiB): the upload window holds a few of them,
     // whatever the file's size.
     let c = TestCluster::start(6).await;
@@ -331,25 +668,43 @@ async fn a_big_copy_in_keeps_the_mount_within_its_cache_and_256_mib() {
     let local = dir.path().join("big");
     {
         let f = std::fs::File::create(&local).unwrap();
-        for i in 0..64u64 {
+        for i in 0..256u64 {
             let chunk = random_bytes(16 * MIB as usize, 100 + i);
             f.write_all_at(&chunk, i * 16 * MIB).unwrap();
         }
     }
+    let within = |peak: u64| {
+        assert!(
+            peak <= cache + 256 * MIB,
+            "peak RSS {} MiB over a {} MiB cache",
+            peak >> 20,
+            cache >> 20
+        )
+    };
     let started = Instant::now();
     run_ok(Command::new("cp").arg(&local).arg(m.path("big")));
     let took = started.elapsed();
     let peak = memory(m.pid().unwrap()).1;
     eprintln!(
-        "1 GiB copied in: {took:?}, mount peak RSS {} MiB",
+        "4 GiB copied in: {took:?}, mount peak RSS {} MiB",
         peak >> 20
     );
-    run_ok(Command::new("cmp").arg(&local).arg(m.path("big")));
-    let peak = memory(m.pid().unwrap()).1;
-    assert!(
-        peak <= cache + 256 * MIB,
-        "peak RSS {} MiB over a {} MiB cache",
-        peak >> 20,
-        cache >> 20
+    within(peak);
+
+    // Copied within: the copy names the same partitions, no shard moves.
+    let traffic = shard_traffic(&c).await;
+    let started = Instant::now();
+    run_ok(Command::new("cp").arg(m.path("big")).arg(m.path("copy")));
+    let took = started.elapsed();
+    eprintln!("4 GiB copied within the mount: {took:?}");
+    assert_eq!(
+        shard_traffic(&c).await,
+        traffic,
+        "the copy moved shard bytes"
     );
+    // Generous (5 s a GiB): its time grows with the partitions named, and
+    // is well under a second on a quiet machine.
+    assert!(took < Duration::from_secs(20), "the copy took {took:?}");
+    run_ok(Command::new("cmp").arg(&local).arg(m.path("copy")));
+    within(memory(m.pid().unwrap()).1);
 }

@@ -19,13 +19,16 @@ pub enum ClientError {
     /// An upload's file moved on from the version it started from.
     #[error("{STALE_BASE}")]
     Conflict,
+    /// A commit named objects the account no longer stores (SHA-1s).
+    #[error("{MISSING_OBJECTS}{}", .0.join(" "))]
+    Missing(Vec<String>),
 }
 
 impl ClientError {
     pub fn status(&self) -> Option<StatusCode> {
         match self {
             ClientError::Status { status, .. } => Some(*status),
-            ClientError::Conflict => Some(StatusCode::CONFLICT),
+            ClientError::Conflict | ClientError::Missing(_) => Some(StatusCode::CONFLICT),
             _ => None,
         }
     }
@@ -206,6 +209,14 @@ impl MetaClient {
         }
         if status == StatusCode::CONFLICT && body == STALE_BASE {
             return Err(ClientError::Conflict);
+        }
+        if let Some(sha1s) = body
+            .strip_prefix(MISSING_OBJECTS)
+            .filter(|_| status == StatusCode::CONFLICT)
+        {
+            return Err(ClientError::Missing(
+                sha1s.split(' ').map(str::to_string).collect(),
+            ));
         }
         Err(ClientError::Status { status, body })
     }

@@ -93,6 +93,7 @@ fn client_error(e: ClientError) -> FsError {
     }
     match (&e, e.status().map(|s| s.as_u16())) {
         (ClientError::Conflict, _) => FsError::Conflict,
+        (ClientError::Missing(sha1s), _) => FsError::Missing(sha1s.clone()),
         (ClientError::Transport(_), _) => FsError::Unavailable(e.to_string()),
         (_, Some(404)) => FsError::NotFound,
         (_, Some(409)) => FsError::Exists,

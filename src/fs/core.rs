@@ -19,7 +19,7 @@ use super::FsError;
 use crate::codec::partition_count;
 use crate::meta::store::now_ns;
 use crate::proto::*;
-use crate::transfer::{PartitionSpan, StoredHash};
+use crate::transfer::{OnSealed, PartitionSpan, StoredHash};
 use bytes::Bytes;
 
 type FsResult<T> = Result<T, FsError>;
@@ -1410,12 +1410,8 @@ impl<B: Backend> Fs<B> {
                 _ => {}
             }
         }
-        let spans: Vec<PartitionSpan> = (0..count)
+        let mut todo: Vec<u64> = (0..count)
             .filter(|i| st.parts.present.contains(i) && !pieces.contains_key(i))
-            .map(|i| PartitionSpan {
-                offset: i * p,
-                len: (st.size - i * p).min(p),
-            })
             .collect();
         let size = st.size;
         let stamp = |i: u64| {
@@ -1423,33 +1419,68 @@ impl<B: Backend> Fs<B> {
             (change, (size - i * p).min(p))
         };
         let digest = Mutex::new(st.digest.take());
-        let sealed = |offset: u64, stored: &Bytes| {
+        let to_digest = |offset: u64, stored: &Bytes| {
             let i = offset / p;
             feed(&mut lock(&digest), i, stamp(i), stored);
         };
-        let stored = self
-            .backend
-            .upload_partitions(&name, st.file.clone(), &spans, &sealed)
-            .await;
-        let digest = digest.into_inner().unwrap_or_else(|p| p.into_inner());
-        let sha1 = digest.as_ref().and_then(|d| d.hash(count, stamp));
-        st.digest = digest;
-        pieces.extend(stored?.into_iter().map(|f| (f.offset / p, f)));
-        let ver = self
-            .backend
-            .commit(
-                &name,
-                CommitRequest {
+        let committed = async {
+            let mut sha1 = None;
+            let mut tries = 0;
+            loop {
+                let spans: Vec<PartitionSpan> = todo
+                    .iter()
+                    .map(|&i| PartitionSpan {
+                        offset: i * p,
+                        len: (size - i * p).min(p),
+                    })
+                    .collect();
+                // The digest takes each partition once, in order: not the
+                // ones uploaded again.
+                let sealed: OnSealed = if tries == 0 { &to_digest } else { &|_, _| {} };
+                let stored = self
+                    .backend
+                    .upload_partitions(&name, st.file.clone(), &spans, sealed)
+                    .await?;
+                if tries == 0 {
+                    sha1 = lock(&digest).as_ref().and_then(|d| d.hash(count, stamp));
+                }
+                pieces.extend(stored.into_iter().map(|f| (f.offset / p, f)));
+                let req = CommitRequest {
                     node: Some(id),
                     path: String::new(),
-                    size: st.size,
+                    size,
                     fragments: pieces.values().cloned().collect(),
-                    sha1,
-                    attrs,
+                    sha1: sha1.clone(),
+                    attrs: attrs.clone(),
                     base_ver: Some(st.base),
-                },
-            )
-            .await?;
+                };
+                match self.backend.commit(&name, req).await {
+                    // Objects collected before the commit (uploaded early by
+                    // a file held open past the server's grace period): the
+                    // staged partitions go up again; bytes staged nowhere
+                    // are lost for good.
+                    Err(FsError::Missing(gone)) if tries < 2 => {
+                        tries += 1;
+                        todo = pieces
+                            .iter()
+                            .filter(|(_, f)| gone.contains(&f.object))
+                            .map(|(&i, _)| i)
+                            .collect();
+                        if let Some(i) = todo.iter().find(|i| !st.parts.present.contains(i)) {
+                            return Err(FsError::Io(format!(
+                                "partition {i} is no longer stored and not staged here"
+                            )));
+                        }
+                        tracing::warn!(node = id, partitions = ?todo, "partitions collected before the commit; uploading them again");
+                        pieces.retain(|i, _| !todo.contains(i));
+                    }
+                    r => break r,
+                }
+            }
+        }
+        .await;
+        st.digest = digest.into_inner().unwrap_or_else(|p| p.into_inner());
+        let ver = committed?;
         st.parts.pieces = pieces;
         Ok(ver)
     }

@@ -50,6 +50,10 @@ pub enum FsError {
     /// version the upload started from.
     #[error("the file changed since this upload began")]
     Conflict,
+    /// A commit named objects the account no longer stores (collected
+    /// while unused): their SHA-1s.
+    #[error("objects not stored: {}", .0.join(" "))]
+    Missing(Vec<String>),
     #[error("I/O error: {0}")]
     Io(String),
 }
@@ -75,7 +79,9 @@ impl FsError {
             FsError::TooBig => libc::E2BIG,
             FsError::BadHandle => libc::EBADF,
             FsError::Stale => libc::ESTALE,
-            FsError::Unavailable(_) | FsError::Conflict | FsError::Io(_) => libc::EIO,
+            FsError::Unavailable(_) | FsError::Conflict | FsError::Missing(_) | FsError::Io(_) => {
+                libc::EIO
+            }
         }
     }
 

@@ -812,6 +812,10 @@ async fn partitions_check(
         let known = m
             .store(|db| db.find_object(ns, &p.sha1))?
             .is_some_and(|o| o.stored_size == p.stored_size && o.plain_size == p.plain_size);
+        if known {
+            // Counted as stored: kept for the commit that names it.
+            m.store(|db| db.renew_unused(ns, &p.sha1))?;
+        }
         let inline = match (&p.data, known) {
             (Some(data), false) if p.plain_size <= INLINE_MAX => Some(
                 B64.decode(data)

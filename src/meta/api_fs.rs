@@ -58,7 +58,7 @@ impl IntoResponse for FsFail {
 impl From<DbError> for FsFail {
     fn from(e: DbError) -> Self {
         let (status, errno) = match &e {
-            DbError::NotFound => (StatusCode::NOT_FOUND, "ENOENT"),
+            DbError::NotFound | DbError::Missing(_) => (StatusCode::NOT_FOUND, "ENOENT"),
             DbError::NoAttr => (StatusCode::NOT_FOUND, "ENODATA"),
             DbError::Exists | DbError::Overlap => (StatusCode::CONFLICT, "EEXIST"),
             DbError::NotEmpty => (StatusCode::CONFLICT, "ENOTEMPTY"),

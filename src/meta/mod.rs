@@ -31,6 +31,7 @@ use crate::client::provider::ShardClient;
 use crate::codec::DEFAULT_PARTITION_SIZE;
 use crate::grant::{now_secs, Grant, Op};
 use crate::http::ServeConfig;
+use crate::proto::MISSING_OBJECTS;
 pub use accounts::{default_packages, package_json};
 pub use rest_v2::MOVE_SOURCE_HEADER;
 pub use store::{Db, DbError, Limits, Ns};
@@ -174,6 +175,9 @@ impl From<DbError> for MetaError {
             DbError::Forbidden(m) | DbError::NotPermitted(m) => MetaError::Forbidden(m),
             DbError::Invalid(m) => MetaError::BadRequest(m),
             DbError::Overlap => MetaError::Conflict("data already exists at that offset".into()),
+            DbError::Missing(sha1s) => {
+                MetaError::Conflict(format!("{MISSING_OBJECTS}{}", sha1s.join(" ")))
+            }
             DbError::NotDir | DbError::IsDir => MetaError::Conflict(e.to_string()),
             DbError::NameTooLong => MetaError::BadRequest(e.to_string()),
             DbError::Sql(e) | DbError::Conflict(e) => MetaError::Internal(e),

@@ -409,10 +409,15 @@ impl TestCluster {
     }
 
     pub async fn layout(&self, path: &str) -> FileLayout {
+        self.layout_as(self.uid, path).await
+    }
+
+    /// The layout of `path` in the app's namespace `uid`.
+    pub async fn layout_as(&self, uid: u64, path: &str) -> FileLayout {
         let r = reqwest::Client::new()
             .get(format!(
                 "{}/api/ns/{}/{}/layout",
-                self.meta.url, self.appid, self.uid
+                self.meta.url, self.appid, uid
             ))
             .query(&[("path", path)])
             .header(tfsfs::proto::APPKEY_HEADER, &self.appkey)
@@ -487,6 +492,8 @@ pub struct TestMount {
     appkey: String,
     config_home: PathBuf,
     encrypt: bool,
+    /// The account's uid.
+    uid: u64,
     /// More `tfsfs mount` arguments.
     args: Vec<String>,
     _tmp: tempfile::TempDir,
@@ -507,6 +514,14 @@ impl TestMount {
         Self::open(c, &c.meta.url, encrypt, args)
     }
 
+    /// Mounts `c`'s account `uid` (another namespace of the app), encrypted.
+    pub fn as_uid(c: &TestCluster, uid: u64) -> TestMount {
+        let mut m = Self::unmounted(c, &c.meta.url, true, &[]);
+        m.uid = uid;
+        m.mount();
+        m
+    }
+
     /// Mounts `c`'s account through the metadata server(s) `meta_url`
     /// (comma-separated: the mount fails over between them).
     pub fn at(c: &TestCluster, meta_url: &str, encrypt: bool) -> TestMount {
@@ -514,6 +529,12 @@ impl TestMount {
     }
 
     fn open(c: &TestCluster, meta_url: &str, encrypt: bool, args: &[&str]) -> TestMount {
+        let mut m = Self::unmounted(c, meta_url, encrypt, args);
+        m.mount();
+        m
+    }
+
+    fn unmounted(c: &TestCluster, meta_url: &str, encrypt: bool, args: &[&str]) -> TestMount {
         let tmp = tempfile::tempdir().unwrap();
         // Canonical, as /proc/self/mounts lists it.
         let base = std::fs::canonicalize(tmp.path()).unwrap();
@@ -523,7 +544,7 @@ impl TestMount {
         for d in [&dir, &cache, &logs] {
             std::fs::create_dir_all(d).unwrap();
         }
-        let mut m = TestMount {
+        TestMount {
             dir,
             cache,
             logs,
@@ -533,11 +554,10 @@ impl TestMount {
             appkey: c.appkey.clone(),
             config_home: c.dir.path().join("config"),
             encrypt,
+            uid: c.uid,
             args: args.iter().map(|a| a.to_string()).collect(),
             _tmp: tmp,
-        };
-        m.mount();
-        m
+        }
     }
 
     /// `dir/rel`.
@@ -566,7 +586,7 @@ impl TestMount {
                 "--appkey",
                 &self.appkey,
                 "--uid",
-                "1",
+                &self.uid.to_string(),
             ])
             .arg("--cache-dir")
             .arg(&self.cache)

@@ -395,10 +395,10 @@ impl Db {
     /// content of the file `target` names, `size` bytes long, as one new
     /// version, if the
     /// file is still at `base_ver` (when given). Returns the new VER_NO, or
-    /// None (and changes nothing) when the version moved on. An object
-    /// collected meanwhile, or shorter than its fragment, fails the commit.
-    /// `content_sha1` is the SHA-1 of the stored bytes, when the writer
-    /// knows it.
+    /// None (and changes nothing) when the version moved on. Objects
+    /// collected meanwhile fail it with `Missing` (all of them named); one
+    /// shorter than its fragment, with `Invalid`. `content_sha1` is the
+    /// SHA-1 of the stored bytes, when the writer knows it.
     #[allow(clippy::too_many_arguments)]
     pub fn commit_fragments(
         &self,
@@ -416,14 +416,17 @@ impl Db {
                 return Ok(None);
             };
             let mut rows = Vec::with_capacity(fragments.len());
+            let mut missing = Vec::new();
             for f in fragments {
-                let (object, plain): (i64, i64) = tx
-                    .query_opt(
-                        "SELECT id, plain_size FROM objects WHERE appid=?1 AND uid=?2 AND sha1=?3",
-                        params![sql_id(ns.appid), sql_id(ns.uid), f.object],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )?
-                    .ok_or(DbError::NotFound)?;
+                let found: Option<(i64, i64)> = tx.query_opt(
+                    "SELECT id, plain_size FROM objects WHERE appid=?1 AND uid=?2 AND sha1=?3",
+                    params![sql_id(ns.appid), sql_id(ns.uid), f.object],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?;
+                let Some((object, plain)) = found else {
+                    missing.push(f.object.clone());
+                    continue;
+                };
                 if f.length > plain as u64 {
                     return Err(DbError::Invalid(format!(
                         "object {} holds fewer than {} bytes",
@@ -431,6 +434,11 @@ impl Db {
                     )));
                 }
                 rows.push((f.offset, f.length, object, f.key.as_deref()));
+            }
+            if !missing.is_empty() {
+                missing.sort_unstable();
+                missing.dedup();
+                return Err(DbError::Missing(missing));
             }
             replace_fragments(tx, &node, &rows, size, content_sha1, attrs, bump).map(Some)
         })

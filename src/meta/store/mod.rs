@@ -60,6 +60,10 @@ pub enum DbError {
     Invalid(String),
     #[error("write overlaps existing data")]
     Overlap,
+    /// A commit names objects the account does not store (any more): their
+    /// SHA-1s.
+    #[error("objects not stored: {}", .0.join(" "))]
+    Missing(Vec<String>),
     #[error("database error: {0}")]
     Sql(String),
     /// A transaction lost to a concurrent one (PostgreSQL's serialization

@@ -1,6 +1,6 @@
 //! Objects, their partitions and shard placements, providers, upload sessions.
 
-use super::sql::params;
+use super::sql::{params, Conn};
 use super::{
     object_at, scheme_code, sql_id, unix_now, Db, DbResult, NewObject, Ns, ObjectRow, PartitionRow,
     ProviderRow, ShardRow, OBJECT_COLS,
@@ -19,8 +19,17 @@ impl Db {
         })
     }
 
+    /// An unused object the account named again (stored it again, or was
+    /// told it need not): its grace period starts over, so GC leaves it to
+    /// the commit that is coming.
+    pub fn renew_unused(&self, ns: Ns, sha1: &str) -> DbResult<()> {
+        self.tx(|tx| renew(tx, ns, sha1))?;
+        Ok(())
+    }
+
     /// Records an object with its partitions and shard placements; returns
-    /// the id of the object (an existing one when it is already known).
+    /// the id of the object (an existing one when it is already known,
+    /// renewed when unused).
     pub fn insert_object(&self, ns: Ns, o: &NewObject) -> DbResult<i64> {
         self.tx(|tx| {
             let existing: Option<i64> = tx
@@ -30,6 +39,7 @@ impl Db {
                     |r| r.get(0),
                 )?;
             if let Some(id) = existing {
+                renew(tx, ns, o.sha1)?;
                 return Ok(id);
             }
             let id: i64 = tx.query_row(
@@ -173,4 +183,12 @@ impl Db {
             )
         })
     }
+}
+
+/// Starts an unused object's grace period over.
+fn renew(tx: &Conn, ns: Ns, sha1: &str) -> DbResult<usize> {
+    tx.execute(
+        "UPDATE objects SET released=?4 WHERE appid=?1 AND uid=?2 AND sha1=?3 AND refs=0",
+        params![sql_id(ns.appid), sql_id(ns.uid), sha1, unix_now()],
+    )
 }
