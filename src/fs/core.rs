@@ -980,6 +980,11 @@ impl<B: Backend> Fs<B> {
                 attr.nlink -= 1;
             }
         });
+        if dir {
+            // The removed directory's own (its attributes are no more).
+            lock(&self.listed)
+                .retain(|_, l| (l.attr.parent, l.attr.name.as_str()) != (parent, name));
+        }
         r.map(drop)
     }
 
