@@ -14,11 +14,9 @@ use fuser::{
     ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::fs::{Attr, Backend, Fs, FsError, OpenFlags, Owner, SetAttr, XattrReply};
+use crate::fs::{Attr, Backend, Fs, FsError, OpenFlags, Owner, SetAttr, XattrReply, TTL};
 use crate::proto::NodeKind;
 
-/// How long the kernel may cache attributes and entries.
-const TTL: Duration = Duration::from_secs(1);
 const BLOCK: u32 = 4096;
 
 pub struct FuseFs<B: Backend> {
@@ -92,6 +90,27 @@ fn file_attr(a: &Attr) -> FileAttr {
     }
 }
 
+/// The entry of a name that is not there: inode 0.
+fn absent() -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: UNIX_EPOCH,
+        mtime: UNIX_EPOCH,
+        ctime: UNIX_EPOCH,
+        crtime: UNIX_EPOCH,
+        kind: FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: BLOCK,
+        flags: 0,
+    }
+}
+
 fn open_flags(flags: i32) -> OpenFlags {
     let acc = fuser::OpenFlags(flags).acc_mode();
     OpenFlags {
@@ -99,6 +118,7 @@ fn open_flags(flags: i32) -> OpenFlags {
         write: acc != OpenAccMode::O_RDONLY,
         truncate: flags & libc::O_TRUNC != 0,
         append: flags & libc::O_APPEND != 0,
+        exclusive: flags & libc::O_EXCL != 0,
     }
 }
 
@@ -268,7 +288,22 @@ impl<B: Backend> Filesystem for FuseFs<B> {
         let Ok(n) = name_of(name) else {
             return reply.error(Errno::EINVAL);
         };
-        self.entry(req, reply, self.fs.lookup(parent.0, n));
+        let found = async {
+            match self.fs.lookup(parent.0, n).await {
+                Err(FsError::NotFound) => Ok(None),
+                r => r.map(Some),
+            }
+        };
+        let late = self.serve(req, reply, found, |reply, a| match a {
+            Some(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
+            // A negative entry (inode 0): the kernel answers ENOENT itself
+            // for the TTL, and forgets it when it makes the name.
+            None => reply.entry(&TTL, &absent(), Generation(0)),
+        });
+        // Answered EINTR: the kernel never got the entry to forget.
+        if let Some(Some(a)) = late {
+            self.fs.forget(a.ino, 1);
+        }
     }
 
     // fuser's batch_forget hands each node of a batch to this one.

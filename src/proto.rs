@@ -469,6 +469,20 @@ pub struct NodeAttr {
     /// A device node's device number.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub rdev: u32,
+    /// In the answer to `fs/make`: the change made to the parent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir_change: Option<DirChange>,
+}
+
+/// A change to a directory's entries by one request: its mtime just before
+/// and after. A client whose listing of the directory was whole at
+/// `before` knows it is whole at `after` (nothing else changed it between:
+/// every change moves the mtime forward).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirChange {
+    pub dir: i64,
+    pub before: i64,
+    pub after: i64,
 }
 
 fn is_zero(v: &u32) -> bool {

@@ -13,12 +13,14 @@ const RW: OpenFlags = OpenFlags {
     write: true,
     truncate: false,
     append: false,
+    exclusive: false,
 };
 const RO: OpenFlags = OpenFlags {
     read: true,
     write: false,
     truncate: false,
     append: false,
+    exclusive: false,
 };
 
 /// A core over a fresh in-memory namespace, and that namespace (to act

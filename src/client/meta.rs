@@ -428,7 +428,7 @@ impl MetaClient {
         self.fs_post("make", req).await
     }
 
-    pub async fn fs_remove(&self, req: &RemoveRequest) -> Result<(), ClientError> {
+    pub async fn fs_remove(&self, req: &RemoveRequest) -> Result<DirChange, ClientError> {
         self.fs_post("remove", req).await
     }
 

@@ -23,8 +23,9 @@ pub trait Backend: Send + Sync + 'static {
     fn getattr(&self, id: i64) -> impl Future<Output = BResult<NodeAttr>> + Send;
     fn lookup(&self, parent: i64, name: &str) -> impl Future<Output = BResult<NodeAttr>> + Send;
     fn children(&self, id: i64) -> impl Future<Output = BResult<Vec<NodeAttr>>> + Send;
+    /// A new node; its `dir_change` says how the parent changed.
     fn make(&self, req: MakeRequest) -> impl Future<Output = BResult<NodeAttr>> + Send;
-    fn remove(&self, req: RemoveRequest) -> impl Future<Output = BResult<()>> + Send;
+    fn remove(&self, req: RemoveRequest) -> impl Future<Output = BResult<DirChange>> + Send;
     fn rename(&self, req: RenameRequest) -> impl Future<Output = BResult<()>> + Send;
     fn setattr(&self, req: SetAttrRequest) -> impl Future<Output = BResult<NodeAttr>> + Send;
     fn link(&self, req: LinkRequest) -> impl Future<Output = BResult<NodeAttr>> + Send;
@@ -141,7 +142,7 @@ impl Backend for RemoteBackend {
         self.meta.fs_make(&req).await.map_err(client_error)
     }
 
-    async fn remove(&self, req: RemoveRequest) -> BResult<()> {
+    async fn remove(&self, req: RemoveRequest) -> BResult<DirChange> {
         self.meta.fs_remove(&req).await.map_err(client_error)
     }
 

@@ -1,13 +1,13 @@
 //! The filesystem: POSIX operations over a `Backend`, with local staging of
 //! writes (uploaded on flush/fsync/release) and cached, prefetched reads.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backon::BackoffBuilder;
 use tokio::sync::Mutex as AsyncMutex;
@@ -63,6 +63,8 @@ pub struct OpenFlags {
     pub write: bool,
     pub truncate: bool,
     pub append: bool,
+    /// O_EXCL: a create fails on a name that is there.
+    pub exclusive: bool,
 }
 
 /// Who creates a node.
@@ -220,6 +222,32 @@ const RETRY: backon::ExponentialBuilder = backon::ExponentialBuilder::new()
 /// Partitions of files being written uploaded at once, in the background.
 const EARLY_WINDOW: usize = 4;
 
+/// How long the kernel keeps entries and attributes, and a listing answers
+/// misses without asking (`Listed`): another client's change shows here at
+/// most this late.
+pub const TTL: Duration = Duration::from_secs(1);
+
+/// Directories whose listings are kept, at most.
+const LISTED_DIRS: usize = 1024;
+
+/// Listings of more names than this are not kept.
+const LISTED_NAMES: usize = 16384;
+
+/// All the names of a directory, as of its mtime (`attr.mtime_ns`), known
+/// to be so at `checked`. A name not among them is not there: for `TTL`
+/// after `checked` without asking, and after that while the directory's
+/// mtime is unchanged (every change moves it forward). This mount's own
+/// changes keep it whole: the server answers them with the mtime before
+/// and after (`DirChange`). The attributes, as asked at `attr_at` with
+/// those changes applied, answer getattr for `TTL` (the kernel drops its
+/// copy at each change in the directory; a chmod elsewhere moves no mtime).
+struct Listed {
+    attr: NodeAttr,
+    attr_at: Instant,
+    names: HashSet<String>,
+    checked: Instant,
+}
+
 /// A file whose entry is being removed (unlink, rename over it), locked
 /// until the removal is done.
 struct Victim {
@@ -333,6 +361,8 @@ pub struct Fs<B: Backend> {
     inodes: Arc<Mutex<HashMap<i64, Record>>>,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
+    /// Directories this mount knows every name of, by node id.
+    listed: Mutex<HashMap<i64, Listed>>,
     next_fh: AtomicU64,
     uploads: AtomicUsize,
     /// Whole staged files whose upload failed for a passing reason
@@ -424,6 +454,7 @@ impl<B: Backend> Fs<B> {
             inodes: Arc::default(),
             handles: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
+            listed: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             uploads: AtomicUsize::new(0),
             pending: Mutex::new(HashMap::new()),
@@ -719,8 +750,101 @@ impl<B: Backend> Fs<B> {
     // ---- metadata ----
 
     pub async fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
-        let n = self.backend.lookup(self.id(parent), name).await?;
+        let parent = self.id(parent);
+        if self.surely_absent(parent, name).await {
+            return Err(FsError::NotFound);
+        }
+        let n = self.backend.lookup(parent, name).await?;
         Ok(self.handed(&n))
+    }
+
+    /// Whether directory `dir`'s listing says `name` is not there: checked
+    /// within the TTL, or its mtime unchanged since (asked now).
+    async fn surely_absent(&self, dir: i64, name: &str) -> bool {
+        match lock(&self.listed).get(&dir) {
+            Some(l) if !l.names.contains(name) && l.checked.elapsed() < TTL => return true,
+            Some(l) if !l.names.contains(name) => {}
+            _ => return false,
+        }
+        // Checked now, or dropped when changed.
+        let _ = self.dir_attr(dir).await;
+        lock(&self.listed)
+            .get(&dir)
+            .is_some_and(|l| !l.names.contains(name))
+    }
+
+    /// Keeps the listing of directory `dir` (attributes and names, as
+    /// asked at `at`). A full map gives up the listing checked longest ago.
+    fn keep_listing(&self, dir: &NodeAttr, names: HashSet<String>, at: Instant) {
+        let mut listed = lock(&self.listed);
+        if names.len() > LISTED_NAMES {
+            listed.remove(&dir.id);
+            return;
+        }
+        if listed.len() >= LISTED_DIRS && !listed.contains_key(&dir.id) {
+            let oldest = listed
+                .iter()
+                .min_by_key(|(_, l)| l.checked)
+                .map(|(&d, _)| d);
+            if let Some(d) = oldest {
+                listed.remove(&d);
+            }
+        }
+        let l = Listed {
+            attr: dir.clone(),
+            attr_at: at,
+            names,
+            checked: at,
+        };
+        listed.insert(dir.id, l);
+    }
+
+    /// This mount changed `dir` by a request sent at `at`, which the server
+    /// answered with `change`: a listing whole just before the change stays
+    /// whole with `edit` applied; any other listing of `dir` goes.
+    fn changed(
+        &self,
+        dir: i64,
+        change: Option<DirChange>,
+        at: Instant,
+        edit: impl FnOnce(&mut NodeAttr, &mut HashSet<String>),
+    ) {
+        let mut listed = lock(&self.listed);
+        match (listed.get_mut(&dir), change) {
+            (Some(l), Some(c)) if c.dir == dir && c.before == l.attr.mtime_ns => {
+                edit(&mut l.attr, &mut l.names);
+                l.attr.mtime_ns = c.after;
+                l.attr.ctime_ns = c.after;
+                l.checked = at;
+                if l.names.len() > LISTED_NAMES {
+                    listed.remove(&dir);
+                }
+            }
+            _ => {
+                listed.remove(&dir);
+            }
+        }
+    }
+
+    /// `backend.make`, keeping the parent's listing whole.
+    async fn make_node(&self, req: MakeRequest) -> FsResult<NodeAttr> {
+        let (parent, at) = (req.parent, Instant::now());
+        let n = self.backend.make(req).await;
+        match &n {
+            Ok(n) => {
+                self.no_capability_yet(n.id);
+                self.changed(parent, n.dir_change, at, |dir, names| {
+                    names.insert(n.name.clone());
+                    // 2 + subdirectories (0: not counted, as in MemoryBackend).
+                    if n.kind == NodeKind::Dir && dir.nlink > 0 {
+                        dir.nlink += 1;
+                    }
+                })
+            }
+            // EEXIST included: the name is there after all.
+            Err(_) => self.changed(parent, None, at, |_, _| {}),
+        }
+        n
     }
 
     pub async fn getattr(&self, ino: u64) -> FsResult<Attr> {
@@ -728,14 +852,37 @@ impl<B: Backend> Fs<B> {
         if let Some(a) = self.orphan_attr(id) {
             return Ok(a);
         }
+        let known = lock(&self.listed)
+            .get(&id)
+            .filter(|l| l.attr_at.elapsed() < TTL)
+            .map(|l| l.attr.clone());
+        if let Some(n) = known {
+            return Ok(self.attr(&n));
+        }
         // Gone since the kernel looked it up (e.g. renamed over): ESTALE
         // makes the kernel look the path up again.
-        let n = self
-            .backend
-            .getattr(id)
-            .await
-            .map_err(FsError::stale_if_gone)?;
+        let n = self.dir_attr(id).await.map_err(FsError::stale_if_gone)?;
         Ok(self.attr(&n))
+    }
+
+    /// `backend.getattr`; a listed directory found unchanged has its listing
+    /// checked now, one found changed loses it.
+    async fn dir_attr(&self, id: i64) -> FsResult<NodeAttr> {
+        let at = Instant::now();
+        let n = self.backend.getattr(id).await;
+        let mut listed = lock(&self.listed);
+        match (listed.get_mut(&id), &n) {
+            (Some(l), Ok(n)) if l.attr.mtime_ns == n.mtime_ns => {
+                l.attr = n.clone();
+                l.attr_at = at;
+                l.checked = at;
+            }
+            (Some(_), _) => {
+                listed.remove(&id);
+            }
+            (None, _) => {}
+        }
+        n
     }
 
     /// The attributes of a file unlinked while open: no links left.
@@ -804,13 +951,16 @@ impl<B: Backend> Fs<B> {
             target,
             rdev: 0,
         };
-        self.backend.make(req).await
+        self.make_node(req).await
     }
 
     pub async fn mkdir(&self, parent: u64, name: &str, mode: u32, owner: Owner) -> FsResult<Attr> {
+        let at = Instant::now();
         let n = self
             .make(parent, name, NodeKind::Dir, mode, owner, None)
             .await?;
+        // A new directory: its listing is whole, and empty.
+        self.keep_listing(&n, HashSet::new(), at);
         Ok(self.handed(&n))
     }
 
@@ -845,7 +995,7 @@ impl<B: Backend> Fs<B> {
                 _ => 0,
             },
         };
-        let n = self.backend.make(req).await?;
+        let n = self.make_node(req).await?;
         Ok(self.handed(&n))
     }
 
@@ -877,16 +1027,32 @@ impl<B: Backend> Fs<B> {
 
     pub async fn unlink(&self, parent: u64, name: &str) -> FsResult<()> {
         let kept = self.keep_if_open(self.id(parent), name).await?;
-        let r = self
-            .backend
-            .remove(RemoveRequest {
-                parent: self.id(parent),
-                name: name.to_string(),
-                dir: false,
-            })
-            .await;
+        let r = self.remove(parent, name, false).await;
         self.kept_outcome(kept, &r);
         r
+    }
+
+    /// `backend.remove`, keeping the parent's listing whole.
+    async fn remove(&self, parent: u64, name: &str, dir: bool) -> FsResult<()> {
+        let (parent, at) = (self.id(parent), Instant::now());
+        let req = RemoveRequest {
+            parent,
+            name: name.to_string(),
+            dir,
+        };
+        let r = self.backend.remove(req).await;
+        self.changed(parent, r.as_ref().ok().copied(), at, |attr, names| {
+            names.remove(name);
+            if dir && attr.nlink > 2 {
+                attr.nlink -= 1;
+            }
+        });
+        if dir {
+            // The removed directory's own (its attributes are no more).
+            lock(&self.listed)
+                .retain(|_, l| (l.attr.parent, l.attr.name.as_str()) != (parent, name));
+        }
+        r.map(drop)
     }
 
     /// After the removal: a node kept for its open descriptors stays an
@@ -909,19 +1075,14 @@ impl<B: Backend> Fs<B> {
     }
 
     pub async fn rmdir(&self, parent: u64, name: &str) -> FsResult<()> {
-        self.backend
-            .remove(RemoveRequest {
-                parent: self.id(parent),
-                name: name.to_string(),
-                dir: true,
-            })
-            .await
+        self.remove(parent, name, true).await
     }
 
     /// link(2): the node gets the name `new_name` in `new_parent` too; the
     /// answer carries the new link count, which the kernel shows through
     /// every name (one inode).
     pub async fn link(&self, ino: u64, new_parent: u64, new_name: &str) -> FsResult<Attr> {
+        self.unlist(self.id(new_parent));
         let n = self
             .backend
             .link(LinkRequest {
@@ -958,9 +1119,22 @@ impl<B: Backend> Fs<B> {
         } else {
             self.keep_if_open(req.new_parent, new_name).await?
         };
+        let (from, to) = (req.parent, req.new_parent);
         let r = self.backend.rename(req).await;
+        // Both directories, and the directories moved or replaced (their
+        // ctime and "..").
+        lock(&self.listed).retain(|&d, l| {
+            let n = (l.attr.parent, l.attr.name.as_str());
+            d != from && d != to && n != (from, name) && n != (to, new_name)
+        });
         self.kept_outcome(kept, &r);
         r
+    }
+
+    /// Forgets a directory's listing (changed in a way this mount does
+    /// not follow).
+    pub(super) fn unlist(&self, dir: i64) {
+        lock(&self.listed).remove(&dir);
     }
 
     pub async fn statfs(&self) -> FsResult<FsStats> {
@@ -969,6 +1143,7 @@ impl<B: Backend> Fs<B> {
 
     pub async fn setattr(&self, ino: u64, s: SetAttr) -> FsResult<Attr> {
         let id = self.id(ino);
+        self.unlist(id);
         if let Some(size) = s.size {
             self.truncate(id, size).await?;
         }
@@ -1505,7 +1680,7 @@ impl<B: Backend> Fs<B> {
                 target: None,
                 rdev: 0,
             };
-            self.backend.make(req).await
+            self.make_node(req).await
         }
         .await;
         let copy = match made {
@@ -1633,9 +1808,24 @@ impl<B: Backend> Fs<B> {
         owner: Owner,
         flags: OpenFlags,
     ) -> FsResult<(Attr, u64)> {
-        let n = self
+        let n = match self
             .make(parent, name, NodeKind::File, mode, owner, None)
-            .await?;
+            .await
+        {
+            Ok(n) => n,
+            // The name was made elsewhere since this mount saw the directory
+            // (its listing, or the kernel's negative entry, is older): open(2)
+            // without O_EXCL opens that file.
+            Err(FsError::Exists) if !flags.exclusive => {
+                let n = self.backend.lookup(self.id(parent), name).await?;
+                if n.kind != NodeKind::File {
+                    return Err(FsError::Exists);
+                }
+                let (fh, _) = self.open(self.ino(n.id), flags).await?;
+                return Ok((self.handed(&n), fh));
+            }
+            Err(e) => return Err(e),
+        };
         let (fh, _) = self
             .open(
                 self.ino(n.id),
@@ -1972,6 +2162,9 @@ impl<B: Backend> Fs<B> {
 
     pub async fn opendir(&self, ino: u64) -> FsResult<u64> {
         let id = self.id(ino);
+        // The directory's mtime before its names: a change between the two
+        // makes the listing look older, never newer, than it is.
+        let at = Instant::now();
         let me = self.backend.getattr(id).await?;
         if me.kind != NodeKind::Dir {
             return Err(FsError::NotDir);
@@ -1993,7 +2186,10 @@ impl<B: Backend> Fs<B> {
                 attr: self.attr(&parent),
             },
         ];
-        for child in self.backend.children(id).await? {
+        let children = self.backend.children(id).await?;
+        let names = children.iter().map(|c| c.name.clone()).collect();
+        self.keep_listing(&me, names, at);
+        for child in children {
             entries.push(DirEntry {
                 ino: self.ino(child.id),
                 name: child.name.clone(),

@@ -67,6 +67,7 @@ impl Default for MemoryBackend {
                 target: None,
                 nlink: 0,
                 rdev: 0,
+                dir_change: None,
             },
             children: BTreeMap::new(),
             fragments: Vec::new(),
@@ -129,8 +130,23 @@ impl Tree {
         }
     }
 
+    /// A directory's entries changed: its mtime moves forward, as the
+    /// server's does.
+    fn touch(&mut self, dir: i64) -> BResult<DirChange> {
+        let d = &mut self.node_mut(dir)?.attr;
+        let before = d.mtime_ns;
+        d.mtime_ns = now_ns().max(before + 1);
+        d.ctime_ns = d.mtime_ns;
+        Ok(DirChange {
+            dir,
+            before,
+            after: d.mtime_ns,
+        })
+    }
+
     /// Sets the entry `(parent, name)` to `id`, and `id`'s name to it.
     fn link(&mut self, parent: i64, name: &str, id: i64) -> BResult<()> {
+        self.touch(parent)?;
         self.node_mut(parent)?.children.insert(name.to_string(), id);
         let n = self.node_mut(id)?;
         n.names.insert((parent, name.to_string()));
@@ -157,6 +173,7 @@ impl Tree {
     /// Removes the entry `(parent, name)` of node `id`; the node goes with
     /// its last name.
     fn unlink(&mut self, parent: i64, name: &str, id: i64) -> BResult<()> {
+        self.touch(parent)?;
         self.node_mut(parent)?.children.remove(name);
         self.forget_name(parent, name, id);
         if self.node(id)?.names.is_empty() {
@@ -216,7 +233,8 @@ impl Tree {
         self.link(r.new_parent, &r.new_name, from)
     }
 
-    fn remove(&mut self, r: &RemoveRequest) -> BResult<()> {
+    fn remove(&mut self, r: &RemoveRequest) -> BResult<DirChange> {
+        let before = self.node(r.parent)?.attr.mtime_ns;
         let id = self.child(r.parent, &r.name)?;
         let n = self.node(id)?;
         match (r.dir, n.attr.kind == NodeKind::Dir) {
@@ -225,7 +243,12 @@ impl Tree {
             (true, true) if !n.children.is_empty() => return Err(FsError::NotEmpty),
             _ => {}
         }
-        self.unlink(r.parent, &r.name, id)
+        self.unlink(r.parent, &r.name, id)?;
+        Ok(DirChange {
+            dir: r.parent,
+            before,
+            after: self.node(r.parent)?.attr.mtime_ns,
+        })
     }
 
     /// Stores `data` as a new object; returns its name.
@@ -338,6 +361,7 @@ impl Backend for MemoryBackend {
                 target: req.target,
                 nlink: 0,
                 rdev: req.rdev,
+                dir_change: None,
             };
             let node = Node {
                 attr: attr.clone(),
@@ -347,12 +371,21 @@ impl Backend for MemoryBackend {
                 xattrs: BTreeMap::new(),
             };
             t.nodes.insert(id, node);
+            let before = t.node(req.parent)?.attr.mtime_ns;
             t.link(req.parent, &req.name, id)?;
-            Ok(attr)
+            let change = DirChange {
+                dir: req.parent,
+                before,
+                after: t.node(req.parent)?.attr.mtime_ns,
+            };
+            Ok(NodeAttr {
+                dir_change: Some(change),
+                ..t.node(id)?.attr.clone()
+            })
         })
     }
 
-    async fn remove(&self, req: RemoveRequest) -> BResult<()> {
+    async fn remove(&self, req: RemoveRequest) -> BResult<DirChange> {
         self.with(|t| t.remove(&req))
     }
 

@@ -11,7 +11,7 @@ mod staging;
 mod xattrs;
 
 pub use backend::{BResult, Backend, RemoteBackend};
-pub use core::{Attr, DirEntry, Fs, FsConfig, OpenFlags, Owner, SetAttr};
+pub use core::{Attr, DirEntry, Fs, FsConfig, OpenFlags, Owner, SetAttr, TTL};
 pub use error::FsError;
 pub use memory::MemoryBackend;
 pub use xattrs::XattrReply;

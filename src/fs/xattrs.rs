@@ -73,9 +73,7 @@ impl<B: Backend> Fs<B> {
         }
         match self.backend.xattr(id, name).await {
             Err(FsError::NoData) if name == CAPABILITY => {
-                let mut absent = lock(&self.no_capability);
-                absent.retain(|_, at| at.elapsed() < ABSENCE_KEPT);
-                absent.insert(id, Instant::now());
+                self.no_capability_yet(id);
                 Err(FsError::NoData)
             }
             r => fit(r?, size),
@@ -117,11 +115,22 @@ impl<B: Backend> Fs<B> {
         if name == CAPABILITY {
             lock(&self.no_capability).remove(&self.id(ino));
         }
+        // An ACL sets the mode too.
+        self.unlist(self.id(ino));
         self.backend.set_xattr(self.id(ino), name, value, how).await
     }
 
     pub async fn removexattr(&self, ino: u64, name: &str, uid: u32) -> FsResult<()> {
         allowed(name, uid, true)?;
+        self.unlist(self.id(ino));
         self.backend.remove_xattr(self.id(ino), name).await
+    }
+
+    /// A node made by this mount has no `security.capability`: the kernel
+    /// asks at its first write.
+    pub(super) fn no_capability_yet(&self, id: i64) {
+        let mut absent = lock(&self.no_capability);
+        absent.retain(|_, at| at.elapsed() < ABSENCE_KEPT);
+        absent.insert(id, Instant::now());
     }
 }

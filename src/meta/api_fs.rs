@@ -105,10 +105,7 @@ fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, FsFail> {
 
 /// The attributes the drive sees; nodes made through REST get defaults.
 pub fn node_attr(n: &Node) -> NodeAttr {
-    let mtime = n
-        .attrs
-        .mtime_ns
-        .unwrap_or(n.modify_time.saturating_mul(1_000_000_000));
+    let mtime = n.mtime_ns();
     let (kind, default_mode) = match n.kind {
         Kind::Dir => (NodeKind::Dir, 0o755),
         Kind::File => (NodeKind::File, 0o644),
@@ -134,6 +131,7 @@ pub fn node_attr(n: &Node) -> NodeAttr {
         target: n.target.clone(),
         nlink: n.nlink.min(u32::MAX as u64) as u32,
         rdev: n.rdev,
+        dir_change: None,
     }
 }
 
@@ -234,9 +232,11 @@ async fn make(
             _ => 0,
         },
     };
-    Ok(Json(node_attr(
-        &m.store(|db| db.make(ns, r.parent, &r.name, &new))?,
-    )))
+    let (made, change) = m.store(|db| db.make(ns, r.parent, &r.name, &new))?;
+    Ok(Json(NodeAttr {
+        dir_change: Some(change),
+        ..node_attr(&made)
+    }))
 }
 
 async fn remove(
@@ -244,11 +244,10 @@ async fn remove(
     Path((a, u)): Path<(u64, u64)>,
     h: HeaderMap,
     b: Result<Json<RemoveRequest>, JsonRejection>,
-) -> FsResult<()> {
+) -> FsResult<DirChange> {
     let ns = ns(&m, &h, a, u, true)?;
     let r = body(b)?;
-    m.store(|db| db.unlink(ns, r.parent, &r.name, r.dir))?;
-    Ok(Json(()))
+    Ok(Json(m.store(|db| db.unlink(ns, r.parent, &r.name, r.dir))?))
 }
 
 async fn rename(

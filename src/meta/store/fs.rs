@@ -10,7 +10,7 @@ use super::{
     Limits, Node, Ns, ENTRY_COLS, NODE_COLS, OBJECT_COLS,
 };
 use crate::meta::path::{TfsPath, MAX_DEPTH, MAX_NAME};
-use crate::proto::{CommitFragment, FileAttrs, SetAttrs};
+use crate::proto::{CommitFragment, DirChange, FileAttrs, SetAttrs};
 
 /// A name as the drive may use it.
 fn check_name(name: &str) -> DbResult<()> {
@@ -76,8 +76,9 @@ fn move_name(
 
 /// Removes the name by which `node` was found (its `parent` and `name`).
 /// The node goes with its last name (its data to the garbage collector);
-/// while it has another, the row takes that one over.
-fn drop_name(conn: &Conn, node: &Node) -> DbResult<()> {
+/// while it has another, the row takes that one over. Returns the
+/// parent's new mtime.
+fn drop_name(conn: &Conn, node: &Node) -> DbResult<i64> {
     let extra = conn.execute(
         "DELETE FROM links WHERE parent=?1 AND name=?2",
         params![node.parent, &node.name],
@@ -183,10 +184,17 @@ impl Db {
         })
     }
 
-    pub fn make(&self, ns: Ns, parent: i64, name: &str, new: &NewNode) -> DbResult<Node> {
+    /// A new node, and the change to its directory.
+    pub fn make(
+        &self,
+        ns: Ns,
+        parent: i64,
+        name: &str,
+        new: &NewNode,
+    ) -> DbResult<(Node, DirChange)> {
         check_name(name)?;
         self.tx(|tx| {
-            dir_in(tx, ns, parent)?;
+            let before = dir_in(tx, ns, parent)?.mtime_ns();
             if child(tx, parent, name)?.is_some() {
                 return Err(DbError::Exists);
             }
@@ -215,17 +223,23 @@ impl Db {
                     i64::from(new.rdev)
                 ],
             )?;
-            touch(tx, parent)?;
+            let after = touch(tx, parent)?;
             let made = child(tx, parent, name)?.expect("just inserted");
             xattrs::inherit_acl(tx, parent, made.id, new.kind, new.mode)?;
-            Ok(child(tx, parent, name)?.expect("just inserted"))
+            let change = DirChange {
+                dir: parent,
+                before,
+                after,
+            };
+            Ok((child(tx, parent, name)?.expect("just inserted"), change))
         })
     }
 
-    /// unlink (`dir` false) or rmdir (`dir` true).
-    pub fn unlink(&self, ns: Ns, parent: i64, name: &str, dir: bool) -> DbResult<()> {
+    /// unlink (`dir` false) or rmdir (`dir` true); returns the change to
+    /// the directory.
+    pub fn unlink(&self, ns: Ns, parent: i64, name: &str, dir: bool) -> DbResult<DirChange> {
         self.tx(|tx| {
-            dir_in(tx, ns, parent)?;
+            let before = dir_in(tx, ns, parent)?.mtime_ns();
             let node = child(tx, parent, name)?.ok_or(DbError::NotFound)?;
             match (dir, node.kind == Kind::Dir) {
                 (true, false) => return Err(DbError::NotDir),
@@ -233,7 +247,12 @@ impl Db {
                 (true, true) if !is_empty_dir(tx, node.id)? => return Err(DbError::NotEmpty),
                 _ => {}
             }
-            drop_name(tx, &node)
+            let after = drop_name(tx, &node)?;
+            Ok(DirChange {
+                dir: parent,
+                before,
+                after,
+            })
         })
     }
 
@@ -520,7 +539,7 @@ impl Db {
             if kind == Kind::Dir && !is_empty_dir(tx, node.id)? {
                 return Err(DbError::NotEmpty);
             }
-            drop_name(tx, &node)
+            drop_name(tx, &node).map(drop)
         })
     }
 
@@ -860,13 +879,21 @@ fn replace_fragments(
 }
 
 /// A directory's entries changed: its modification and change times move.
-pub(super) fn touch(conn: &Conn, id: i64) -> DbResult<()> {
-    let now = now_ns();
+/// A directory's entries changed: its mtime moves to now, always forward,
+/// so that a client that listed it sees any change (`DirChange`). Returns
+/// the new mtime.
+pub(super) fn touch(conn: &Conn, id: i64) -> DbResult<i64> {
+    let old: Option<i64> = conn.query_opt(
+        "SELECT COALESCE(mtime_ns, modify_time * 1000000000) FROM nodes WHERE id=?1",
+        params![id],
+        |r| r.get(0),
+    )?;
+    let now = now_ns().max(old.map_or(0, |t| t.saturating_add(1)));
     conn.execute(
         "UPDATE nodes SET modify_time=?1, mtime_ns=?2, ctime_ns=?2 WHERE id=?3",
         params![now.div_euclid(1_000_000_000), now, id],
     )?;
-    Ok(())
+    Ok(now)
 }
 
 fn check_limits(conn: &Conn, parent: i64, kind: Kind, limits: Limits) -> DbResult<()> {

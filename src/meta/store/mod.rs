@@ -118,6 +118,15 @@ pub struct Node {
     pub rdev: u32,
 }
 
+impl Node {
+    /// Its mtime as the drive sees it (nodes made through REST have whole seconds).
+    pub fn mtime_ns(&self) -> i64 {
+        self.attrs
+            .mtime_ns
+            .unwrap_or(self.modify_time.saturating_mul(1_000_000_000))
+    }
+}
+
 /// Per-directory limits (TFS refuses past them with 403).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {

@@ -1,0 +1,218 @@
+//! Small files in few round trips, on real mounts: a lookup that misses in
+//! a directory the mount listed (or made, or changed itself, nothing else
+//! changing it) is answered by the mount, so a new small file costs its
+//! create and its commit. Names made elsewhere show after the TTL, O_EXCL
+//! stays exact across mounts, open(O_CREAT) of a name made elsewhere opens
+//! that file, and a killed mount leaves a closed small file's bytes.
+//! Needs root and /dev/fuse.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{ErrorKind, Write};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The entry and attribute TTL of the mount (`fs::TTL`).
+const TTL: Duration = Duration::from_secs(1);
+
+/// Requests the metadata server answered so far, by (method, route, status).
+async fn requests(c: &TestCluster) -> HashMap<(String, String, String), u64> {
+    let text = reqwest::get(format!("{}/metrics", c.meta.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let label = |l: &str, key: &str| {
+        let from = l.find(&format!("{key}=\"")).unwrap() + key.len() + 2;
+        l[from..from + l[from..].find('"').unwrap()].to_string()
+    };
+    text.lines()
+        .filter(|l| l.starts_with("tfsfs_http_requests_total{"))
+        .map(|l| {
+            let n: f64 = l.rsplit(' ').next().unwrap().parse().unwrap();
+            let key = (label(l, "method"), label(l, "route"), label(l, "status"));
+            (key, n as u64)
+        })
+        .collect()
+}
+
+/// Requests between two scrapes to routes ending in `route`, answered
+/// with a status starting with `status` ("" for any).
+fn sent(
+    before: &HashMap<(String, String, String), u64>,
+    after: &HashMap<(String, String, String), u64>,
+    route: &str,
+    status: &str,
+) -> u64 {
+    after
+        .iter()
+        .filter(|((_, r, s), _)| r.ends_with(route) && s.starts_with(status))
+        .map(|(k, n)| n - before.get(k).copied().unwrap_or(0))
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_small_file_costs_one_create_and_one_commit() {
+    let c = TestCluster::start(3).await;
+    let m = TestMount::new(&c);
+    std::fs::create_dir(m.path("d")).unwrap();
+    const FILES: usize = 100;
+    let before = requests(&c).await;
+    let started = Instant::now();
+    for i in 0..FILES {
+        std::fs::write(m.path(&format!("d/f{i}")), random_bytes(4096, i as u64)).unwrap();
+    }
+    let secs = started.elapsed().as_secs();
+    let after = requests(&c).await;
+    assert_eq!(
+        sent(&before, &after, "/fs/make", ""),
+        FILES as u64,
+        "creates"
+    );
+    assert_eq!(sent(&before, &after, "/check", ""), FILES as u64, "commits");
+    // The directory was made here and changed only here: every miss is
+    // answered by the mount.
+    let misses = sent(&before, &after, "/fs/lookup/{parent}", "404");
+    assert_eq!(misses, 0, "lookups that missed");
+    // A file this mount made has no security.capability.
+    assert_eq!(
+        sent(&before, &after, "/fs/xattr/{id}", ""),
+        0,
+        "xattr reads"
+    );
+    // Once a TTL: the kernel looks "d" up again, and asks its attributes
+    // (dropped at each create; the mount answers them in between).
+    let once_a_ttl = secs + 1;
+    for route in ["/fs/node/{id}", "/fs/lookup/{parent}"] {
+        let n = sent(&before, &after, route, "");
+        assert!(n <= once_a_ttl, "{n} {route} in {secs} s");
+    }
+    for i in 0..FILES {
+        let back = std::fs::read(m.path(&format!("d/f{i}"))).unwrap();
+        assert!(back == random_bytes(4096, i as u64), "d/f{i} read back");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_made_by_another_mount_shows_after_the_ttl() {
+    let c = TestCluster::start(3).await;
+    let (a, b) = (TestMount::new(&c), TestMount::new(&c));
+    std::fs::create_dir(a.path("d")).unwrap();
+    assert_eq!(std::fs::read_dir(a.path("d")).unwrap().count(), 0);
+
+    // Misses in a directory just listed cost no request.
+    let before = requests(&c).await;
+    for i in 0..20 {
+        let e = std::fs::metadata(a.path(&format!("d/missing{i}"))).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound);
+    }
+    let after = requests(&c).await;
+    let misses = sent(&before, &after, "/fs/lookup/{parent}", "404");
+    assert_eq!(misses, 0, "lookups that missed");
+
+    std::fs::write(b.path("d/x"), b"made by b").unwrap();
+    std::thread::sleep(TTL + Duration::from_millis(300));
+    assert_eq!(
+        std::fs::read(a.path("d/x")).unwrap(),
+        b"made by b",
+        "b's file, through a, a TTL later"
+    );
+    let names: Vec<String> = std::fs::read_dir(a.path("d"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["x"]);
+
+    // a's own create after b's change, within the TTL of a's listing: the
+    // server's answer shows the directory changed elsewhere, so a drops the
+    // listing and asks (finding b's file at once).
+    assert_eq!(std::fs::read_dir(a.path("d")).unwrap().count(), 1);
+    std::fs::write(b.path("d/y"), b"also b").unwrap();
+    std::fs::write(a.path("d/z"), b"made by a").unwrap();
+    assert_eq!(std::fs::read(a.path("d/y")).unwrap(), b"also b");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn o_excl_across_two_mounts_gives_eexist_to_exactly_one() {
+    let c = TestCluster::start(3).await;
+    let (a, b) = (TestMount::new(&c), TestMount::new(&c));
+    std::fs::create_dir(a.path("d")).unwrap();
+    std::thread::sleep(TTL + Duration::from_millis(300));
+    for round in 0..5 {
+        // Both list the directory: both take the name for free.
+        std::fs::read_dir(a.path("d")).unwrap().count();
+        std::fs::read_dir(b.path("d")).unwrap().count();
+        let name = format!("d/x{round}");
+        let racers = [a.path(&name), b.path(&name)].map(|p| {
+            std::thread::spawn(move || {
+                let tag = p.to_string_lossy().into_owned();
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&p)?;
+                f.write_all(tag.as_bytes())?;
+                Ok::<String, std::io::Error>(tag)
+            })
+        });
+        let results: Vec<_> = racers.map(|t| t.join().unwrap()).into();
+        let won: Vec<&String> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        let lost: Vec<ErrorKind> = results
+            .iter()
+            .filter_map(|r| r.as_ref().err().map(|e| e.kind()))
+            .collect();
+        assert_eq!(
+            (won.len(), lost),
+            (1, vec![ErrorKind::AlreadyExists]),
+            "round {round}"
+        );
+        // Through the winner's mount (the loser's kernel keeps its
+        // negative entry for the TTL).
+        let back = std::fs::read(won[0]).unwrap();
+        assert_eq!(back, won[0].as_bytes(), "the winner's bytes");
+    }
+
+    // b listed the directory before a made y: b's listing says y is not
+    // there, but O_EXCL asks the server.
+    std::fs::read_dir(b.path("d")).unwrap().count();
+    std::fs::write(a.path("d/y"), b"a's y").unwrap();
+    let e = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(b.path("d/y"))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists);
+    // Without O_EXCL, open(O_CREAT) opens a's file (its name, its inode).
+    std::fs::read_dir(b.path("d")).unwrap().count();
+    std::fs::write(a.path("d/w"), b"a's w").unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(b.path("d/w"))
+        .unwrap();
+    f.write_all(b"b wrote w").unwrap();
+    drop(f);
+    std::thread::sleep(TTL + Duration::from_millis(300));
+    assert_eq!(std::fs::read(a.path("d/w")).unwrap(), b"b wrote w");
+    let names = std::fs::read_dir(a.path("d")).unwrap().count();
+    assert_eq!(names, 5 + 2, "no second w");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_mount_leaves_the_small_files_it_closed() {
+    let c = TestCluster::start(3).await;
+    let mut m = TestMount::new(&c);
+    std::fs::create_dir(m.path("d")).unwrap();
+    for i in 0..20 {
+        std::fs::write(m.path(&format!("d/f{i}")), random_bytes(3000, i)).unwrap();
+    }
+    m.kill9();
+    m.mount();
+    for i in 0..20 {
+        let back = std::fs::read(m.path(&format!("d/f{i}"))).unwrap();
+        assert!(back == random_bytes(3000, i), "d/f{i} after kill -9");
+    }
+}
