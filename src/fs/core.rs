@@ -220,7 +220,7 @@ const RETRY: backon::ExponentialBuilder = backon::ExponentialBuilder::new()
     .without_max_times();
 
 /// Partitions of files being written uploaded at once, in the background.
-const EARLY_WINDOW: usize = 4;
+const EARLY_WINDOW: usize = 8;
 
 /// How long the kernel keeps entries and attributes, and a listing answers
 /// misses without asking (`Listed`): another client's change shows here at

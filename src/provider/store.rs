@@ -138,18 +138,21 @@ impl ShardStore {
     where
         S: Stream<Item = std::io::Result<bytes::Bytes>> + Unpin,
     {
-        // Gathered in memory (a shard is at most `max_shard`) and written
-        // by one blocking call: tokio's file copies every chunk into a
-        // buffer of its own and hops to a blocking thread per chunk.
-        let mut data = bytes::BytesMut::new();
+        // Gathered in memory (a shard is at most `max_shard`), as the
+        // chunks the body came in, and written by one blocking call: tokio's
+        // file copies every chunk into a buffer of its own and hops to a
+        // blocking thread per chunk.
+        let mut chunks = Vec::new();
+        let mut len = 0u64;
         let mut hasher = ShardHasher::for_id(sha1);
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| StoreError::Body(e.to_string()))?;
-            if (data.len() + chunk.len()) as u64 > self.max_shard {
+            len += chunk.len() as u64;
+            if len > self.max_shard {
                 return Err(StoreError::TooLarge(self.max_shard));
             }
             hasher.update(&chunk);
-            data.extend_from_slice(&chunk);
+            chunks.push(chunk);
         }
         let actual = hasher.finish();
         if actual != sha1 {
@@ -158,11 +161,12 @@ impl ShardStore {
                 actual,
             });
         }
-        let len = data.len() as u64;
         let path = tmp.to_path_buf();
         tokio::task::spawn_blocking(move || {
             let mut file = std::fs::File::create(&path)?;
-            file.write_all(&data)?;
+            for chunk in chunks {
+                file.write_all(&chunk)?;
+            }
             file.sync_all()
         })
         .await
