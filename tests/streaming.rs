@@ -491,8 +491,6 @@ async fn kill9_right_after_the_commit_keeps_the_new_version() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails: partitions uploaded at once (early, 4 in flight; or in one window) are each \
-            missing at their check, so a repeated one moves several times"]
 async fn a_partition_repeated_in_a_file_moves_its_shards_once() {
     // Default partitions (4 MiB).
     let c = TestCluster::start(6).await;
@@ -526,7 +524,6 @@ async fn the_same_file_in_two_accounts_shares_no_object_and_no_shard() {
     let c = cluster().await;
     let one = TestMount::new(&c);
     let two = TestMount::as_uid(&c, 2);
-    // The short last partition travels inline: no shards.
     // The short last partition travels inline: no shards.
     let want = random_bytes(3 * PART as usize + 100, 26);
     std::fs::write(one.path("f"), &want).unwrap();

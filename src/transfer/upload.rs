@@ -32,6 +32,8 @@ pub struct UploadOptions {
     pub parallel: usize,
     /// Partitions encoded per UploadFilePrepare round.
     pub window: u64,
+    /// Partition objects being stored by this client's uploads.
+    pub in_flight: InFlight,
 }
 
 impl Default for UploadOptions {
@@ -42,6 +44,7 @@ impl Default for UploadOptions {
             base_ver: None,
             parallel: 12,
             window: 4,
+            in_flight: InFlight::default(),
         }
     }
 }
@@ -762,62 +765,140 @@ pub async fn upload_partitions(
         for s in &sealed {
             on_sealed(s.fragment.offset, &s.stored);
         }
-        let check = PartitionsCheckRequest {
-            partition_size,
-            encrypted: acct.is_some(),
-            partitions: sealed
-                .iter()
-                .map(|s| PartitionCheck {
-                    sha1: s.fragment.object.clone(),
-                    plain_size: s.fragment.length,
-                    stored_size: s.stored.len() as u64,
-                    data: (s.fragment.length <= policy.inline_max).then(|| B64.encode(&s.stored)),
-                })
-                .collect(),
-        };
-        let answer = meta.partitions_check(&check).await?;
-        if answer.stored.len() != sealed.len() {
-            return Err(TransferError::Layout(
-                "check answered for other partitions".into(),
-            ));
+        // A partition this client is storing already (again in this
+        // window, or in another upload) is stored once; here it is only
+        // named, and a commit that names it before it is stored is refused
+        // (MISSING_OBJECTS) rather than made.
+        let claim = opts
+            .in_flight
+            .claim(sealed.iter().map(|s| s.fragment.object.clone()).collect());
+        let mine: Vec<&Sealed> = sealed
+            .iter()
+            .zip(&claim.mine)
+            .filter_map(|(s, &mine)| mine.then_some(s))
+            .collect();
+        if !mine.is_empty() {
+            let encrypted = acct.is_some();
+            store_window(meta, shards, &policy, encrypted, &mine, opts, progress).await?;
         }
-        if let Some(session) = &answer.session {
-            let scheme = Scheme::new(answer.k, answer.m)
-                .map_err(|e| TransferError::Layout(e.to_string()))?;
-            let missing: Vec<u64> = (0..sealed.len() as u64)
-                .filter(|&i| !answer.stored[i as usize])
-                .collect();
-            let data: Vec<Bytes> = sealed.iter().map(|s| s.stored.clone()).collect();
-            let encode = |scheme: Scheme, indices: Vec<u64>| {
-                let data = data.clone();
-                tokio::task::spawn_blocking(move || {
-                    encode_with(|i| Ok(data[i as usize].clone()), scheme, &indices)
-                })
-            };
-            let mut placing = Placing {
-                meta,
-                shards,
-                session,
-                scheme,
-                avoid: HashSet::new(),
-                opts,
-                progress,
-                // Counted per partition below, not per shard.
-                remote: "",
-            };
-            let todo = joined(encode(scheme, missing)).await?;
-            let partitions = placing.store(todo, &encode).await?;
-            meta.partitions_done(&DoneRequest {
-                session: session.clone(),
-                partitions,
-            })
-            .await?;
-        }
+        drop(claim);
         progress.advance(remote, sealed.iter().map(|s| s.stored.len() as u64).sum());
         fragments.extend(sealed.into_iter().map(|s| s.fragment));
     }
     recorded.done(spans.iter().map(|s| s.len).sum());
     Ok(fragments)
+}
+
+/// Stores sealed partitions not stored yet: asks which the account has
+/// (`partitions/check`), places and PUTs the others, records them
+/// (`partitions/done`).
+async fn store_window(
+    meta: &MetaClient,
+    shards: &ShardClient,
+    policy: &Policy,
+    encrypted: bool,
+    sealed: &[&Sealed],
+    opts: &UploadOptions,
+    progress: &Progress,
+) -> Result<(), TransferError> {
+    let check = PartitionsCheckRequest {
+        partition_size: policy.partition_size,
+        encrypted,
+        partitions: sealed
+            .iter()
+            .map(|s| PartitionCheck {
+                sha1: s.fragment.object.clone(),
+                plain_size: s.fragment.length,
+                stored_size: s.stored.len() as u64,
+                data: (s.fragment.length <= policy.inline_max).then(|| B64.encode(&s.stored)),
+            })
+            .collect(),
+    };
+    let answer = meta.partitions_check(&check).await?;
+    if answer.stored.len() != sealed.len() {
+        return Err(TransferError::Layout(
+            "check answered for other partitions".into(),
+        ));
+    }
+    let Some(session) = &answer.session else {
+        return Ok(());
+    };
+    let scheme =
+        Scheme::new(answer.k, answer.m).map_err(|e| TransferError::Layout(e.to_string()))?;
+    let missing: Vec<u64> = (0..sealed.len() as u64)
+        .filter(|&i| !answer.stored[i as usize])
+        .collect();
+    let data: Vec<Bytes> = sealed.iter().map(|s| s.stored.clone()).collect();
+    let encode = |scheme: Scheme, indices: Vec<u64>| {
+        let data = data.clone();
+        tokio::task::spawn_blocking(move || {
+            encode_with(|i| Ok(data[i as usize].clone()), scheme, &indices)
+        })
+    };
+    let mut placing = Placing {
+        meta,
+        shards,
+        session,
+        scheme,
+        avoid: HashSet::new(),
+        opts,
+        progress,
+        // Counted per partition by the caller, not per shard.
+        remote: "",
+    };
+    let todo = joined(encode(scheme, missing)).await?;
+    let partitions = placing.store(todo, &encode).await?;
+    meta.partitions_done(&DoneRequest {
+        session: session.clone(),
+        partitions,
+    })
+    .await?;
+    Ok(())
+}
+
+/// Objects (by SHA-1) some upload of this client is storing now, shared by
+/// the clones of one `UploadOptions`.
+#[derive(Debug, Clone, Default)]
+pub struct InFlight(Arc<Mutex<HashSet<String>>>);
+
+/// Objects claimed from an `InFlight` set, given back when dropped.
+struct Claim<'a> {
+    set: &'a InFlight,
+    /// For each object asked for, whether this claim holds it (false: it
+    /// was in flight already, or asked for earlier in the same list).
+    mine: Vec<bool>,
+    held: Vec<String>,
+}
+
+impl InFlight {
+    fn claim(&self, sha1s: Vec<String>) -> Claim<'_> {
+        let mut set = lock(&self.0);
+        let mut held = Vec::new();
+        let mine = sha1s
+            .into_iter()
+            .map(|s| {
+                let new = set.insert(s.clone());
+                if new {
+                    held.push(s);
+                }
+                new
+            })
+            .collect();
+        Claim {
+            set: self,
+            mine,
+            held,
+        }
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut set = lock(&self.set.0);
+        for s in &self.held {
+            set.remove(s);
+        }
+    }
 }
 
 /// Most partitions sealed and checked at once.
