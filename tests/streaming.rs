@@ -136,12 +136,14 @@ async fn a_repeated_partition_is_stored_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_stored_whole_before_partitions_read_back_and_edit() {
     let c = cluster().await;
-    let dir = tempfile::tempdir().unwrap();
-    let local = dir.path().join("old");
     let mut want = random_bytes(5 * PART as usize + 333, 5);
-    std::fs::write(&local, &want).unwrap();
-    // `tfsfs put` stores a file as one object, as the drive did before.
-    assert_ok(&c.put(&local, "/old", true), "put /old");
+    // A REST write stores its body as one object, as the drive did before.
+    let http = reqwest::Client::new();
+    let url = format!("{}/file/old", c.v2());
+    let made = http.post(&url).send().await.unwrap();
+    assert_eq!(made.status(), 201);
+    let wrote = http.put(&url).body(want.clone()).send().await.unwrap();
+    assert!(wrote.status().is_success(), "{}", wrote.status());
     assert_eq!(c.layout("/old").await.fragments.len(), 1);
     let mut m = TestMount::new(&c);
     assert_eq!(read_all(&m.path("old")), want, "an old object reads back");

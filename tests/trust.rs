@@ -152,15 +152,19 @@ async fn gc_keeps_shard_copies_that_other_objects_use() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_object_cannot_be_claimed_by_its_hash() {
     let c = TestCluster::start_with(6, &gc_fast()).await;
-    let local = c.dir.path().join("secret");
-    std::fs::write(&local, random_bytes(3 << 20, 11)).unwrap();
-    assert_ok(&c.put(&local, "/secret", false), "owner put");
+    // An object of three partitions: a REST write stores its body as one.
+    let http = reqwest::Client::new();
+    let url = format!("{}/file/secret", c.v2());
+    assert_eq!(http.post(&url).send().await.unwrap().status(), 201);
+    let secret = random_bytes(3 << 20, 11);
+    let wrote = http.put(&url).body(secret.clone()).send().await;
+    assert!(wrote.unwrap().status().is_success(), "owner write");
     let owner = c.layout("/secret").await;
     let object = &owner.fragments[0].object;
+    assert_eq!(object.partitions.len(), 3);
 
     // Another app knows the object's hash, size and even its shard hashes.
     let (key_b, appid_b) = other_app(&c);
-    let http = reqwest::Client::new();
     let api = |step: &str| format!("{}/api/ns/{appid_b}/1/{step}", c.meta.url);
     let check = CheckRequest {
         path: "/stolen".into(),
@@ -279,7 +283,7 @@ async fn an_object_cannot_be_claimed_by_its_hash() {
     settle_gc(&c).await;
     let back = c.dir.path().join("secret.back");
     assert_ok(&c.get("/secret", &back, false), "owner get");
-    assert!(same_file(&back, &local));
+    assert!(std::fs::read(&back).unwrap() == secret, "the owner's bytes");
 }
 
 #[tokio::test]
