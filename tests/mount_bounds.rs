@@ -31,12 +31,7 @@ fn find_files(dir: &std::path::Path) -> usize {
 
 /// A gauge of the mount's `GET /metrics`.
 async fn gauge(metrics: &str, name: &str) -> f64 {
-    let text = reqwest::get(format!("http://{metrics}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&format!("http://{metrics}")).await;
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("no {name} in\n{text}"))

@@ -19,12 +19,7 @@ const TTL: Duration = Duration::from_secs(1);
 
 /// Requests the metadata server answered so far, by (method, route, status).
 async fn requests(c: &TestCluster) -> HashMap<(String, String, String), u64> {
-    let text = reqwest::get(format!("{}/metrics", c.meta.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&c.meta.url).await;
     let label = |l: &str, key: &str| {
         let from = l.find(&format!("{key}=\"")).unwrap() + key.len() + 2;
         l[from..from + l[from..].find('"').unwrap()].to_string()

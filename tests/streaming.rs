@@ -420,12 +420,7 @@ async fn kill9_mid_partition_keeps_the_old_version_and_the_bytes() {
 
 /// Requests the metadata server answered on routes ending in `route`.
 async fn meta_requests(c: &TestCluster, route: &str) -> u64 {
-    let text = reqwest::get(format!("{}/metrics", c.meta.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&c.meta.url).await;
     text.lines()
         .filter(|l| l.starts_with("tfsfs_http_requests_total") && l.contains(route))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
@@ -465,12 +460,19 @@ async fn kill9_while_close_waits_for_the_commit_commits_at_the_next_mount() {
     assert!(!closing.join().unwrap(), "close of a killed mount");
     // The request held by the stopped server dies with it.
     c.restart_meta();
+    assert_the_new_version_stays(&c, &mut m, &old, &new).await;
+}
+
+/// After a killed mount (`m`) of `c` whose file `f` went from `old` to
+/// `new`: mounted again, `f` is `new`, nothing is kept aside, GC brings the
+/// providers to exactly `new`'s shards, and `new` reads from storage.
+async fn assert_the_new_version_stays(c: &TestCluster, m: &mut TestMount, old: &[u8], new: &[u8]) {
     m.mount();
-    assert_version(&read_all(&m.path("f")), &old, &new, true);
-    assert!(recovered(&m).is_empty(), "nothing kept aside");
-    wait_for_exactly(&c, shards_of(new.len() as u64, PART));
+    assert_version(&read_all(&m.path("f")), old, new, true);
+    assert!(recovered(m).is_empty(), "nothing kept aside");
+    wait_for_exactly(c, shards_of(new.len() as u64, PART));
     m.remount(true);
-    assert_version(&read_all(&m.path("f")), &old, &new, true);
+    assert_version(&read_all(&m.path("f")), old, new, true);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -484,12 +486,7 @@ async fn kill9_right_after_the_commit_keeps_the_new_version() {
         "close commits"
     );
     m.kill9();
-    m.mount();
-    assert_version(&read_all(&m.path("f")), &old, &new, true);
-    assert!(recovered(&m).is_empty(), "nothing kept aside");
-    wait_for_exactly(&c, shards_of(new.len() as u64, PART));
-    m.remount(true);
-    assert_version(&read_all(&m.path("f")), &old, &new, true);
+    assert_the_new_version_stays(&c, &mut m, &old, &new).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -574,12 +571,7 @@ async fn shard_traffic(c: &TestCluster) -> u64 {
 async fn provider_counters(c: &TestCluster, names: &[&str]) -> u64 {
     let mut total = 0.0;
     for p in &c.providers {
-        let text = reqwest::get(format!("{}/metrics", p.url))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = metrics_text(&p.url).await;
         total += text
             .lines()
             .filter(|l| names.iter().any(|n| l.starts_with(n)))

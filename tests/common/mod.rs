@@ -761,6 +761,17 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The Prometheus text a server at `base` (`http://host:port`) serves on
+/// `/metrics`.
+pub async fn metrics_text(base: &str) -> String {
+    reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// (VmRSS, VmHWM) of process `pid`, in bytes.
 pub fn memory(pid: u32) -> (u64, u64) {
     let s = procfs::process::Process::new(pid as i32)
