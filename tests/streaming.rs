@@ -193,19 +193,7 @@ async fn partitions_upload_while_the_file_is_written() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_after_partitions_went_up_keeps_the_old_version_and_the_bytes() {
-    // Objects no file uses are collected 2 s after they went up; shards of
-    // a window cut short by the kill, when its session ends at 10 s.
-    let c = cluster_with(&[
-        "--gc-interval-secs",
-        "1",
-        "--gc-grace-secs",
-        "2",
-        "--clock-skew-secs",
-        "0",
-        "--session-ttl-secs",
-        "10",
-    ])
-    .await;
+    let c = cluster_with(GC_SOON).await;
     let mut m = TestMount::new(&c);
     let old = random_bytes(4 * PART as usize, 7);
     std::fs::write(m.path("f"), &old).unwrap();
