@@ -54,7 +54,6 @@ pub struct MountOptions {
 
 /// Runs the drive in this process until it is unmounted.
 pub fn run(opts: MountOptions) -> anyhow::Result<()> {
-    limit_heap_growth();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .enable_all()
@@ -139,18 +138,6 @@ async fn serve_metrics(addr: std::net::SocketAddr) -> anyhow::Result<tokio::task
             tracing::error!(error = %e, "metrics listener stopped");
         }
     }))
-}
-
-/// Partitions and shards are megabytes each and short-lived: served by
-/// mmap they go back to the system when freed, instead of lingering in
-/// glibc's per-thread arenas, so the mount's memory stays near its cache size.
-fn limit_heap_growth() {
-    // SAFETY: mallopt only tunes the allocator; it is called before any
-    // thread of ours exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
-        libc::mallopt(libc::M_ARENA_MAX, 4);
-    }
 }
 
 /// Sets the mount's read-ahead through its backing device's sysfs entry
