@@ -3,6 +3,13 @@
 //! namespace. See `docs/ARCHITECTURE.md`.
 
 pub mod bench;
+
+/// Locks `m`, taking the data of a holder that panicked: every lock in the
+/// crate guards state that stays whole between statements.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 pub mod client;
 pub mod cluster;
 pub mod codec;

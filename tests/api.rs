@@ -53,6 +53,8 @@ async fn session_api_refuses_garbage_and_foreign_or_expired_sessions() {
         ("check", json!({"path": "relative", "file_size": 1u64 << 40, "object_sha1": sha, "object_size": 1, "partition_size": 4 << 20}).to_string()),
         ("check", json!({"path": "/x", "file_size": u64::MAX, "object_sha1": sha, "object_size": u64::MAX, "partition_size": 4 << 20}).to_string()),
         ("check", json!({"path": "/x", "file_size": 10, "object_sha1": sha, "object_size": 10, "partition_size": 0}).to_string()),
+        ("commit", json!({"node": 1, "size": 0, "fragments": [], "sha1": "nothex"}).to_string()),
+        ("commit", json!({"path": "relative", "size": 0, "fragments": []}).to_string()),
         ("prepare", "{}".to_string()),
         ("done", "null".to_string()),
     ];

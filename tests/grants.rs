@@ -125,6 +125,18 @@ async fn provider_refuses_without_a_valid_grant() {
         .unwrap();
     assert_eq!(del.status(), StatusCode::OK);
     assert_eq!(get().await.unwrap().status(), StatusCode::NOT_FOUND);
+    // A shard named by BLAKE3 (as clients name them now) is checked by it.
+    let id = tfsfs::codec::shard_id(&data);
+    let put_as = |body: Vec<u8>| {
+        http.put(format!("{base}/shards/{id}"))
+            .header(GRANT_HEADER, grant(&meta_key, Op::Put, &id, later))
+            .body(body)
+            .send()
+    };
+    let wrong = put_as(b"wrong".to_vec()).await.unwrap();
+    assert_eq!(wrong.status(), StatusCode::BAD_REQUEST);
+    let ok = put_as(data.clone()).await.unwrap();
+    assert_eq!(ok.status(), StatusCode::CREATED);
     // A name that is not a SHA-1 is a bad request.
     let bad = http
         .put(format!("{base}/shards/..%2Fetc"))

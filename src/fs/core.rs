@@ -118,19 +118,21 @@ struct Staged {
 /// `partition` bytes) next in line whose bytes are current; bytes it can no
 /// longer take are let go.
 fn drain_early(st: &mut Staged, partition: u64) {
-    let early = st.early.clone();
-    let mut early = lock(&early);
     while let Some(d) = &st.digest {
-        let next = d.hash.partitions();
+        let next = d.stamps.len() as u64;
         let change = st.changes.get(&next).copied().unwrap_or_default();
-        let Some(e) = early.get_mut(&next).filter(|e| e.change == change) else {
-            break;
-        };
-        let Some(stored) = e.stored.take() else {
+        // Taken out under the lock, hashed outside it: early uploads
+        // insert into the map meanwhile.
+        let stored = lock(&st.early)
+            .get_mut(&next)
+            .filter(|e| e.change == change)
+            .and_then(|e| e.stored.take());
+        let Some(stored) = stored else {
             break;
         };
         feed(&mut st.digest, next, (change, partition), &stored);
     }
+    let mut early = lock(&st.early);
     let waiting = early.values().filter(|e| e.stored.is_some()).count();
     if st.digest.is_none() || waiting > DIGEST_WAITING {
         st.digest = None;
@@ -175,7 +177,7 @@ const DIGEST_WAITING: usize = 16;
 /// `digest` if it is the next one; otherwise the digest lapses.
 fn feed(digest: &mut Option<Digest>, i: u64, stamp: (u64, u64), stored: &[u8]) {
     match digest {
-        Some(d) if d.hash.partitions() == i => {
+        Some(d) if d.stamps.len() as u64 == i => {
             d.hash.update(stored);
             d.stamps.push(stamp);
         }
@@ -373,9 +375,7 @@ pub struct Fs<B: Backend> {
     pub(super) no_capability: Mutex<HashMap<i64, std::time::Instant>>,
 }
 
-pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+pub(super) use crate::lock;
 
 /// A file deleted elsewhere while open here closes fine, as an unlinked
 /// file does (its bytes are kept aside at the last close).
@@ -1654,7 +1654,7 @@ impl<B: Backend> Fs<B> {
             }
         }
         .await;
-        st.digest = digest.into_inner().unwrap_or_else(|p| p.into_inner());
+        st.digest = digest.into_inner().unwrap_or_else(|e| e.into_inner());
         let ver = committed?;
         st.parts.pieces = pieces;
         Ok(ver)

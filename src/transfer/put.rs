@@ -10,6 +10,7 @@ use bytes::Bytes;
 use futures::{stream, StreamExt};
 
 use crate::client::provider::ShardClient;
+use crate::lock;
 use crate::proto::Target;
 
 /// One shard to store.
@@ -81,7 +82,7 @@ pub async fn put_shards(
                     Err(e) => {
                         tracing::warn!(provider = %target.provider.id, shard = %job.sha1, error = %e,
                             "shard PUT failed; trying a spare");
-                        let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+                        let mut st = lock(state);
                         st.failed.insert(target.provider.id.clone());
                         match st.next(job.partition) {
                             Some(next) => target = next,
@@ -94,6 +95,6 @@ pub async fn put_shards(
         .buffered(parallel.max(1))
         .collect()
         .await;
-    let failed = std::mem::take(&mut state.lock().unwrap_or_else(|p| p.into_inner()).failed);
+    let failed = std::mem::take(&mut lock(state).failed);
     (outcomes, failed)
 }

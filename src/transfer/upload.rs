@@ -14,11 +14,12 @@ use sha1::{Digest, Sha1};
 
 use super::put::{put_shards, PutOutcome, ShardJob};
 use super::{Progress, TransferError};
-use crate::client::meta::MetaClient;
+use crate::client::meta::{ClientError, MetaClient};
 use crate::client::provider::ShardClient;
 use crate::codec::crypt::{AccountKey, PartitionCipher};
 use crate::codec::erasure::Scheme;
 use crate::codec::{partition_count, sha1_hex, shard_id, stored_len};
+use crate::lock;
 use crate::proto::*;
 
 #[derive(Debug, Clone)]
@@ -249,8 +250,9 @@ pub async fn upload_file(
     let size = file.metadata()?.len();
     if size > policy.partition_size {
         // Counted in the upload metrics by `upload_partitions`.
+        let spans = spans_of(size, policy.partition_size);
         let ver_no =
-            upload_as_partitions(meta, shards, acct, file, size, remote, opts, progress).await?;
+            upload_as_partitions(meta, shards, acct, file, &spans, remote, opts, progress).await?;
         tracing::info!(remote, size, total = ?started.elapsed(), "uploaded");
         return Ok(ver_no);
     }
@@ -388,7 +390,7 @@ pub async fn upload_file(
     Ok(ver_no)
 }
 
-/// Stores the `size` bytes of `file` as partition objects and commits them
+/// Stores `file`, cut into `spans`, as partition objects and commits them
 /// as the new version of `remote` (or of `opts.node`), with the SHA-1 of
 /// their stored bytes as the file's hash.
 #[allow(clippy::too_many_arguments)]
@@ -397,26 +399,26 @@ async fn upload_as_partitions(
     shards: &ShardClient,
     acct: Option<&AccountKey>,
     file: Arc<std::fs::File>,
-    size: u64,
+    spans: &[PartitionSpan],
     remote: &str,
     opts: &UploadOptions,
     progress: &Progress,
 ) -> Result<u64, TransferError> {
-    let spans = spans_of(size, meta.policy().await?.partition_size);
+    let size = spans.last().map_or(0, |s| s.offset + s.len);
     let hash = Mutex::new(StoredHash::default());
     let fragments = upload_partitions(
         meta,
         shards,
         acct,
-        file,
-        &spans,
+        file.clone(),
+        spans,
         opts,
         progress,
         remote,
         &|_, stored| lock(&hash).update(stored),
     )
     .await?;
-    let commit = CommitRequest {
+    let mut commit = CommitRequest {
         node: opts.node,
         path: if opts.node.is_some() {
             String::new()
@@ -429,7 +431,40 @@ async fn upload_as_partitions(
         attrs: opts.attrs.clone(),
         base_ver: opts.base_ver,
     };
-    let ver_no = meta.commit(&commit).await?.ver_no;
+    let mut tries = 0;
+    let ver_no = loop {
+        match meta.commit(&commit).await {
+            // Partitions collected before the commit (a grace shorter
+            // than the upload): stored again, from the same file.
+            Err(ClientError::Missing(gone)) if tries < 2 => {
+                tries += 1;
+                let again: Vec<PartitionSpan> = spans
+                    .iter()
+                    .zip(&commit.fragments)
+                    .filter(|(_, f)| gone.contains(&f.object))
+                    .map(|(s, _)| *s)
+                    .collect();
+                let stored = upload_partitions(
+                    meta,
+                    shards,
+                    acct,
+                    file.clone(),
+                    &again,
+                    opts,
+                    progress,
+                    remote,
+                    &|_, _| {},
+                )
+                .await?;
+                for f in stored {
+                    if let Some(old) = commit.fragments.iter_mut().find(|o| o.offset == f.offset) {
+                        *old = f;
+                    }
+                }
+            }
+            r => break r?.ver_no,
+        }
+    };
     progress.finish(remote);
     Ok(ver_no)
 }
@@ -444,28 +479,17 @@ fn spans_of(size: u64, partition_size: u64) -> Vec<PartitionSpan> {
         .collect()
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// The SHA-1 of a file's stored bytes, its partitions' in order: the
 /// file's hash (`filehash`) once every partition is in.
 #[derive(Clone, Default)]
 pub struct StoredHash {
     sha1: Sha1,
-    partitions: u64,
 }
 
 impl StoredHash {
     /// Adds the next partition's stored bytes.
     pub fn update(&mut self, stored: &[u8]) {
         self.sha1.update(stored);
-        self.partitions += 1;
-    }
-
-    /// How many partitions are in.
-    pub fn partitions(&self) -> u64 {
-        self.partitions
     }
 
     pub fn finish(self) -> String {
@@ -686,14 +710,15 @@ struct Sealed {
     stored: Bytes,
 }
 
-/// Reads and seals one partition: its own convergent key (the account key
-/// over partition size and plaintext), nonce 0, SHA-1 of the stored bytes.
-fn seal(
+/// Reads one partition and encrypts it under its own convergent key (the
+/// account key over partition size and plaintext), nonce 0: its stored
+/// bytes, and the key wrapped for the account.
+fn encrypt_partition(
     file: &std::fs::File,
     span: PartitionSpan,
     partition_size: u64,
     acct: Option<&AccountKey>,
-) -> std::io::Result<Sealed> {
+) -> std::io::Result<(Vec<u8>, Option<String>)> {
     let mut buf = read_at(file, span.offset, span.len)?;
     let key = acct.map(|a| {
         let mut h = a.file_key_hasher(partition_size);
@@ -702,6 +727,18 @@ fn seal(
         PartitionCipher::new(&k).encrypt_in_place(0, &mut buf);
         a.wrap(&k)
     });
+    Ok((buf, key))
+}
+
+/// Reads and seals one partition: encrypted (`encrypt_partition`) and
+/// named by the SHA-1 of its stored bytes.
+fn seal(
+    file: &std::fs::File,
+    span: PartitionSpan,
+    partition_size: u64,
+    acct: Option<&AccountKey>,
+) -> std::io::Result<Sealed> {
+    let (buf, key) = encrypt_partition(file, span, partition_size, acct)?;
     Ok(Sealed {
         fragment: CommitFragment {
             offset: span.offset,
@@ -956,11 +993,11 @@ fn stored_hash(
     let spans = spans_of(size, partition_size);
     let mut hash = StoredHash::default();
     for window in spans.chunks(MAX_WINDOW) {
-        let sealed = parallel_map(0, window.len() as u64, |i| {
-            seal(file, window[i as usize], partition_size, acct)
+        let stored = parallel_map(0, window.len() as u64, |i| {
+            encrypt_partition(file, window[i as usize], partition_size, acct)
         })?;
-        for s in sealed {
-            hash.update(&s.stored);
+        for (bytes, _) in stored {
+            hash.update(&bytes);
         }
     }
     Ok(hash.finish())
