@@ -694,9 +694,22 @@ async fn over_quota_cp_fails_with_edquot_and_keeps_the_old_version() {
         &v1,
         "the old version after a remount",
     );
+    // Refused versions take no room: the account holds v1 alone.
+    let usage = c.usage().await;
+    assert!(
+        usage["used"].as_u64().unwrap() < MIB as u64,
+        "usage after two refused versions: {usage}\n{}",
+        m.log()
+    );
     // What fits still goes in.
     let small = random_bytes(2 * MIB, 74);
-    std::fs::write(m.path("h"), &small).unwrap();
+    {
+        use std::io::Write;
+        let mut h = std::fs::File::create(m.path("h")).unwrap();
+        h.write_all(&small).unwrap();
+        h.sync_all()
+            .unwrap_or_else(|e| panic!("fsync of a file that fits: {e}; usage {}", usage));
+    }
     assert_bytes(
         &std::fs::read(m.path("h")).unwrap(),
         &small,

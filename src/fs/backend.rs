@@ -98,7 +98,7 @@ fn client_error(e: ClientError) -> FsError {
         (ClientError::Transport(_), _) => FsError::Unavailable(e.to_string()),
         (_, Some(404)) => FsError::NotFound,
         (_, Some(409)) => FsError::Exists,
-        (_, Some(413)) => FsError::Quota,
+        (_, Some(413)) => FsError::Quota(e.to_string()),
         (_, Some(507)) => FsError::NoSpace,
         (_, Some(408 | 429 | 500..=599)) => FsError::Unavailable(e.to_string()),
         _ => FsError::Io(e.to_string()),

@@ -19,8 +19,9 @@ pub enum FsError {
     Invalid(String),
     #[error("no space left")]
     NoSpace,
-    #[error("quota exceeded")]
-    Quota,
+    /// Over the account's quota; the server's words say by how much.
+    #[error("quota exceeded: {0}")]
+    Quota(String),
     #[error("permission denied")]
     Access,
     #[error("operation not permitted")]
@@ -70,7 +71,7 @@ impl FsError {
             FsError::NameTooLong => libc::ENAMETOOLONG,
             FsError::Invalid(_) => libc::EINVAL,
             FsError::NoSpace => libc::ENOSPC,
-            FsError::Quota => libc::EDQUOT,
+            FsError::Quota(_) => libc::EDQUOT,
             FsError::Access => libc::EACCES,
             FsError::NotPermitted => libc::EPERM,
             FsError::NotSupported => libc::EOPNOTSUPP,
@@ -101,7 +102,7 @@ impl FsError {
             "ENAMETOOLONG" => FsError::NameTooLong,
             "EINVAL" => FsError::Invalid(detail),
             "ENOSPC" => FsError::NoSpace,
-            "EDQUOT" => FsError::Quota,
+            "EDQUOT" => FsError::Quota(detail),
             "EACCES" => FsError::Access,
             "EPERM" => FsError::NotPermitted,
             "ENODATA" => FsError::NoData,
@@ -126,7 +127,7 @@ impl From<std::io::Error> for FsError {
     fn from(e: std::io::Error) -> Self {
         match e.raw_os_error() {
             Some(libc::ENOSPC) => FsError::NoSpace,
-            Some(libc::EDQUOT) => FsError::Quota,
+            Some(libc::EDQUOT) => FsError::Quota(e.to_string()),
             Some(libc::EOPNOTSUPP) => FsError::NotSupported,
             Some(libc::EINVAL) => FsError::Invalid(e.to_string()),
             _ => FsError::Io(e.to_string()),

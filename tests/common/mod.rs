@@ -412,6 +412,21 @@ impl TestCluster {
         self.layout_as(self.uid, path).await
     }
 
+    /// The account's usage (`GET /api/ns/APPID/UID/usage`) as JSON.
+    pub async fn usage(&self) -> serde_json::Value {
+        let r = reqwest::Client::new()
+            .get(format!(
+                "{}/api/ns/{}/{}/usage",
+                self.meta.url, self.appid, self.uid
+            ))
+            .header(tfsfs::proto::APPKEY_HEADER, &self.appkey)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "usage: {}", r.status());
+        r.json().await.unwrap()
+    }
+
     /// The layout of `path` in the app's namespace `uid`.
     pub async fn layout_as(&self, uid: u64, path: &str) -> FileLayout {
         let r = reqwest::Client::new()
