@@ -116,7 +116,7 @@ async fn a_cold_read_asks_only_data_shards_unless_a_provider_stalls() {
         }
     }
     assert_eq!(data_shards.iter().sum::<u64>(), 16 * 4);
-    // Every provider up, then one slowed down (stopped 250 ms in every 300,
+    // Every provider up, then one slowed down (stopped 200 ms in every 250,
     // so its GETs take many times the others' yet bytes keep coming):
     // slower shards are waited for, no parity shard is asked, so none is
     // decoded.
@@ -130,7 +130,7 @@ async fn a_cold_read_asks_only_data_shards_unless_a_provider_stalls() {
                 s.spawn(|| {
                     while !done.load(Ordering::Relaxed) {
                         signal(&c.providers[2], libc::SIGSTOP);
-                        std::thread::sleep(Duration::from_millis(250));
+                        std::thread::sleep(Duration::from_millis(200));
                         signal(&c.providers[2], libc::SIGCONT);
                         std::thread::sleep(Duration::from_millis(50));
                     }

@@ -36,7 +36,7 @@ const SUSPECT_FOR: Duration = Duration::from_secs(30);
 /// Bounds of the hedging delay: a request that moved no byte for it has
 /// stalled. Above a busy machine's scheduling hiccups, so a provider that
 /// is merely slow is not hedged onto parity shards.
-const HEDGE_MIN: Duration = Duration::from_millis(500);
+const HEDGE_MIN: Duration = Duration::from_millis(300);
 const HEDGE_MAX: Duration = Duration::from_millis(1500);
 
 /// Talks to providers. Cheap to clone; shares one connection pool and one
@@ -134,8 +134,8 @@ impl ShardClient {
     }
 
     /// Asks provider `p` for its health in the background, once at a time:
-    /// a reader went around a request of its that stalled, and only a
-    /// provider that fails or stalls (`STALL`) here too becomes a suspect.
+    /// a request of its stalled. It is asked last meanwhile, and becomes a
+    /// suspect only if it fails or stalls (`STALL`) here too.
     pub fn probe(&self, p: &ProviderInfo) {
         let fresh = self
             .probing
@@ -165,10 +165,16 @@ impl ShardClient {
         s.insert(id.to_string(), Instant::now());
     }
 
-    /// Whether provider `id` failed or stalled recently.
+    /// Whether provider `id` failed or stalled recently, or is being
+    /// probed after a request of its stalled: either way, best asked last.
     pub fn is_suspect(&self, id: &str) -> bool {
         let s = self.suspects.lock().unwrap_or_else(|e| e.into_inner());
         s.get(id).is_some_and(|at| at.elapsed() < SUSPECT_FOR)
+            || self
+                .probing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(id)
     }
 
     /// Providers that failed or stalled recently.

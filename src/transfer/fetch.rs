@@ -233,13 +233,17 @@ async fn fetch_erasure(
             },
             _ = &mut hedge, if next < n => {
                 // One more shard while those still moving bytes are fewer
-                // than the shards missing; a slow shard is waited for.
+                // than the shards missing; a slow shard is waited for. The
+                // providers of stalled ones are probed, and asked last
+                // meanwhile.
                 let bound = client.hedge_after();
-                let moving: Vec<Duration> = in_flight
-                    .iter()
-                    .map(|&i| moved[i].idle())
-                    .filter(|&idle| idle < bound)
-                    .collect();
+                let mut moving = Vec::new();
+                for &i in &in_flight {
+                    match moved[i].idle() {
+                        idle if idle < bound => moving.push(idle),
+                        _ => part.shards[i].providers.iter().for_each(|p| client.probe(p)),
+                    }
+                }
                 if moving.len() < part.k - have {
                     in_flight.insert(order[next]);
                     pending.push(fetch(order[next]));
@@ -250,14 +254,6 @@ async fn fetch_erasure(
         }
     }
     drop(pending);
-    // Requests gone around because they stalled: their providers are
-    // probed, and become suspects if they stall there too.
-    let bound = client.hedge_after();
-    for i in in_flight.into_iter().filter(|&i| moved[i].idle() >= bound) {
-        for p in &part.shards[i].providers {
-            client.probe(p);
-        }
-    }
     if got[..part.k]
         .iter()
         .all(|s| s.as_ref().is_some_and(|d| d.len() == shard_len))
