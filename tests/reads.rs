@@ -1,11 +1,13 @@
 //! Cold big reads through the mount: the kernel's read-ahead is widened so
 //! requests come 1 MiB at a time and several at once; a read goes around a
-//! dead provider and a stopped one; what a read holds stays bounded.
+//! dead provider and a stopped one; a provider merely slower than others
+//! is waited for, not gone around; what a read holds stays bounded.
 
 mod common;
 
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -76,6 +78,93 @@ async fn a_cold_read_goes_around_a_dead_and_a_stopped_provider() {
     assert!(
         degraded < all_up * 3 + Duration::from_secs(4),
         "one dead and one stopped provider slowed a cold read from {all_up:?} to {degraded:?}"
+    );
+}
+
+/// Shard GETs each provider answered, from its /metrics.
+async fn shard_gets(c: &TestCluster) -> Vec<u64> {
+    let mut out = Vec::new();
+    for p in &c.providers {
+        let text = metrics_text(&p.url).await;
+        let n: f64 = text
+            .lines()
+            .filter(|l| l.starts_with("tfsfs_http_requests_total{"))
+            .filter(|l| l.contains(r#"method="GET""#) && l.contains("/shards/"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        out.push(n as u64);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_read_asks_only_data_shards_unless_a_provider_stalls() {
+    let c = TestCluster::start(6).await;
+    let mut m = TestMount::new(&c);
+    let data = random_bytes(64 * MIB, 13);
+    std::fs::write(m.path("f"), &data).unwrap();
+    // Each provider's data shards: the first k of each partition.
+    let layout = c.layout("/f").await;
+    let mut data_shards = vec![0u64; c.providers.len()];
+    for frag in &layout.fragments {
+        for part in &frag.object.partitions {
+            assert_eq!((part.k, part.m), (4, 2));
+            for s in &part.shards[..part.k] {
+                let at = c.providers.iter().position(|p| p.url == s.providers[0].url);
+                data_shards[at.expect("a provider of the cluster")] += 1;
+            }
+        }
+    }
+    assert_eq!(data_shards.iter().sum::<u64>(), 16 * 4);
+    // Every provider up, then one slowed down (stopped 200 ms in every 250,
+    // so its GETs take many times the others' yet bytes keep coming):
+    // slower shards are waited for, no parity shard is asked, so none is
+    // decoded.
+    let mut all_up = Duration::ZERO;
+    for slowed in [false, true] {
+        m.remount(true);
+        let before = shard_gets(&c).await;
+        let done = AtomicBool::new(false);
+        let took = std::thread::scope(|s| {
+            if slowed {
+                s.spawn(|| {
+                    while !done.load(Ordering::Relaxed) {
+                        signal(&c.providers[2], libc::SIGSTOP);
+                        std::thread::sleep(Duration::from_millis(200));
+                        signal(&c.providers[2], libc::SIGCONT);
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                });
+            }
+            let took = read_and_check(&m.path("f"), &data);
+            done.store(true, Ordering::Relaxed);
+            took
+        });
+        let asked: Vec<u64> = shard_gets(&c)
+            .await
+            .iter()
+            .zip(&before)
+            .map(|(after, before)| after - before)
+            .collect();
+        eprintln!("cold 64 MiB read, one provider slowed: {slowed}: {took:?}");
+        assert_eq!(
+            asked, data_shards,
+            "GETs per provider against data shards held (one provider slowed: {slowed})"
+        );
+        if !slowed {
+            all_up = took;
+        }
+    }
+
+    signal(&c.providers[1], libc::SIGSTOP);
+    m.remount(true);
+    let stopped = read_and_check(&m.path("f"), &data);
+    signal(&c.providers[1], libc::SIGCONT);
+    eprintln!("cold 64 MiB read: {all_up:?} all up, {stopped:?} with one provider stopped");
+    // A request that moves no byte is gone around within a second or so.
+    assert!(
+        stopped < all_up * 3 + Duration::from_secs(4),
+        "one stopped provider slowed a cold read from {all_up:?} to {stopped:?}"
     );
 }
 

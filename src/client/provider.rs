@@ -1,11 +1,11 @@
 //! HTTP client for providers' shard routes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use reqwest::StatusCode;
 
 use crate::grant::GRANT_HEADER;
@@ -33,8 +33,10 @@ pub enum ShardError {
 pub const STALL: Duration = Duration::from_secs(5);
 /// How long a provider that failed or stalled is tried last.
 const SUSPECT_FOR: Duration = Duration::from_secs(30);
-/// Bounds of the hedging delay.
-const HEDGE_MIN: Duration = Duration::from_millis(150);
+/// Bounds of the hedging delay: a request that moved no byte for it has
+/// stalled. Above a busy machine's scheduling hiccups, so a provider that
+/// is merely slow is not hedged onto parity shards.
+const HEDGE_MIN: Duration = Duration::from_millis(300);
 const HEDGE_MAX: Duration = Duration::from_millis(1500);
 
 /// Talks to providers. Cheap to clone; shares one connection pool and one
@@ -47,6 +49,29 @@ pub struct ShardClient {
     typical_get_us: Arc<AtomicU64>,
     /// Copies a read found missing or corrupt, for the metadata server.
     routed_around: Arc<Mutex<Vec<ShardReport>>>,
+    /// Providers being probed (`probe`), each once at a time.
+    probing: Arc<Mutex<HashSet<String>>>,
+}
+
+/// When a request last moved bytes (or started): readers hedge a request
+/// that stalled, not one that is merely slow.
+pub struct Moved(Mutex<Instant>);
+
+impl Default for Moved {
+    fn default() -> Self {
+        Moved(Mutex::new(Instant::now()))
+    }
+}
+
+impl Moved {
+    fn touch(&self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    /// How long since bytes last moved.
+    pub fn idle(&self) -> Duration {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).elapsed()
+    }
 }
 
 /// Reports waiting at most: a reader never holds more than this many.
@@ -68,6 +93,7 @@ impl ShardClient {
             suspects: Arc::default(),
             typical_get_us: Arc::new(AtomicU64::new(20_000)),
             routed_around: Arc::default(),
+            probing: Arc::default(),
         }
     }
 
@@ -107,16 +133,48 @@ impl ShardClient {
             });
     }
 
+    /// Asks provider `p` for its health in the background, once at a time:
+    /// a request of its stalled. It is asked last meanwhile, and becomes a
+    /// suspect only if it fails or stalls (`STALL`) here too.
+    pub fn probe(&self, p: &ProviderInfo) {
+        let fresh = self
+            .probing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(p.id.clone());
+        if !fresh {
+            return;
+        }
+        let (client, p) = (self.clone(), p.clone());
+        tokio::spawn(async move {
+            let req = client.http.get(format!("{}/health", p.url));
+            if let Ok(r) = client.send(&p, req).await {
+                // Its body, too, must come within STALL.
+                if r.bytes().await.is_err() {
+                    client.suspect(&p.id);
+                }
+            }
+            let mut probing = client.probing.lock().unwrap_or_else(|e| e.into_inner());
+            probing.remove(&p.id);
+        });
+    }
+
     /// Remembers that provider `id` failed or stalled.
     pub fn suspect(&self, id: &str) {
         let mut s = self.suspects.lock().unwrap_or_else(|e| e.into_inner());
         s.insert(id.to_string(), Instant::now());
     }
 
-    /// Whether provider `id` failed or stalled recently.
+    /// Whether provider `id` failed or stalled recently, or is being
+    /// probed after a request of its stalled: either way, best asked last.
     pub fn is_suspect(&self, id: &str) -> bool {
         let s = self.suspects.lock().unwrap_or_else(|e| e.into_inner());
         s.get(id).is_some_and(|at| at.elapsed() < SUSPECT_FOR)
+            || self
+                .probing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(id)
     }
 
     /// Providers that failed or stalled recently.
@@ -199,7 +257,7 @@ impl ShardClient {
         Ok(stored.receipt)
     }
 
-    /// Fetches a shard. With `verify`, its SHA-1 is checked and a corrupt
+    /// Fetches a shard. With `verify`, its hash is checked and a corrupt
     /// shard is an error, never data; without, the caller authenticates the
     /// bytes otherwise (an encrypted partition's GCM tag).
     pub async fn get(
@@ -209,15 +267,49 @@ impl ShardClient {
         grant: &str,
         verify: bool,
     ) -> Result<Bytes, ShardError> {
+        self.get_into(p, sha1, grant, verify, &Moved::default(), BytesMut::new())
+            .await
+            .map(BytesMut::freeze)
+    }
+
+    /// `get` into `dst` (emptied first; when it has the room, the shard's
+    /// bytes land where it points), noting in `moved` each time bytes
+    /// arrive: the body is copied once, from the connection's buffers.
+    pub async fn get_into(
+        &self,
+        p: &ProviderInfo,
+        sha1: &str,
+        grant: &str,
+        verify: bool,
+        moved: &Moved,
+        mut dst: BytesMut,
+    ) -> Result<BytesMut, ShardError> {
+        moved.touch();
         let started = Instant::now();
         let req = self
             .http
             .get(Self::url(p, sha1))
             .header(GRANT_HEADER, grant);
-        let data = self.send(p, req).await?.bytes().await.map_err(|e| {
-            self.suspect(&p.id);
-            Self::transport(p)(e)
-        })?;
+        let mut r = self.send(p, req).await?;
+        moved.touch();
+        // A shard is a few MiB at most: its announced length is trusted
+        // that far only.
+        dst.clear();
+        dst.reserve(r.content_length().unwrap_or(0).min(64 << 20) as usize);
+        let mut data = dst;
+        loop {
+            match r.chunk().await {
+                Ok(Some(chunk)) => {
+                    moved.touch();
+                    data.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    self.suspect(&p.id);
+                    return Err(Self::transport(p)(e));
+                }
+            }
+        }
         self.observe_get(started.elapsed());
         if verify && !crate::codec::shard_matches(sha1, &data) {
             return Err(ShardError::Corrupt {

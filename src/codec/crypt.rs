@@ -71,11 +71,12 @@ impl AccountKey {
         }
         let (nonce, ct) = raw.split_at(WRAP_NONCE_LEN);
         let mut pt = ct.to_vec();
-        open(
+        let len = open(
             &self.wrap_cipher(),
             nonce.try_into().expect("split at the nonce length"),
             &mut pt,
         )?;
+        pt.truncate(len);
         Ok(FileKey(
             pt.try_into().map_err(|_| CryptError::BadWrappedKey)?,
         ))
@@ -128,13 +129,13 @@ fn seal(key: &LessSafeKey, nonce: [u8; 12], buf: &mut Vec<u8>) {
 
 /// Checks and decrypts `buf` (ciphertext + tag) in place, leaving the
 /// plaintext. On failure the buffer holds no plaintext.
-fn open(key: &LessSafeKey, nonce: [u8; 12], buf: &mut Vec<u8>) -> Result<(), CryptError> {
-    let len = key
+/// Opens `buf` (ciphertext + tag) in place: the plaintext is its first
+/// bytes, this many.
+fn open(key: &LessSafeKey, nonce: [u8; 12], buf: &mut [u8]) -> Result<usize, CryptError> {
+    Ok(key
         .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::empty(), buf)
         .map_err(|_| CryptError::Authentication)?
-        .len();
-    buf.truncate(len);
-    Ok(())
+        .len())
 }
 
 impl PartitionCipher {
@@ -158,6 +159,14 @@ impl PartitionCipher {
 
     /// Decrypts `buf` (ciphertext + tag) in place.
     pub fn decrypt_in_place(&self, index: u64, buf: &mut Vec<u8>) -> Result<(), CryptError> {
+        let len = self.decrypt(index, buf)?;
+        buf.truncate(len);
+        Ok(())
+    }
+
+    /// Decrypts `buf` (ciphertext + tag) in place, whatever holds it; the
+    /// plaintext is its first bytes, this many.
+    pub fn decrypt(&self, index: u64, buf: &mut [u8]) -> Result<usize, CryptError> {
         open(&self.0, Self::nonce(index), buf)
     }
 }

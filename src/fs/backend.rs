@@ -47,7 +47,7 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         frag: &FragmentLayout,
         index: u64,
-    ) -> impl Future<Output = BResult<Vec<u8>>> + Send;
+    ) -> impl Future<Output = BResult<bytes::Bytes>> + Send;
     /// The size of the partitions files are cut into.
     fn partition_size(&self) -> impl Future<Output = BResult<u64>> + Send;
     /// Stores the partitions `spans` of the local file `staged` as objects
@@ -194,7 +194,7 @@ impl Backend for RemoteBackend {
         self.meta.fs_layout(id).await.map_err(client_error)
     }
 
-    async fn read_partition(&self, frag: &FragmentLayout, index: u64) -> BResult<Vec<u8>> {
+    async fn read_partition(&self, frag: &FragmentLayout, index: u64) -> BResult<bytes::Bytes> {
         let cipher = match (&frag.key, &self.account) {
             (None, _) => None,
             (Some(_), None) => return Err(FsError::Access),

@@ -59,7 +59,7 @@ impl BlockCache {
     /// joining one under way counts as a hit.
     pub async fn get_or_fetch<F>(&self, key: BlockKey, fetch: F) -> Result<Block, FsError>
     where
-        F: Future<Output = Result<Vec<u8>, FsError>> + Send + 'static,
+        F: Future<Output = Result<Block, FsError>> + Send + 'static,
     {
         let pending = {
             let mut inner = self.lock();
@@ -74,7 +74,7 @@ impl BlockCache {
                 }
                 None => {
                     metrics::counter!(crate::metrics::CACHE_MISSES).increment(1);
-                    let p = fetch.map(|r| r.map(Block::from)).boxed().shared();
+                    let p = fetch.boxed().shared();
                     inner.pending.insert(key.clone(), p.clone());
                     p
                 }
@@ -121,7 +121,7 @@ mod tests {
             let calls = calls.clone();
             async move {
                 calls.fetch_add(1, Ordering::SeqCst);
-                Ok(vec![n; 100])
+                Ok(vec![n; 100].into())
             }
         };
         let key = |i: u64| ("obj".to_string(), i);

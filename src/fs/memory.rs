@@ -546,7 +546,7 @@ impl Backend for MemoryBackend {
         })
     }
 
-    async fn read_partition(&self, frag: &FragmentLayout, index: u64) -> BResult<Vec<u8>> {
+    async fn read_partition(&self, frag: &FragmentLayout, index: u64) -> BResult<Bytes> {
         self.with(|t| {
             let data = t
                 .objects
@@ -554,7 +554,7 @@ impl Backend for MemoryBackend {
                 .ok_or_else(|| FsError::Io(format!("no object {}", frag.object.sha1)))?;
             let lo = (index * PARTITION).min(data.len() as u64) as usize;
             let hi = ((index + 1) * PARTITION).min(data.len() as u64) as usize;
-            Ok(data[lo..hi].to_vec())
+            Ok(Bytes::copy_from_slice(&data[lo..hi]))
         })
     }
 

@@ -338,14 +338,9 @@ async fn get_shard(
     headers: HeaderMap,
 ) -> Result<Response, ProviderError> {
     check(&p, &headers, Op::Get, &sha1)?;
-    let (file, len) = p.store.open_shard(&sha1).await?;
-    p.sent.fetch_add(len, Ordering::Relaxed);
-    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 256 << 10));
-    Ok((
-        [(axum::http::header::CONTENT_LENGTH, len.to_string())],
-        body,
-    )
-        .into_response())
+    let data = p.store.read_shard(&sha1).await?;
+    p.sent.fetch_add(data.len() as u64, Ordering::Relaxed);
+    Ok(Body::from(data).into_response())
 }
 
 async fn head_shard(

@@ -1,17 +1,20 @@
 //! Shards from providers back to plaintext: any k of a partition's k+m
 //! shards, data shards first; a missing, failing or corrupt shard is replaced
-//! by a parity shard, and a slow one is hedged with an extra fetch.
+//! by a parity shard, and a stalled one (no byte for a while) is hedged with
+//! an extra fetch; one that is merely slow is waited for.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use bytes::{Bytes, BytesMut};
 use futures::stream::FuturesUnordered;
 use futures::{stream, StreamExt, TryStreamExt};
 
 use super::{Progress, TransferError};
 use crate::client::meta::MetaClient;
-use crate::client::provider::{ShardClient, ShardError};
+use crate::client::provider::{Moved, ShardClient, ShardError};
 use crate::codec::crypt::{AccountKey, PartitionCipher};
 use crate::codec::erasure::{ErasureError, Scheme};
 use crate::proto::{
@@ -28,27 +31,40 @@ fn is_suspect(client: &ShardClient, shard: &ShardLocation) -> bool {
     shard.suspect || shard.providers.iter().all(|p| client.is_suspect(&p.id))
 }
 
+/// When a hedging check is next due: when the request that moved bytes
+/// longest ago (`idle`, under the `bound`) would reach it.
+fn next_check(idle: Option<Duration>, bound: Duration) -> tokio::time::Instant {
+    tokio::time::Instant::now() + idle.map_or(bound, |idle| bound - idle)
+}
+
 /// One shard from the first of its providers that serves it intact, each
 /// asked with the object's grant for it. Providers that failed here lately
-/// are asked last; one that is slow gets a second provider asked alongside
-/// after `ShardClient::hedge_after`.
+/// are asked last; when the request under way moves no byte for
+/// `ShardClient::hedge_after`, the next provider is asked alongside.
+/// `moved` follows the shard's requests; the first fills `slot`.
 async fn fetch_shard(
     client: &ShardClient,
     shard: &ShardLocation,
     grants: &BTreeMap<String, String>,
     verify: bool,
-) -> Result<Vec<u8>, String> {
+    moved: &Moved,
+    slot: BytesMut,
+) -> Result<BytesMut, String> {
     let mut order: Vec<&ProviderInfo> = shard.providers.iter().collect();
     order.sort_by_key(|p| client.is_suspect(&p.id));
-    let fetch = |p: &'_ ProviderInfo| {
+    let mut slot = Some(slot);
+    let mut fetch = |p: &'_ ProviderInfo| {
         let p = p.clone();
+        let dst = slot.take().unwrap_or_default();
         async move {
             let Some(grant) = grants.get(&p.id) else {
                 return Err(format!("no grant for provider {}", p.id));
             };
-            match client.get(&p, &shard.sha1, grant, verify).await {
-                // The body's own buffer when it is alone in it: no copy.
-                Ok(b) if b.len() as u64 == shard.size => Ok(Vec::from(b)),
+            match client
+                .get_into(&p, &shard.sha1, grant, verify, moved, dst)
+                .await
+            {
+                Ok(b) if b.len() as u64 == shard.size => Ok(b),
                 Ok(_) => {
                     client.routed_around(&shard.sha1, &p.id);
                     Err(format!(
@@ -99,10 +115,13 @@ async fn fetch_shard(
                 None => return Err(last),
             },
             _ = &mut hedge => {
-                if let Some(p) = next.next() {
-                    pending.push(fetch(p));
+                let (bound, idle) = (client.hedge_after(), moved.idle());
+                if idle >= bound {
+                    if let Some(p) = next.next() {
+                        pending.push(fetch(p));
+                    }
                 }
-                hedge.as_mut().reset(tokio::time::Instant::now() + client.hedge_after());
+                hedge.as_mut().reset(next_check(Some(idle).filter(|&i| i < bound), bound));
             }
         }
     }
@@ -114,7 +133,7 @@ async fn fetch_stored(
     obj: &ObjectLayout,
     part: &PartitionLayout,
     verify: bool,
-) -> Result<Vec<u8>, TransferError> {
+) -> Result<BytesMut, TransferError> {
     match obj.scheme {
         StoreScheme::Inline => {
             let data = obj
@@ -122,6 +141,7 @@ async fn fetch_stored(
                 .as_deref()
                 .ok_or_else(|| TransferError::Layout("inline object without data".into()))?;
             B64.decode(data)
+                .map(|d| Bytes::from(d).into())
                 .map_err(|_| TransferError::Layout("inline data is not base64".into()))
         }
         StoreScheme::Replica => {
@@ -129,7 +149,8 @@ async fn fetch_stored(
                 .shards
                 .first()
                 .ok_or_else(|| TransferError::Layout("replica without shard".into()))?;
-            fetch_shard(client, shard, &obj.grants, verify)
+            let moved = Moved::default();
+            fetch_shard(client, shard, &obj.grants, verify, &moved, BytesMut::new())
                 .await
                 .map_err(|last| TransferError::Unreadable {
                     partition: part.index,
@@ -146,7 +167,7 @@ async fn fetch_erasure(
     obj: &ObjectLayout,
     part: &PartitionLayout,
     verify: bool,
-) -> Result<Vec<u8>, TransferError> {
+) -> Result<BytesMut, TransferError> {
     let scheme = Scheme::new(part.k, part.m).map_err(|e| TransferError::Layout(e.to_string()))?;
     let n = part.k + part.m;
     if part.shards.len() != n {
@@ -156,11 +177,28 @@ async fn fetch_erasure(
             part.shards.len()
         )));
     }
-    let fetch = |i: usize| async move {
-        (
-            i,
-            fetch_shard(client, &part.shards[i], &obj.grants, verify).await,
-        )
+    let moved: Vec<Moved> = (0..n).map(|_| Moved::default()).collect();
+    // The data shards land side by side in one buffer, which is then the
+    // stored partition as it is: no copy to join them.
+    let shard_len = part.shards[0].size as usize;
+    let mut rest = BytesMut::with_capacity(shard_len * part.k);
+    let mut slots: Vec<BytesMut> = (0..n)
+        .map(|i| match i < part.k {
+            true => {
+                let tail = rest.split_off(shard_len.min(rest.capacity()));
+                std::mem::replace(&mut rest, tail)
+            }
+            false => BytesMut::new(),
+        })
+        .collect();
+    let mut fetch = |i: usize| {
+        let (moved, slot) = (&moved[i], std::mem::take(&mut slots[i]));
+        async move {
+            (
+                i,
+                fetch_shard(client, &part.shards[i], &obj.grants, verify, moved, slot).await,
+            )
+        }
     };
     // Data shards first (no decoding when they all come), shards on
     // suspect providers last.
@@ -169,7 +207,7 @@ async fn fetch_erasure(
     let mut in_flight: std::collections::HashSet<usize> = order[..part.k].iter().copied().collect();
     let mut pending: FuturesUnordered<_> = order[..part.k].iter().map(|&i| fetch(i)).collect();
     let mut next = part.k;
-    let mut got: Vec<Option<Vec<u8>>> = vec![None; n];
+    let mut got: Vec<Option<BytesMut>> = vec![None; n];
     let mut have = 0;
     let mut last = String::new();
     let hedge = tokio::time::sleep(client.hedge_after());
@@ -194,23 +232,43 @@ async fn fetch_erasure(
                 None => break,
             },
             _ = &mut hedge, if next < n => {
-                in_flight.insert(order[next]);
-                pending.push(fetch(order[next]));
-                next += 1;
-                hedge.as_mut().reset(tokio::time::Instant::now() + client.hedge_after());
+                // One more shard while those still moving bytes are fewer
+                // than the shards missing; a slow shard is waited for. The
+                // providers of stalled ones are probed, and asked last
+                // meanwhile.
+                let bound = client.hedge_after();
+                let mut moving = Vec::new();
+                for &i in &in_flight {
+                    match moved[i].idle() {
+                        idle if idle < bound => moving.push(idle),
+                        _ => part.shards[i].providers.iter().for_each(|p| client.probe(p)),
+                    }
+                }
+                if moving.len() < part.k - have {
+                    in_flight.insert(order[next]);
+                    pending.push(fetch(order[next]));
+                    next += 1;
+                }
+                hedge.as_mut().reset(next_check(moving.into_iter().max(), bound));
             }
         }
     }
     drop(pending);
-    // Shards still on their way when k others had come are from slow
-    // providers: later partitions ask them last.
-    for i in in_flight {
-        for p in &part.shards[i].providers {
-            client.suspect(&p.id);
+    if got[..part.k]
+        .iter()
+        .all(|s| s.as_ref().is_some_and(|d| d.len() == shard_len))
+    {
+        let mut whole = BytesMut::new();
+        for data in got.into_iter().take(part.k).flatten() {
+            whole.unsplit(data);
         }
+        whole.truncate(part.size as usize);
+        return Ok(whole);
     }
+    let got = got.into_iter().map(|s| s.map(Vec::from)).collect();
     scheme
         .decode(got, part.size as usize)
+        .map(|d| Bytes::from(d).into())
         .map_err(|source| TransferError::Unreadable {
             partition: part.index,
             source,
@@ -252,7 +310,7 @@ pub async fn read_partition(
     frag: &FragmentLayout,
     cipher: Option<&PartitionCipher>,
     index: u64,
-) -> Result<Vec<u8>, TransferError> {
+) -> Result<Bytes, TransferError> {
     let recorded = crate::metrics::Transfer::start(&crate::metrics::PARTITION_READ);
     let obj = &frag.object;
     let part = obj
@@ -265,12 +323,12 @@ pub async fn read_partition(
         // hashed only when it fails, to find the bad ones and go around them.
         Some(c) => {
             let mut fast = fetch_stored(client, obj, part, false).await?;
-            match c.decrypt_in_place(index, &mut fast) {
-                Ok(()) => fast,
+            match c.decrypt(index, &mut fast) {
+                Ok(len) => fast.split_to(len),
                 Err(_) => {
                     let mut checked = fetch_stored(client, obj, part, true).await?;
-                    c.decrypt_in_place(index, &mut checked)?;
-                    checked
+                    let len = c.decrypt(index, &mut checked)?;
+                    checked.split_to(len)
                 }
             }
         }
@@ -283,7 +341,7 @@ pub async fn read_partition(
         )));
     }
     recorded.done(data.len() as u64);
-    Ok(data)
+    Ok(data.freeze())
 }
 
 /// The plaintext partitions of `frag` holding bytes of `[start, end)`, in
@@ -294,7 +352,7 @@ fn fragment_partitions<'a>(
     cipher: Option<&'a PartitionCipher>,
     start: u64,
     end: u64,
-) -> impl futures::Stream<Item = Result<(Vec<u8>, u64), TransferError>> + 'a {
+) -> impl futures::Stream<Item = Result<(Bytes, u64), TransferError>> + 'a {
     stream::iter(frag.partitions_in(start, end))
         .map(move |(i, at)| async move { Ok((read_partition(client, frag, cipher, i).await?, at)) })
         .buffered(PARALLEL_PARTITIONS)
@@ -314,7 +372,7 @@ pub async fn read_range(
     for frag in &layout.fragments {
         let cipher = cipher_of(frag, acct)?;
         let frag_end = frag.offset + frag.length;
-        let parts: Vec<(Vec<u8>, u64)> =
+        let parts: Vec<(Bytes, u64)> =
             fragment_partitions(client, frag, cipher.as_ref(), offset, end)
                 .try_collect()
                 .await?;
