@@ -1246,7 +1246,11 @@ impl<B: Backend> Fs<B> {
             let layout = Arc::new(self.backend.layout(id).await?);
             (layout.size, layout.ver_no, Some(layout))
         };
-        file.set_len(size)?;
+        // Not on the fresh, empty file: ext4 takes a truncate to 0 as a
+        // rewrite and writes the file out at its next close.
+        if size > 0 {
+            file.set_len(size)?;
+        }
         let mut st = Staged {
             file: Arc::new(file),
             size,

@@ -92,7 +92,8 @@ fn file_key(
     acct: &AccountKey,
 ) -> std::io::Result<crate::codec::crypt::FileKey> {
     let mut h = acct.file_key_hasher(partition_size);
-    let mut buf = vec![0u8; 1 << 20];
+    // Zeroed at its full size: a small file's key takes a small buffer.
+    let mut buf = vec![0u8; size.min(1 << 20) as usize];
     let mut at = 0;
     while at < size {
         let n = (size - at).min(buf.len() as u64) as usize;
