@@ -1458,7 +1458,7 @@ impl<B: Backend> Fs<B> {
         };
         if self.with_known(id, |r| r.orphan.is_some()) == Some(true) {
             // Unlinked here: nothing to upload to.
-            self.staging.unmark(id, st.base);
+            self.staging.drop_marker(id, st.base, st.mark == Mark::Done);
             st.mark = Mark::Clean;
             return Ok(());
         }
@@ -1485,7 +1485,7 @@ impl<B: Backend> Fs<B> {
         }
         match result {
             Ok(ver) => {
-                self.staging.unmark(id, st.base);
+                self.staging.drop_marker(id, st.base, true);
                 st.mark = Mark::Clean;
                 st.base = ver;
                 self.with_record(id, |r| r.kernel_ver = Some(ver));
@@ -1747,7 +1747,8 @@ impl<B: Backend> Fs<B> {
                 let kept = self.staging.set_aside(id, Some(st.base))?;
                 tracing::warn!(node = id, error = %e, path = %kept.display(), "upload refused; the staged data is kept aside");
             } else {
-                self.staging.remove(id, st.base);
+                // Uploaded: its marker went then.
+                self.staging.forget(id);
             }
         }
         result
