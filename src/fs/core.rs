@@ -1246,7 +1246,11 @@ impl<B: Backend> Fs<B> {
             let layout = Arc::new(self.backend.layout(id).await?);
             (layout.size, layout.ver_no, Some(layout))
         };
-        file.set_len(size)?;
+        // Not on the fresh, empty file: ext4 takes a truncate to 0 as a
+        // rewrite and writes the file out at its next close.
+        if size > 0 {
+            file.set_len(size)?;
+        }
         let mut st = Staged {
             file: Arc::new(file),
             size,
@@ -1454,7 +1458,7 @@ impl<B: Backend> Fs<B> {
         };
         if self.with_known(id, |r| r.orphan.is_some()) == Some(true) {
             // Unlinked here: nothing to upload to.
-            self.staging.unmark(id, st.base);
+            self.staging.drop_marker(id, st.base, st.mark == Mark::Done);
             st.mark = Mark::Clean;
             return Ok(());
         }
@@ -1481,7 +1485,7 @@ impl<B: Backend> Fs<B> {
         }
         match result {
             Ok(ver) => {
-                self.staging.unmark(id, st.base);
+                self.staging.drop_marker(id, st.base, true);
                 st.mark = Mark::Clean;
                 st.base = ver;
                 self.with_record(id, |r| r.kernel_ver = Some(ver));
@@ -1743,7 +1747,8 @@ impl<B: Backend> Fs<B> {
                 let kept = self.staging.set_aside(id, Some(st.base))?;
                 tracing::warn!(node = id, error = %e, path = %kept.display(), "upload refused; the staged data is kept aside");
             } else {
-                self.staging.remove(id, st.base);
+                // Uploaded: its marker went then.
+                self.staging.forget(id);
             }
         }
         result

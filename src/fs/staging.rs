@@ -123,20 +123,29 @@ impl StagingArea {
 
     /// A new, empty staging file for `node`. Made afresh rather than
     /// truncated: ext4 flushes a file truncated to zero when it is closed.
+    /// A stale one is removed first (with what it held), only when there.
     pub fn create(&self, node: i64) -> std::io::Result<std::fs::File> {
         let path = self.data_path(node);
-        for stale in [&path, &self.parts_path(node)] {
-            match std::fs::remove_file(stale) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                _ => {}
+        let new = || {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+        };
+        match new() {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                for stale in [&path, &self.parts_path(node)] {
+                    match std::fs::remove_file(stale) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                        _ => {}
+                    }
+                }
+                new()
             }
+            r => r,
         }
-        std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
     }
 
     /// The staging file an earlier mount left for `node`.
@@ -166,8 +175,13 @@ impl StagingArea {
     /// The staged data of `node` is safe elsewhere (uploaded): forget it.
     pub fn unmark(&self, node: i64, base: u64) {
         for complete in [false, true] {
-            let _ = std::fs::remove_file(self.marker(node, base, complete));
+            self.drop_marker(node, base, complete);
         }
+    }
+
+    /// `unmark` when the caller knows which marker `node` has.
+    pub fn drop_marker(&self, node: i64, base: u64, complete: bool) {
+        let _ = std::fs::remove_file(self.marker(node, base, complete));
     }
 
     pub fn remove(&self, node: i64, base: u64) {
@@ -175,8 +189,8 @@ impl StagingArea {
         self.forget(node);
     }
 
-    /// Removes the data file of `node` and what it held.
-    fn forget(&self, node: i64) {
+    /// Removes the data file of `node` and what it held (its marker gone).
+    pub fn forget(&self, node: i64) {
         let _ = std::fs::remove_file(self.data_path(node));
         self.clear_parts(node);
     }
@@ -325,5 +339,18 @@ mod tests {
         area.remove(6, 1);
         area.set_aside(4, None).unwrap();
         assert!(area.leftovers().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_new_staging_file_replaces_a_stale_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let area = StagingArea::open(dir.path()).unwrap();
+        std::fs::write(area.data_path(1), b"stale").unwrap();
+        area.save_parts(1, &Parts::default()).unwrap();
+        let file = area.create(1).unwrap();
+        assert_eq!(file.metadata().unwrap().len(), 0);
+        assert_eq!(area.load_parts(1).unwrap(), None, "the stale parts went");
+        // Made afresh, not reopened: a second create finds it there.
+        assert_eq!(area.create(1).unwrap().metadata().unwrap().len(), 0);
     }
 }

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::path::TfsPath;
 use super::placement::choose;
-use super::store::{unix_now, CommitTarget, Kind, NewObject, Ns};
+use super::store::{unix_now, CommitObject, CommitTarget, Kind, NewObject, Ns};
 use super::{Meta, MetaError, MetaResult};
 use crate::codec::erasure::Scheme;
 use crate::codec::{
@@ -345,7 +345,7 @@ impl Meta {
 
     /// Makes `object` the content of the checked file, unless the file has
     /// moved on from the version the upload started from (409).
-    fn commit(&self, ns: Ns, c: &CheckRequest, object: i64) -> MetaResult<u64> {
+    fn commit(&self, ns: Ns, c: &CheckRequest, object: CommitObject) -> MetaResult<u64> {
         let key = c.key.as_deref();
         let target = commit_target(c.node, &c.path)?;
         let committed = self.store(|db| {
@@ -440,24 +440,19 @@ async fn check(
                 "inline data does not match object_size and object_sha1".into(),
             ));
         }
-        let object = m.store(|db| {
-            db.insert_object(
-                ns,
-                &NewObject {
-                    sha1: &c.object_sha1,
-                    scheme: StoreScheme::Inline,
-                    plain_size: c.file_size,
-                    stored_size: c.object_size,
-                    partition_size: c.partition_size,
-                    k: 1,
-                    m: 0,
-                    data: Some(&data),
-                    partitions: &[],
-                },
-            )
-        })?;
+        let object = NewObject {
+            sha1: &c.object_sha1,
+            scheme: StoreScheme::Inline,
+            plain_size: c.file_size,
+            stored_size: c.object_size,
+            partition_size: c.partition_size,
+            k: 1,
+            m: 0,
+            data: Some(&data),
+            partitions: &[],
+        };
         return Ok(Json(CheckResponse::Done {
-            ver_no: m.commit(ns, &c, object)?,
+            ver_no: m.commit(ns, &c, CommitObject::New(&object))?,
         }));
     }
     if c.data.is_some() {
@@ -467,7 +462,7 @@ async fn check(
     }
     if let Some(o) = known {
         return Ok(Json(CheckResponse::Done {
-            ver_no: m.commit(ns, &c, o.id)?,
+            ver_no: m.commit(ns, &c, CommitObject::Known(o.id))?,
         }));
     }
     let writable = m.writable(&HashSet::new())?;
@@ -752,23 +747,18 @@ async fn done(
             (StoreScheme::Erasure, k, parity)
         }
     };
-    let object = m.store(|db| {
-        db.insert_object(
-            ns,
-            &NewObject {
-                sha1: &c.object_sha1,
-                scheme,
-                plain_size: c.file_size,
-                stored_size: c.object_size,
-                partition_size: c.partition_size,
-                k,
-                m: parity,
-                data: None,
-                partitions: &placed,
-            },
-        )
-    })?;
-    let ver_no = m.commit(ns, c, object)?;
+    let object = NewObject {
+        sha1: &c.object_sha1,
+        scheme,
+        plain_size: c.file_size,
+        stored_size: c.object_size,
+        partition_size: c.partition_size,
+        k,
+        m: parity,
+        data: None,
+        partitions: &placed,
+    };
+    let ver_no = m.commit(ns, c, CommitObject::New(&object))?;
     m.store(|db| db.session_end(&req.session))?;
     Ok(Json(DoneResponse { ver_no }))
 }

@@ -282,7 +282,13 @@ pub struct Meta {
     /// Readers' reports checked per namespace: each check fetches a shard,
     /// so a client must not make the server fetch without bound.
     reader_reports: governor::DefaultKeyedRateLimiter<(u64, u64)>,
+    /// Appids by the SHA-256 of their appkey, as found so far: every
+    /// request names its app, and apps are never removed or rekeyed.
+    apps: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
+
+/// Appkeys remembered at most; more are looked up each time.
+const APPS_KNOWN: usize = 4096;
 
 impl Meta {
     /// Opens the store under `cfg.data`, making the signing key and
@@ -328,6 +334,7 @@ impl Meta {
             mailer,
             registrations,
             reader_reports: governor::RateLimiter::keyed(READER_REPORTS),
+            apps: Default::default(),
         })
     }
 
@@ -366,9 +373,19 @@ impl Meta {
 
     /// The appid an appkey belongs to.
     fn app(&self, appkey: &str) -> MetaResult<u64> {
-        self.db
+        let hash = store::appkey_hash(appkey);
+        if let Some(&appid) = crate::lock(&self.apps).get(&hash) {
+            return Ok(appid);
+        }
+        let appid = self
+            .db
             .appid_of(appkey)?
-            .ok_or_else(|| MetaError::Unauthorized("unknown appkey".into()))
+            .ok_or_else(|| MetaError::Unauthorized("unknown appkey".into()))?;
+        let mut apps = crate::lock(&self.apps);
+        if apps.len() < APPS_KNOWN {
+            apps.insert(hash, appid);
+        }
+        Ok(appid)
     }
 
     /// Checks that `appkey` may read (or write) the namespace of `appid`.

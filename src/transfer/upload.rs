@@ -92,7 +92,8 @@ fn file_key(
     acct: &AccountKey,
 ) -> std::io::Result<crate::codec::crypt::FileKey> {
     let mut h = acct.file_key_hasher(partition_size);
-    let mut buf = vec![0u8; 1 << 20];
+    // Zeroed at its full size: a small file's key takes a small buffer.
+    let mut buf = vec![0u8; size.min(1 << 20) as usize];
     let mut at = 0;
     while at < size {
         let n = (size - at).min(buf.len() as u64) as usize;
@@ -225,6 +226,18 @@ async fn blocking<T: Send + 'static>(
         .map_err(TransferError::Io)
 }
 
+/// `f`, reading and hashing `size` bytes: here when they are few (the hop
+/// to the blocking pool and back costs more than the work), else there.
+async fn blocking_unless_small<T: Send + 'static>(
+    size: u64,
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T, TransferError> {
+    if size <= crate::codec::INLINE_MAX {
+        return f().map_err(TransferError::Io);
+    }
+    blocking(f).await
+}
+
 /// Uploads the local file `local` as the new version of `remote`; returns
 /// the new VER_NO. The version becomes visible only when every shard is
 /// stored. A file of one partition is one object (inline, replicated or
@@ -261,7 +274,7 @@ pub async fn upload_file(
         Some(a) => {
             let (f, a2) = (file.clone(), a.clone());
             let ps = policy.partition_size;
-            let k = blocking(move || file_key(&f, size, ps, &a2)).await?;
+            let k = blocking_unless_small(size, move || file_key(&f, size, ps, &a2)).await?;
             (Some(PartitionCipher::new(&k)), Some(a.wrap(&k)))
         }
         None => (None, None),
@@ -275,7 +288,8 @@ pub async fn upload_file(
     let s = src.clone();
     let inline_max = policy.inline_max;
     let keyed = started.elapsed();
-    let (object_sha1, object_size, inline) = blocking(move || hash_object(&s, inline_max)).await?;
+    let (object_sha1, object_size, inline) =
+        blocking_unless_small(size, move || hash_object(&s, inline_max)).await?;
     let hashed = started.elapsed();
     progress.start(remote, object_size);
     let check = CheckRequest {

@@ -504,7 +504,7 @@ impl Db {
 /// store holds no credential. Appkeys are random (24 bytes from
 /// `create_app` or a registration), so a fast unsalted hash cannot be
 /// reversed; lookups compare hashes, so their timing tells nothing of a key.
-pub(super) fn appkey_hash(appkey: &str) -> String {
+pub(crate) fn appkey_hash(appkey: &str) -> String {
     hex::encode(sha2::Sha256::digest(appkey.as_bytes()))
 }
 

@@ -7,7 +7,7 @@
 use super::sql::{params, Conn};
 use super::{
     node_of, now_ns, object_at, sql_id, unix_now, xattrs, Db, DbError, DbResult, FragmentRow, Kind,
-    Limits, Node, Ns, ENTRY_COLS, NODE_COLS, OBJECT_COLS,
+    Limits, NewObject, Node, Ns, ENTRY_COLS, NODE_COLS, OBJECT_COLS,
 };
 use crate::meta::path::{TfsPath, MAX_DEPTH, MAX_NAME};
 use crate::proto::{CommitFragment, DirChange, FileAttrs, SetAttrs};
@@ -21,6 +21,15 @@ fn check_name(name: &str) -> DbResult<()> {
         return Err(DbError::NameTooLong);
     }
     Ok(())
+}
+
+/// The object a commit makes a file's content.
+#[derive(Clone, Copy)]
+pub enum CommitObject<'a> {
+    Known(i64),
+    /// Recorded in the commit's transaction (kept, unreferenced, when the
+    /// commit finds the file moved on, as a known one is).
+    New(&'a NewObject<'a>),
 }
 
 pub(super) fn node_in(conn: &Conn, ns: Ns, id: i64) -> DbResult<Node> {
@@ -388,14 +397,14 @@ impl Db {
 
     /// Makes an uploaded object the whole content of the file `target`
     /// names, as one new version, if the file is still at `base_ver` (when
-    /// given). Returns the new VER_NO, or None (and changes nothing) when
-    /// the version moved on.
+    /// given). Returns the new VER_NO, or None (and changes nothing but
+    /// recording a new object) when the version moved on.
     #[allow(clippy::too_many_arguments)]
     pub fn commit_object(
         &self,
         ns: Ns,
         target: &CommitTarget,
-        object: i64,
+        object: CommitObject,
         size: u64,
         key: Option<&str>,
         attrs: &FileAttrs,
@@ -403,6 +412,10 @@ impl Db {
     ) -> DbResult<Option<u64>> {
         let limits = self.limits;
         self.tx(|tx| {
+            let object = match object {
+                CommitObject::Known(id) => id,
+                CommitObject::New(o) => super::objects::insert_object_in(tx, ns, o)?,
+            };
             let Some((node, bump)) = commit_target(tx, ns, target, base_ver, limits)? else {
                 return Ok(None);
             };

@@ -25,8 +25,9 @@ mod sqlite;
 mod trust;
 mod v1;
 mod xattrs;
+pub(crate) use accounts::appkey_hash;
 pub use accounts::{OrderRow, PackageFields, PackageRow, Registration, ORDER_CANCELED, ORDER_PAID};
-pub use fs::{CommitTarget, NewNode};
+pub use fs::{CommitObject, CommitTarget, NewNode};
 pub use paged::SortKey;
 pub use repair::{
     CopyRow, HealthReport, Horizons, PartitionHealth, ProviderReport, ScrubRow, ACTIVE, DRAINING,

@@ -31,52 +31,7 @@ impl Db {
     /// the id of the object (an existing one when it is already known,
     /// renewed when unused).
     pub fn insert_object(&self, ns: Ns, o: &NewObject) -> DbResult<i64> {
-        self.tx(|tx| {
-            let existing: Option<i64> = tx
-                .query_opt(
-                    "SELECT id FROM objects WHERE appid=?1 AND uid=?2 AND sha1=?3",
-                    params![sql_id(ns.appid), sql_id(ns.uid), o.sha1],
-                    |r| r.get(0),
-                )?;
-            if let Some(id) = existing {
-                renew(tx, ns, o.sha1)?;
-                return Ok(id);
-            }
-            let id: i64 = tx.query_row(
-                "INSERT INTO objects(appid, uid, sha1, scheme, plain_size, stored_size, partition_size, k, m, data, created, released)
-                 VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11) RETURNING id",
-                params![
-                    sql_id(ns.appid),
-                    sql_id(ns.uid),
-                    o.sha1,
-                    scheme_code(o.scheme),
-                    o.plain_size as i64,
-                    o.stored_size as i64,
-                    o.partition_size as i64,
-                    o.k as i64,
-                    o.m as i64,
-                    o.data,
-                    unix_now()
-                ],
-                |r| r.get(0),
-            )?;
-            for p in o.partitions {
-                tx.execute(
-                    "INSERT INTO partitions(object, idx, size, k, m) VALUES(?1, ?2, ?3, ?4, ?5)",
-                    params![id, p.index as i64, p.size as i64, p.k as i64, p.m as i64],
-                )?;
-                for (i, s) in p.shards.iter().enumerate() {
-                    for prov in &s.providers {
-                        tx.execute(
-                            "INSERT INTO shards(object, partition, idx, sha1, size, provider)
-                             VALUES(?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
-                            params![id, p.index as i64, i as i64, s.sha1, s.size as i64, prov],
-                        )?;
-                    }
-                }
-            }
-            Ok(id)
-        })
+        self.tx(|tx| insert_object_in(tx, ns, o))
     }
 
     /// The partitions of an object and its shards with the (id, url) of
@@ -183,6 +138,53 @@ impl Db {
             )
         })
     }
+}
+
+/// `Db::insert_object` in the transaction `tx`.
+pub(super) fn insert_object_in(tx: &Conn, ns: Ns, o: &NewObject) -> DbResult<i64> {
+    let existing: Option<i64> = tx.query_opt(
+        "SELECT id FROM objects WHERE appid=?1 AND uid=?2 AND sha1=?3",
+        params![sql_id(ns.appid), sql_id(ns.uid), o.sha1],
+        |r| r.get(0),
+    )?;
+    if let Some(id) = existing {
+        renew(tx, ns, o.sha1)?;
+        return Ok(id);
+    }
+    let id: i64 = tx.query_row(
+        "INSERT INTO objects(appid, uid, sha1, scheme, plain_size, stored_size, partition_size, k, m, data, created, released)
+         VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11) RETURNING id",
+        params![
+            sql_id(ns.appid),
+            sql_id(ns.uid),
+            o.sha1,
+            scheme_code(o.scheme),
+            o.plain_size as i64,
+            o.stored_size as i64,
+            o.partition_size as i64,
+            o.k as i64,
+            o.m as i64,
+            o.data,
+            unix_now()
+        ],
+        |r| r.get(0),
+    )?;
+    for p in o.partitions {
+        tx.execute(
+            "INSERT INTO partitions(object, idx, size, k, m) VALUES(?1, ?2, ?3, ?4, ?5)",
+            params![id, p.index as i64, p.size as i64, p.k as i64, p.m as i64],
+        )?;
+        for (i, s) in p.shards.iter().enumerate() {
+            for prov in &s.providers {
+                tx.execute(
+                    "INSERT INTO shards(object, partition, idx, sha1, size, provider)
+                     VALUES(?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+                    params![id, p.index as i64, i as i64, s.sha1, s.size as i64, prov],
+                )?;
+            }
+        }
+    }
+    Ok(id)
 }
 
 /// Starts an unused object's grace period over.
