@@ -1,6 +1,6 @@
 //! Shards on disk: `DIR/shards/ab/abcdef...`, written through `DIR/tmp`.
 
-use std::io::Write;
+use std::io::{IoSlice, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -164,8 +164,16 @@ impl ShardStore {
         let path = tmp.to_path_buf();
         tokio::task::spawn_blocking(move || {
             let mut file = std::fs::File::create(&path)?;
-            for chunk in chunks {
-                file.write_all(&chunk)?;
+            // All the chunks per writev, not a write each.
+            let mut slices: Vec<IoSlice> = chunks.iter().map(|c| IoSlice::new(c)).collect();
+            let mut left = &mut slices[..];
+            while !left.is_empty() {
+                match file.write_vectored(left) {
+                    Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                    Ok(n) => IoSlice::advance_slices(&mut left, n),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
             }
             file.sync_all()
         })

@@ -3,6 +3,7 @@
 //! UploadFilePrepare → shards to providers → UploadFileDone.
 
 use std::collections::{HashMap, HashSet};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -77,11 +78,36 @@ impl Source {
 }
 
 /// `len` bytes of `file` at `offset`, in a buffer with room for the
-/// encryption's tag (growing it would copy the whole partition).
+/// encryption's tag (growing it would copy the whole partition), read into
+/// its spare capacity: zeroing it first was a pass of its own.
 fn read_at(file: &std::fs::File, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
-    let mut buf = Vec::with_capacity(len as usize + crate::codec::crypt::TAG_LEN);
-    buf.resize(len as usize, 0);
-    file.read_exact_at(&mut buf, offset)?;
+    let len = len as usize;
+    let mut buf = Vec::with_capacity(len + crate::codec::crypt::TAG_LEN);
+    while buf.len() < len {
+        let want = len - buf.len();
+        let spare = &mut buf.spare_capacity_mut()[..want];
+        // SAFETY: pread writes at most `spare.len()` bytes into memory this
+        // Vec owns; `set_len` then covers only the bytes it reported.
+        let n = unsafe {
+            libc::pread(
+                file.as_raw_fd(),
+                spare.as_mut_ptr().cast(),
+                spare.len(),
+                (offset + buf.len() as u64) as libc::off_t,
+            )
+        };
+        match n {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            n if n < 0 => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            // SAFETY: pread initialised these `n` bytes past the length.
+            n => unsafe { buf.set_len(buf.len() + n as usize) },
+        }
+    }
     Ok(buf)
 }
 
