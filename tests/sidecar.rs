@@ -854,7 +854,11 @@ async fn content_matches_knows_files_stored_by_either_key_derivation() {
         write_file(&local, &plain);
         let matches = |hash: String| {
             let (meta, acct, local) = (&meta, &acct, &local);
-            async move { content_matches(meta, Some(acct), local, &hash).await.unwrap() }
+            async move {
+                content_matches(meta, Some(acct), local, &hash)
+                    .await
+                    .unwrap()
+            }
         };
         let hash = |d, per_file| sha1_hex(&sealed_as(&acct, d, &plain, ps, per_file));
         let new = hash(Derivation::Blake3, false);
@@ -863,12 +867,23 @@ async fn content_matches_knows_files_stored_by_either_key_derivation() {
         assert!(matches(new.clone()).await, "{len}: as stored now");
         assert!(matches(old.clone()).await, "{len}: as stored before");
         if len > ps {
-            assert!(matches(hash(Derivation::HmacSha256, true)).await, "old whole object");
-            assert!(!matches(hash(Derivation::Blake3, true)).await, "never stored so");
+            assert!(
+                matches(hash(Derivation::HmacSha256, true)).await,
+                "old whole object"
+            );
+            assert!(
+                !matches(hash(Derivation::Blake3, true)).await,
+                "never stored so"
+            );
         }
         let plain_hash = sha1_hex(&plain);
-        assert!(content_matches(&meta, None, &local, &plain_hash).await.unwrap());
-        assert!(!matches(plain_hash).await, "encrypted, the plaintext's hash is not");
+        assert!(content_matches(&meta, None, &local, &plain_hash)
+            .await
+            .unwrap());
+        assert!(
+            !matches(plain_hash).await,
+            "encrypted, the plaintext's hash is not"
+        );
 
         let mut changed = plain.clone();
         changed[len / 2] ^= 1;

@@ -48,10 +48,7 @@ pub enum Derivation {
 
 impl AccountKey {
     pub fn derive(master: &[u8; 32], appid: u64, uid: u64) -> Self {
-        let secret = hmac(
-            master,
-            &[format!("tfsfs account {appid} {uid}").as_bytes()],
-        );
+        let secret = hmac(master, &[format!("tfsfs account {appid} {uid}").as_bytes()]);
         AccountKey {
             secret,
             file_keys: blake3::derive_key("tfsfs 2026 file key", &secret),
@@ -237,7 +234,10 @@ mod tests {
             assert_ne!(key(&a, b"hello"), key(&b, b"hello"), "{d:?}");
             assert_ne!(key(&a, b"hello"), key(&a, b"hellp"), "{d:?}");
         }
-        assert_eq!(file_key(&a, b"hello"), key_by(&a, 4096, Derivation::Blake3, b"hello"));
+        assert_eq!(
+            file_key(&a, b"hello"),
+            key_by(&a, 4096, Derivation::Blake3, b"hello")
+        );
         assert_ne!(
             file_key(&a, b"hello"),
             key_by(&a, 4096, Derivation::HmacSha256, b"hello"),
