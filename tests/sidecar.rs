@@ -15,7 +15,10 @@ use std::time::{Duration, Instant};
 
 use common::{assert_ok, bin, code_in, free_port, is_mounted, random_bytes, TestCluster};
 use serde_json::{json, Value};
+use tfsfs::client::meta::MetaClient;
+use tfsfs::codec::crypt::{AccountKey, Derivation, PartitionCipher};
 use tfsfs::codec::sha1_hex;
+use tfsfs::transfer::content_matches;
 
 // ---- harness: a mount with its sidecar ----
 
@@ -804,6 +807,90 @@ async fn filehash_of_a_file_of_partitions_is_the_sha1_of_its_stored_bytes() {
         )
         .await;
     assert_eq!(hash_of(r.data()), rewritten);
+}
+
+/// The stored bytes of `plain` cut into partitions of `ps`, each encrypted
+/// as a client does: under one key over the whole file, nonce = its index
+/// (`per_file`, how a file of several partitions was stored as one object),
+/// or each under its own key, nonce 0 (partition objects).
+fn sealed_as(acct: &AccountKey, d: Derivation, plain: &[u8], ps: usize, per_file: bool) -> Vec<u8> {
+    let key = |bytes: &[u8]| {
+        let mut h = acct.key_hasher(ps as u64, d);
+        h.update(bytes);
+        PartitionCipher::new(&h.finish())
+    };
+    let whole = key(plain);
+    let mut out = Vec::new();
+    for (i, part) in plain.chunks(ps).enumerate() {
+        let mut buf = part.to_vec();
+        if per_file {
+            whole.encrypt_in_place(i as u64, &mut buf);
+        } else {
+            key(part).encrypt_in_place(0, &mut buf);
+        }
+        out.extend_from_slice(&buf);
+    }
+    out
+}
+
+/// The sidecar's "unchanged?" (`content_matches`) knows a file by the hash
+/// of what this client stores (partition keys by keyed BLAKE3) and by what
+/// clients stored before it: partition keys by HMAC-SHA256, and a file of
+/// several partitions stored as one object under one HMAC-SHA256 key. A
+/// byte changed, or a layout never stored (one object under a BLAKE3 key),
+/// matches none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_matches_knows_files_stored_by_either_key_derivation() {
+    let c = TestCluster::start(1).await;
+    let meta = MetaClient::connect(&c.meta.url, &c.appkey, c.uid)
+        .await
+        .unwrap();
+    let ps = meta.policy().await.unwrap().partition_size as usize;
+    let acct = AccountKey::derive(&[42u8; 32], c.appid, c.uid);
+    let tmp = tempfile::tempdir().unwrap();
+    let local = tmp.path().join("f");
+    for len in [100 << 10, 2 * ps + 1000] {
+        let plain = random_bytes(len, len as u64);
+        write_file(&local, &plain);
+        let matches = |hash: String| {
+            let (meta, acct, local) = (&meta, &acct, &local);
+            async move {
+                content_matches(meta, Some(acct), local, &hash)
+                    .await
+                    .unwrap()
+            }
+        };
+        let hash = |d, per_file| sha1_hex(&sealed_as(&acct, d, &plain, ps, per_file));
+        let new = hash(Derivation::Blake3, false);
+        let old = hash(Derivation::HmacSha256, false);
+        assert_ne!(new, old, "the derivations encrypt differently");
+        assert!(matches(new.clone()).await, "{len}: as stored now");
+        assert!(matches(old.clone()).await, "{len}: as stored before");
+        if len > ps {
+            assert!(
+                matches(hash(Derivation::HmacSha256, true)).await,
+                "old whole object"
+            );
+            assert!(
+                !matches(hash(Derivation::Blake3, true)).await,
+                "never stored so"
+            );
+        }
+        let plain_hash = sha1_hex(&plain);
+        assert!(content_matches(&meta, None, &local, &plain_hash)
+            .await
+            .unwrap());
+        assert!(
+            !matches(plain_hash).await,
+            "encrypted, the plaintext's hash is not"
+        );
+
+        let mut changed = plain.clone();
+        changed[len / 2] ^= 1;
+        write_file(&local, &changed);
+        assert!(!matches(new).await, "{len}: changed");
+        assert!(!matches(old).await, "{len}: changed");
+    }
 }
 
 /// The acceptance run: a 100 MiB upload in the background, its progress,

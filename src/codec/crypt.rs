@@ -1,9 +1,10 @@
 //! Client-side encryption: AES-256-GCM (ring: its GHASH is several times
 //! faster than the aes-gcm crate's, which dominated profiles) per partition, convergent inside one
-//! account. The file key is HMAC-SHA256(account key, plaintext), so one
-//! account's identical files encrypt identically (dedup works) while two
-//! accounts, having different account keys, never share ciphertext. The file
-//! key travels to the server only wrapped under the account's wrap key.
+//! account. The file key is keyed BLAKE3 (under a key derived from the
+//! account key) of the partition size and plaintext, so one account's
+//! identical files encrypt identically (dedup works) while two accounts,
+//! having different account keys, never share ciphertext. The file key
+//! travels to the server only wrapped under the account's wrap key.
 
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use std::sync::Arc;
@@ -26,16 +27,32 @@ pub enum CryptError {
 }
 
 /// The secret of one account (appid, uid), derived from the client's master
-/// secret. Never leaves the client.
+/// secret, and the BLAKE3 key of its file keys, derived from that. Never
+/// leaves the client.
 #[derive(Clone)]
-pub struct AccountKey([u8; 32]);
+pub struct AccountKey {
+    secret: [u8; 32],
+    file_keys: [u8; 32],
+}
+
+/// How a file key is derived from the account key and the plaintext.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Derivation {
+    /// Keyed BLAKE3: what this client stores.
+    Blake3,
+    /// HMAC-SHA256, as stored before (several times slower): those objects
+    /// keep their wrapped keys and read as ever; only recognising such a
+    /// file as unchanged (`content_matches`) derives it again.
+    HmacSha256,
+}
 
 impl AccountKey {
     pub fn derive(master: &[u8; 32], appid: u64, uid: u64) -> Self {
-        AccountKey(hmac(
-            master,
-            &[format!("tfsfs account {appid} {uid}").as_bytes()],
-        ))
+        let secret = hmac(master, &[format!("tfsfs account {appid} {uid}").as_bytes()]);
+        AccountKey {
+            secret,
+            file_keys: blake3::derive_key("tfsfs 2026 file key", &secret),
+        }
     }
 
     /// Starts a streaming derivation of the file key of some plaintext cut
@@ -43,14 +60,29 @@ impl AccountKey {
     /// of the key: the nonce is the partition index, so the same plaintext cut
     /// differently must never encrypt under the same key.
     pub fn file_key_hasher(&self, partition_size: u64) -> FileKeyHasher {
-        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.0).expect("any key length");
-        mac.update(b"tfsfs file key\0");
-        mac.update(&partition_size.to_be_bytes());
-        FileKeyHasher(mac)
+        self.key_hasher(partition_size, Derivation::Blake3)
+    }
+
+    /// `file_key_hasher` by the derivation `d`.
+    pub fn key_hasher(&self, partition_size: u64, d: Derivation) -> FileKeyHasher {
+        match d {
+            Derivation::Blake3 => {
+                let mut h = blake3::Hasher::new_keyed(&self.file_keys);
+                h.update(&partition_size.to_be_bytes());
+                FileKeyHasher::Blake3(Box::new(h))
+            }
+            Derivation::HmacSha256 => {
+                let mut mac =
+                    <HmacSha256 as Mac>::new_from_slice(&self.secret).expect("any key length");
+                mac.update(b"tfsfs file key\0");
+                mac.update(&partition_size.to_be_bytes());
+                FileKeyHasher::Hmac(Box::new(mac))
+            }
+        }
     }
 
     fn wrap_cipher(&self) -> LessSafeKey {
-        gcm_key(&hmac(&self.0, &[b"tfsfs wrap key"]))
+        gcm_key(&hmac(&self.secret, &[b"tfsfs wrap key"]))
     }
 
     /// Encrypts a file key for storage in the file's metadata (hex).
@@ -91,15 +123,26 @@ fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
-/// Streaming HMAC over a file's plaintext.
-pub struct FileKeyHasher(HmacSha256);
+/// A file key being derived from a file's plaintext as it comes.
+pub enum FileKeyHasher {
+    Blake3(Box<blake3::Hasher>),
+    Hmac(Box<HmacSha256>),
+}
 
 impl FileKeyHasher {
     pub fn update(&mut self, data: &[u8]) {
-        self.0.update(data);
+        match self {
+            FileKeyHasher::Blake3(h) => {
+                h.update(data);
+            }
+            FileKeyHasher::Hmac(h) => h.update(data),
+        }
     }
     pub fn finish(self) -> FileKey {
-        FileKey(self.0.finalize().into_bytes().into())
+        FileKey(match self {
+            FileKeyHasher::Blake3(h) => h.finalize().into(),
+            FileKeyHasher::Hmac(h) => h.finalize().into_bytes().into(),
+        })
     }
 }
 
@@ -181,28 +224,64 @@ mod tests {
         h.finish()
     }
 
+    const BOTH: [Derivation; 2] = [Derivation::Blake3, Derivation::HmacSha256];
+
+    fn key_by(acct: &AccountKey, ps: u64, d: Derivation, data: &[u8]) -> FileKey {
+        let mut h = acct.key_hasher(ps, d);
+        h.update(data);
+        h.finish()
+    }
+
     #[test]
     fn convergent_within_account_distinct_across() {
         let master = [7u8; 32];
         let a = AccountKey::derive(&master, 1, 1);
         let b = AccountKey::derive(&master, 1, 2);
-        assert_eq!(file_key(&a, b"hello"), file_key(&a, b"hello"));
-        assert_ne!(file_key(&a, b"hello"), file_key(&b, b"hello"));
-        assert_ne!(file_key(&a, b"hello"), file_key(&a, b"hellp"));
+        for d in BOTH {
+            let key = |acct, data| key_by(acct, 4096, d, data);
+            assert_eq!(key(&a, b"hello"), key(&a, b"hello"));
+            assert_ne!(key(&a, b"hello"), key(&b, b"hello"), "{d:?}");
+            assert_ne!(key(&a, b"hello"), key(&a, b"hellp"), "{d:?}");
+        }
+        assert_eq!(
+            file_key(&a, b"hello"),
+            key_by(&a, 4096, Derivation::Blake3, b"hello")
+        );
+        assert_ne!(
+            file_key(&a, b"hello"),
+            key_by(&a, 4096, Derivation::HmacSha256, b"hello"),
+            "the two derivations give different keys"
+        );
     }
 
     #[test]
     fn partition_size_is_part_of_the_key() {
         let a = AccountKey::derive(&[3u8; 32], 1, 1);
-        let key = |ps| {
-            let mut h = a.file_key_hasher(ps);
-            h.update(b"same plaintext");
-            h.finish()
-        };
-        assert_ne!(
-            key(1 << 20),
-            key(4 << 20),
-            "a nonce is a partition index: cut differently, the key must differ"
+        for d in BOTH {
+            assert_ne!(
+                key_by(&a, 1 << 20, d, b"same plaintext"),
+                key_by(&a, 4 << 20, d, b"same plaintext"),
+                "a nonce is a partition index: cut differently, the key must differ ({d:?})"
+            );
+        }
+    }
+
+    /// The legacy derivation is the one objects were stored with: HMAC-SHA256
+    /// under the account secret (itself an HMAC of the master secret) of a
+    /// label, the partition size and the plaintext, computed here from
+    /// first principles.
+    #[test]
+    fn legacy_derivation_is_the_stored_one() {
+        let master = [5u8; 32];
+        let secret = hmac(&master, &[b"tfsfs account 3 4"]);
+        let want = hmac(
+            &secret,
+            &[b"tfsfs file key\0", &(4u64 << 20).to_be_bytes(), b"plain"],
+        );
+        let a = AccountKey::derive(&master, 3, 4);
+        assert_eq!(
+            key_by(&a, 4 << 20, Derivation::HmacSha256, b"plain"),
+            FileKey(want)
         );
     }
 

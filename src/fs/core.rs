@@ -171,7 +171,8 @@ struct Digest {
 
 /// Most early partitions whose bytes wait for the digest (one before them
 /// is not sealed yet); past it the digest lapses rather than hold more.
-const DIGEST_WAITING: usize = 16;
+/// Twice the window: a full window may be sealed ahead of a slow one.
+const DIGEST_WAITING: usize = 2 * EARLY_WINDOW;
 
 /// Feeds partition `i` (its change count and length, and stored bytes) to
 /// `digest` if it is the next one; otherwise the digest lapses.
@@ -221,8 +222,10 @@ const RETRY: backon::ExponentialBuilder = backon::ExponentialBuilder::new()
     .with_jitter()
     .without_max_times();
 
-/// Partitions of files being written uploaded at once, in the background.
-const EARLY_WINDOW: usize = 8;
+/// Partitions of files being written uploaded at once, in the background:
+/// enough that the round trips and fsyncs of some overlap the hashing of
+/// others (8 left a core idle at times); each holds about 1.5 partitions.
+const EARLY_WINDOW: usize = 16;
 
 /// How long the kernel keeps entries and attributes, and a listing answers
 /// misses without asking (`Listed`): another client's change shows here at

@@ -1,6 +1,6 @@
 //! Shards on disk: `DIR/shards/ab/abcdef...`, written through `DIR/tmp`.
 
-use std::io::Write;
+use std::io::{IoSlice, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -162,23 +162,43 @@ impl ShardStore {
             });
         }
         let path = tmp.to_path_buf();
+        let dest = self.path(sha1);
+        let dir = dest
+            .parent()
+            .expect("shard path has a parent")
+            .to_path_buf();
+        // Each blocking step is a hop to another thread and back: the shard
+        // is written and its directory made in one, and moved in one.
+        let make_dir = dir.clone();
         tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&make_dir)?;
             let mut file = std::fs::File::create(&path)?;
-            for chunk in chunks {
-                file.write_all(&chunk)?;
+            // All the chunks per writev, not a write each.
+            let mut slices: Vec<IoSlice> = chunks.iter().map(|c| IoSlice::new(c)).collect();
+            let mut left = &mut slices[..];
+            while !left.is_empty() {
+                match file.write_vectored(left) {
+                    Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                    Ok(n) => IoSlice::advance_slices(&mut left, n),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
             }
             file.sync_all()
         })
         .await
         .map_err(std::io::Error::other)??;
-        let dest = self.path(sha1);
-        let dir = dest.parent().expect("shard path has a parent");
-        tokio::fs::create_dir_all(dir).await?;
         let _guard = self.lock(sha1).lock().await;
-        let existed = tokio::fs::try_exists(&dest).await?;
-        tokio::fs::rename(tmp, &dest).await?;
-        // The rename is durable only once the directory is.
-        tokio::fs::File::open(dir).await?.sync_all().await?;
+        let tmp = tmp.to_path_buf();
+        let existed = tokio::task::spawn_blocking(move || {
+            let existed = dest.try_exists()?;
+            std::fs::rename(&tmp, &dest)?;
+            // The rename is durable only once the directory is.
+            std::fs::File::open(&dir)?.sync_all()?;
+            Ok::<_, std::io::Error>(existed)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
         if !existed {
             self.used.fetch_add(len, Ordering::Relaxed);
             self.count.fetch_add(1, Ordering::Relaxed);

@@ -3,6 +3,7 @@
 //! UploadFilePrepare → shards to providers → UploadFileDone.
 
 use std::collections::{HashMap, HashSet};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -16,7 +17,7 @@ use super::put::{put_shards, PutOutcome, ShardJob};
 use super::{Progress, TransferError};
 use crate::client::meta::{ClientError, MetaClient};
 use crate::client::provider::ShardClient;
-use crate::codec::crypt::{AccountKey, PartitionCipher};
+use crate::codec::crypt::{AccountKey, Derivation, PartitionCipher};
 use crate::codec::erasure::Scheme;
 use crate::codec::{partition_count, sha1_hex, shard_id, stored_len};
 use crate::lock;
@@ -77,11 +78,36 @@ impl Source {
 }
 
 /// `len` bytes of `file` at `offset`, in a buffer with room for the
-/// encryption's tag (growing it would copy the whole partition).
+/// encryption's tag (growing it would copy the whole partition), read into
+/// its spare capacity: zeroing it first was a pass of its own.
 fn read_at(file: &std::fs::File, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
-    let mut buf = Vec::with_capacity(len as usize + crate::codec::crypt::TAG_LEN);
-    buf.resize(len as usize, 0);
-    file.read_exact_at(&mut buf, offset)?;
+    let len = len as usize;
+    let mut buf = Vec::with_capacity(len + crate::codec::crypt::TAG_LEN);
+    while buf.len() < len {
+        let want = len - buf.len();
+        let spare = &mut buf.spare_capacity_mut()[..want];
+        // SAFETY: pread writes at most `spare.len()` bytes into memory this
+        // Vec owns; `set_len` then covers only the bytes it reported.
+        let n = unsafe {
+            libc::pread(
+                file.as_raw_fd(),
+                spare.as_mut_ptr().cast(),
+                spare.len(),
+                (offset + buf.len() as u64) as libc::off_t,
+            )
+        };
+        match n {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            n if n < 0 => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            // SAFETY: pread initialised these `n` bytes past the length.
+            n => unsafe { buf.set_len(buf.len() + n as usize) },
+        }
+    }
     Ok(buf)
 }
 
@@ -90,8 +116,9 @@ fn file_key(
     size: u64,
     partition_size: u64,
     acct: &AccountKey,
+    d: Derivation,
 ) -> std::io::Result<crate::codec::crypt::FileKey> {
-    let mut h = acct.file_key_hasher(partition_size);
+    let mut h = acct.key_hasher(partition_size, d);
     // Zeroed at its full size: a small file's key takes a small buffer.
     let mut buf = vec![0u8; size.min(1 << 20) as usize];
     let mut at = 0;
@@ -274,7 +301,10 @@ pub async fn upload_file(
         Some(a) => {
             let (f, a2) = (file.clone(), a.clone());
             let ps = policy.partition_size;
-            let k = blocking_unless_small(size, move || file_key(&f, size, ps, &a2)).await?;
+            let k = blocking_unless_small(size, move || {
+                file_key(&f, size, ps, &a2, Derivation::Blake3)
+            })
+            .await?;
             (Some(PartitionCipher::new(&k)), Some(a.wrap(&k)))
         }
         None => (None, None),
@@ -725,17 +755,18 @@ struct Sealed {
 }
 
 /// Reads one partition and encrypts it under its own convergent key (the
-/// account key over partition size and plaintext), nonce 0: its stored
-/// bytes, and the key wrapped for the account.
+/// account key over partition size and plaintext, derived by `d`), nonce 0:
+/// its stored bytes, and the key wrapped for the account.
 fn encrypt_partition(
     file: &std::fs::File,
     span: PartitionSpan,
     partition_size: u64,
     acct: Option<&AccountKey>,
+    d: Derivation,
 ) -> std::io::Result<(Vec<u8>, Option<String>)> {
     let mut buf = read_at(file, span.offset, span.len)?;
     let key = acct.map(|a| {
-        let mut h = a.file_key_hasher(partition_size);
+        let mut h = a.key_hasher(partition_size, d);
         h.update(&buf);
         let k = h.finish();
         PartitionCipher::new(&k).encrypt_in_place(0, &mut buf);
@@ -752,7 +783,7 @@ fn seal(
     partition_size: u64,
     acct: Option<&AccountKey>,
 ) -> std::io::Result<Sealed> {
-    let (buf, key) = encrypt_partition(file, span, partition_size, acct)?;
+    let (buf, key) = encrypt_partition(file, span, partition_size, acct, Derivation::Blake3)?;
     Ok(Sealed {
         fragment: CommitFragment {
             offset: span.offset,
@@ -957,10 +988,12 @@ const MAX_WINDOW: usize = 64;
 
 /// Whether `hash` is the content hash the store lists for `local` once
 /// uploaded (with `acct` when encrypted): the SHA-1 of the stored bytes of
-/// what `upload_file` would store, or of nothing for an empty file; or,
+/// what `upload_file` would store, or of nothing for an empty file; or of
+/// what it stored before: encrypted under keys derived by HMAC-SHA256, or,
 /// for a file of several partitions stored as one object before files
-/// were partition objects, that object's SHA-1. Reads the file once (twice
-/// for such an old object); sends nothing but a policy request.
+/// were partition objects, that object's SHA-1. Reads the file once when
+/// it matches what this client stores, up to three times otherwise; sends
+/// nothing but a policy request.
 pub async fn content_matches(
     meta: &MetaClient,
     acct: Option<&AccountKey>,
@@ -974,15 +1007,24 @@ pub async fn content_matches(
         return Ok(hash == sha1_hex(b""));
     }
     let ps = policy.partition_size;
-    let (f, a) = (file.clone(), acct.cloned());
-    let stored = blocking(move || stored_hash(&f, size, ps, a.as_ref())).await?;
-    if stored == hash || size <= ps {
-        return Ok(stored == hash);
+    let derivations = match acct {
+        Some(_) => &[Derivation::Blake3, Derivation::HmacSha256][..],
+        None => &[Derivation::Blake3],
+    };
+    for &d in derivations {
+        let (f, a) = (file.clone(), acct.cloned());
+        if blocking(move || stored_hash(&f, size, ps, a.as_ref(), d)).await? == hash {
+            return Ok(true);
+        }
     }
+    if size <= ps {
+        return Ok(false);
+    }
+    // Objects of several partitions are older than BLAKE3 file keys.
     let cipher = match acct {
         Some(a) => {
             let (f, a2) = (file.clone(), a.clone());
-            let k = blocking(move || file_key(&f, size, ps, &a2)).await?;
+            let k = blocking(move || file_key(&f, size, ps, &a2, Derivation::HmacSha256)).await?;
             Some(PartitionCipher::new(&k))
         }
         None => None,
@@ -997,18 +1039,20 @@ pub async fn content_matches(
 }
 
 /// The SHA-1 of the stored bytes of `file`'s partitions, sealed as
-/// `upload_partitions` seals them, a window at a time on every core.
+/// `upload_partitions` seals them (with keys derived by `d`), a window at a
+/// time on every core.
 fn stored_hash(
     file: &std::fs::File,
     size: u64,
     partition_size: u64,
     acct: Option<&AccountKey>,
+    d: Derivation,
 ) -> std::io::Result<String> {
     let spans = spans_of(size, partition_size);
     let mut hash = StoredHash::default();
     for window in spans.chunks(MAX_WINDOW) {
         let stored = parallel_map(0, window.len() as u64, |i| {
-            encrypt_partition(file, window[i as usize], partition_size, acct)
+            encrypt_partition(file, window[i as usize], partition_size, acct, d)
         })?;
         for (bytes, _) in stored {
             hash.update(&bytes);
