@@ -111,7 +111,7 @@ fn absent() -> FileAttr {
     }
 }
 
-fn open_flags(flags: i32) -> OpenFlags {
+fn open_flags(req: &Request, flags: i32) -> OpenFlags {
     let acc = fuser::OpenFlags(flags).acc_mode();
     OpenFlags {
         read: acc != OpenAccMode::O_WRONLY,
@@ -119,6 +119,7 @@ fn open_flags(flags: i32) -> OpenFlags {
         truncate: flags & libc::O_TRUNC != 0,
         append: flags & libc::O_APPEND != 0,
         exclusive: flags & libc::O_EXCL != 0,
+        opener: req.pid(),
     }
 }
 
@@ -485,7 +486,7 @@ impl<B: Backend> Filesystem for FuseFs<B> {
         let late = self.serve(
             req,
             reply,
-            self.fs.open(ino.0, open_flags(flags.0)),
+            self.fs.open(ino.0, open_flags(req, flags.0)),
             |reply, (fh, keep)| {
                 let f = if keep {
                     FopenFlags::FOPEN_KEEP_CACHE
@@ -543,7 +544,7 @@ impl<B: Backend> Filesystem for FuseFs<B> {
         reply: ReplyEmpty,
     ) {
         let _s = tracing::debug_span!("flush", ino = ino.0, fh = fh.0).entered();
-        self.empty(req, reply, self.fs.flush(fh.0));
+        self.empty(req, reply, self.fs.flush(fh.0, req.pid()));
     }
 
     fn release(
@@ -686,9 +687,13 @@ impl<B: Backend> Filesystem for FuseFs<B> {
         let Ok(n) = name_of(name) else {
             return reply.error(Errno::EINVAL);
         };
-        let created = self
-            .fs
-            .create(parent.0, n, mode & !umask, owner(req), open_flags(flags));
+        let created = self.fs.create(
+            parent.0,
+            n,
+            mode & !umask,
+            owner(req),
+            open_flags(req, flags),
+        );
         let late = self.serve(req, reply, created, |reply, (a, fh)| {
             reply.created(
                 &TTL,

@@ -14,6 +14,7 @@ const RW: OpenFlags = OpenFlags {
     truncate: false,
     append: false,
     exclusive: false,
+    opener: 0,
 };
 const RO: OpenFlags = OpenFlags {
     read: true,
@@ -21,6 +22,7 @@ const RO: OpenFlags = OpenFlags {
     truncate: false,
     append: false,
     exclusive: false,
+    opener: 0,
 };
 
 /// A core over a fresh in-memory namespace, and that namespace (to act
@@ -41,7 +43,7 @@ async fn core() -> (Fs<MemoryBackend>, MemoryBackend, tempfile::TempDir) {
 async fn file(fs: &Fs<MemoryBackend>, parent: u64, name: &str, data: &[u8]) -> u64 {
     let (attr, fh) = fs.create(parent, name, 0o644, ME, RW).await.unwrap();
     fs.write(fh, 0, data).await.unwrap();
-    fs.flush(fh).await.unwrap();
+    fs.flush(fh, 0).await.unwrap();
     fs.release(fh).await.unwrap();
     attr.ino
 }
@@ -78,7 +80,7 @@ async fn an_unlinked_open_file_keeps_its_data_until_the_last_close() {
     // The writer writes its own copy, which nobody else can reach.
     fs.write(writer, 0, b"changed").await.unwrap();
     assert_eq!(fs.read(writer, 0, 7).await.unwrap(), &b"changed"[..]);
-    fs.flush(writer).await.unwrap();
+    fs.flush(writer, 0).await.unwrap();
     fs.release(writer).await.unwrap();
     fs.release(reader).await.unwrap();
     // Closed: nothing was uploaded, and the node is gone.
@@ -109,13 +111,13 @@ async fn closing_one_of_two_descriptors_leaves_the_other_working() {
     let (a, _) = fs.open(ino, RW).await.unwrap();
     let (b, _) = fs.open(ino, RW).await.unwrap();
     fs.write(a, 0, b"AB").await.unwrap();
-    fs.flush(a).await.unwrap();
+    fs.flush(a, 0).await.unwrap();
     fs.release(a).await.unwrap();
     assert_eq!(fs.read(a, 0, 10).await, Err(FsError::BadHandle));
     // The other descriptor sees the first one's bytes and writes on.
     assert_eq!(fs.read(b, 0, 10).await.unwrap(), &b"AB23456789"[..]);
     fs.write(b, 8, b"YZ").await.unwrap();
-    fs.flush(b).await.unwrap();
+    fs.flush(b, 0).await.unwrap();
     fs.release(b).await.unwrap();
     assert_eq!(contents(&fs, ino).await, b"AB234567YZ");
 }
@@ -234,4 +236,31 @@ async fn a_hard_link_is_a_second_name_and_counts_a_lookup() {
     assert_eq!(fs.inode_count(), 1);
     fs.forget(ino, 1);
     assert_eq!(fs.inode_count(), 0);
+}
+
+#[tokio::test]
+async fn only_closes_in_the_writers_process_commit() {
+    let (fs, backend, _dir) = core().await;
+    let ino = file(&fs, ROOT, "f", b"old").await;
+    let me = std::process::id();
+    let (fh, _) = fs.open(ino, OpenFlags { opener: me, ..RW }).await.unwrap();
+    fs.write(fh, 0, b"new bytes").await.unwrap();
+    // A child that inherited the descriptor exits: pid 1 stands for any
+    // other process.
+    fs.flush(fh, 1).await.unwrap();
+    assert_eq!(backend.lookup(1, "f").await.unwrap().size, 3);
+    // Another thread of the writer's process closes it: that commits.
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        // SAFETY: gettid has no preconditions.
+        tid_tx.send(unsafe { libc::gettid() } as u32).unwrap();
+        let _ = done_rx.recv();
+    });
+    fs.flush(fh, tid_rx.recv().unwrap()).await.unwrap();
+    drop(done_tx);
+    thread.join().unwrap();
+    assert_eq!(backend.lookup(1, "f").await.unwrap().size, 9);
+    fs.release(fh).await.unwrap();
+    assert_eq!(contents(&fs, ino).await, b"new bytes");
 }

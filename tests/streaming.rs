@@ -287,7 +287,11 @@ impl Writer {
             while n < len(data): n += os.pwrite(fd, data[n:], at + n)\n\
             print('written', flush=True)\n\
             for line in sys.stdin:\n\
-            \x20   (os.fsync if line == 'fsync\\n' else os.close)(fd)\n\
+            \x20   if line == 'fork\\n':\n\
+            \x20       pid = os.fork()\n\
+            \x20       if pid == 0: os._exit(0)\n\
+            \x20       os.waitpid(pid, 0)\n\
+            \x20   else: (os.fsync if line == 'fsync\\n' else os.close)(fd)\n\
             \x20   print('ok', flush=True)\n";
         let mut child = Command::new("python3")
             .args(["-c", script])
@@ -309,7 +313,8 @@ impl Writer {
         }
     }
 
-    /// Asks for fsync(2) (`fsync`) or close(2); whether it succeeded.
+    /// Asks for fsync(2) (`fsync`), a child that inherits the descriptor
+    /// and exits (`fork`), or close(2); whether it succeeded.
     fn ask(&mut self, what: &str) -> bool {
         use std::io::{BufRead, Write};
         let stdin = self.child.stdin.as_mut().unwrap();
@@ -335,6 +340,31 @@ impl Drop for Writer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Every fork in a writer's process (a shell running a tool, a build
+/// spawning a compiler) gives the child a copy of the descriptor, and the
+/// child's exit closes it: the file must not be published half written
+/// (nor take quota) until the writer itself closes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_closing_an_inherited_descriptor_publishes_nothing() {
+    let c = cluster().await;
+    let m = TestMount::new(&c);
+    let old = random_bytes(MIB as usize + 5, 141);
+    std::fs::write(m.path("f"), &old).unwrap();
+    let new = random_bytes(9 * MIB as usize, 142);
+    let mut w = Writer::start(&m.path("f"), &new, 0);
+    for _ in 0..3 {
+        assert!(w.ask("fork"), "fork");
+    }
+    assert_eq!(
+        c.layout("/f").await.size,
+        old.len() as u64,
+        "a child's close published the file half written"
+    );
+    assert!(w.close(), "close");
+    assert_eq!(c.layout("/f").await.size, new.len() as u64);
+    assert!(read_all(&m.path("f")) == new, "the file after close");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

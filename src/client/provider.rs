@@ -134,7 +134,7 @@ impl ShardClient {
     }
 
     /// Asks provider `p` for its health in the background, once at a time:
-    /// a request of its stalled. It is asked last meanwhile, and becomes a
+    /// a request to it stalled. It is asked last meanwhile, and becomes a
     /// suspect only if it fails or stalls (`STALL`) here too.
     pub fn probe(&self, p: &ProviderInfo) {
         let fresh = self

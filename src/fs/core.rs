@@ -65,6 +65,9 @@ pub struct OpenFlags {
     pub append: bool,
     /// O_EXCL: a create fails on a name that is there.
     pub exclusive: bool,
+    /// The thread that opened (FUSE's pid): a close in another process,
+    /// a child that inherited the descriptor across fork, commits nothing.
+    pub opener: u32,
 }
 
 /// Who creates a node.
@@ -112,6 +115,17 @@ struct Staged {
     /// The version the local copy started from (or last uploaded): an
     /// upload commits only while the file is still at it.
     base: u64,
+}
+
+/// The process (thread group) thread `pid` belongs to; None once gone.
+fn process_of(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Feeds a staged file's digest the early partitions (whole ones, of
@@ -302,6 +316,8 @@ struct Handle {
     /// The file offset up to which partitions were fetched ahead.
     prefetched_to: AtomicU64,
     wrote: AtomicBool,
+    /// The process that opened it for writing: only its closes commit.
+    writer: Option<u32>,
 }
 
 /// A handle's layout, and when to renew its read grants.
@@ -1801,6 +1817,7 @@ impl<B: Backend> Fs<B> {
             last_end: AtomicU64::new(0),
             prefetched_to: AtomicU64::new(0),
             wrote: AtomicBool::new(false),
+            writer: flags.write.then(|| process_of(flags.opener)).flatten(),
         };
         lock(&self.handles).insert(fh, Arc::new(handle));
         Ok((fh, keep_cache))
@@ -2125,17 +2142,21 @@ impl<B: Backend> Fs<B> {
         Ok((layout.size, pieces))
     }
 
-    /// close(2) of one descriptor: a dirty file is uploaded now, so that
-    /// the caller's close() returns the outcome.
-    pub async fn flush(&self, fh: u64) -> FsResult<()> {
+    /// close(2) of one descriptor by thread `pid`: a dirty file is
+    /// uploaded now, so that the caller's close() returns the outcome.
+    pub async fn flush(&self, fh: u64, pid: u32) -> FsResult<()> {
         let h = self.handle(fh)?;
         // Only a descriptor that wrote commits at close(). Every close of
         // a duplicate flushes too: dd and a shell's `> f` open with O_TRUNC,
         // dup the descriptor and close the original before writing, and
         // that must not publish the emptied file (readers keep the old
-        // version until the new one is whole). The last close commits in
-        // any case (release).
-        if !h.flags.write || !h.wrote.load(Ordering::Relaxed) {
+        // version until the new one is whole). So does every fork and exec
+        // elsewhere in the writer's process, whose child closes its copy of
+        // the descriptor: that must not publish the file half written.
+        // The last close commits in any case (release).
+        let by_writer =
+            pid == h.flags.opener || (h.writer.is_some() && process_of(pid) == h.writer);
+        if !h.wrote.load(Ordering::Relaxed) || !by_writer {
             return Ok(());
         }
         let inode = self.inode(h.id);
