@@ -235,20 +235,21 @@ async fn every_server_serves_metrics_that_move_with_work() {
         "the mount's own listener counts its scrapes"
     );
 
-    // The metadata server: the upload's requests, by route template.
+    // The metadata server: the upload's requests, by route template. The
+    // file of three partitions ends at a commit of their list.
     let (eb, ea) = (&before.meta, &after.meta);
-    let done = [
+    let commit = [
         ("service", "meta"),
-        ("route", "/api/ns/{appid}/{uid}/done"),
+        ("route", "/api/ns/{appid}/{uid}/commit"),
         ("status", "200"),
     ];
     assert!(
-        grew(eb, ea, m::HTTP_REQUESTS, &done) >= 1.0,
-        "upload done:\n{}",
+        grew(eb, ea, m::HTTP_REQUESTS, &commit) >= 1.0,
+        "upload committed:\n{}",
         ea.lines(m::HTTP_REQUESTS)
     );
-    let done_count = format!("{}_count", m::HTTP_SECONDS);
-    assert!(grew(eb, ea, &done_count, &done) >= 1.0, "its latency");
+    let commit_count = format!("{}_count", m::HTTP_SECONDS);
+    assert!(grew(eb, ea, &commit_count, &commit) >= 1.0, "its latency");
     assert!(ea.is_histogram(m::HTTP_SECONDS), "a histogram with buckets");
     assert_eq!(ea.sum(m::META_PROVIDER_UP, &[]), 6.0, "six providers alive");
     assert!(
