@@ -262,16 +262,9 @@ async fn cli_ls_and_rm() {
 async fn usage_counts_each_object_once_and_drops_with_the_last_file() {
     let c = TestCluster::start(6).await;
     let used = || async {
-        let r = reqwest::Client::new()
-            .get(format!(
-                "{}/api/ns/{}/{}/fs/statfs",
-                c.meta.url, c.appid, c.uid
-            ))
-            .header(tfsfs::proto::APPKEY_HEADER, &c.appkey)
-            .send()
+        c.ns_get::<tfsfs::proto::FsStats>(c.uid, "fs/statfs", &[])
             .await
-            .unwrap();
-        r.json::<tfsfs::proto::FsStats>().await.unwrap().used
+            .used
     };
     assert_eq!(used().await, 0);
     let local = c.dir.path().join("u");

@@ -414,32 +414,33 @@ impl TestCluster {
 
     /// The account's usage (`GET /api/ns/APPID/UID/usage`) as JSON.
     pub async fn usage(&self) -> serde_json::Value {
-        let r = reqwest::Client::new()
-            .get(format!(
-                "{}/api/ns/{}/{}/usage",
-                self.meta.url, self.appid, self.uid
-            ))
-            .header(tfsfs::proto::APPKEY_HEADER, &self.appkey)
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "usage: {}", r.status());
-        r.json().await.unwrap()
+        self.ns_get(self.uid, "usage", &[]).await
     }
 
     /// The layout of `path` in the app's namespace `uid`.
     pub async fn layout_as(&self, uid: u64, path: &str) -> FileLayout {
+        self.ns_get(uid, "layout", &[("path", path)]).await
+    }
+
+    /// `GET /api/ns/APPID/UID/ROUTE` of the app's namespace `uid`, which
+    /// must succeed, as JSON.
+    pub async fn ns_get<T: serde::de::DeserializeOwned>(
+        &self,
+        uid: u64,
+        route: &str,
+        query: &[(&str, &str)],
+    ) -> T {
         let r = reqwest::Client::new()
             .get(format!(
-                "{}/api/ns/{}/{}/layout",
+                "{}/api/ns/{}/{}/{route}",
                 self.meta.url, self.appid, uid
             ))
-            .query(&[("path", path)])
+            .query(query)
             .header(tfsfs::proto::APPKEY_HEADER, &self.appkey)
             .send()
             .await
             .unwrap();
-        assert!(r.status().is_success(), "layout of {path}: {}", r.status());
+        assert!(r.status().is_success(), "{route} {query:?}: {}", r.status());
         r.json().await.unwrap()
     }
 
