@@ -153,17 +153,24 @@ async fn a_leftover_upload_never_overwrites_a_newer_version() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for(60, "the staged file whole and closed", || {
+    wait_for(60, "the staged file whole", || {
         assert!(cp.try_wait().unwrap().is_none(), "cp ended before the kill");
-        staged_whole(&m, staged.len()) && markers(&m, "done") == 1
+        staged_whole(&m, staged.len())
     });
-    // At once: with partitions uploaded while cp wrote, close() has only
-    // the tail and the commit left.
+    // The metadata server stops answering, so close() waits on the upload
+    // (partitions went up while cp wrote: only the tail and the commit
+    // are left, too quick to catch otherwise).
+    let meta = c.meta.child.id() as i32;
+    // SAFETY: kill(2) of a child process of this test.
+    assert_eq!(unsafe { libc::kill(meta, libc::SIGSTOP) }, 0);
+    wait_for(60, "the staged file closed", || markers(&m, "done") == 1);
     assert!(
         cp.try_wait().unwrap().is_none(),
         "the upload finished before the kill: kill earlier"
     );
     m.kill9();
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(meta, libc::SIGCONT) }, 0);
     assert!(
         !cp.wait().unwrap().success(),
         "cp succeeded on a killed mount"
