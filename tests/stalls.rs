@@ -54,8 +54,12 @@ async fn a_stopped_provider_costs_a_writer_seconds_and_a_reader_little() {
     let (got_a, all_up) = timed_read(&m.path("a"));
     assert!(got_a == a, "a reads back equal");
     eprintln!("cold 200 MiB read: {all_up:?} all up, {stopped:?} with one provider stopped");
+    // The first shard asked of the stopped provider waits one hedge delay
+    // (at most 1.5 s) before parity is asked alongside; after that the
+    // provider is asked last. A fixed cost, not one per shard: as reads got
+    // faster, "twice the time" alone left that one delay no room.
     assert!(
-        stopped < all_up * 2,
+        stopped < all_up * 2 + Duration::from_millis(1500),
         "a stopped provider slowed a cold read from {all_up:?} to {stopped:?}"
     );
 }
