@@ -45,7 +45,10 @@ impl From<rusqlite::Error> for DbError {
 
 fn configure(c: &mut Connection) -> rusqlite::Result<()> {
     c.busy_timeout(Duration::from_secs(10))?;
-    c.pragma_update(None, "synchronous", "NORMAL")?;
+    // FULL: in WAL mode NORMAL lets the last answered commits roll back at
+    // a power cut, leaving a client told "stored" with no file (and the
+    // providers' fsynced shards to GC). FULL syncs the WAL at each commit.
+    c.pragma_update(None, "synchronous", "FULL")?;
     c.pragma_update(None, "foreign_keys", "ON")?;
     c.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(())
