@@ -9,6 +9,8 @@ use std::collections::HashSet;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -716,4 +718,103 @@ async fn a_4_gib_copy_in_keeps_the_mount_within_its_cache_and_256_mib_and_copies
     assert!(took < Duration::from_secs(20), "the copy took {took:?}");
     run_ok(Command::new("cmp").arg(&local).arg(m.path("copy")));
     within(memory(m.pid().unwrap()).1);
+}
+
+/// Stands between a client and the metadata server: forwards every
+/// request, but holds the first commit until `release`.
+struct CommitGate {
+    url: String,
+    commits: Arc<AtomicU64>,
+    arrived: Arc<tokio::sync::Notify>,
+    open: Arc<tokio::sync::Semaphore>,
+}
+
+impl CommitGate {
+    async fn start(meta: &str) -> CommitGate {
+        let gate = CommitGate {
+            url: String::new(),
+            commits: Arc::default(),
+            arrived: Arc::default(),
+            open: Arc::new(tokio::sync::Semaphore::new(0)),
+        };
+        let (commits, arrived, open) = (
+            gate.commits.clone(),
+            gate.arrived.clone(),
+            gate.open.clone(),
+        );
+        let (meta, client) = (meta.to_string(), reqwest::Client::new());
+        let forward = move |req: axum::extract::Request| {
+            let (commits, arrived, open) = (commits.clone(), arrived.clone(), open.clone());
+            let (meta, client) = (meta.clone(), client.clone());
+            async move {
+                let (parts, body) = req.into_parts();
+                let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+                if parts.uri.path().ends_with("/commit") && commits.fetch_add(1, SeqCst) == 0 {
+                    arrived.notify_one();
+                    open.acquire().await.unwrap().forget();
+                }
+                let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+                let mut headers = parts.headers;
+                headers.remove(axum::http::header::HOST);
+                let answer = client
+                    .request(parts.method, format!("{meta}{path}"))
+                    .headers(headers)
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = answer.status();
+                let headers = answer.headers().clone();
+                (status, headers, answer.bytes().await.unwrap())
+            }
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let app = axum::Router::new().fallback(forward);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        CommitGate { url, ..gate }
+    }
+
+    /// Waits (up to 60 s) until the first commit is held.
+    async fn held(&self) {
+        tokio::time::timeout(Duration::from_secs(60), self.arrived.notified())
+            .await
+            .expect("no commit arrived");
+    }
+
+    fn release(&self) {
+        self.open.add_permits(1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_whose_partitions_are_collected_before_its_commit_stores_them_again() {
+    let c = cluster_with(GC_SOON).await;
+    let want = random_bytes(3 * PART as usize + PART as usize / 2, 30);
+    let local = c.dir.path().join("f");
+    std::fs::write(&local, &want).unwrap();
+    let gate = CommitGate::start(&c.meta.url).await;
+    let mut put = c
+        .cli_command(c.uid, &gate.url)
+        .args(["put", local.to_str().unwrap(), "/f"])
+        .spawn()
+        .unwrap();
+    gate.held().await;
+    // Every partition is stored, named by no file: GC takes them all.
+    assert_eq!(shard_bytes(&c), shards_of(want.len() as u64, PART));
+    wait_for_exactly(&c, 0);
+    gate.release();
+    let status = tokio::task::spawn_blocking(move || put.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "put");
+    assert_eq!(
+        gate.commits.load(SeqCst),
+        2,
+        "refused for the collected partitions, then made"
+    );
+    assert_eq!(shard_bytes(&c), shards_of(want.len() as u64, PART));
+    let back = c.dir.path().join("back");
+    assert_ok(&c.get("/f", &back, true), "get");
+    assert!(std::fs::read(&back).unwrap() == want, "the file read back");
 }

@@ -358,14 +358,20 @@ impl TestCluster {
     }
 
     pub fn cli_as(&self, uid: u64, args: &[&str]) -> Output {
-        Command::new(bin())
+        self.cli_command(uid, &self.meta.url)
             .args(args)
-            .env("TFSFS_META", &self.meta.url)
-            .env("TFSFS_APPKEY", &self.appkey)
-            .env("TFSFS_UID", uid.to_string())
-            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
             .output()
             .unwrap()
+    }
+
+    /// A `tfsfs` client command of account `uid`, talking to `meta_url`.
+    pub fn cli_command(&self, uid: u64, meta_url: &str) -> Command {
+        let mut cmd = Command::new(bin());
+        cmd.env("TFSFS_META", meta_url)
+            .env("TFSFS_APPKEY", &self.appkey)
+            .env("TFSFS_UID", uid.to_string())
+            .env("XDG_CONFIG_HOME", self.dir.path().join("config"));
+        cmd
     }
 
     pub fn put(&self, local: &Path, remote: &str, encrypt: bool) -> Output {
