@@ -524,3 +524,24 @@ pub async fn download_to_file(
     progress.finish(name);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partition_buffer_is_used_again_only_by_one_it_fits() {
+        // A size no other test asks for: the pool is the process's.
+        let len = (3 << 20) + 12_345;
+        let mut first = Pooled::new(len);
+        first.bytes_mut().fill(7);
+        let at = first.buf.as_ptr();
+        drop(Bytes::from_owner(first));
+        // Far smaller: a cached block would pin a buffer thrice its size.
+        let small = Pooled::new(1 << 20);
+        assert_ne!(small.buf.as_ptr(), at);
+        let again = Pooled::new(len - 1000);
+        assert_eq!(again.buf.as_ptr(), at, "the freed buffer came back");
+        assert_eq!(again.as_ref().len(), len - 1000);
+    }
+}
