@@ -189,4 +189,20 @@ async fn a_cold_read_holds_at_most_its_cache_and_prefetch() {
         peak >> 20,
         cache >> 20
     );
+    // With room for the whole file, the cache still lets go of each
+    // partition read whole: a sequential read holds its prefetch window
+    // and a few pooled buffers, not the file.
+    drop(m);
+    let m = TestMount::new(&c);
+    read_and_check(&m.path("f"), &data);
+    let (_, peak) = memory(m.pid().unwrap());
+    eprintln!(
+        "peak RSS of a cold 320 MiB read, default cache (512 MiB): {} MiB",
+        peak >> 20
+    );
+    assert!(
+        peak <= 256 * MIB as u64,
+        "peak RSS {} MiB reading 320 MiB: blocks read whole were kept",
+        peak >> 20
+    );
 }

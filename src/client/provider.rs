@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use reqwest::StatusCode;
 
 use crate::grant::GRANT_HEADER;
@@ -267,14 +267,21 @@ impl ShardClient {
         grant: &str,
         verify: bool,
     ) -> Result<Bytes, ShardError> {
-        self.get_into(p, sha1, grant, verify, &Moved::default(), BytesMut::new())
-            .await
-            .map(BytesMut::freeze)
+        let (moved, started) = (Moved::default(), Instant::now());
+        let r = self.ask(p, sha1, grant, &moved).await?;
+        // A shard is a few MiB at most: its announced length is trusted
+        // that far only.
+        let mut data = vec![0; r.content_length().unwrap_or(0).min(64 << 20) as usize];
+        let n = self.receive(p, sha1, r, verify, &moved, &mut data).await?;
+        self.observe_get(started.elapsed());
+        data.truncate(n);
+        Ok(data.into())
     }
 
-    /// `get` into `dst` (emptied first; when it has the room, the shard's
-    /// bytes land where it points), noting in `moved` each time bytes
-    /// arrive: the body is copied once, from the connection's buffers.
+    /// `get` into `dst`, which the shard is expected to fill: its length in
+    /// bytes. Each time bytes arrive `moved` is touched; the body is copied
+    /// once, from the connection's buffers into `dst`. A body longer than
+    /// `dst` is not the shard asked for: corrupt.
     pub async fn get_into(
         &self,
         p: &ProviderInfo,
@@ -282,26 +289,53 @@ impl ShardClient {
         grant: &str,
         verify: bool,
         moved: &Moved,
-        mut dst: BytesMut,
-    ) -> Result<BytesMut, ShardError> {
-        moved.touch();
+        dst: &mut [u8],
+    ) -> Result<usize, ShardError> {
         let started = Instant::now();
+        let r = self.ask(p, sha1, grant, moved).await?;
+        let n = self.receive(p, sha1, r, verify, moved, dst).await?;
+        self.observe_get(started.elapsed());
+        Ok(n)
+    }
+
+    async fn ask(
+        &self,
+        p: &ProviderInfo,
+        sha1: &str,
+        grant: &str,
+        moved: &Moved,
+    ) -> Result<reqwest::Response, ShardError> {
+        moved.touch();
         let req = self
             .http
             .get(Self::url(p, sha1))
             .header(GRANT_HEADER, grant);
-        let mut r = self.send(p, req).await?;
+        let r = self.send(p, req).await?;
         moved.touch();
-        // A shard is a few MiB at most: its announced length is trusted
-        // that far only.
-        dst.clear();
-        dst.reserve(r.content_length().unwrap_or(0).min(64 << 20) as usize);
-        let mut data = dst;
+        Ok(r)
+    }
+
+    async fn receive(
+        &self,
+        p: &ProviderInfo,
+        sha1: &str,
+        mut r: reqwest::Response,
+        verify: bool,
+        moved: &Moved,
+        dst: &mut [u8],
+    ) -> Result<usize, ShardError> {
+        let corrupt = || ShardError::Corrupt {
+            provider: p.id.clone(),
+            sha1: sha1.to_string(),
+        };
+        let mut n = 0;
         loop {
             match r.chunk().await {
                 Ok(Some(chunk)) => {
                     moved.touch();
-                    data.extend_from_slice(&chunk);
+                    let to = dst.get_mut(n..n + chunk.len()).ok_or_else(corrupt)?;
+                    to.copy_from_slice(&chunk);
+                    n += chunk.len();
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -310,14 +344,10 @@ impl ShardClient {
                 }
             }
         }
-        self.observe_get(started.elapsed());
-        if verify && !crate::codec::shard_matches(sha1, &data) {
-            return Err(ShardError::Corrupt {
-                provider: p.id.clone(),
-                sha1: sha1.to_string(),
-            });
+        if verify && !crate::codec::shard_matches(sha1, &dst[..n]) {
+            return Err(corrupt());
         }
-        Ok(data)
+        Ok(n)
     }
 
     pub async fn delete(

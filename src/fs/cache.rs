@@ -1,7 +1,10 @@
 //! An LRU cache of decoded partitions, bounded in bytes, that also merges
 //! concurrent fetches of the same partition (a read and a prefetch of one
 //! partition fetch its shards once). Hits, misses, evictions and bytes
-//! held go to the process's metrics.
+//! held go to the process's metrics. A block whose every byte has been
+//! read goes at once: the kernel's page cache holds those bytes now, and a
+//! sequential read then cycles through a few buffers instead of filling the
+//! cache with blocks no one reads again.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -20,8 +23,14 @@ pub type Block = bytes::Bytes;
 
 type Pending = Shared<BoxFuture<'static, Result<Block, FsError>>>;
 
+/// A cached block and how many of its bytes have been read.
+struct Entry {
+    block: Block,
+    read: usize,
+}
+
 struct Inner {
-    lru: LruCache<BlockKey, Block>,
+    lru: LruCache<BlockKey, Entry>,
     bytes: usize,
     pending: HashMap<BlockKey, Pending>,
 }
@@ -63,9 +72,9 @@ impl BlockCache {
     {
         let pending = {
             let mut inner = self.lock();
-            if let Some(b) = inner.lru.get(&key) {
+            if let Some(e) = inner.lru.get(&key) {
                 metrics::counter!(crate::metrics::CACHE_HITS).increment(1);
-                return Ok(b.clone());
+                return Ok(e.block.clone());
             }
             match inner.pending.get(&key) {
                 Some(p) => {
@@ -85,11 +94,12 @@ impl BlockCache {
         if inner.pending.remove(&key).is_some() {
             if let Ok(block) = &result {
                 inner.bytes += block.len();
-                inner.lru.put(key, block.clone());
+                let block = block.clone();
+                inner.lru.put(key, Entry { block, read: 0 });
                 while inner.bytes > self.capacity {
                     match inner.lru.pop_lru() {
                         Some((_, old)) => {
-                            inner.bytes -= old.len();
+                            inner.bytes -= old.block.len();
                             metrics::counter!(crate::metrics::CACHE_EVICTIONS).increment(1);
                         }
                         None => break,
@@ -99,6 +109,22 @@ impl BlockCache {
             }
         }
         result
+    }
+
+    /// Notes that `n` bytes of a block were read; once they add up to the
+    /// block, it goes.
+    pub fn read(&self, key: &BlockKey, n: usize) {
+        let mut inner = self.lock();
+        let Some(e) = inner.lru.peek_mut(key) else {
+            return;
+        };
+        e.read += n;
+        if e.read >= e.block.len() {
+            let len = e.block.len();
+            inner.lru.pop(key);
+            inner.bytes -= len;
+            metrics::gauge!(crate::metrics::CACHE_BYTES).set(inner.bytes as f64);
+        }
     }
 
     #[cfg(test)]
@@ -144,5 +170,21 @@ mod tests {
             .await;
         assert!(err.is_err());
         assert!(!cache.has(&key(3)), "failures are not cached");
+    }
+
+    #[tokio::test]
+    async fn a_block_read_whole_goes() {
+        let cache = BlockCache::new(1000);
+        let key = ("obj".to_string(), 0);
+        cache
+            .get_or_fetch(key.clone(), async { Ok(vec![1; 100].into()) })
+            .await
+            .unwrap();
+        cache.read(&key, 60);
+        assert!(cache.has(&key), "40 bytes are still to be read");
+        assert_eq!(cache.bytes(), 100);
+        cache.read(&key, 40);
+        assert!(!cache.has(&key), "read whole, it went");
+        assert_eq!(cache.bytes(), 0);
     }
 }

@@ -1931,11 +1931,18 @@ impl<B: Backend> Fs<B> {
                 )
             }))
             .await?;
-            for ((_, at), data) in wanted.iter().zip(blocks) {
+            for ((i, at), data) in wanted.iter().zip(blocks) {
                 let lo = offset.max(*at);
                 let hi = end.min(at + data.len() as u64).min(frag_end);
                 if lo < hi {
                     pieces.push((lo, data.slice((lo - at) as usize..(hi - at) as usize)));
+                    // A file of many partitions is read through, not
+                    // again: its blocks go once read whole. A small file's
+                    // stays, for the next read after the kernel lets go.
+                    if layout.size > self.partition {
+                        let key = (frag.object.sha1.clone(), *i);
+                        self.cache.read(&key, (hi - lo) as usize);
+                    }
                 }
             }
         }
