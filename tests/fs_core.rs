@@ -4,7 +4,7 @@
 //! forget.
 
 use tfsfs::fs::{Backend, Fs, FsConfig, FsError, MemoryBackend, OpenFlags, Owner};
-use tfsfs::proto::RemoveRequest;
+use tfsfs::proto::{FileAttrs, RemoveRequest};
 
 const ROOT: u64 = 1;
 const ME: Owner = Owner { uid: 0, gid: 0 };
@@ -263,4 +263,53 @@ async fn only_closes_in_the_writers_process_commit() {
     assert_eq!(backend.lookup(1, "f").await.unwrap().size, 9);
     fs.release(fh).await.unwrap();
     assert_eq!(contents(&fs, ino).await, b"new bytes");
+}
+
+#[tokio::test]
+async fn a_lookups_layout_serves_only_the_open_of_its_own_path_walk() {
+    let (fs, backend, dir) = core().await;
+    let ino = file(&fs, ROOT, "f", b"one").await;
+    let id = backend.lookup(1, "f").await.unwrap().id;
+    let open_as = |tid: u32| OpenFlags { opener: tid, ..RO };
+    let read_as = |tid: u32| {
+        let fs = &fs;
+        async move {
+            let (fh, _) = fs.open(ino, open_as(tid)).await.unwrap();
+            let data = fs.read(fh, 0, 100).await.unwrap();
+            fs.release(fh).await.unwrap();
+            Vec::from(data)
+        }
+    };
+    // Another client's new version of f.
+    let other = |data: &'static [u8]| {
+        let (backend, path) = (backend.clone(), dir.path().join("other"));
+        async move {
+            std::fs::write(&path, data).unwrap();
+            let base = backend.getattr(id).await.unwrap().ver_no;
+            let attrs = FileAttrs {
+                mode: None,
+                mtime_ns: None,
+            };
+            backend.upload(id, "f", &path, attrs, base).await.unwrap();
+        }
+    };
+    // The lookup's own open reads what the lookup found.
+    fs.lookup(ROOT, "f", 7).await.unwrap();
+    assert_eq!(read_as(7).await, b"one");
+    // An open by another thread asks.
+    fs.lookup(ROOT, "f", 7).await.unwrap();
+    other(b"two").await;
+    assert_eq!(read_as(8).await, b"two");
+    // So does one past the path walk's time.
+    fs.lookup(ROOT, "f", 7).await.unwrap();
+    other(b"three").await;
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert_eq!(read_as(7).await, b"three");
+    // And one after this mount's own commit, which the lookup predates.
+    let (w, _) = fs.open(ino, OpenFlags { opener: 7, ..RW }).await.unwrap();
+    fs.lookup(ROOT, "f", 7).await.unwrap();
+    fs.write(w, 0, b"four!").await.unwrap();
+    fs.flush(w, 7).await.unwrap();
+    fs.release(w).await.unwrap();
+    assert_eq!(read_as(7).await, b"four!");
 }

@@ -135,6 +135,19 @@ async fn a_cold_small_read_costs_one_request() {
     std::fs::write(a.path("d/f1"), b"new f1").unwrap();
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(std::fs::read(b.path("d/f1")).unwrap(), b"new f1");
+
+    // b's own close: a lookup's layout from before it is not read after.
+    let mut w = std::fs::OpenOptions::new()
+        .write(true)
+        .open(b.path("d/f2"))
+        .unwrap();
+    std::thread::sleep(TTL + Duration::from_millis(300));
+    std::fs::metadata(b.path("d/f2")).unwrap();
+    w.write_all(b"b's f2").unwrap();
+    drop(w);
+    let back = std::fs::read(b.path("d/f2")).unwrap();
+    assert_eq!(&back[..6], b"b's f2");
+    assert!(back[6..] == random_bytes(4096, 2)[6..], "the rest of f2");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

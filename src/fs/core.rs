@@ -1552,6 +1552,8 @@ impl<B: Backend> Fs<B> {
                 st.mark = Mark::Clean;
                 st.base = ver;
                 self.with_record(id, |r| r.kernel_ver = Some(ver));
+                // A lookup's layout is of the version this one replaced.
+                lock(&self.looked).remove(&id);
                 lock(&self.pending).remove(&id);
                 Ok(())
             }
