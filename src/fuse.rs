@@ -290,7 +290,7 @@ impl<B: Backend> Filesystem for FuseFs<B> {
             return reply.error(Errno::EINVAL);
         };
         let found = async {
-            match self.fs.lookup(parent.0, n).await {
+            match self.fs.lookup(parent.0, n, req.pid()).await {
                 Err(FsError::NotFound) => Ok(None),
                 r => r.map(Some),
             }

@@ -472,6 +472,11 @@ pub struct NodeAttr {
     /// In the answer to `fs/make`: the change made to the parent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dir_change: Option<DirChange>,
+    /// In the answer to `fs/lookup` of a file held inline (at most
+    /// `inline_max` bytes): its layout, bytes included, so the open that
+    /// follows the lookup needs no request of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<Box<FileLayout>>,
 }
 
 /// A change to a directory's entries by one request: its mtime just before

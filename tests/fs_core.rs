@@ -4,7 +4,7 @@
 //! forget.
 
 use tfsfs::fs::{Backend, Fs, FsConfig, FsError, MemoryBackend, OpenFlags, Owner};
-use tfsfs::proto::RemoveRequest;
+use tfsfs::proto::{FileAttrs, RemoveRequest};
 
 const ROOT: u64 = 1;
 const ME: Owner = Owner { uid: 0, gid: 0 };
@@ -70,7 +70,7 @@ async fn an_unlinked_open_file_keeps_its_data_until_the_last_close() {
     let (reader, _) = fs.open(ino, RO).await.unwrap();
     let (writer, _) = fs.open(ino, RW).await.unwrap();
     fs.unlink(ROOT, "f").await.unwrap();
-    assert_eq!(fs.lookup(ROOT, "f").await, Err(FsError::NotFound));
+    assert_eq!(fs.lookup(ROOT, "f", 0).await, Err(FsError::NotFound));
     assert_eq!(fs.getattr(ino).await.unwrap().nlink, 0);
     // The reader reads the version it opened, across partitions.
     assert_eq!(
@@ -132,8 +132,8 @@ async fn rename_replaces_a_file_but_not_a_full_directory_nor_moves_a_directory_i
     fs.rename(ROOT, "new", ROOT, "old", false, false)
         .await
         .unwrap();
-    assert_eq!(fs.lookup(ROOT, "old").await.unwrap().ino, src);
-    assert_eq!(fs.lookup(ROOT, "new").await, Err(FsError::NotFound));
+    assert_eq!(fs.lookup(ROOT, "old", 0).await.unwrap().ino, src);
+    assert_eq!(fs.lookup(ROOT, "new", 0).await, Err(FsError::NotFound));
     assert_eq!(contents(&fs, src).await, b"new bytes");
     // The replaced file lives on for its open descriptor.
     assert_eq!(fs.read(reader, 0, 200_000).await.unwrap(), old);
@@ -156,7 +156,7 @@ async fn rename_replaces_a_file_but_not_a_full_directory_nor_moves_a_directory_i
     fs.rename(ROOT, "a", ROOT, "full", false, false)
         .await
         .unwrap();
-    assert_eq!(fs.lookup(ROOT, "full").await.unwrap().ino, a);
+    assert_eq!(fs.lookup(ROOT, "full", 0).await.unwrap().ino, a);
 }
 
 #[tokio::test]
@@ -169,7 +169,7 @@ async fn the_kernels_lookups_keep_a_record_and_forget_drops_it() {
     // mkdir and 100 creates handed the kernel 101 entries.
     assert_eq!(fs.inode_count(), 101);
     for i in 0..100 {
-        let ino = fs.lookup(dir, &format!("f{i}")).await.unwrap().ino;
+        let ino = fs.lookup(dir, &format!("f{i}"), 0).await.unwrap().ino;
         fs.forget(ino, 2);
     }
     assert_eq!(fs.inode_count(), 1, "only the directory is still known");
@@ -179,8 +179,8 @@ async fn the_kernels_lookups_keep_a_record_and_forget_drops_it() {
     fs.releasedir(fh);
     assert_eq!(fs.inode_count(), 1);
     // Forgotten while open: the record stays until the last close.
-    let ino = fs.lookup(dir, "f7").await.unwrap().ino;
-    fs.lookup(dir, "f7").await.unwrap();
+    let ino = fs.lookup(dir, "f7", 0).await.unwrap().ino;
+    fs.lookup(dir, "f7", 0).await.unwrap();
     let (fh, _) = fs.open(ino, RO).await.unwrap();
     fs.forget(ino, 1);
     fs.forget(ino, 1);
@@ -196,7 +196,7 @@ async fn the_kernels_lookups_keep_a_record_and_forget_drops_it() {
     fs.releasedir(fh);
     assert_eq!(fs.inode_count(), 101);
     for i in 0..100 {
-        let ino = fs.lookup(dir, &format!("f{i}")).await.unwrap().ino;
+        let ino = fs.lookup(dir, &format!("f{i}"), 0).await.unwrap().ino;
         fs.forget(ino, 2);
     }
     assert_eq!(fs.inode_count(), 1);
@@ -220,8 +220,8 @@ async fn a_hard_link_is_a_second_name_and_counts_a_lookup() {
     fs.forget(dir, 1);
     // One name goes; the other reads the same bytes.
     fs.unlink(ROOT, "a").await.unwrap();
-    assert_eq!(fs.lookup(ROOT, "a").await, Err(FsError::NotFound));
-    let b = fs.lookup(ROOT, "b").await.unwrap();
+    assert_eq!(fs.lookup(ROOT, "a", 0).await, Err(FsError::NotFound));
+    let b = fs.lookup(ROOT, "b", 0).await.unwrap();
     assert_eq!((b.ino, b.nlink), (ino, 1));
     assert_eq!(contents(&fs, ino).await, data);
     // A write through the one name left is the file's.
@@ -263,4 +263,53 @@ async fn only_closes_in_the_writers_process_commit() {
     assert_eq!(backend.lookup(1, "f").await.unwrap().size, 9);
     fs.release(fh).await.unwrap();
     assert_eq!(contents(&fs, ino).await, b"new bytes");
+}
+
+#[tokio::test]
+async fn a_lookups_layout_serves_only_the_open_of_its_own_path_walk() {
+    let (fs, backend, dir) = core().await;
+    let ino = file(&fs, ROOT, "f", b"one").await;
+    let id = backend.lookup(1, "f").await.unwrap().id;
+    let open_as = |tid: u32| OpenFlags { opener: tid, ..RO };
+    let read_as = |tid: u32| {
+        let fs = &fs;
+        async move {
+            let (fh, _) = fs.open(ino, open_as(tid)).await.unwrap();
+            let data = fs.read(fh, 0, 100).await.unwrap();
+            fs.release(fh).await.unwrap();
+            Vec::from(data)
+        }
+    };
+    // Another client's new version of f.
+    let other = |data: &'static [u8]| {
+        let (backend, path) = (backend.clone(), dir.path().join("other"));
+        async move {
+            std::fs::write(&path, data).unwrap();
+            let base = backend.getattr(id).await.unwrap().ver_no;
+            let attrs = FileAttrs {
+                mode: None,
+                mtime_ns: None,
+            };
+            backend.upload(id, "f", &path, attrs, base).await.unwrap();
+        }
+    };
+    // The lookup's own open reads what the lookup found.
+    fs.lookup(ROOT, "f", 7).await.unwrap();
+    assert_eq!(read_as(7).await, b"one");
+    // An open by another thread asks.
+    fs.lookup(ROOT, "f", 7).await.unwrap();
+    other(b"two").await;
+    assert_eq!(read_as(8).await, b"two");
+    // So does one past the path walk's time.
+    fs.lookup(ROOT, "f", 7).await.unwrap();
+    other(b"three").await;
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert_eq!(read_as(7).await, b"three");
+    // And one after this mount's own commit, which the lookup predates.
+    let (w, _) = fs.open(ino, OpenFlags { opener: 7, ..RW }).await.unwrap();
+    fs.lookup(ROOT, "f", 7).await.unwrap();
+    fs.write(w, 0, b"four!").await.unwrap();
+    fs.flush(w, 7).await.unwrap();
+    fs.release(w).await.unwrap();
+    assert_eq!(read_as(7).await, b"four!");
 }

@@ -92,6 +92,65 @@ async fn a_new_small_file_costs_one_create_and_one_commit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_small_read_costs_one_request() {
+    let c = TestCluster::start(3).await;
+    let (a, b) = (TestMount::new(&c), TestMount::new(&c));
+    std::fs::create_dir(a.path("d")).unwrap();
+    const FILES: usize = 50;
+    for i in 0..FILES {
+        std::fs::write(a.path(&format!("d/f{i}")), random_bytes(4096, i as u64)).unwrap();
+    }
+    // b's kernel knows none of them: each read is lookup, open, read.
+    std::fs::metadata(b.path("d")).unwrap();
+    let before = requests(&c).await;
+    for i in 0..FILES {
+        let back = std::fs::read(b.path(&format!("d/f{i}"))).unwrap();
+        assert!(back == random_bytes(4096, i as u64), "d/f{i} read cold");
+    }
+    let after = requests(&c).await;
+    let lookups = sent(&before, &after, "/fs/lookup/{parent}", "");
+    assert_eq!(lookups, FILES as u64, "lookups");
+    assert_eq!(sent(&before, &after, "/fs/layout/{id}", ""), 0, "layouts");
+    let all: u64 = after.values().sum::<u64>() - before.values().sum::<u64>();
+    // The scrape between counts itself once.
+    assert_eq!(all, FILES as u64 + 1, "requests of any kind");
+
+    // A file too big to travel inline: its open asks for the layout.
+    std::fs::write(a.path("d/big"), random_bytes(100_000, 7)).unwrap();
+    let before = requests(&c).await;
+    assert!(std::fs::read(b.path("d/big")).unwrap() == random_bytes(100_000, 7));
+    let after = requests(&c).await;
+    assert_eq!(
+        sent(&before, &after, "/fs/layout/{id}", ""),
+        1,
+        "big layout"
+    );
+
+    // Close-to-open: an open after a's close sees a's bytes, whether b's
+    // kernel still holds the entry (no lookup: the open asks) or b looked
+    // the name up before the close (a stat, not the open's own lookup).
+    std::fs::write(a.path("d/f0"), b"new f0").unwrap();
+    assert_eq!(std::fs::read(b.path("d/f0")).unwrap(), b"new f0");
+    std::fs::metadata(b.path("d/f1")).unwrap();
+    std::fs::write(a.path("d/f1"), b"new f1").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(std::fs::read(b.path("d/f1")).unwrap(), b"new f1");
+
+    // b's own close: a lookup's layout from before it is not read after.
+    let mut w = std::fs::OpenOptions::new()
+        .write(true)
+        .open(b.path("d/f2"))
+        .unwrap();
+    std::thread::sleep(TTL + Duration::from_millis(300));
+    std::fs::metadata(b.path("d/f2")).unwrap();
+    w.write_all(b"b's f2").unwrap();
+    drop(w);
+    let back = std::fs::read(b.path("d/f2")).unwrap();
+    assert_eq!(&back[..6], b"b's f2");
+    assert!(back[6..] == random_bytes(4096, 2)[6..], "the rest of f2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_made_by_another_mount_shows_after_the_ttl() {
     let c = TestCluster::start(3).await;
     let (a, b) = (TestMount::new(&c), TestMount::new(&c));

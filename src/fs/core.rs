@@ -307,6 +307,33 @@ struct Record {
     file: Option<Arc<AsyncMutex<Inode>>>,
 }
 
+/// A small file's layout, as a lookup by thread `by` found it at `at`.
+struct Looked {
+    layout: Arc<FileLayout>,
+    by: u32,
+    at: Instant,
+}
+
+/// How soon after its lookup an open counts as the same path walk.
+const LOOKED_FOR: Duration = Duration::from_millis(20);
+
+/// Layouts kept from lookups before the stale ones are swept: the map
+/// holds about what `LOOKED_FOR` of lookups brought.
+const LOOKED_SWEEP: usize = 64;
+
+impl Looked {
+    /// Whether an open by thread `opener` may read this layout instead of
+    /// asking: close-to-open has an open see every close done before it
+    /// began; a lookup of the open's own path walk came after that
+    /// beginning, so what it saw is as new as what the open would see.
+    /// Its own walk is the thread's open right after the lookup: the same
+    /// thread, within `LOOKED_FOR` (a separate stat and open that close in
+    /// is the one case taken for it).
+    fn serves(&self, opener: u32) -> bool {
+        self.by == opener && self.at.elapsed() < LOOKED_FOR
+    }
+}
+
 struct Handle {
     id: i64,
     flags: OpenFlags,
@@ -384,6 +411,9 @@ pub struct Fs<B: Backend> {
     dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
     /// Directories this mount knows every name of, by node id.
     listed: Mutex<HashMap<i64, Listed>>,
+    /// Small files' layouts from their lookups, by node id, for the opens
+    /// of the same path walks.
+    looked: Mutex<HashMap<i64, Looked>>,
     next_fh: AtomicU64,
     uploads: AtomicUsize,
     /// Whole staged files whose upload failed for a passing reason
@@ -474,6 +504,7 @@ impl<B: Backend> Fs<B> {
             handles: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
             listed: Mutex::new(HashMap::new()),
+            looked: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             uploads: AtomicUsize::new(0),
             pending: Mutex::new(HashMap::new()),
@@ -768,12 +799,25 @@ impl<B: Backend> Fs<B> {
 
     // ---- metadata ----
 
-    pub async fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
+    /// Looks `name` up for thread `asker`.
+    pub async fn lookup(&self, parent: u64, name: &str, asker: u32) -> FsResult<Attr> {
         let parent = self.id(parent);
         if self.surely_absent(parent, name).await {
             return Err(FsError::NotFound);
         }
-        let n = self.backend.lookup(parent, name).await?;
+        let mut n = self.backend.lookup(parent, name).await?;
+        if let Some(l) = n.layout.take() {
+            let mut looked = lock(&self.looked);
+            if looked.len() >= LOOKED_SWEEP {
+                looked.retain(|_, l| l.at.elapsed() < LOOKED_FOR);
+            }
+            let l = Looked {
+                layout: Arc::new(*l),
+                by: asker,
+                at: Instant::now(),
+            };
+            looked.insert(n.id, l);
+        }
         Ok(self.handed(&n))
     }
 
@@ -1508,6 +1552,8 @@ impl<B: Backend> Fs<B> {
                 st.mark = Mark::Clean;
                 st.base = ver;
                 self.with_record(id, |r| r.kernel_ver = Some(ver));
+                // A lookup's layout is of the version this one replaced.
+                lock(&self.looked).remove(&id);
                 lock(&self.pending).remove(&id);
                 Ok(())
             }
@@ -1783,6 +1829,9 @@ impl<B: Backend> Fs<B> {
         let mut g = inode.lock().await;
         let mut keep_cache = false;
         let mut layout = None;
+        let looked = lock(&self.looked)
+            .remove(&id)
+            .filter(|l| l.serves(flags.opener));
         if flags.write && flags.truncate {
             if let Err(e) = self.stage(id, &mut g, Some(0), None).await {
                 self.drop_if_idle(id, &g);
@@ -1794,11 +1843,15 @@ impl<B: Backend> Fs<B> {
             }
             self.dirtied(id, st)?;
         } else if g.staged.is_none() && !flags.write {
-            match self.backend.layout(id).await {
+            let found = match looked {
+                Some(l) => Ok(l.layout),
+                None => self.backend.layout(id).await.map(Arc::new),
+            };
+            match found {
                 Ok(l) => {
                     keep_cache =
                         self.with_record(id, |r| r.kernel_ver.replace(l.ver_no) == Some(l.ver_no));
-                    layout = Some(Arc::new(l));
+                    layout = Some(l);
                 }
                 Err(e) => {
                     self.drop_if_idle(id, &g);

@@ -68,6 +68,7 @@ impl Default for MemoryBackend {
                 nlink: 0,
                 rdev: 0,
                 dir_change: None,
+                layout: None,
             },
             children: BTreeMap::new(),
             fragments: Vec::new(),
@@ -86,6 +87,51 @@ impl Default for MemoryBackend {
 }
 
 impl Tree {
+    fn layout(&self, id: i64) -> BResult<FileLayout> {
+        let n = self.node(id)?;
+        if n.attr.kind != NodeKind::File {
+            return Err(FsError::Invalid("not a file".into()));
+        }
+        let size = n.attr.size;
+        let fragments = n
+            .fragments
+            .iter()
+            .map(|f| {
+                let plain = self.objects.get(&f.object).map_or(0, |d| d.len() as u64);
+                FragmentLayout {
+                    offset: f.offset,
+                    length: f.length,
+                    key: None,
+                    object: ObjectLayout {
+                        sha1: f.object.clone(),
+                        scheme: StoreScheme::Inline,
+                        plain_size: plain,
+                        stored_size: plain,
+                        partition_size: PARTITION,
+                        k: 1,
+                        m: 0,
+                        data: None,
+                        partitions: (0..plain.div_ceil(PARTITION))
+                            .map(|index| PartitionLayout {
+                                index,
+                                size: (plain - index * PARTITION).min(PARTITION),
+                                k: 1,
+                                m: 0,
+                                shards: Vec::new(),
+                            })
+                            .collect(),
+                        grants: Default::default(),
+                    },
+                }
+            })
+            .collect();
+        Ok(FileLayout {
+            size,
+            ver_no: n.attr.ver_no,
+            fragments,
+        })
+    }
+
     fn node(&self, id: i64) -> BResult<&Node> {
         self.nodes.get(&id).ok_or(FsError::NotFound)
     }
@@ -321,7 +367,18 @@ impl Backend for MemoryBackend {
     }
 
     async fn lookup(&self, parent: i64, name: &str) -> BResult<NodeAttr> {
-        self.with(|t| Ok(t.node(t.child(parent, name)?)?.attr.clone()))
+        self.with(|t| {
+            let n = t.node(t.child(parent, name)?)?;
+            // As the server does: a small file's layout comes along.
+            let small = n.attr.kind == NodeKind::File && n.attr.size <= crate::codec::INLINE_MAX;
+            Ok(NodeAttr {
+                layout: small
+                    .then(|| t.layout(n.attr.id))
+                    .transpose()?
+                    .map(Box::new),
+                ..n.attr.clone()
+            })
+        })
     }
 
     async fn children(&self, id: i64) -> BResult<Vec<NodeAttr>> {
@@ -362,6 +419,7 @@ impl Backend for MemoryBackend {
                 nlink: 0,
                 rdev: req.rdev,
                 dir_change: None,
+                layout: None,
             };
             let node = Node {
                 attr: attr.clone(),
@@ -500,50 +558,7 @@ impl Backend for MemoryBackend {
     }
 
     async fn layout(&self, id: i64) -> BResult<FileLayout> {
-        self.with(|t| {
-            let n = t.node(id)?;
-            if n.attr.kind != NodeKind::File {
-                return Err(FsError::Invalid("not a file".into()));
-            }
-            let size = n.attr.size;
-            let fragments = n
-                .fragments
-                .iter()
-                .map(|f| {
-                    let plain = t.objects.get(&f.object).map_or(0, |d| d.len() as u64);
-                    FragmentLayout {
-                        offset: f.offset,
-                        length: f.length,
-                        key: None,
-                        object: ObjectLayout {
-                            sha1: f.object.clone(),
-                            scheme: StoreScheme::Inline,
-                            plain_size: plain,
-                            stored_size: plain,
-                            partition_size: PARTITION,
-                            k: 1,
-                            m: 0,
-                            data: None,
-                            partitions: (0..plain.div_ceil(PARTITION))
-                                .map(|index| PartitionLayout {
-                                    index,
-                                    size: (plain - index * PARTITION).min(PARTITION),
-                                    k: 1,
-                                    m: 0,
-                                    shards: Vec::new(),
-                                })
-                                .collect(),
-                            grants: Default::default(),
-                        },
-                    }
-                })
-                .collect();
-            Ok(FileLayout {
-                size,
-                ver_no: n.attr.ver_no,
-                fragments,
-            })
-        })
+        self.with(|t| t.layout(id))
     }
 
     async fn read_partition(&self, frag: &FragmentLayout, index: u64) -> BResult<Bytes> {

@@ -17,6 +17,7 @@ use base64::Engine;
 
 use super::store::{DbError, Kind, NewNode, Node, Ns};
 use super::{Meta, MetaError};
+use crate::codec::INLINE_MAX;
 use crate::proto::*;
 
 pub fn routes(meta: Arc<Meta>) -> Router {
@@ -132,6 +133,7 @@ pub fn node_attr(n: &Node) -> NodeAttr {
         nlink: n.nlink.min(u32::MAX as u64) as u32,
         rdev: n.rdev,
         dir_change: None,
+        layout: None,
     }
 }
 
@@ -165,9 +167,17 @@ async fn lookup(
     Query(q): Query<NameQuery>,
 ) -> FsResult<NodeAttr> {
     let ns = ns(&m, &h, a, u, false)?;
-    Ok(Json(node_attr(
-        &m.store(|db| db.lookup(ns, parent, &q.name))?,
-    )))
+    let n = m.store(|db| db.lookup(ns, parent, &q.name))?;
+    // A small file's bytes come along: a cold read is this one request.
+    let layout = match n.kind {
+        Kind::File if n.size <= INLINE_MAX => Some(m.file_layout(&n)?),
+        _ => None,
+    }
+    .filter(|l| l.fragments.iter().all(|f| f.object.data.is_some()));
+    Ok(Json(NodeAttr {
+        layout: layout.map(Box::new),
+        ..node_attr(&n)
+    }))
 }
 
 async fn children(
