@@ -799,7 +799,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             )
             .await;
             bar.abort();
-            let ver = r?;
+            let ver = r?.ver_no;
             eprintln!("stored {} as {remote} (version {ver})", local.display());
         }
         Command::Get {

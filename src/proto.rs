@@ -70,6 +70,28 @@ pub struct CheckRequest {
     /// writer started from); otherwise 409 with body `STALE_BASE`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_ver: Option<u64>,
+    /// Make the file (a small one, travelling inline) instead: a mount's
+    /// new file costs this one request. Its name in use is 409.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create: Option<NewFile>,
+}
+
+/// A file a commit makes: node `id` (from the ids the namespace reserved,
+/// `fs/ids`), named `name` in directory `parent`. When node `id` exists
+/// already (a retry of a commit whose answer was lost), it is committed to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewFile {
+    pub id: i64,
+    pub parent: i64,
+    pub name: String,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// A file found at the name is replaced, as by a rename over it (the
+    /// writer truncated on open, as it would have that file); without
+    /// it, a name in use is 409.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replace: bool,
 }
 
 /// The body of the 409 refusing an upload whose `base_ver` is no longer
@@ -85,8 +107,13 @@ pub const MISSING_OBJECTS: &str = "objects not stored: ";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "scheme", rename_all = "lowercase")]
 pub enum CheckResponse {
-    /// Stored inline or deduplicated: the new version is committed.
-    Done { ver_no: u64 },
+    /// Stored inline or deduplicated: the new version is committed (with
+    /// the change to its directory when the commit made the file).
+    Done {
+        ver_no: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dir_change: Option<DirChange>,
+    },
     /// Put `copies` copies of the whole object on providers from the list
     /// (the first `copies` are the choice, the rest spares), then Done.
     Replica {
@@ -497,6 +524,9 @@ fn is_zero(v: &u32) -> bool {
 /// `fs/make`: a directory, an empty file, a symlink or a special file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MakeRequest {
+    /// One of the ids the namespace reserved (`fs/ids`); None: the next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<i64>,
     pub parent: i64,
     pub name: String,
     pub kind: NodeKind,
@@ -508,6 +538,19 @@ pub struct MakeRequest {
     /// A device node's device number.
     #[serde(default)]
     pub rdev: u32,
+}
+
+/// `fs/ids`: reserve `count` node ids for files the mount names later.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdsRequest {
+    pub count: u32,
+}
+
+/// Node ids `low..=high`, reserved for the namespace that asked.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct IdRange {
+    pub low: i64,
+    pub high: i64,
 }
 
 /// `fs/link`: node `id` gets the name `new_name` in `new_parent` too.

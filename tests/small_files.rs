@@ -50,7 +50,7 @@ fn sent(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_small_file_costs_one_create_and_one_commit() {
+async fn a_new_small_file_costs_one_request() {
     let c = TestCluster::start(3).await;
     let m = TestMount::new(&c);
     std::fs::create_dir(m.path("d")).unwrap();
@@ -62,11 +62,9 @@ async fn a_new_small_file_costs_one_create_and_one_commit() {
     }
     let secs = started.elapsed().as_secs();
     let after = requests(&c).await;
-    assert_eq!(
-        sent(&before, &after, "/fs/make", ""),
-        FILES as u64,
-        "creates"
-    );
+    // Made by its commit, under an id from a range reserved once.
+    assert_eq!(sent(&before, &after, "/fs/make", ""), 0, "creates");
+    assert_eq!(sent(&before, &after, "/fs/ids", ""), 1, "id ranges");
     assert_eq!(sent(&before, &after, "/check", ""), FILES as u64, "commits");
     // The directory was made here and changed only here: every miss is
     // answered by the mount.

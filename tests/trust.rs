@@ -177,6 +177,7 @@ async fn an_object_cannot_be_claimed_by_its_hash() {
         data: None,
         attrs: FileAttrs::default(),
         base_ver: None,
+        create: None,
     };
     let r = http
         .post(api("check"))

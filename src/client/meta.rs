@@ -428,6 +428,10 @@ impl MetaClient {
         self.fs_post("make", req).await
     }
 
+    pub async fn fs_reserve_ids(&self, count: u32) -> Result<IdRange, ClientError> {
+        self.fs_post("ids", &IdsRequest { count }).await
+    }
+
     pub async fn fs_remove(&self, req: &RemoveRequest) -> Result<DirChange, ClientError> {
         self.fs_post("remove", req).await
     }

@@ -14,7 +14,9 @@ use crate::client::meta::{ClientError, MetaClient};
 use crate::client::provider::ShardClient;
 use crate::codec::crypt::{AccountKey, PartitionCipher};
 use crate::proto::*;
-use crate::transfer::{self, OnSealed, PartitionSpan, Progress, TransferError, UploadOptions};
+use crate::transfer::{
+    self, Committed, OnSealed, PartitionSpan, Progress, TransferError, UploadOptions,
+};
 
 pub type BResult<T> = Result<T, FsError>;
 
@@ -25,6 +27,9 @@ pub trait Backend: Send + Sync + 'static {
     fn children(&self, id: i64) -> impl Future<Output = BResult<Vec<NodeAttr>>> + Send;
     /// A new node; its `dir_change` says how the parent changed.
     fn make(&self, req: MakeRequest) -> impl Future<Output = BResult<NodeAttr>> + Send;
+    /// Node ids for files this mount names at their first commit
+    /// (`upload_new`, or `make` with the id).
+    fn reserve_ids(&self, count: u32) -> impl Future<Output = BResult<IdRange>> + Send;
     fn remove(&self, req: RemoveRequest) -> impl Future<Output = BResult<DirChange>> + Send;
     fn rename(&self, req: RenameRequest) -> impl Future<Output = BResult<()>> + Send;
     fn setattr(&self, req: SetAttrRequest) -> impl Future<Output = BResult<NodeAttr>> + Send;
@@ -77,6 +82,16 @@ pub trait Backend: Send + Sync + 'static {
         attrs: FileAttrs,
         base: u64,
     ) -> impl Future<Output = BResult<u64>> + Send;
+    /// Makes the file `new` with the local file `staged` (at most
+    /// `INLINE_MAX` bytes) as its content, in one request; a name in use
+    /// is `FsError::Exists`.
+    fn upload_new(
+        &self,
+        new: &NewFile,
+        name: &str,
+        staged: &Path,
+        attrs: FileAttrs,
+    ) -> impl Future<Output = BResult<Committed>> + Send;
 }
 
 /// The backend of a real mount: the metadata server and providers.
@@ -140,6 +155,10 @@ impl Backend for RemoteBackend {
 
     async fn make(&self, req: MakeRequest) -> BResult<NodeAttr> {
         self.meta.fs_make(&req).await.map_err(client_error)
+    }
+
+    async fn reserve_ids(&self, count: u32) -> BResult<IdRange> {
+        self.meta.fs_reserve_ids(count).await.map_err(client_error)
     }
 
     async fn remove(&self, req: RemoveRequest) -> BResult<DirChange> {
@@ -259,13 +278,39 @@ impl Backend for RemoteBackend {
             base_ver: Some(base),
             ..self.upload.clone()
         };
+        Ok(self.upload_with(name, staged, &opts).await?.ver_no)
+    }
+
+    async fn upload_new(
+        &self,
+        new: &NewFile,
+        name: &str,
+        staged: &Path,
+        attrs: FileAttrs,
+    ) -> BResult<Committed> {
+        let opts = UploadOptions {
+            attrs,
+            create: Some(new.clone()),
+            ..self.upload.clone()
+        };
+        self.upload_with(name, staged, &opts).await
+    }
+}
+
+impl RemoteBackend {
+    async fn upload_with(
+        &self,
+        name: &str,
+        staged: &Path,
+        opts: &UploadOptions,
+    ) -> BResult<Committed> {
         transfer::upload_file(
             &self.meta,
             &self.shards,
             self.account.as_ref(),
             staged,
             name,
-            &opts,
+            opts,
             &self.progress,
         )
         .await

@@ -16,7 +16,7 @@ use super::backend::Backend;
 use super::cache::{Block, BlockCache};
 use super::staging::{Parts, StagingArea};
 use super::FsError;
-use crate::codec::partition_count;
+use crate::codec::{partition_count, INLINE_MAX};
 use crate::meta::store::now_ns;
 use crate::proto::*;
 use crate::transfer::{OnSealed, PartitionSpan, StoredHash};
@@ -422,7 +422,27 @@ pub struct Fs<B: Backend> {
     retry_wake: tokio::sync::Notify,
     /// Nodes found without `security.capability`, and when (`xattrs.rs`).
     pub(super) no_capability: Mutex<HashMap<i64, std::time::Instant>>,
+    /// Files created here that the server has not made yet: their first
+    /// commit makes them (one request for a new small file), or the first
+    /// operation that needs them there (`materialize`).
+    unborn: Mutex<HashMap<i64, Unborn>>,
+    /// Node ids reserved for them, `next..=high`.
+    ids: AsyncMutex<(i64, i64)>,
 }
+
+/// A file created here, not yet made on the server.
+#[derive(Clone)]
+struct Unborn {
+    file: NewFile,
+    made_ns: i64,
+}
+
+/// Node ids reserved at a time for files made at their first commit.
+const ID_BATCH: u32 = 1024;
+
+/// The version an unborn file has once made (by its commit or `make`),
+/// and so the base of its staged copy.
+const BORN_VER: u64 = 1;
 
 pub(super) use crate::lock;
 
@@ -432,6 +452,40 @@ fn gone_is_closed(r: FsResult<()>) -> FsResult<()> {
     match r {
         Err(FsError::NotFound) => Ok(()),
         r => r,
+    }
+}
+
+/// The name a file's bytes take beside `name` when they cannot go there
+/// (another client changed or made it first).
+fn conflict_name(name: &str) -> String {
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+    format!("{name}.conflict-{stamp}")
+}
+
+impl Unborn {
+    /// Its attributes as the server will have them (the staged copy's
+    /// size and times are laid over them, as for any staged file).
+    fn attr(&self) -> NodeAttr {
+        let f = &self.file;
+        NodeAttr {
+            id: f.id,
+            parent: f.parent,
+            name: f.name.clone(),
+            kind: NodeKind::File,
+            size: 0,
+            mode: f.mode,
+            uid: f.uid,
+            gid: f.gid,
+            atime_ns: self.made_ns,
+            mtime_ns: self.made_ns,
+            ctime_ns: self.made_ns,
+            ver_no: BORN_VER,
+            target: None,
+            nlink: 1,
+            rdev: 0,
+            dir_change: None,
+            layout: None,
+        }
     }
 }
 
@@ -510,6 +564,8 @@ impl<B: Backend> Fs<B> {
             pending: Mutex::new(HashMap::new()),
             retry_wake: tokio::sync::Notify::new(),
             no_capability: Mutex::new(HashMap::new()),
+            unborn: Mutex::new(HashMap::new()),
+            ids: AsyncMutex::new((1, 0)),
         };
         crate::metrics::on_scrape(&fs.inodes, |inodes| {
             metrics::gauge!(crate::metrics::MOUNT_INODES).set(lock(inodes).len() as f64);
@@ -530,10 +586,27 @@ impl<B: Backend> Fs<B> {
                     let file = self.staging.reopen(id)?;
                     let md = file.metadata()?;
                     let mtime_ns = md.mtime() * 1_000_000_000 + md.mtime_nsec();
-                    let name = self.backend.getattr(id).await.ok();
+                    let name = match &left.new {
+                        // Made by its commit, which may have landed before
+                        // the crash (then it commits to the node again).
+                        Some(new) => {
+                            let u = Unborn {
+                                file: new.clone(),
+                                made_ns: mtime_ns,
+                            };
+                            lock(&self.unborn).insert(id, u);
+                            Some((new.parent, new.name.clone()))
+                        }
+                        None => self
+                            .backend
+                            .getattr(id)
+                            .await
+                            .ok()
+                            .map(|n| (n.parent, n.name)),
+                    };
                     self.with_record(id, |r| {
                         r.local = Some((md.len(), mtime_ns, mtime_ns));
-                        r.name = name.map(|n| (n.parent, n.name));
+                        r.name = name;
                     });
                     let parts = match self.staging.load_parts(id)? {
                         Some(parts) => parts,
@@ -802,6 +875,9 @@ impl<B: Backend> Fs<B> {
     /// Looks `name` up for thread `asker`.
     pub async fn lookup(&self, parent: u64, name: &str, asker: u32) -> FsResult<Attr> {
         let parent = self.id(parent);
+        if let Some(n) = self.unborn_named(parent, name) {
+            return Ok(self.handed(&n));
+        }
         if self.surely_absent(parent, name).await {
             return Err(FsError::NotFound);
         }
@@ -910,10 +986,113 @@ impl<B: Backend> Fs<B> {
         n
     }
 
+    /// A node id of those reserved for files made at their first commit.
+    async fn fresh_id(&self) -> FsResult<i64> {
+        let mut ids = self.ids.lock().await;
+        if ids.0 > ids.1 {
+            let r = self.backend.reserve_ids(ID_BATCH).await?;
+            *ids = (r.low, r.high);
+        }
+        ids.0 += 1;
+        Ok(ids.0 - 1)
+    }
+
+    /// The unborn file named `name` in `parent`.
+    fn unborn_named(&self, parent: i64, name: &str) -> Option<NodeAttr> {
+        lock(&self.unborn)
+            .values()
+            .find(|u| u.file.parent == parent && u.file.name == name)
+            .map(Unborn::attr)
+    }
+
+    /// Makes an unborn file on the server now, for an operation that needs
+    /// it there (a rename, a link, xattrs, chmod...); its bytes follow at
+    /// its commit, as for any file.
+    pub(super) async fn materialize(&self, id: i64) -> FsResult<()> {
+        if !lock(&self.unborn).contains_key(&id) {
+            return Ok(());
+        }
+        let inode = self.inode(id);
+        let _g = inode.lock().await;
+        self.make_unborn(id).await
+    }
+
+    /// `materialize` of the unborn file named `name` in `parent`, if any.
+    async fn materialize_named(&self, parent: i64, name: &str) -> FsResult<()> {
+        match self.unborn_named(parent, name) {
+            Some(n) => self.materialize(n.id).await,
+            None => Ok(()),
+        }
+    }
+
+    /// `materialize`, the caller holding the file's lock.
+    async fn make_unborn(&self, id: i64) -> FsResult<()> {
+        for _ in 0..2 {
+            let Some(u) = lock(&self.unborn).get(&id).cloned() else {
+                return Ok(());
+            };
+            let f = u.file;
+            let req = MakeRequest {
+                id: Some(id),
+                parent: f.parent,
+                name: f.name,
+                kind: NodeKind::File,
+                mode: f.mode,
+                uid: f.uid,
+                gid: f.gid,
+                target: None,
+                rdev: 0,
+            };
+            match self.make_node(req).await {
+                Ok(_) => {
+                    lock(&self.unborn).remove(&id);
+                    return Ok(());
+                }
+                Err(FsError::Exists) => {
+                    self.unborn_to_conflict(id);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(FsError::Exists)
+    }
+
+    /// Another client made the name an unborn file was to have: the file
+    /// takes a conflict name beside it instead, which is returned.
+    fn unborn_to_conflict(&self, id: i64) -> Option<String> {
+        let (parent, name, was) = {
+            let mut unborn = lock(&self.unborn);
+            let f = &mut unborn.get_mut(&id)?.file;
+            let conflict = conflict_name(&f.name);
+            let was = std::mem::replace(&mut f.name, conflict);
+            (f.parent, f.name.clone(), was)
+        };
+        self.with_record(id, |r| r.name = Some((parent, name.clone())));
+        tracing::warn!(node = id, %was, %name, "a name this mount was making was made elsewhere: the new file takes a conflict name");
+        Some(name)
+    }
+
+    /// ENOTEMPTY when the directory `name` in `parent` holds unborn files
+    /// (the server sees it empty).
+    async fn refuse_unborn_within(&self, parent: i64, name: &str) -> FsResult<()> {
+        let parents: HashSet<i64> = lock(&self.unborn).values().map(|u| u.file.parent).collect();
+        if parents.is_empty() {
+            return Ok(());
+        }
+        match self.backend.lookup(parent, name).await {
+            Ok(dir) if parents.contains(&dir.id) => Err(FsError::NotEmpty),
+            _ => Ok(()),
+        }
+    }
+
     pub async fn getattr(&self, ino: u64) -> FsResult<Attr> {
         let id = self.id(ino);
         if let Some(a) = self.orphan_attr(id) {
             return Ok(a);
+        }
+        let unborn = lock(&self.unborn).get(&id).map(Unborn::attr);
+        if let Some(n) = unborn {
+            return Ok(self.attr(&n));
         }
         let known = lock(&self.listed)
             .get(&id)
@@ -1005,6 +1184,7 @@ impl<B: Backend> Fs<B> {
         target: Option<String>,
     ) -> FsResult<NodeAttr> {
         let req = MakeRequest {
+            id: None,
             parent: self.id(parent),
             name: name.to_string(),
             kind,
@@ -1046,6 +1226,7 @@ impl<B: Backend> Fs<B> {
             _ => return Err(FsError::Invalid("unknown file type".into())),
         };
         let req = MakeRequest {
+            id: None,
             parent: self.id(parent),
             name: name.to_string(),
             kind,
@@ -1089,6 +1270,7 @@ impl<B: Backend> Fs<B> {
     }
 
     pub async fn unlink(&self, parent: u64, name: &str) -> FsResult<()> {
+        self.materialize_named(self.id(parent), name).await?;
         let kept = self.keep_if_open(self.id(parent), name).await?;
         let r = self.remove(parent, name, false).await;
         self.kept_outcome(kept, &r);
@@ -1138,6 +1320,7 @@ impl<B: Backend> Fs<B> {
     }
 
     pub async fn rmdir(&self, parent: u64, name: &str) -> FsResult<()> {
+        self.refuse_unborn_within(self.id(parent), name).await?;
         self.remove(parent, name, true).await
     }
 
@@ -1145,6 +1328,7 @@ impl<B: Backend> Fs<B> {
     /// answer carries the new link count, which the kernel shows through
     /// every name (one inode).
     pub async fn link(&self, ino: u64, new_parent: u64, new_name: &str) -> FsResult<Attr> {
+        self.materialize(self.id(ino)).await?;
         self.unlist(self.id(new_parent));
         let n = self
             .backend
@@ -1175,6 +1359,11 @@ impl<B: Backend> Fs<B> {
             noreplace,
             exchange,
         };
+        // Both names as the server is to see them; a directory replaced
+        // must be empty here too.
+        self.materialize_named(req.parent, name).await?;
+        self.materialize_named(req.new_parent, new_name).await?;
+        self.refuse_unborn_within(req.new_parent, new_name).await?;
         // A file replaced by the rename lives on for its open descriptors.
         let same = parent == new_parent && name == new_name;
         let kept = if noreplace || exchange || same {
@@ -1206,6 +1395,14 @@ impl<B: Backend> Fs<B> {
 
     pub async fn setattr(&self, ino: u64, s: SetAttr) -> FsResult<Attr> {
         let id = self.id(ino);
+        let resize_only = s.mode.is_none()
+            && s.uid.is_none()
+            && s.gid.is_none()
+            && s.atime_ns.is_none()
+            && s.mtime_ns.is_none();
+        if !resize_only {
+            self.materialize(id).await?;
+        }
         self.unlist(id);
         if let Some(size) = s.size {
             self.truncate(id, size).await?;
@@ -1217,12 +1414,7 @@ impl<B: Backend> Fs<B> {
             atime_ns: s.atime_ns,
             mtime_ns: s.mtime_ns,
         };
-        if s.mode.is_some()
-            || s.uid.is_some()
-            || s.gid.is_some()
-            || s.atime_ns.is_some()
-            || s.mtime_ns.is_some()
-        {
+        if !resize_only {
             if let Some(mtime) = s.mtime_ns {
                 // A staged file keeps the time it was given when it is uploaded.
                 let inode = self.with_known(id, |r| r.file.clone()).flatten();
@@ -1539,7 +1731,15 @@ impl<B: Backend> Fs<B> {
             st.mark = Mark::Done;
         }
         self.uploads.fetch_add(1, Ordering::SeqCst);
-        let result = self.store(id, st).await;
+        let mut result = self.store(id, st).await;
+        // The name of a file this commit was to make was made elsewhere.
+        let mut renamed = None;
+        if result == Err(FsError::Exists) {
+            renamed = self.unborn_to_conflict(id);
+            if renamed.is_some() {
+                result = self.store(id, st).await;
+            }
+        }
         self.uploads.fetch_sub(1, Ordering::SeqCst);
         if result.is_err() {
             // The kernel's pages hold bytes that are not the file's
@@ -1555,7 +1755,12 @@ impl<B: Backend> Fs<B> {
                 // A lookup's layout is of the version this one replaced.
                 lock(&self.looked).remove(&id);
                 lock(&self.pending).remove(&id);
-                Ok(())
+                match renamed {
+                    Some(name) => Err(FsError::Io(format!(
+                        "the name was made elsewhere meanwhile; the bytes written are in {name}"
+                    ))),
+                    None => Ok(()),
+                }
             }
             Err(e) if e.passing() => {
                 tracing::warn!(node = id, error = %e, "upload failed; the file stays staged and is tried again");
@@ -1630,6 +1835,24 @@ impl<B: Backend> Fs<B> {
         };
         let name = self.path_of(id);
         let p = self.partition;
+        let unborn = lock(&self.unborn).get(&id).cloned();
+        if let Some(u) = unborn {
+            if st.parts.pieces.is_empty() && st.size <= INLINE_MAX {
+                let at = Instant::now();
+                let staged = self.staging.data_path(id);
+                let c = self
+                    .backend
+                    .upload_new(&u.file, &name, &staged, attrs)
+                    .await?;
+                lock(&self.unborn).remove(&id);
+                self.changed(u.file.parent, c.dir_change, at, |_, names| {
+                    names.insert(u.file.name.clone());
+                });
+                return Ok(c.ver_no);
+            }
+            // Too big for one request: made first, then stored as any file.
+            self.make_unborn(id).await?;
+        }
         if st.parts.pieces.is_empty() && st.size <= p {
             let staged = self.staging.data_path(id);
             return self
@@ -1738,10 +1961,10 @@ impl<B: Backend> Fs<B> {
         lock(&self.pending).remove(&id);
         let made = async {
             let n = self.backend.getattr(id).await?;
-            let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
             let req = MakeRequest {
+                id: None,
                 parent: n.parent,
-                name: format!("{}.conflict-{stamp}", n.name),
+                name: conflict_name(&n.name),
                 kind: NodeKind::File,
                 mode: n.mode,
                 uid: n.uid,
@@ -1808,7 +2031,10 @@ impl<B: Backend> Fs<B> {
             return result;
         }
         if let Some(st) = g.staged.take() {
-            if let Err(e) = &result {
+            // Made or not, the file is the server's now (or nowhere).
+            lock(&self.unborn).remove(&id);
+            let stored = st.mark == Mark::Clean;
+            if let (Err(e), false) = (&result, stored) {
                 let kept = self.staging.set_aside(id, Some(st.base))?;
                 tracing::warn!(node = id, error = %e, path = %kept.display(), "upload refused; the staged data is kept aside");
             } else {
@@ -1886,6 +2112,10 @@ impl<B: Backend> Fs<B> {
         owner: Owner,
         flags: OpenFlags,
     ) -> FsResult<(Attr, u64)> {
+        // O_EXCL asks the server now: another client may hold the name.
+        if flags.write && !flags.exclusive {
+            return self.create_unborn(parent, name, mode, owner, flags).await;
+        }
         let n = match self
             .make(parent, name, NodeKind::File, mode, owner, None)
             .await
@@ -1920,6 +2150,65 @@ impl<B: Backend> Fs<B> {
             self.stage(n.id, &mut g, Some(0), Some(n.ver_no)).await?;
         }
         Ok((self.handed(&n), fh))
+    }
+
+    /// create(2) of a file to write, without O_EXCL: the file is made by
+    /// its first commit (close, fsync), bytes and all in one request,
+    /// unless an operation needs it on the server sooner. A name another
+    /// client makes meanwhile has this file's bytes go to a conflict name.
+    async fn create_unborn(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        owner: Owner,
+        flags: OpenFlags,
+    ) -> FsResult<(Attr, u64)> {
+        let parent = self.id(parent);
+        if name.len() > crate::meta::path::MAX_NAME {
+            return Err(FsError::NameTooLong);
+        }
+        let u = Unborn {
+            file: NewFile {
+                id: self.fresh_id().await?,
+                parent,
+                name: name.to_string(),
+                mode: mode & 0o7777,
+                uid: owner.uid,
+                gid: owner.gid,
+                // What opening a file made elsewhere meanwhile would have
+                // done to it.
+                replace: flags.truncate,
+            },
+            made_ns: now_ns(),
+        };
+        let id = u.file.id;
+        {
+            let inode = self.inode(id);
+            let mut g = inode.lock().await;
+            self.stage(id, &mut g, Some(0), Some(BORN_VER)).await?;
+            let st = g.staged.as_mut().expect("staged");
+            // Uploaded at the last close even if never written.
+            self.staging.mark_new(id, BORN_VER, &u.file)?;
+            st.mark = Mark::Open;
+            st.mtime_ns = u.made_ns;
+            self.with_record(id, |r| r.local = Some((0, u.made_ns, u.made_ns)));
+            lock(&self.unborn).insert(id, u.clone());
+        }
+        self.no_capability_yet(id);
+        let n = u.attr();
+        let attr = self.handed(&n);
+        // Opening for writing a staged file asks nothing of the server.
+        let (fh, _) = self
+            .open(
+                self.ino(id),
+                OpenFlags {
+                    truncate: false,
+                    ..flags
+                },
+            )
+            .await?;
+        Ok((attr, fh))
     }
 
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Block> {
@@ -2275,9 +2564,16 @@ impl<B: Backend> Fs<B> {
                 attr: self.attr(&parent),
             },
         ];
-        let children = self.backend.children(id).await?;
+        let mut children = self.backend.children(id).await?;
         let names = children.iter().map(|c| c.name.clone()).collect();
         self.keep_listing(&me, names, at);
+        // Files made here whose first commit is still to come.
+        children.extend(
+            lock(&self.unborn)
+                .values()
+                .filter(|u| u.file.parent == id)
+                .map(Unborn::attr),
+        );
         for child in children {
             entries.push(DirEntry {
                 ino: self.ino(child.id),

@@ -18,7 +18,7 @@ use super::backend::{BResult, Backend};
 use super::FsError;
 use crate::meta::store::now_ns;
 use crate::proto::*;
-use crate::transfer::{OnSealed, PartitionSpan};
+use crate::transfer::{Committed, OnSealed, PartitionSpan};
 
 /// Bytes per partition of a file's layout: small, so that reads span
 /// several partitions.
@@ -399,8 +399,15 @@ impl Backend for MemoryBackend {
             if t.dir(req.parent)?.children.contains_key(&req.name) {
                 return Err(FsError::Exists);
             }
-            let id = t.next_id;
-            t.next_id += 1;
+            let id = match req.id {
+                // Reserved: below next_id, and not in use.
+                Some(id) if id < t.next_id && !t.nodes.contains_key(&id) => id,
+                Some(id) => return Err(FsError::Invalid(format!("node id {id} is not free"))),
+                None => {
+                    t.next_id += 1;
+                    t.next_id - 1
+                }
+            };
             let now = now_ns();
             let attr = NodeAttr {
                 id,
@@ -439,6 +446,17 @@ impl Backend for MemoryBackend {
             Ok(NodeAttr {
                 dir_change: Some(change),
                 ..t.node(id)?.attr.clone()
+            })
+        })
+    }
+
+    async fn reserve_ids(&self, count: u32) -> BResult<IdRange> {
+        self.with(|t| {
+            let low = t.next_id;
+            t.next_id += i64::from(count);
+            Ok(IdRange {
+                low,
+                high: t.next_id - 1,
             })
         })
     }
@@ -594,6 +612,46 @@ impl Backend for MemoryBackend {
                 }],
             };
             t.commit(id, size, fragments, &attrs, Some(base))
+        })
+    }
+
+    async fn upload_new(
+        &self,
+        new: &NewFile,
+        name: &str,
+        staged: &Path,
+        attrs: FileAttrs,
+    ) -> BResult<Committed> {
+        if new.replace {
+            let old = self.lookup(new.parent, &new.name).await;
+            if old.is_ok_and(|n| n.kind == NodeKind::File) {
+                let req = RemoveRequest {
+                    parent: new.parent,
+                    name: new.name.clone(),
+                    dir: false,
+                };
+                self.remove(req).await?;
+            }
+        }
+        let made = self
+            .make(MakeRequest {
+                id: Some(new.id),
+                parent: new.parent,
+                name: new.name.clone(),
+                kind: NodeKind::File,
+                mode: new.mode,
+                uid: new.uid,
+                gid: new.gid,
+                target: None,
+                rdev: 0,
+            })
+            .await?;
+        let ver_no = self
+            .upload(made.id, name, staged, attrs, made.ver_no)
+            .await?;
+        Ok(Committed {
+            ver_no,
+            dir_change: made.dir_change,
         })
     }
 }

@@ -13,7 +13,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::proto::CommitFragment;
+use crate::proto::{CommitFragment, NewFile};
 
 /// Which partitions of a staged file its data file holds, and the stored
 /// objects holding the others (`{node}.parts`, written before an upload
@@ -38,6 +38,8 @@ pub struct Leftover {
     /// versioned markers, whose bytes cannot be committed safely.
     pub base: Option<u64>,
     pub complete: bool,
+    /// A file its first commit was to make, and where (its marker says).
+    pub new: Option<NewFile>,
 }
 
 /// What a name in the staging directory is.
@@ -156,6 +158,12 @@ impl StagingArea {
             .open(self.data_path(node))
     }
 
+    /// `mark(node, base, false)` for a file its first commit makes: the
+    /// marker holds where (renames keep it), for the commit after a crash.
+    pub fn mark_new(&self, node: i64, base: u64, new: &NewFile) -> std::io::Result<()> {
+        std::fs::write(self.marker(node, base, false), serde_json::to_vec(new)?)
+    }
+
     /// Records that `node` has staged data based on version `base`, and
     /// whether it is whole.
     pub fn mark(&self, node: i64, base: u64, complete: bool) -> std::io::Result<()> {
@@ -231,7 +239,7 @@ impl StagingArea {
     /// are removed.
     pub fn leftovers(&self) -> std::io::Result<Vec<Leftover>> {
         let mut data = Vec::new();
-        let mut markers: HashMap<i64, (Option<u64>, bool)> = HashMap::new();
+        let mut markers: HashMap<i64, (Option<u64>, bool, Option<NewFile>)> = HashMap::new();
         let mut marker_paths = Vec::new();
         for entry in std::fs::read_dir(&self.dir)? {
             let path = entry?.path();
@@ -247,10 +255,14 @@ impl StagingArea {
                     complete,
                 }) => {
                     // A "done" marker wins: the writer finished.
-                    let m = markers.entry(node).or_insert((base, complete));
+                    let new = std::fs::read(&path)
+                        .ok()
+                        .and_then(|raw| serde_json::from_slice(&raw).ok());
+                    let m = markers.entry(node).or_insert((base, complete, None));
                     if complete {
-                        *m = (base, true);
+                        *m = (base, true, None);
                     }
+                    m.2 = m.2.take().or(new);
                     marker_paths.push((node, path));
                 }
                 None => {}
@@ -264,10 +276,11 @@ impl StagingArea {
         let mut out = Vec::new();
         for node in data {
             match markers.get(&node) {
-                Some(&(base, complete)) => out.push(Leftover {
+                Some((base, complete, new)) => out.push(Leftover {
                     node,
-                    base,
-                    complete,
+                    base: *base,
+                    complete: *complete,
+                    new: new.clone(),
                 }),
                 None => self.forget(node),
             }

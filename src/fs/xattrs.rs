@@ -71,6 +71,7 @@ impl<B: Backend> Fs<B> {
         if known_absent {
             return Err(FsError::NoData);
         }
+        self.materialize(id).await?;
         match self.backend.xattr(id, name).await {
             Err(FsError::NoData) if name == CAPABILITY => {
                 self.no_capability_yet(id);
@@ -83,6 +84,7 @@ impl<B: Backend> Fs<B> {
     /// The names, each ended by a NUL, trusted.* for root alone.
     pub async fn listxattr(&self, ino: u64, size: u32, uid: u32) -> FsResult<XattrReply> {
         let mut list = Vec::new();
+        self.materialize(self.id(ino)).await?;
         for name in self.backend.xattr_names(self.id(ino)).await? {
             if allowed(&name, uid, false).is_ok() {
                 list.extend(name.as_bytes());
@@ -115,6 +117,7 @@ impl<B: Backend> Fs<B> {
         if name == CAPABILITY {
             lock(&self.no_capability).remove(&self.id(ino));
         }
+        self.materialize(self.id(ino)).await?;
         // An ACL sets the mode too.
         self.unlist(self.id(ino));
         self.backend.set_xattr(self.id(ino), name, value, how).await
@@ -122,6 +125,7 @@ impl<B: Backend> Fs<B> {
 
     pub async fn removexattr(&self, ino: u64, name: &str, uid: u32) -> FsResult<()> {
         allowed(name, uid, true)?;
+        self.materialize(self.id(ino)).await?;
         self.unlist(self.id(ino));
         self.backend.remove_xattr(self.id(ino), name).await
     }

@@ -345,9 +345,25 @@ impl Meta {
 
     /// Makes `object` the content of the checked file, unless the file has
     /// moved on from the version the upload started from (409).
-    fn commit(&self, ns: Ns, c: &CheckRequest, object: CommitObject) -> MetaResult<u64> {
+    fn commit(
+        &self,
+        ns: Ns,
+        c: &CheckRequest,
+        object: CommitObject,
+    ) -> MetaResult<(u64, Option<DirChange>)> {
         let key = c.key.as_deref();
-        let target = commit_target(c.node, &c.path)?;
+        let target = match &c.create {
+            Some(f) => CommitTarget::Create {
+                parent: f.parent,
+                name: f.name.clone(),
+                mode: f.mode,
+                owner: f.uid,
+                group: f.gid,
+                id: f.id,
+                replace: f.replace,
+            },
+            None => commit_target(c.node, &c.path)?,
+        };
         let committed = self.store(|db| {
             db.commit_object(ns, &target, object, c.file_size, key, &c.attrs, c.base_ver)
         })?;
@@ -366,6 +382,15 @@ fn commit_target(node: Option<i64>, path: &str) -> MetaResult<CommitTarget> {
 /// Checks an upload's announcement and that its target can be a file.
 fn validate_check(m: &Meta, ns: Ns, c: &CheckRequest) -> MetaResult<()> {
     match c.node {
+        _ if c.create.is_some() => {
+            // The file is made by the commit of this request: it must not
+            // need another (a session's upload and UploadFileDone).
+            if c.node.is_some() || c.base_ver.is_some() || c.file_size > INLINE_MAX {
+                return Err(MetaError::BadRequest(format!(
+                    "create is for a new file of at most {INLINE_MAX} bytes, without node or base_ver"
+                )));
+            }
+        }
         Some(id) => {
             let node = m.store(|db| db.node(ns, id))?;
             if node.kind != Kind::File {
@@ -451,9 +476,8 @@ async fn check(
             data: Some(&data),
             partitions: &[],
         };
-        return Ok(Json(CheckResponse::Done {
-            ver_no: m.commit(ns, &c, CommitObject::New(&object))?,
-        }));
+        let (ver_no, dir_change) = m.commit(ns, &c, CommitObject::New(&object))?;
+        return Ok(Json(CheckResponse::Done { ver_no, dir_change }));
     }
     if c.data.is_some() {
         return Err(MetaError::BadRequest(format!(
@@ -461,9 +485,8 @@ async fn check(
         )));
     }
     if let Some(o) = known {
-        return Ok(Json(CheckResponse::Done {
-            ver_no: m.commit(ns, &c, CommitObject::Known(o.id))?,
-        }));
+        let (ver_no, dir_change) = m.commit(ns, &c, CommitObject::Known(o.id))?;
+        return Ok(Json(CheckResponse::Done { ver_no, dir_change }));
     }
     let writable = m.writable(&HashSet::new())?;
     let session = new_session_id();
@@ -758,7 +781,7 @@ async fn done(
         data: None,
         partitions: &placed,
     };
-    let ver_no = m.commit(ns, c, CommitObject::New(&object))?;
+    let (ver_no, _) = m.commit(ns, c, CommitObject::New(&object))?;
     m.store(|db| db.session_end(&req.session))?;
     Ok(Json(DoneResponse { ver_no }))
 }
@@ -972,7 +995,7 @@ async fn commit(
             req.base_ver,
         )
     })?;
-    let ver_no = committed.ok_or_else(|| MetaError::Conflict(STALE_BASE.into()))?;
+    let (ver_no, _) = committed.ok_or_else(|| MetaError::Conflict(STALE_BASE.into()))?;
     Ok(Json(DoneResponse { ver_no }))
 }
 

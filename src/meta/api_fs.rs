@@ -28,6 +28,7 @@ pub fn routes(meta: Arc<Meta>) -> Router {
         .route("/api/ns/{appid}/{uid}/fs/children/{id}", get(children))
         .route("/api/ns/{appid}/{uid}/fs/layout/{id}", get(layout))
         .route("/api/ns/{appid}/{uid}/fs/make", post(make))
+        .route("/api/ns/{appid}/{uid}/fs/ids", post(reserve_ids))
         .route("/api/ns/{appid}/{uid}/fs/remove", post(remove))
         .route("/api/ns/{appid}/{uid}/fs/rename", post(rename))
         .route("/api/ns/{appid}/{uid}/fs/link", post(link))
@@ -207,6 +208,29 @@ async fn layout(
     Ok(Json(m.file_layout(&node)?))
 }
 
+/// Most ids one request reserves.
+const IDS_MAX: u32 = 65_536;
+
+/// Node ids for the files a mount makes at their first commit.
+async fn reserve_ids(
+    State(m): State<Arc<Meta>>,
+    Path((a, u)): Path<(u64, u64)>,
+    h: HeaderMap,
+    b: Result<Json<IdsRequest>, JsonRejection>,
+) -> FsResult<IdRange> {
+    let ns = ns(&m, &h, a, u, true)?;
+    let r = body(b)?;
+    if r.count == 0 || r.count > IDS_MAX {
+        return Err(FsFail(
+            StatusCode::BAD_REQUEST,
+            "EINVAL",
+            format!("count is 1 to {IDS_MAX}"),
+        ));
+    }
+    let (low, high) = m.store(|db| db.reserve_ids(ns, r.count))?;
+    Ok(Json(IdRange { low, high }))
+}
+
 async fn make(
     State(m): State<Arc<Meta>>,
     Path((a, u)): Path<(u64, u64)>,
@@ -232,6 +256,7 @@ async fn make(
         ));
     }
     let new = NewNode {
+        id: r.id,
         kind,
         mode: r.mode,
         owner: r.uid,

@@ -175,7 +175,8 @@ async fn upload_one(
         &s.progress,
     )
     .await
-    .map_err(|e| transfer_msg(&e))?;
+    .map_err(|e| transfer_msg(&e))?
+    .ver_no;
     let e = s.meta.store_entry(remote).await.map_err(|e| meta_msg(&e))?;
     let mut v = entry_json(&e);
     v["unchanged"] = json!(false);

@@ -13,8 +13,8 @@ pub use fetch::{read_partition, read_range, report_routed_around};
 pub use progress::Progress;
 pub use put::{put_shards, PutOutcome, ShardJob};
 pub use upload::{
-    content_matches, upload_file, upload_partitions, OnSealed, PartitionSpan, StoredHash,
-    UploadOptions,
+    content_matches, upload_file, upload_partitions, Committed, OnSealed, PartitionSpan,
+    StoredHash, UploadOptions,
 };
 pub(crate) use upload::{encode_partitions, Source};
 

@@ -30,6 +30,8 @@ pub struct UploadOptions {
     pub node: Option<i64>,
     /// Commit only if the file is still at this version.
     pub base_ver: Option<u64>,
+    /// Make the file at the commit (a small one: inline).
+    pub create: Option<NewFile>,
     /// Shard PUTs in flight at once.
     pub parallel: usize,
     /// Partitions encoded per UploadFilePrepare round.
@@ -44,6 +46,7 @@ impl Default for UploadOptions {
             attrs: FileAttrs::default(),
             node: None,
             base_ver: None,
+            create: None,
             parallel: 12,
             window: 4,
             in_flight: InFlight::default(),
@@ -278,7 +281,7 @@ pub async fn upload_file(
     remote: &str,
     opts: &UploadOptions,
     progress: &Progress,
-) -> Result<u64, TransferError> {
+) -> Result<Committed, TransferError> {
     let started = std::time::Instant::now();
     let policy = meta.policy().await?;
     if policy.partition_size == 0 {
@@ -294,7 +297,10 @@ pub async fn upload_file(
         let ver_no =
             upload_as_partitions(meta, shards, acct, file, &spans, remote, opts, progress).await?;
         tracing::info!(remote, size, total = ?started.elapsed(), "uploaded");
-        return Ok(ver_no);
+        return Ok(Committed {
+            ver_no,
+            dir_change: None,
+        });
     }
     let recorded = crate::metrics::Transfer::start(&crate::metrics::UPLOAD);
     let (cipher, key) = match acct {
@@ -333,9 +339,17 @@ pub async fn upload_file(
         data: inline.map(|d| B64.encode(d)),
         attrs: opts.attrs.clone(),
         base_ver: opts.base_ver,
+        create: opts.create.clone(),
     };
+    let mut dir_change = None;
     let ver_no = match meta.check(&check).await? {
-        CheckResponse::Done { ver_no } => ver_no,
+        CheckResponse::Done {
+            ver_no,
+            dir_change: made,
+        } => {
+            dir_change = made;
+            ver_no
+        }
         CheckResponse::Replica {
             session,
             copies,
@@ -431,7 +445,15 @@ pub async fn upload_file(
     progress.finish(remote);
     recorded.done(size);
     tracing::info!(remote, size, ?keyed, ?hashed, total = ?started.elapsed(), "uploaded");
-    Ok(ver_no)
+    Ok(Committed { ver_no, dir_change })
+}
+
+/// A version an upload committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    pub ver_no: u64,
+    /// The change to the file's directory, when the upload made the file.
+    pub dir_change: Option<DirChange>,
 }
 
 /// Stores `file`, cut into `spans`, as partition objects and commits them

@@ -151,6 +151,8 @@ pub(super) fn set_ctime(conn: &Conn, id: i64) -> DbResult<()> {
 
 /// What `make` creates.
 pub struct NewNode<'a> {
+    /// An id `reserve_ids` gave this namespace; None: the next one.
+    pub id: Option<i64>,
     pub kind: Kind,
     pub mode: u32,
     pub owner: u32,
@@ -202,45 +204,20 @@ impl Db {
         new: &NewNode,
     ) -> DbResult<(Node, DirChange)> {
         check_name(name)?;
+        self.tx(|tx| make_in(tx, ns, parent, name, new, self.limits))
+    }
+
+    /// Reserves `count` node ids for `ns`, which a mount gives files it
+    /// creates on its own (`NewNode::id`); returns the first and last.
+    pub fn reserve_ids(&self, ns: Ns, count: u32) -> DbResult<(i64, i64)> {
         self.tx(|tx| {
-            let before = dir_in(tx, ns, parent)?.mtime_ns();
-            if child(tx, parent, name)?.is_some() {
-                return Err(DbError::Exists);
-            }
-            check_limits(tx, parent, new.kind, self.limits)?;
-            let now = now_ns();
-            let ver_no = i64::from(new.kind == Kind::File);
-            let size = new.target.map_or(0, |t| t.len() as i64);
+            let high = tx.reserve_node_ids(i64::from(count))?;
+            let low = high - i64::from(count) + 1;
             tx.execute(
-                "INSERT INTO nodes(appid, uid, parent, name, kind, size, ver_no, create_time, modify_time,
-                   mode, mtime_ns, owner, grp, atime_ns, ctime_ns, target, rdev)
-                 VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11, ?12, ?10, ?10, ?13, ?14)",
-                params![
-                    sql_id(ns.appid),
-                    sql_id(ns.uid),
-                    parent,
-                    name,
-                    new.kind as i64,
-                    size,
-                    ver_no,
-                    now.div_euclid(1_000_000_000),
-                    i64::from(new.mode & 0o7777),
-                    now,
-                    i64::from(new.owner),
-                    i64::from(new.group),
-                    new.target,
-                    i64::from(new.rdev)
-                ],
+                "INSERT INTO id_ranges(appid, uid, low, high) VALUES(?1, ?2, ?3, ?4)",
+                params![sql_id(ns.appid), sql_id(ns.uid), low, high],
             )?;
-            let after = touch(tx, parent)?;
-            let made = child(tx, parent, name)?.expect("just inserted");
-            xattrs::inherit_acl(tx, parent, made.id, new.kind, new.mode)?;
-            let change = DirChange {
-                dir: parent,
-                before,
-                after,
-            };
-            Ok((child(tx, parent, name)?.expect("just inserted"), change))
+            Ok((low, high))
         })
     }
 
@@ -397,8 +374,9 @@ impl Db {
 
     /// Makes an uploaded object the whole content of the file `target`
     /// names, as one new version, if the file is still at `base_ver` (when
-    /// given). Returns the new VER_NO, or None (and changes nothing but
-    /// recording a new object) when the version moved on.
+    /// given). Returns the new VER_NO (and the change to the directory of
+    /// a file it made), or None (and changes nothing but recording a new
+    /// object) when the version moved on.
     #[allow(clippy::too_many_arguments)]
     pub fn commit_object(
         &self,
@@ -409,25 +387,27 @@ impl Db {
         key: Option<&str>,
         attrs: &FileAttrs,
         base_ver: Option<u64>,
-    ) -> DbResult<Option<u64>> {
+    ) -> DbResult<Option<(u64, Option<DirChange>)>> {
         let limits = self.limits;
         self.tx(|tx| {
             let object = match object {
                 CommitObject::Known(id) => id,
                 CommitObject::New(o) => super::objects::insert_object_in(tx, ns, o)?,
             };
-            let Some((node, bump)) = commit_target(tx, ns, target, base_ver, limits)? else {
+            let Some((node, bump, change)) = commit_target(tx, ns, target, base_ver, limits)?
+            else {
                 return Ok(None);
             };
-            replace_content(tx, &node, object, size, key, attrs, bump).map(Some)
+            let ver = replace_content(tx, &node, object, size, key, attrs, bump)?;
+            Ok(Some((ver, change)))
         })
     }
 
     /// Makes `fragments` (objects of the namespace named by SHA-1) the
     /// content of the file `target` names, `size` bytes long, as one new
-    /// version, if the
-    /// file is still at `base_ver` (when given). Returns the new VER_NO, or
-    /// None (and changes nothing) when the version moved on. Objects
+    /// version, if the file is still at `base_ver` (when given). Returns
+    /// the new VER_NO (as `commit_object` does), or None (and changes
+    /// nothing) when the version moved on. Objects
     /// collected meanwhile fail it with `Missing` (all of them named); one
     /// shorter than its fragment, with `Invalid`. `content_sha1` is the
     /// SHA-1 of the stored bytes, when the writer knows it.
@@ -441,10 +421,11 @@ impl Db {
         content_sha1: Option<&str>,
         attrs: &FileAttrs,
         base_ver: Option<u64>,
-    ) -> DbResult<Option<u64>> {
+    ) -> DbResult<Option<(u64, Option<DirChange>)>> {
         let limits = self.limits;
         self.tx(|tx| {
-            let Some((node, bump)) = commit_target(tx, ns, target, base_ver, limits)? else {
+            let Some((node, bump, change)) = commit_target(tx, ns, target, base_ver, limits)?
+            else {
                 return Ok(None);
             };
             let mut rows = Vec::with_capacity(fragments.len());
@@ -472,7 +453,8 @@ impl Db {
                 missing.dedup();
                 return Err(DbError::Missing(missing));
             }
-            replace_fragments(tx, &node, &rows, size, content_sha1, attrs, bump).map(Some)
+            let ver = replace_fragments(tx, &node, &rows, size, content_sha1, attrs, bump)?;
+            Ok(Some((ver, change)))
         })
     }
 
@@ -710,6 +692,82 @@ fn root(conn: &Conn, ns: Ns) -> DbResult<Node> {
 /// The node named `name` in `parent`, as found by that name.
 /// File `id` of `ns` if it is still at `base_ver` (when given); None when
 /// its version moved on.
+/// Makes the node `new` named `name` in `parent`.
+fn make_in(
+    tx: &Conn,
+    ns: Ns,
+    parent: i64,
+    name: &str,
+    new: &NewNode,
+    limits: Limits,
+) -> DbResult<(Node, DirChange)> {
+    let before = dir_in(tx, ns, parent)?.mtime_ns();
+    if child(tx, parent, name)?.is_some() {
+        return Err(DbError::Exists);
+    }
+    if let Some(id) = new.id {
+        let reserved: Option<i64> = tx.query_opt(
+            "SELECT low FROM id_ranges WHERE appid=?1 AND uid=?2 AND high>=?3 AND low<=?3",
+            params![sql_id(ns.appid), sql_id(ns.uid), id],
+            |r| r.get(0),
+        )?;
+        let taken = tx
+            .query_opt("SELECT id FROM nodes WHERE id=?1", params![id], |r| {
+                r.get::<_, i64>(0)
+            })?
+            .is_some();
+        if reserved.is_none() || taken {
+            return Err(DbError::Invalid(format!(
+                "node id {id} is not one reserved for this namespace, or is taken"
+            )));
+        }
+    }
+    check_limits(tx, parent, new.kind, limits)?;
+    let now = now_ns();
+    let ver_no = i64::from(new.kind == Kind::File);
+    let size = new.target.map_or(0, |t| t.len() as i64);
+    // An id given explicitly, or the engine's next one (SQLite's
+    // AUTOINCREMENT, PostgreSQL's identity), never NULL for either.
+    let (id_col, id_val, given) = match new.id {
+        Some(_) => ("id, ", "?15, ", 15),
+        None => ("", "", 14),
+    };
+    let values = params![
+        sql_id(ns.appid),
+        sql_id(ns.uid),
+        parent,
+        name,
+        new.kind as i64,
+        size,
+        ver_no,
+        now.div_euclid(1_000_000_000),
+        i64::from(new.mode & 0o7777),
+        now,
+        i64::from(new.owner),
+        i64::from(new.group),
+        new.target,
+        i64::from(new.rdev),
+        new.id
+    ];
+    tx.execute(
+        &format!(
+            "INSERT INTO nodes({id_col}appid, uid, parent, name, kind, size, ver_no, create_time, modify_time,
+               mode, mtime_ns, owner, grp, atime_ns, ctime_ns, target, rdev)
+             VALUES({id_val}?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11, ?12, ?10, ?10, ?13, ?14)"
+        ),
+        &values[..given],
+    )?;
+    let after = touch(tx, parent)?;
+    let made = child(tx, parent, name)?.expect("just inserted");
+    xattrs::inherit_acl(tx, parent, made.id, new.kind, new.mode)?;
+    let change = DirChange {
+        dir: parent,
+        before,
+        after,
+    };
+    Ok((child(tx, parent, name)?.expect("just inserted"), change))
+}
+
 /// The file a commit makes a new version of.
 #[derive(Debug, Clone)]
 pub enum CommitTarget {
@@ -717,19 +775,70 @@ pub enum CommitTarget {
     Node(i64),
     /// The file at a path, made (with its parents) if missing.
     Path(TfsPath),
+    /// A file the commit makes, under an id the writer reserved; the
+    /// node as it is when that id is in use already (the writer's retry of
+    /// a commit whose answer it lost). A file at the name is replaced when
+    /// `replace` says (as by a rename over it); a name in use otherwise is
+    /// `Exists`.
+    Create {
+        parent: i64,
+        name: String,
+        mode: u32,
+        owner: u32,
+        group: u32,
+        id: i64,
+        replace: bool,
+    },
 }
 
-/// The file `target` names and how far a commit moves its version, if it
-/// is still at `base_ver` (when given; a missing file is at none).
+/// What a commit makes a new version of: the file `target` names, how far
+/// the commit moves its version, and the change to its directory when the
+/// commit made it; None when it is no longer at `base_ver` (when given; a
+/// missing file is at none).
+type Target = Option<(Node, i64, Option<DirChange>)>;
+
 fn commit_target(
     tx: &Conn,
     ns: Ns,
     target: &CommitTarget,
     base_ver: Option<u64>,
     limits: Limits,
-) -> DbResult<Option<(Node, i64)>> {
+) -> DbResult<Target> {
     let path = match target {
-        CommitTarget::Node(id) => return Ok(file_at(tx, ns, *id, base_ver)?.map(|n| (n, 1))),
+        CommitTarget::Node(id) => return Ok(file_at(tx, ns, *id, base_ver)?.map(|n| (n, 1, None))),
+        CommitTarget::Create {
+            parent,
+            name,
+            mode,
+            owner,
+            group,
+            id,
+            replace,
+        } => {
+            if let Ok(n) = node_in(tx, ns, *id) {
+                return Ok(file_at(tx, ns, n.id, None)?.map(|n| (n, 1, None)));
+            }
+            check_name(name)?;
+            dir_in(tx, ns, *parent)?;
+            match child(tx, *parent, name)? {
+                Some(old) if *replace && old.kind == Kind::File => {
+                    drop_name(tx, &old)?;
+                }
+                Some(_) => return Err(DbError::Exists),
+                None => {}
+            }
+            let new = NewNode {
+                id: Some(*id),
+                kind: Kind::File,
+                mode: *mode,
+                owner: *owner,
+                group: *group,
+                target: None,
+                rdev: 0,
+            };
+            let (node, change) = make_in(tx, ns, *parent, name, &new, limits)?;
+            return Ok(Some((node, 0, Some(change))));
+        }
         CommitTarget::Path(path) => path,
     };
     let found = resolve(tx, ns, path)?;
@@ -739,9 +848,9 @@ fn commit_target(
     // A file made by this commit starts at version 1; an existing one gets
     // the next version.
     Ok(Some(match found {
-        Some(n) if n.kind == Kind::File => (n, 1),
+        Some(n) if n.kind == Kind::File => (n, 1, None),
         Some(_) => return Err(DbError::Exists),
-        None => (create_in(tx, ns, path, Kind::File, true, limits)?, 0),
+        None => (create_in(tx, ns, path, Kind::File, true, limits)?, 0, None),
     }))
 }
 

@@ -18,6 +18,7 @@ const MIGRATIONS: &[Migration] = &[
     durability,
     links_and_xattrs,
     file_hashes,
+    reserved_ids,
 ];
 
 const SCHEMA_VERSION: i64 = 1 + MIGRATIONS.len() as i64;
@@ -132,6 +133,18 @@ pub(super) fn migrate(db: &Db, what: &str) -> DbResult<bool> {
 /// POSIX ACLs included).
 /// 5 → 6: a file of several partition objects keeps the SHA-1 of its
 /// stored bytes, when its writer saw them all (NULL: not known).
+/// 6 → 7: node ids a mount reserved for files it creates on its own and
+/// names at their first commit (one request for a new small file).
+fn reserved_ids(tx: &Conn) -> DbResult<()> {
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS id_ranges(
+           appid INTEGER NOT NULL, uid INTEGER NOT NULL,
+           low INTEGER NOT NULL, high INTEGER NOT NULL);
+         CREATE INDEX IF NOT EXISTS id_ranges_ns ON id_ranges(appid, uid, high);",
+    )?;
+    Ok(())
+}
+
 fn file_hashes(tx: &Conn) -> DbResult<()> {
     tx.execute_batch("ALTER TABLE nodes ADD COLUMN content_sha1 TEXT;")?;
     Ok(())

@@ -241,6 +241,22 @@ impl Tx<'_> {
         Ok(self.tx.borrow_mut().batch_execute(&ddl)?)
     }
 
+    /// Moves the identity sequence of `nodes` past `count` ids. Inserts
+    /// draw from it outside any transaction, so they are held off (the
+    /// table lock) between the read and the move.
+    pub fn reserve_node_ids(&self, count: i64) -> DbResult<i64> {
+        let mut tx = self.tx.borrow_mut();
+        tx.batch_execute("LOCK TABLE nodes IN SHARE ROW EXCLUSIVE MODE")?;
+        let high: i64 = tx
+            .query_one(
+                "SELECT setval(pg_get_serial_sequence('nodes', 'id'),
+                   nextval(pg_get_serial_sequence('nodes', 'id')) + $1 - 1)",
+                &[&count],
+            )?
+            .get(0);
+        Ok(high)
+    }
+
     /// Serializes schema changes of servers starting together.
     pub fn lock_schema(&self) -> DbResult<()> {
         self.tx

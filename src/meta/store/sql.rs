@@ -258,6 +258,15 @@ impl Conn<'_, '_> {
         }
     }
 
+    /// Takes `count` node ids from the sequence `nodes` draws its ids from,
+    /// so no node made later gets one; returns the highest.
+    pub fn reserve_node_ids(&self, count: i64) -> DbResult<i64> {
+        match self {
+            Conn::Sqlite(c) => sqlite::reserve_node_ids(c, count),
+            Conn::Postgres(t) => t.reserve_node_ids(count),
+        }
+    }
+
     /// Makes servers starting on one database migrate it in turn (SQLite's
     /// IMMEDIATE transaction already does).
     pub fn lock_schema(&self) -> DbResult<()> {

@@ -118,6 +118,22 @@ pub fn schema_version(conn: &Connection) -> DbResult<Option<i64>> {
     })
 }
 
+/// AUTOINCREMENT gives a new row an id above `sqlite_sequence`'s, which
+/// moving it up reserves the ids passed (the writer is alone: atomic).
+pub fn reserve_node_ids(c: &Connection, count: i64) -> DbResult<i64> {
+    c.execute(
+        "INSERT INTO sqlite_sequence(name, seq)
+         SELECT 'nodes', COALESCE(MAX(id), 0) FROM nodes
+         WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'nodes')",
+        [],
+    )?;
+    Ok(c.query_row(
+        "UPDATE sqlite_sequence SET seq = seq + ?1 WHERE name = 'nodes' RETURNING seq",
+        [count],
+        |r| r.get(0),
+    )?)
+}
+
 pub fn set_schema_version(conn: &Connection, version: i64) -> DbResult<()> {
     Ok(conn.pragma_update(None, "user_version", version)?)
 }
