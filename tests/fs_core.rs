@@ -313,3 +313,123 @@ async fn a_lookups_layout_serves_only_the_open_of_its_own_path_walk() {
     fs.release(w).await.unwrap();
     assert_eq!(read_as(7).await, b"four!");
 }
+
+/// A new file (create without O_EXCL) is made on the server by its first
+/// commit. Until then this mount alone knows it: lookups, getattr and
+/// listings show it, a directory holding it is not empty, and whatever
+/// needs it on the server (chmod, rename, unlink, xattrs) makes it first.
+#[tokio::test]
+async fn a_new_file_is_made_by_its_first_commit() {
+    let (fs, backend, _dir) = core().await;
+    let dir = fs.mkdir(ROOT, "d", 0o755, ME).await.unwrap().ino;
+    let (attr, fh) = fs.create(dir, "f", 0o640, ME, RW).await.unwrap();
+    fs.write(fh, 0, b"new bytes").await.unwrap();
+    let d = backend.lookup(1, "d").await.unwrap().id;
+    assert_eq!(backend.lookup(d, "f").await.err(), Some(FsError::NotFound));
+    assert_eq!(fs.lookup(dir, "f", 0).await.unwrap().ino, attr.ino);
+    let seen = fs.getattr(attr.ino).await.unwrap();
+    assert_eq!((seen.size, seen.mode, seen.nlink), (9, 0o640, 1));
+    let listing = fs.opendir(dir).await.unwrap();
+    let names: Vec<String> = fs
+        .readdir(listing)
+        .unwrap()
+        .iter()
+        .map(|e| e.name.clone())
+        .collect();
+    fs.releasedir(listing);
+    assert_eq!(names, [".", "..", "f"]);
+    assert_eq!(fs.rmdir(ROOT, "d").await, Err(FsError::NotEmpty));
+    fs.flush(fh, 0).await.unwrap();
+    fs.release(fh).await.unwrap();
+    // Made with its bytes, under the inode number the kernel was given.
+    let made = backend.lookup(d, "f").await.unwrap();
+    assert_eq!((made.id as u64, made.size), (attr.ino, 9));
+    assert_eq!(contents(&fs, attr.ino).await, b"new bytes");
+
+    // chmod of a file still open: made first, then changed.
+    let (g, gh) = fs.create(dir, "g", 0o644, ME, RW).await.unwrap();
+    let chmod = tfsfs::fs::SetAttr {
+        mode: Some(0o600),
+        ..Default::default()
+    };
+    fs.setattr(g.ino, chmod).await.unwrap();
+    assert_eq!(backend.lookup(d, "g").await.unwrap().mode, 0o600);
+    fs.write(gh, 0, b"g").await.unwrap();
+    fs.release(gh).await.unwrap();
+    assert_eq!(contents(&fs, g.ino).await, b"g");
+
+    // Renamed, then unlinked while open: nothing left once closed.
+    let (h, hh) = fs.create(dir, "h", 0o644, ME, RW).await.unwrap();
+    fs.write(hh, 0, b"h").await.unwrap();
+    fs.rename(dir, "h", dir, "h2", false, false).await.unwrap();
+    assert_eq!(fs.lookup(dir, "h2", 0).await.unwrap().ino, h.ino);
+    fs.unlink(dir, "h2").await.unwrap();
+    fs.release(hh).await.unwrap();
+    assert_eq!(backend.lookup(d, "h2").await.err(), Some(FsError::NotFound));
+    assert_eq!(backend.lookup(d, "h").await.err(), Some(FsError::NotFound));
+
+    // Another client makes the name meanwhile. Opened with O_TRUNC, the
+    // new file replaces it (as truncating it on open would have emptied
+    // it); without, its bytes go to a conflict name beside it.
+    let (r, rh) = fs
+        .create(
+            dir,
+            "r",
+            0o644,
+            ME,
+            OpenFlags {
+                truncate: true,
+                ..RW
+            },
+        )
+        .await
+        .unwrap();
+    let (_, sh) = fs.create(dir, "s", 0o644, ME, RW).await.unwrap();
+    let theirs = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(theirs.path(), b"theirs").unwrap();
+    for name in ["r", "s"] {
+        let req = tfsfs::proto::MakeRequest {
+            id: None,
+            parent: d,
+            name: name.into(),
+            kind: tfsfs::proto::NodeKind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            target: None,
+            rdev: 0,
+        };
+        let n = backend.make(req).await.unwrap();
+        let attrs = FileAttrs {
+            mode: None,
+            mtime_ns: None,
+        };
+        backend
+            .upload(n.id, name, theirs.path(), attrs, n.ver_no)
+            .await
+            .unwrap();
+    }
+    fs.write(rh, 0, b"mine").await.unwrap();
+    fs.write(sh, 0, b"mine").await.unwrap();
+    fs.release(rh).await.unwrap();
+    let r_now = backend.lookup(d, "r").await.unwrap();
+    assert_eq!(r_now.id as u64, r.ino, "replaced by the new file");
+    assert_eq!(contents(&fs, r.ino).await, b"mine");
+    let closed = fs.release(sh).await;
+    assert!(
+        matches!(&closed, Err(FsError::Io(m)) if m.contains("s.conflict-")),
+        "{closed:?}"
+    );
+    let s_ino = backend.lookup(d, "s").await.unwrap().id as u64;
+    assert_eq!(contents(&fs, s_ino).await, b"theirs", "theirs stays");
+    let names: Vec<String> = backend
+        .children(d)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.name)
+        .collect();
+    let copy = names.iter().find(|n| n.starts_with("s.conflict-")).unwrap();
+    let copy_ino = backend.lookup(d, copy).await.unwrap().id as u64;
+    assert_eq!(contents(&fs, copy_ino).await, b"mine");
+}

@@ -441,3 +441,87 @@ async fn providers_down_at_close_the_file_lands_when_they_are_back() {
     assert!(recovered(&m).is_empty(), "set aside: {:?}", recovered(&m));
     assert!(!remote_root(&c).await.iter().any(|e| e.name == "g"));
 }
+
+/// A new small file is made by its commit at close(). The mount killed
+/// while that commit waits on a stopped metadata server: the next mount
+/// makes the file from what staging recorded (or finds it made, when the
+/// server took the request before it noticed the writer gone): one file,
+/// its bytes, no conflict copy, nothing set aside. A new file whose writer
+/// never closed it is not made at all, its bytes kept aside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_file_killed_at_its_commit_is_made_by_the_next_mount() {
+    let c = TestCluster::start(3).await;
+    let mut m = TestMount::new(&c);
+    let scratch = tempfile::tempdir().unwrap();
+    let data = random_bytes(5000, 131);
+    let src = scratch.path().join("src");
+    std::fs::write(&src, &data).unwrap();
+    // A first new file: the mount holds reserved ids from now on.
+    std::fs::write(m.path("first"), b"first").unwrap();
+
+    // A second writer that never closes its new file.
+    let mut holder = Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import time; f = open('{}', 'w'); f.write('never closed'); f.flush(); time.sleep(60)",
+            m.path("never").display()
+        ))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(30, "the unclosed file staged", || staged_whole(&m, 12));
+    // The mount answers the miss of "new" from its listing, without
+    // asking the stopped server.
+    std::fs::read_dir(m.path("")).unwrap().count();
+    let meta = c.meta.child.id() as i32;
+    // SAFETY: kill(2) of a child process of this test.
+    assert_eq!(unsafe { libc::kill(meta, libc::SIGSTOP) }, 0);
+    // open(O_CREAT|O_TRUNC), write, close: the deferred create (a
+    // shell's `>` would make the file at its dup's close, before writing).
+    let mut sh = Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "f = open('{}', 'wb'); f.write(open('{}', 'rb').read()); f.close()",
+            m.path("new").display(),
+            src.display()
+        ))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(30, "the new file closed", || markers(&m, "done") == 1);
+    assert!(
+        sh.try_wait().unwrap().is_none(),
+        "close() returned with meta stopped"
+    );
+    m.kill9();
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(meta, libc::SIGCONT) }, 0);
+    assert!(
+        !sh.wait().unwrap().success(),
+        "the writer's close succeeded"
+    );
+    holder.kill().unwrap();
+    let _ = holder.wait();
+
+    m.mount();
+    let got = std::fs::read(m.path("new")).unwrap();
+    assert!(
+        got == data,
+        "new after the restart: {} bytes; {}",
+        got.len(),
+        m.log()
+    );
+    assert!(
+        cli_get(&c, "/new") == data,
+        "another client reads other bytes"
+    );
+    let names: Vec<String> = remote_root(&c).await.into_iter().map(|e| e.name).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names.contains(&"first".to_string()) && names.contains(&"new".to_string()));
+    wait_for(10, "staging emptied", || {
+        markers(&m, "done") + markers(&m, "open") == 0
+    });
+    let aside = recovered(&m);
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert_eq!(std::fs::read(&aside[0]).unwrap(), b"never closed");
+}

@@ -529,3 +529,119 @@ async fn too_few_providers_store_nothing_rather_than_less_redundancy() {
         "nothing committed"
     );
 }
+
+/// Node ids a mount names files with come only from its namespace's own
+/// reservation (`fs/ids`), once each: another app with a valid key of its
+/// own can take none of them, nor an id never reserved (which a later
+/// node would be given), and ids made later never fall in a reservation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_id_comes_only_from_the_namespaces_own_reservation() {
+    let c = TestCluster::start(3).await;
+    let (key_b, appid_b) = other_app(&c);
+    let http = reqwest::Client::new();
+    let a = |step: &str| format!("{}/api/ns/{}/{}/{step}", c.meta.url, c.appid, c.uid);
+    let b = |step: &str| format!("{}/api/ns/{appid_b}/1/{step}", c.meta.url);
+    let post = |url: String, key: &str, body: serde_json::Value| {
+        http.post(url).header(APPKEY_HEADER, key).json(&body).send()
+    };
+    let root = |url: String, key: &str| {
+        let r = http.get(url).header(APPKEY_HEADER, key).send();
+        async move { r.await.unwrap().json::<NodeAttr>().await.unwrap().id }
+    };
+    let (root_a, root_b) = (
+        root(a("fs/root"), &c.appkey).await,
+        root(b("fs/root"), &key_b).await,
+    );
+    let reserve = |url: String, key: &str, count: u32| {
+        let r = post(url, key, serde_json::json!({ "count": count }));
+        async move { r.await.unwrap() }
+    };
+    let ids_a: IdRange = reserve(a("fs/ids"), &c.appkey, 4)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let ids_b: IdRange = reserve(b("fs/ids"), &key_b, 4).await.json().await.unwrap();
+    assert_eq!((ids_a.high - ids_a.low, ids_b.high - ids_b.low), (3, 3));
+    assert!(ids_b.low > ids_a.high, "{ids_a:?} {ids_b:?}");
+    for count in [0, 1 << 20] {
+        let r = reserve(a("fs/ids"), &c.appkey, count).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "count {count}");
+    }
+
+    let make = |parent: i64, name: &str, id: i64| {
+        serde_json::to_value(MakeRequest {
+            id: Some(id),
+            parent,
+            name: name.into(),
+            kind: NodeKind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            target: None,
+            rdev: 0,
+        })
+        .unwrap()
+    };
+    // B, in its own namespace, with A's id, or with one nobody reserved.
+    for id in [ids_a.low, ids_b.high + 1000] {
+        let r = post(b("fs/make"), &key_b, make(root_b, "x", id))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "B made node {id}");
+        let data = b"stolen id";
+        let check = CheckRequest {
+            path: String::new(),
+            node: None,
+            file_size: data.len() as u64,
+            object_sha1: tfsfs::codec::sha1_hex(data),
+            object_size: data.len() as u64,
+            partition_size: 4 << 20,
+            key: None,
+            data: Some(base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                data,
+            )),
+            attrs: FileAttrs::default(),
+            base_ver: None,
+            create: Some(NewFile {
+                id,
+                parent: root_b,
+                name: "y".into(),
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                replace: false,
+            }),
+        };
+        let r = post(b("check"), &key_b, serde_json::to_value(&check).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "B committed node {id}");
+    }
+    // A, with its own: once.
+    let r = post(a("fs/make"), &c.appkey, make(root_a, "x", ids_a.low))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.json::<NodeAttr>().await.unwrap().id, ids_a.low);
+    let again = post(a("fs/make"), &c.appkey, make(root_a, "x2", ids_a.low)).await;
+    assert_eq!(again.unwrap().status(), StatusCode::BAD_REQUEST);
+    // A node made without an id gets one past every reservation.
+    let mut plain = make(root_a, "plain", 0);
+    plain["id"] = serde_json::Value::Null;
+    let r = post(a("fs/make"), &c.appkey, plain).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.json::<NodeAttr>().await.unwrap().id > ids_b.high);
+    // B's namespace holds nothing of all that.
+    let listed: Vec<NodeAttr> = http
+        .get(b(&format!("fs/children/{root_b}")))
+        .header(APPKEY_HEADER, &key_b)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(listed.is_empty(), "{listed:?}");
+}

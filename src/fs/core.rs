@@ -2505,8 +2505,15 @@ impl<B: Backend> Fs<B> {
         // The last close commits in any case (release).
         let by_writer =
             pid == h.flags.opener || (h.writer.is_some() && process_of(pid) == h.writer);
-        if !h.wrote.load(Ordering::Relaxed) || !by_writer {
+        if !by_writer {
             return Ok(());
+        }
+        if !h.wrote.load(Ordering::Relaxed) {
+            // A new file closed before any write: made now, empty (the
+            // shell's `> f` closes a duplicate before writing; the bytes
+            // follow at the last close), so that close(2) returns with
+            // the file and its directory's times there for every client.
+            return self.materialize(h.id).await;
         }
         let inode = self.inode(h.id);
         let mut g = inode.lock().await;
