@@ -52,7 +52,7 @@ pg_dir=$(sed -n 's/^PG_DIR=//p' <<<"$pg_env")
 export TFSFS_TEST_PG=$(sed -n 's/^TFSFS_TEST_PG=//p' <<<"$pg_env")
 # Skipped there: tests that read or write the SQLite file itself.
 pg_skip=(--skip a_store_of_a_newer --skip a_version_1_store)
-for suite in rest_v1 rest_v2 storage sidecar mount scale streaming links xattrs; do
+for suite in rest_v1 rest_v2 storage sidecar mount small_files scale streaming links xattrs trust; do
   TFSFS_TEST_DB=postgres cargo test --release --test "$suite" -- "${pg_skip[@]}" 2>&1 | tee -a "$log"
 done
 

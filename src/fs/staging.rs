@@ -4,9 +4,10 @@
 //! `{node}.{base}.open` while it writes, `{node}.{base}.done` once it
 //! closed or fsynced (and until the upload lands). After a crash, finished
 //! files are uploaded by the next mount, to `base` only, and unfinished
-//! ones are kept aside, never shown torn. Markers are empty and change
-//! state by rename to a fresh name, so no state change makes the disk
-//! flush data.
+//! ones are kept aside, never shown torn. Markers are empty (but a new
+//! file's, which says where its first commit makes it) and change state
+//! by rename to a fresh name, so no state change makes the disk flush
+//! data.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
