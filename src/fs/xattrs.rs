@@ -17,6 +17,9 @@ type FsResult<T> = Result<T, FsError>;
 const CAPABILITY: &str = "security.capability";
 const ABSENCE_KEPT: Duration = Duration::from_secs(1);
 
+/// Entries `no_capability` holds before the stale ones are swept.
+const ABSENCE_SWEEP: usize = 1024;
+
 /// What getxattr and listxattr answer: the size a caller asked for with a
 /// zero-sized buffer, or the bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,7 +137,11 @@ impl<B: Backend> Fs<B> {
     /// asks at its first write.
     pub(super) fn no_capability_yet(&self, id: i64) {
         let mut absent = lock(&self.no_capability);
-        absent.retain(|_, at| at.elapsed() < ABSENCE_KEPT);
+        // Swept as it doubles from ABSENCE_SWEEP, not at every create (a
+        // clock read per entry).
+        if absent.len() >= ABSENCE_SWEEP && absent.len().is_power_of_two() {
+            absent.retain(|_, at| at.elapsed() < ABSENCE_KEPT);
+        }
         absent.insert(id, Instant::now());
     }
 }
