@@ -250,7 +250,7 @@ enum Plan {
 /// window of partition objects (one partition each).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum Upload {
-    File(CheckRequest),
+    File(Box<CheckRequest>),
     Partitions(Vec<PartitionCheck>),
 }
 
@@ -520,7 +520,7 @@ async fn check(
         &session,
         ns,
         &Session {
-            upload: Upload::File(c),
+            upload: Upload::File(Box::new(c)),
             plan,
             prepared: BTreeMap::new(),
         },
