@@ -101,6 +101,10 @@ pub fn run(opts: MountOptions) -> anyhow::Result<()> {
         let _ = done_tx.send(());
         r
     });
+    // The kernel sets the read-ahead when it takes the INIT reply, which a
+    // request on the mount waits for: widened before that, it would be
+    // cut back to what INIT offered.
+    let _ = std::fs::metadata(&opts.dir);
     if let Err(e) = widen_read_ahead(&opts.dir) {
         tracing::info!(error = %e, "kernel read-ahead left at its default");
     }

@@ -48,10 +48,16 @@ async fn the_mount_widens_the_kernels_read_ahead() {
     let m = TestMount::new(&c);
     let dev = std::fs::metadata(&m.dir).unwrap().dev();
     let (major, minor) = (libc::major(dev), libc::minor(dev));
-    let kib =
-        std::fs::read_to_string(format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb")).unwrap();
-    // FUSE's own default is 128 KiB.
-    assert_eq!(kib.trim(), "8192");
+    let kib = || {
+        std::fs::read_to_string(format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb")).unwrap()
+    };
+    // FUSE's own default is 128 KiB; the mount widens it just after the
+    // mount point appears.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while kib().trim() != "8192" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(kib().trim(), "8192");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
