@@ -181,7 +181,15 @@ async fn partitions_upload_while_the_file_is_written() {
     let writer = Writer::start(&path, &want, 0);
     // Still open: the complete partitions go to the providers anyway.
     wait_for_shards(&c, 6 * one_partition_of_shards());
-    assert_eq!(c.layout("/streamed").await.size, 0, "nothing committed yet");
+    // Nothing committed yet: a new file is made by its first commit.
+    let stat = reqwest::get(format!("{}/file/streamed", c.v2_meta()))
+        .await
+        .unwrap();
+    assert_eq!(
+        stat.status(),
+        reqwest::StatusCode::NOT_FOUND,
+        "the file before close"
+    );
     let before_close = shard_bytes(&c);
     assert!(writer.close(), "close commits");
     let at_close = shard_bytes(&c) - before_close;
