@@ -525,3 +525,65 @@ async fn a_new_file_killed_at_its_commit_is_made_by_the_next_mount() {
     assert_eq!(aside.len(), 1, "{aside:?}");
     assert_eq!(std::fs::read(&aside[0]).unwrap(), b"never closed");
 }
+
+/// A new small file whose close finds the metadata server down: close()
+/// fails (EIO), the bytes stay staged, and once the server is back the
+/// running mount makes the file, bytes and all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meta_down_at_a_new_files_close_it_is_made_when_meta_is_back() {
+    let mut c = TestCluster::start(3).await;
+    let m = TestMount::new(&c);
+    let data = random_bytes(6000, 141);
+    // Created (asking nothing) while meta is up; written and closed after.
+    let mut writer = Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import sys; f = open('{}', 'wb'); f.write(sys.stdin.buffer.read()); f.close()",
+            m.path("new").display()
+        ))
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pipe = writer.stdin.take().unwrap();
+    wait_for(30, "the new file created", || markers(&m, "open") == 1);
+    c.meta.kill();
+    pipe.write_all(&data).unwrap();
+    drop(pipe);
+    let status = wait_exit(&mut writer, 30);
+    let err = stderr_of(&mut writer);
+    assert!(!status.success(), "close succeeded with meta down");
+    assert!(err.contains("Input/output error"), "the writer said: {err}");
+    wait_for(5, "the staged file marked whole", || {
+        markers(&m, "done") == 1 && markers(&m, "open") == 0
+    });
+    c.restart_meta();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = reqwest::get(format!("{}/file/new", c.v2_meta()))
+            .await
+            .unwrap();
+        if r.status().is_success() {
+            assert_eq!(r.json::<TfsEntry>().await.unwrap().size, data.len() as u64);
+            break;
+        }
+        assert_eq!(r.status(), reqwest::StatusCode::NOT_FOUND, "stat of new");
+        assert!(
+            Instant::now() < deadline,
+            "new never landed after meta came back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        cli_get(&c, "/new") == data,
+        "another client reads other bytes"
+    );
+    assert!(
+        std::fs::read(m.path("new")).unwrap() == data,
+        "the mount reads other bytes"
+    );
+    wait_for(10, "staging emptied", || {
+        markers(&m, "done") + markers(&m, "open") == 0
+    });
+    assert!(recovered(&m).is_empty(), "set aside: {:?}", recovered(&m));
+}

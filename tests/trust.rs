@@ -619,6 +619,42 @@ async fn a_node_id_comes_only_from_the_namespaces_own_reservation() {
             .unwrap();
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "B committed node {id}");
     }
+    // A, with its own, but for a file too big to travel inline (it would
+    // need a session's upload before the commit): refused.
+    let too_big = CheckRequest {
+        // A path REST could upload to: the create alone is refused.
+        path: "/big".into(),
+        node: None,
+        file_size: 9000,
+        object_sha1: "0".repeat(40),
+        object_size: 9000,
+        partition_size: 4 << 20,
+        key: None,
+        data: None,
+        attrs: FileAttrs::default(),
+        base_ver: None,
+        create: Some(NewFile {
+            id: ids_a.low + 1,
+            parent: root_a,
+            name: "big".into(),
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            replace: false,
+        }),
+    };
+    let r = post(
+        a("check"),
+        &c.appkey,
+        serde_json::to_value(&too_big).unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::BAD_REQUEST,
+        "a create past the inline size"
+    );
     // A, with its own: once.
     let r = post(a("fs/make"), &c.appkey, make(root_a, "x", ids_a.low))
         .await

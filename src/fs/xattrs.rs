@@ -86,8 +86,8 @@ impl<B: Backend> Fs<B> {
 
     /// The names, each ended by a NUL, trusted.* for root alone.
     pub async fn listxattr(&self, ino: u64, size: u32, uid: u32) -> FsResult<XattrReply> {
-        let mut list = Vec::new();
         self.materialize(self.id(ino)).await?;
+        let mut list = Vec::new();
         for name in self.backend.xattr_names(self.id(ino)).await? {
             if allowed(&name, uid, false).is_ok() {
                 list.extend(name.as_bytes());

@@ -353,15 +353,7 @@ impl Meta {
     ) -> MetaResult<(u64, Option<DirChange>)> {
         let key = c.key.as_deref();
         let target = match &c.create {
-            Some(f) => CommitTarget::Create {
-                parent: f.parent,
-                name: f.name.clone(),
-                mode: f.mode,
-                owner: f.uid,
-                group: f.gid,
-                id: f.id,
-                replace: f.replace,
-            },
+            Some(f) => CommitTarget::Create(f.clone()),
             None => commit_target(c.node, &c.path)?,
         };
         let committed = self.store(|db| {

@@ -10,7 +10,7 @@ use super::{
     Limits, NewObject, Node, Ns, ENTRY_COLS, NODE_COLS, OBJECT_COLS,
 };
 use crate::meta::path::{TfsPath, MAX_DEPTH, MAX_NAME};
-use crate::proto::{CommitFragment, DirChange, FileAttrs, SetAttrs};
+use crate::proto::{CommitFragment, DirChange, FileAttrs, NewFile, SetAttrs};
 
 /// A name as the drive may use it.
 fn check_name(name: &str) -> DbResult<()> {
@@ -689,9 +689,6 @@ fn root(conn: &Conn, ns: Ns) -> DbResult<Node> {
     conn.query_row(&q, params![sql_id(ns.appid), sql_id(ns.uid)], node_of)
 }
 
-/// The node named `name` in `parent`, as found by that name.
-/// File `id` of `ns` if it is still at `base_ver` (when given); None when
-/// its version moved on.
 /// Makes the node `new` named `name` in `parent`.
 fn make_in(
     tx: &Conn,
@@ -780,15 +777,7 @@ pub enum CommitTarget {
     /// a commit whose answer it lost). A file at the name is replaced when
     /// `replace` says (as by a rename over it); a name in use otherwise is
     /// `Exists`.
-    Create {
-        parent: i64,
-        name: String,
-        mode: u32,
-        owner: u32,
-        group: u32,
-        id: i64,
-        replace: bool,
-    },
+    Create(NewFile),
 }
 
 /// What a commit makes a new version of: the file `target` names, how far
@@ -806,37 +795,29 @@ fn commit_target(
 ) -> DbResult<Target> {
     let path = match target {
         CommitTarget::Node(id) => return Ok(file_at(tx, ns, *id, base_ver)?.map(|n| (n, 1, None))),
-        CommitTarget::Create {
-            parent,
-            name,
-            mode,
-            owner,
-            group,
-            id,
-            replace,
-        } => {
-            if let Ok(n) = node_in(tx, ns, *id) {
+        CommitTarget::Create(f) => {
+            if let Ok(n) = node_in(tx, ns, f.id) {
                 return Ok(file_at(tx, ns, n.id, None)?.map(|n| (n, 1, None)));
             }
-            check_name(name)?;
-            dir_in(tx, ns, *parent)?;
-            match child(tx, *parent, name)? {
-                Some(old) if *replace && old.kind == Kind::File => {
+            check_name(&f.name)?;
+            dir_in(tx, ns, f.parent)?;
+            match child(tx, f.parent, &f.name)? {
+                Some(old) if f.replace && old.kind == Kind::File => {
                     drop_name(tx, &old)?;
                 }
                 Some(_) => return Err(DbError::Exists),
                 None => {}
             }
             let new = NewNode {
-                id: Some(*id),
+                id: Some(f.id),
                 kind: Kind::File,
-                mode: *mode,
-                owner: *owner,
-                group: *group,
+                mode: f.mode,
+                owner: f.uid,
+                group: f.gid,
                 target: None,
                 rdev: 0,
             };
-            let (node, change) = make_in(tx, ns, *parent, name, &new, limits)?;
+            let (node, change) = make_in(tx, ns, f.parent, &f.name, &new, limits)?;
             return Ok(Some((node, 0, Some(change))));
         }
         CommitTarget::Path(path) => path,
