@@ -139,20 +139,16 @@ async fn a_leftover_upload_never_overwrites_a_newer_version() {
     let old = random_bytes(5 * MIB, 111);
     let staged = random_bytes(100 * MIB, 112);
     let newer = random_bytes(3 * MIB + 5, 113);
-    let staged_src = scratch.path().join("staged");
     let newer_src = scratch.path().join("newer");
-    std::fs::write(&staged_src, &staged).unwrap();
     std::fs::write(&newer_src, &newer).unwrap();
     let f = m.path("f");
     std::fs::write(&f, &old).unwrap();
 
     // kill -9 once cp is in close(): staged whole, marker "done", uploading.
-    let mut cp = Command::new("cp")
-        .arg(&staged_src)
-        .arg(&f)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    // cp reads a pipe the test holds open, so it stays before its close()
+    // until the test lets it go.
+    let (mut cp, mut pipe) = cp_from_pipe(&f);
+    pipe.write_all(&staged).unwrap();
     wait_for(60, "the staged file whole", || {
         assert!(cp.try_wait().unwrap().is_none(), "cp ended before the kill");
         staged_whole(&m, staged.len())
@@ -163,6 +159,7 @@ async fn a_leftover_upload_never_overwrites_a_newer_version() {
     let meta = c.meta.child.id() as i32;
     // SAFETY: kill(2) of a child process of this test.
     assert_eq!(unsafe { libc::kill(meta, libc::SIGSTOP) }, 0);
+    drop(pipe);
     wait_for(60, "the staged file closed", || markers(&m, "done") == 1);
     assert!(
         cp.try_wait().unwrap().is_none(),
