@@ -2,11 +2,14 @@
 //! concurrent fetches of the same partition (a read and a prefetch of one
 //! partition fetch its shards once). Hits, misses, evictions and bytes
 //! held go to the process's metrics. A block whose every byte has been
-//! read goes at once: the kernel's page cache holds those bytes now, and a
+//! read goes soon: the kernel's page cache holds those bytes now, and a
 //! sequential read then cycles through a few buffers instead of filling the
-//! cache with blocks no one reads again.
+//! cache with blocks no one reads again. The last few such blocks stay,
+//! because the kernel now and then asks a page again just after it was
+//! read (its read-ahead raced a reader, or it let the page go), and one
+//! page should not cost a whole partition's shards.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Mutex;
 
@@ -23,6 +26,9 @@ pub type Block = bytes::Bytes;
 
 type Pending = Shared<BoxFuture<'static, Result<Block, FsError>>>;
 
+/// How many blocks read whole stay for a page asked again.
+const READ_WHOLE_KEPT: usize = 2;
+
 /// A cached block and how many of its bytes have been read.
 struct Entry {
     block: Block,
@@ -33,6 +39,8 @@ struct Inner {
     lru: LruCache<BlockKey, Entry>,
     bytes: usize,
     pending: HashMap<BlockKey, Pending>,
+    /// Blocks read whole, oldest first; past `READ_WHOLE_KEPT` they go.
+    read_whole: VecDeque<BlockKey>,
 }
 
 pub struct BlockCache {
@@ -48,6 +56,7 @@ impl BlockCache {
                 lru: LruCache::unbounded(),
                 bytes: 0,
                 pending: HashMap::new(),
+                read_whole: VecDeque::new(),
             }),
             capacity,
         }
@@ -112,19 +121,28 @@ impl BlockCache {
     }
 
     /// Notes that `n` bytes of a block were read; once they add up to the
-    /// block, it goes.
+    /// block, it joins the few kept read whole, and the oldest of those goes.
     pub fn read(&self, key: &BlockKey, n: usize) {
         let mut inner = self.lock();
         let Some(e) = inner.lru.peek_mut(key) else {
             return;
         };
+        let was_whole = e.read >= e.block.len();
         e.read += n;
-        if e.read >= e.block.len() {
-            let len = e.block.len();
-            inner.lru.pop(key);
-            inner.bytes -= len;
-            metrics::gauge!(crate::metrics::CACHE_BYTES).set(inner.bytes as f64);
+        if was_whole || e.read < e.block.len() {
+            return;
         }
+        inner.read_whole.push_back(key.clone());
+        while inner.read_whole.len() > READ_WHOLE_KEPT {
+            let Some(old) = inner.read_whole.pop_front() else {
+                break;
+            };
+            // Gone already if the cache's bound evicted it.
+            if let Some(e) = inner.lru.pop(&old) {
+                inner.bytes -= e.block.len();
+            }
+        }
+        metrics::gauge!(crate::metrics::CACHE_BYTES).set(inner.bytes as f64);
     }
 
     #[cfg(test)]
@@ -173,18 +191,32 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_block_read_whole_goes() {
+    async fn a_block_read_whole_goes_after_the_next_few() {
         let cache = BlockCache::new(1000);
-        let key = ("obj".to_string(), 0);
-        cache
-            .get_or_fetch(key.clone(), async { Ok(vec![1; 100].into()) })
-            .await
-            .unwrap();
-        cache.read(&key, 60);
-        assert!(cache.has(&key), "40 bytes are still to be read");
-        assert_eq!(cache.bytes(), 100);
-        cache.read(&key, 40);
-        assert!(!cache.has(&key), "read whole, it went");
-        assert_eq!(cache.bytes(), 0);
+        let key = |i: u64| ("obj".to_string(), i);
+        let fetch_and_read = |i: u64, n: usize| {
+            let cache = &cache;
+            async move {
+                cache
+                    .get_or_fetch(key(i), async { Ok(vec![1; 100].into()) })
+                    .await
+                    .unwrap();
+                cache.read(&key(i), n);
+            }
+        };
+        fetch_and_read(0, 60).await;
+        assert!(cache.has(&key(0)), "40 bytes are still to be read");
+        cache.read(&key(0), 40);
+        // A page asked again just after is still there ...
+        assert!(cache.has(&key(0)), "read whole, it stays a little");
+        fetch_and_read(0, 4).await;
+        fetch_and_read(1, 100).await;
+        assert!(cache.has(&key(0)) && cache.has(&key(1)));
+        assert_eq!(cache.bytes(), 200);
+        // ... until READ_WHOLE_KEPT later blocks were read whole.
+        fetch_and_read(2, 100).await;
+        assert!(!cache.has(&key(0)), "the oldest block read whole went");
+        assert!(cache.has(&key(1)) && cache.has(&key(2)));
+        assert_eq!(cache.bytes(), 200);
     }
 }
