@@ -228,8 +228,8 @@ async fn every_server_serves_metrics_that_move_with_work() {
         "the first reads miss each partition"
     );
     // The small file's block is held; the big file's go once read whole
-    // (the kernel's page cache holds those bytes): read again after the
-    // kernel let go, it is fetched again.
+    // (the kernel's page cache holds those bytes), all but the last two:
+    // read again after the kernel let go, its first is fetched again.
     assert!(
         grew(&between, &after_note, m::CACHE_HITS, &[]) >= 1.0,
         "the second read of the small file finds its block cached"
@@ -240,8 +240,8 @@ async fn every_server_serves_metrics_that_move_with_work() {
         "the small file is not fetched again"
     );
     assert!(
-        grew(&after_note, ma, m::CACHE_MISSES, &[]) >= 3.0,
-        "the big file's blocks went once read whole"
+        grew(&after_note, ma, m::CACHE_MISSES, &[]) >= 1.0,
+        "the big file's first block went once two more were read whole"
     );
     let held = between.sum(m::CACHE_BYTES, &[]);
     assert!(

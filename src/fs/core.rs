@@ -2279,8 +2279,9 @@ impl<B: Backend> Fs<B> {
                 if lo < hi {
                     pieces.push((lo, data.slice((lo - at) as usize..(hi - at) as usize)));
                     // A file of many partitions is read through, not
-                    // again: its blocks go once read whole. A small file's
-                    // stays, for the next read after the kernel lets go.
+                    // again: its blocks go soon after read whole. A small
+                    // file's stays, for the next read after the kernel
+                    // lets go.
                     if layout.size > self.partition {
                         let key = (frag.object.sha1.clone(), *i);
                         self.cache.read(&key, (hi - lo) as usize);
