@@ -132,6 +132,8 @@ impl BlockCache {
         if was_whole || e.read < e.block.len() {
             return;
         }
+        // Read whole before, evicted and fetched again: listed once.
+        inner.read_whole.retain(|k| k != key);
         inner.read_whole.push_back(key.clone());
         while inner.read_whole.len() > READ_WHOLE_KEPT {
             let Some(old) = inner.read_whole.pop_front() else {
@@ -168,7 +170,6 @@ mod tests {
                 Ok(vec![n; 100].into())
             }
         };
-        let key = |i: u64| ("obj".to_string(), i);
         let (a, b) = tokio::join!(
             cache.get_or_fetch(key(0), fetch(0)),
             cache.get_or_fetch(key(0), fetch(0))
@@ -190,33 +191,52 @@ mod tests {
         assert!(!cache.has(&key(3)), "failures are not cached");
     }
 
+    fn key(i: u64) -> BlockKey {
+        ("obj".to_string(), i)
+    }
+
+    /// Block `i` (100 bytes) from the cache or fetched, then `n` of its
+    /// bytes read.
+    async fn fetch_and_read(cache: &BlockCache, i: u64, n: usize) {
+        cache
+            .get_or_fetch(key(i), async { Ok(vec![1; 100].into()) })
+            .await
+            .unwrap();
+        cache.read(&key(i), n);
+    }
+
     #[tokio::test]
     async fn a_block_read_whole_goes_after_the_next_few() {
         let cache = BlockCache::new(1000);
-        let key = |i: u64| ("obj".to_string(), i);
-        let fetch_and_read = |i: u64, n: usize| {
-            let cache = &cache;
-            async move {
-                cache
-                    .get_or_fetch(key(i), async { Ok(vec![1; 100].into()) })
-                    .await
-                    .unwrap();
-                cache.read(&key(i), n);
-            }
-        };
-        fetch_and_read(0, 60).await;
+        fetch_and_read(&cache, 0, 60).await;
         assert!(cache.has(&key(0)), "40 bytes are still to be read");
         cache.read(&key(0), 40);
         // A page asked again just after is still there ...
         assert!(cache.has(&key(0)), "read whole, it stays a little");
-        fetch_and_read(0, 4).await;
-        fetch_and_read(1, 100).await;
+        fetch_and_read(&cache, 0, 4).await;
+        fetch_and_read(&cache, 1, 100).await;
         assert!(cache.has(&key(0)) && cache.has(&key(1)));
         assert_eq!(cache.bytes(), 200);
         // ... until READ_WHOLE_KEPT later blocks were read whole.
-        fetch_and_read(2, 100).await;
+        fetch_and_read(&cache, 2, 100).await;
         assert!(!cache.has(&key(0)), "the oldest block read whole went");
         assert!(cache.has(&key(1)) && cache.has(&key(2)));
         assert_eq!(cache.bytes(), 200);
+    }
+
+    #[tokio::test]
+    async fn a_block_evicted_and_read_whole_again_counts_once() {
+        let cache = BlockCache::new(300);
+        fetch_and_read(&cache, 0, 100).await;
+        for i in 1..=3 {
+            fetch_and_read(&cache, i, 0).await;
+        }
+        assert!(!cache.has(&key(0)), "the bound evicted the oldest");
+        fetch_and_read(&cache, 0, 100).await;
+        fetch_and_read(&cache, 2, 100).await;
+        assert!(
+            cache.has(&key(0)) && cache.has(&key(2)),
+            "two blocks read whole, both kept"
+        );
     }
 }
