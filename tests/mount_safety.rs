@@ -42,6 +42,19 @@ fn staged_whole(m: &TestMount, len: usize) -> bool {
         .any(|(p, n)| p.extension().is_some_and(|x| x == "data") && *n == len as u64)
 }
 
+/// Waits until no staging marker is left (every upload committed).
+fn wait_staging_emptied(m: &TestMount) {
+    wait_for(10, "staging emptied", || {
+        markers(m, "done") + markers(m, "open") == 0
+    });
+}
+
+/// Every staged file committed and none set aside.
+fn assert_settled(m: &TestMount) {
+    wait_staging_emptied(m);
+    assert!(recovered(m).is_empty(), "set aside: {:?}", recovered(m));
+}
+
 fn recovered(m: &TestMount) -> Vec<PathBuf> {
     std::fs::read_dir(m.cache.join("recovered"))
         .unwrap()
@@ -190,10 +203,7 @@ async fn a_leftover_upload_never_overwrites_a_newer_version() {
     let copy = conflict_copy(&c, "f", staged.len()).await;
     assert!(cli_get(&c, &format!("/{copy}")) == staged);
     assert!(std::fs::read(m.path(&copy)).unwrap() == staged);
-    wait_for(10, "staging emptied", || {
-        markers(&m, "done") + markers(&m, "open") == 0
-    });
-    assert!(recovered(&m).is_empty(), "set aside: {:?}", recovered(&m));
+    assert_settled(&m);
     assert!(
         m.log().contains("conflict copy"),
         "no word of it in the log"
@@ -267,10 +277,7 @@ async fn meta_down_at_close_fails_then_the_file_lands_without_remount() {
         "another client reads other bytes"
     );
     assert!(std::fs::read(&f).unwrap() == data);
-    wait_for(10, "staging emptied", || {
-        markers(&m, "done") + markers(&m, "open") == 0
-    });
-    assert!(recovered(&m).is_empty(), "set aside: {:?}", recovered(&m));
+    assert_settled(&m);
 }
 
 /// One mount's own writes, truncates, rewrites, chmods and fsyncs never
@@ -432,10 +439,7 @@ async fn providers_down_at_close_the_file_lands_when_they_are_back() {
         cli_get(&c, "/f") == data,
         "another client reads other bytes"
     );
-    wait_for(10, "staging emptied", || {
-        markers(&m, "done") + markers(&m, "open") == 0
-    });
-    assert!(recovered(&m).is_empty(), "set aside: {:?}", recovered(&m));
+    assert_settled(&m);
     assert!(!remote_root(&c).await.iter().any(|e| e.name == "g"));
 }
 
@@ -515,9 +519,7 @@ async fn a_new_file_killed_at_its_commit_is_made_by_the_next_mount() {
     let names: Vec<String> = remote_root(&c).await.into_iter().map(|e| e.name).collect();
     assert_eq!(names.len(), 2, "{names:?}");
     assert!(names.contains(&"first".to_string()) && names.contains(&"new".to_string()));
-    wait_for(10, "staging emptied", || {
-        markers(&m, "done") + markers(&m, "open") == 0
-    });
+    wait_staging_emptied(&m);
     let aside = recovered(&m);
     assert_eq!(aside.len(), 1, "{aside:?}");
     assert_eq!(std::fs::read(&aside[0]).unwrap(), b"never closed");
@@ -579,8 +581,5 @@ async fn meta_down_at_a_new_files_close_it_is_made_when_meta_is_back() {
         std::fs::read(m.path("new")).unwrap() == data,
         "the mount reads other bytes"
     );
-    wait_for(10, "staging emptied", || {
-        markers(&m, "done") + markers(&m, "open") == 0
-    });
-    assert!(recovered(&m).is_empty(), "set aside: {:?}", recovered(&m));
+    assert_settled(&m);
 }
