@@ -119,8 +119,17 @@ struct Staged {
 
 /// The process (thread group) thread `pid` belongs to; None once gone.
 fn process_of(pid: u32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
+    use std::io::Read;
+    // Tgid is the fourth line: the head is enough, read in one call
+    // instead of the whole file in growing pieces.
+    let mut head = Vec::with_capacity(512);
+    std::fs::File::open(format!("/proc/{pid}/status"))
+        .ok()?
+        .take(512)
+        .read_to_end(&mut head)
+        .ok()?;
+    // Cut anywhere, the head may end inside a character of a later line.
+    String::from_utf8_lossy(&head)
         .lines()
         .find_map(|l| l.strip_prefix("Tgid:"))?
         .trim()

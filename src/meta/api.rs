@@ -356,7 +356,7 @@ impl Meta {
             Some(f) => CommitTarget::Create(f.clone()),
             None => commit_target(c.node, &c.path)?,
         };
-        let committed = self.store(|db| {
+        let committed = self.point_write(|db| {
             db.commit_object(ns, &target, object, c.file_size, key, &c.attrs, c.base_ver)
         })?;
         committed.ok_or_else(|| MetaError::Conflict(STALE_BASE.into()))
@@ -384,7 +384,7 @@ fn validate_check(m: &Meta, ns: Ns, c: &CheckRequest) -> MetaResult<()> {
             }
         }
         Some(id) => {
-            let node = m.store(|db| db.node(ns, id))?;
+            let node = m.point_read(|db| db.node(ns, id))?;
             if node.kind != Kind::File {
                 return Err(MetaError::Conflict(format!("node {id} is not a file")));
             }
@@ -440,7 +440,7 @@ async fn check(
     let c = body(b)?;
     validate_check(&m, ns, &c)?;
     let known = m
-        .store(|db| db.find_object(ns, &c.object_sha1))?
+        .point_read(|db| db.find_object(ns, &c.object_sha1))?
         .filter(|o| o.stored_size == c.object_size && o.plain_size == c.file_size);
     if known.is_none() {
         m.check_quota(ns, c.object_size)?;
@@ -815,7 +815,7 @@ async fn partitions_check(
             )));
         }
         let known = m
-            .store(|db| db.find_object(ns, &p.sha1))?
+            .point_read(|db| db.find_object(ns, &p.sha1))?
             .is_some_and(|o| o.stored_size == p.stored_size && o.plain_size == p.plain_size);
         if known {
             // Counted as stored: kept for the commit that names it.

@@ -144,7 +144,7 @@ async fn root(
     h: HeaderMap,
 ) -> FsResult<NodeAttr> {
     let ns = ns(&m, &h, a, u, false)?;
-    Ok(Json(node_attr(&m.store(|db| db.root_node(ns))?)))
+    Ok(Json(node_attr(&m.point_read(|db| db.root_node(ns))?)))
 }
 
 async fn node(
@@ -153,7 +153,7 @@ async fn node(
     h: HeaderMap,
 ) -> FsResult<NodeAttr> {
     let ns = ns(&m, &h, a, u, false)?;
-    Ok(Json(node_attr(&m.store(|db| db.node(ns, id))?)))
+    Ok(Json(node_attr(&m.point_read(|db| db.node(ns, id))?)))
 }
 
 #[derive(Deserialize)]
@@ -168,7 +168,7 @@ async fn lookup(
     Query(q): Query<NameQuery>,
 ) -> FsResult<NodeAttr> {
     let ns = ns(&m, &h, a, u, false)?;
-    let n = m.store(|db| db.lookup(ns, parent, &q.name))?;
+    let n = m.point_read(|db| db.lookup(ns, parent, &q.name))?;
     // A small file's bytes come along: a cold read is this one request.
     let layout = match n.kind {
         Kind::File if n.size <= INLINE_MAX => Some(m.file_layout(&n)?),
@@ -201,7 +201,7 @@ async fn layout(
     h: HeaderMap,
 ) -> FsResult<FileLayout> {
     let ns = ns(&m, &h, a, u, false)?;
-    let node = m.store(|db| db.node(ns, id))?;
+    let node = m.point_read(|db| db.node(ns, id))?;
     if node.kind != Kind::File {
         return Err(DbError::IsDir.into());
     }
@@ -267,7 +267,7 @@ async fn make(
             _ => 0,
         },
     };
-    let (made, change) = m.store(|db| db.make(ns, r.parent, &r.name, &new))?;
+    let (made, change) = m.point_write(|db| db.make(ns, r.parent, &r.name, &new))?;
     Ok(Json(NodeAttr {
         dir_change: Some(change),
         ..node_attr(&made)
@@ -282,7 +282,9 @@ async fn remove(
 ) -> FsResult<DirChange> {
     let ns = ns(&m, &h, a, u, true)?;
     let r = body(b)?;
-    Ok(Json(m.store(|db| db.unlink(ns, r.parent, &r.name, r.dir))?))
+    Ok(Json(m.point_write(|db| {
+        db.unlink(ns, r.parent, &r.name, r.dir)
+    })?))
 }
 
 async fn rename(
@@ -293,7 +295,7 @@ async fn rename(
 ) -> FsResult<()> {
     let ns = ns(&m, &h, a, u, true)?;
     let r = body(b)?;
-    m.store(|db| {
+    m.point_write(|db| {
         db.rename_at(
             ns,
             r.parent,
@@ -315,7 +317,7 @@ async fn link(
 ) -> FsResult<NodeAttr> {
     let ns = ns(&m, &h, a, u, true)?;
     let r = body(b)?;
-    Ok(Json(node_attr(&m.store(|db| {
+    Ok(Json(node_attr(&m.point_write(|db| {
         db.link(ns, r.id, r.new_parent, &r.new_name)
     })?)))
 }
@@ -327,7 +329,7 @@ async fn xattr(
     Query(q): Query<NameQuery>,
 ) -> FsResult<XattrValue> {
     let ns = ns(&m, &h, a, u, false)?;
-    let value = m.store(|db| db.xattr(ns, id, &q.name))?;
+    let value = m.point_read(|db| db.xattr(ns, id, &q.name))?;
     Ok(Json(XattrValue {
         value: B64.encode(value),
     }))
@@ -339,7 +341,7 @@ async fn xattr_names(
     h: HeaderMap,
 ) -> FsResult<Vec<String>> {
     let ns = ns(&m, &h, a, u, false)?;
-    Ok(Json(m.store(|db| db.xattr_names(ns, id))?))
+    Ok(Json(m.point_read(|db| db.xattr_names(ns, id))?))
 }
 
 /// Linux's limit on one value.
@@ -388,7 +390,7 @@ async fn setattr(
     let ns = ns(&m, &h, a, u, true)?;
     let r = body(b)?;
     Ok(Json(node_attr(
-        &m.store(|db| db.set_attrs(ns, r.id, &r.attrs))?,
+        &m.point_write(|db| db.set_attrs(ns, r.id, &r.attrs))?,
     )))
 }
 

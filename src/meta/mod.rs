@@ -354,6 +354,32 @@ impl Meta {
         }
     }
 
+    /// A read of a few rows by key. On SQLite (a local file) it takes
+    /// microseconds, less than the thread wake-up of handing the worker
+    /// over as `store` does, so it runs here; on PostgreSQL (a network
+    /// round trip) as `store`.
+    pub fn point_read<T>(&self, f: impl FnOnce(&Db) -> T) -> T {
+        if self.db.reads_locally() {
+            f(&self.db)
+        } else {
+            self.store(f)
+        }
+    }
+
+    /// A write of a few rows. On SQLite with no other write under way it
+    /// runs here: one WAL append and fsync, which a worker may wait out
+    /// rather than pay a thread wake-up to hand itself over. Behind
+    /// another write it waits handed over, as `store`; on PostgreSQL it
+    /// always goes as `store`. So at most one worker at a time waits on
+    /// the SQLite writer.
+    pub fn point_write<T>(&self, f: impl FnOnce(&Db) -> T) -> T {
+        if self.db.writer_free() {
+            f(&self.db)
+        } else {
+            self.store(f)
+        }
+    }
+
     /// A grant for `provider` to do `op` on `shards`, valid for the grant
     /// lifetime; callers add a session or a delete condition.
     fn grant(&self, op: Op, provider: &str, shards: Vec<String>) -> Grant {

@@ -190,7 +190,7 @@ impl Meta {
     /// Large bodies are read, encoded and stored a window of partitions at
     /// a time, so memory stays at a few partitions whatever the size.
     pub(super) async fn store_object(&self, ns: Ns, body: &Spooled) -> MetaResult<i64> {
-        if let Some(o) = self.store(|db| db.find_object(ns, &body.sha1))? {
+        if let Some(o) = self.point_read(|db| db.find_object(ns, &body.sha1))? {
             return Ok(o.id);
         }
         let size = body.size;

@@ -380,6 +380,20 @@ impl Db {
         self
     }
 
+    /// Whether a read is of a local file (SQLite), not a network round trip.
+    pub fn reads_locally(&self) -> bool {
+        matches!(self.engine, Engine::Sqlite(_))
+    }
+
+    /// Whether a write would find the SQLite writer free now (never on
+    /// PostgreSQL, where a write is a network round trip).
+    pub fn writer_free(&self) -> bool {
+        match &self.engine {
+            Engine::Sqlite(s) => s.writer_free(),
+            Engine::Postgres(_) => false,
+        }
+    }
+
     /// `sqlite` or `postgres`.
     pub fn engine(&self) -> &'static str {
         match &self.engine {

@@ -78,6 +78,11 @@ impl Store {
         self.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether no write holds the writer now.
+    pub fn writer_free(&self) -> bool {
+        self.writer.try_lock().is_ok()
+    }
+
     /// Runs `f` in one IMMEDIATE transaction, committed only when it succeeds.
     pub fn tx<T>(&self, f: impl FnOnce(&Conn) -> DbResult<T>) -> DbResult<T> {
         let mut conn = self.writer();
