@@ -123,10 +123,13 @@ fn open_flags(req: &Request, flags: i32) -> OpenFlags {
     }
 }
 
-fn owner(req: &Request) -> Owner {
+/// The caller as the owner of what it makes; its umask, where the kernel
+/// passes one, is applied by the server (a default ACL replaces it).
+fn made_by(req: &Request, umask: u32) -> Owner {
     Owner {
         uid: req.uid(),
         gid: req.gid(),
+        umask,
     }
 }
 
@@ -281,6 +284,11 @@ impl<B: Backend> Filesystem for FuseFs<B> {
                 "the kernel offers no POSIX ACL support: ACLs are kept, not enforced"
             );
         }
+        // The mode of a create comes unmasked, the umask beside it: the
+        // server applies the umask, unless the directory has a default ACL,
+        // which sets the mode instead (as POSIX ACLs have it). A kernel
+        // without it masks the mode itself; masking twice changes nothing.
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_DONT_MASK);
         Ok(())
     }
 
@@ -373,11 +381,10 @@ impl<B: Backend> Filesystem for FuseFs<B> {
         let Ok(n) = name_of(name) else {
             return reply.error(Errno::EINVAL);
         };
-        let mode = mode & (libc::S_IFMT | (0o7777 & !umask));
         self.entry(
             req,
             reply,
-            self.fs.mknod(parent.0, n, mode, rdev, owner(req)),
+            self.fs.mknod(parent.0, n, mode, rdev, made_by(req, umask)),
         );
     }
 
@@ -397,7 +404,7 @@ impl<B: Backend> Filesystem for FuseFs<B> {
         self.entry(
             req,
             reply,
-            self.fs.mkdir(parent.0, n, mode & !umask, owner(req)),
+            self.fs.mkdir(parent.0, n, mode, made_by(req, umask)),
         );
     }
 
@@ -429,7 +436,7 @@ impl<B: Backend> Filesystem for FuseFs<B> {
         let (Ok(n), Some(t)) = (name_of(link_name), target.to_str()) else {
             return reply.error(Errno::EINVAL);
         };
-        self.entry(req, reply, self.fs.symlink(parent.0, n, t, owner(req)));
+        self.entry(req, reply, self.fs.symlink(parent.0, n, t, made_by(req, 0)));
     }
 
     fn rename(
@@ -690,8 +697,8 @@ impl<B: Backend> Filesystem for FuseFs<B> {
         let created = self.fs.create(
             parent.0,
             n,
-            mode & !umask,
-            owner(req),
+            mode,
+            made_by(req, umask),
             open_flags(req, flags),
         );
         let late = self.serve(req, reply, created, |reply, (a, fh)| {

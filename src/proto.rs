@@ -87,6 +87,10 @@ pub struct NewFile {
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
+    /// The creating process's umask, taken from `mode` unless the
+    /// directory has a default ACL, which then sets the mode (POSIX ACLs).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub umask: u32,
     /// A file found at the name is replaced, as by a rename over it (the
     /// writer truncated on open, as it would have that file); without
     /// it, a name in use is 409.
@@ -499,6 +503,10 @@ pub struct NodeAttr {
     /// In the answer to `fs/make`: the change made to the parent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dir_change: Option<DirChange>,
+    /// A directory with a default ACL: what is made in it inherits that
+    /// ACL, and its mode comes from the ACL, not the umask.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub default_acl: bool,
     /// In the answer to `fs/lookup` of a file held inline (at most
     /// `inline_max` bytes): its layout, bytes included, so the open that
     /// follows the lookup needs no request of its own.
@@ -533,6 +541,9 @@ pub struct MakeRequest {
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
+    /// As `NewFile::umask`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub umask: u32,
     #[serde(default)]
     pub target: Option<String>,
     /// A device node's device number.

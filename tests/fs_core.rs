@@ -7,7 +7,11 @@ use tfsfs::fs::{Backend, Fs, FsConfig, FsError, MemoryBackend, OpenFlags, Owner}
 use tfsfs::proto::{FileAttrs, RemoveRequest};
 
 const ROOT: u64 = 1;
-const ME: Owner = Owner { uid: 0, gid: 0 };
+const ME: Owner = Owner {
+    uid: 0,
+    gid: 0,
+    umask: 0,
+};
 const RW: OpenFlags = OpenFlags {
     read: true,
     write: true,
@@ -396,6 +400,7 @@ async fn a_new_file_is_made_by_its_first_commit() {
             mode: 0o644,
             uid: 0,
             gid: 0,
+            umask: 0,
             target: None,
             rdev: 0,
         };
@@ -432,4 +437,53 @@ async fn a_new_file_is_made_by_its_first_commit() {
     let copy = names.iter().find(|n| n.starts_with("s.conflict-")).unwrap();
     let copy_ino = backend.lookup(d, copy).await.unwrap().id as u64;
     assert_eq!(contents(&fs, copy_ino).await, b"mine");
+}
+
+/// A file made by its first commit shows the mode the umask leaves, as the
+/// server will make it; in a directory with a default ACL, which sets the
+/// mode instead, a file is made on the server at its create.
+#[tokio::test]
+async fn a_new_file_in_a_directory_with_a_default_acl_is_made_at_once() {
+    let (fs, backend, _dir) = core().await;
+    let masked = Owner { umask: 0o027, ..ME };
+    let dir = fs.mkdir(ROOT, "d", 0o777, masked).await.unwrap();
+    assert_eq!(dir.mode, 0o750);
+    let d = backend.lookup(1, "d").await.unwrap().id;
+    let (f, fh) = fs.create(dir.ino, "f", 0o666, masked, RW).await.unwrap();
+    assert_eq!(f.mode, 0o640);
+    assert_eq!(backend.lookup(d, "f").await.err(), Some(FsError::NotFound));
+    fs.release(fh).await.unwrap();
+    assert_eq!(backend.lookup(d, "f").await.unwrap().mode, 0o640);
+
+    let default_acl = tfsfs::meta::acl::DEFAULT;
+    fs.setxattr(dir.ino, default_acl, b"\x02\0\0\0", 0, 0)
+        .await
+        .unwrap();
+    let (_, gh) = fs.create(dir.ino, "g", 0o666, masked, RW).await.unwrap();
+    assert!(backend.lookup(d, "g").await.is_ok(), "made at its create");
+    fs.release(gh).await.unwrap();
+    fs.removexattr(dir.ino, default_acl, 0).await.unwrap();
+    let (_, hh) = fs.create(dir.ino, "h", 0o666, masked, RW).await.unwrap();
+    assert_eq!(backend.lookup(d, "h").await.err(), Some(FsError::NotFound));
+    fs.release(hh).await.unwrap();
+
+    // Set by another client: known from the directory's next lookup.
+    let e = fs.mkdir(dir.ino, "e", 0o755, ME).await.unwrap();
+    let e_id = backend.lookup(d, "e").await.unwrap().id;
+    backend
+        .set_xattr(
+            e_id,
+            default_acl,
+            b"\x02\0\0\0",
+            tfsfs::proto::XattrHow::Either,
+        )
+        .await
+        .unwrap();
+    assert_eq!(fs.lookup(dir.ino, "e", 0).await.unwrap().ino, e.ino);
+    let (_, ih) = fs.create(e.ino, "i", 0o666, masked, RW).await.unwrap();
+    assert!(
+        backend.lookup(e_id, "i").await.is_ok(),
+        "made at its create"
+    );
+    fs.release(ih).await.unwrap();
 }

@@ -578,6 +578,7 @@ async fn a_node_id_comes_only_from_the_namespaces_own_reservation() {
             mode: 0o644,
             uid: 0,
             gid: 0,
+            umask: 0,
             target: None,
             rdev: 0,
         })
@@ -611,6 +612,7 @@ async fn a_node_id_comes_only_from_the_namespaces_own_reservation() {
                 mode: 0o644,
                 uid: 0,
                 gid: 0,
+                umask: 0,
                 replace: false,
             }),
         };
@@ -640,6 +642,7 @@ async fn a_node_id_comes_only_from_the_namespaces_own_reservation() {
             mode: 0o644,
             uid: 0,
             gid: 0,
+            umask: 0,
             replace: false,
         }),
     };

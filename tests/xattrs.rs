@@ -251,3 +251,50 @@ async fn posix_acls_round_trip_are_enforced_and_inherited() {
         "a new directory inherits the default: {acl}"
     );
 }
+
+/// What `sh -c script` prints, run in `dir`.
+fn sh_in(dir: &Path, script: &str) -> String {
+    let out = Command::new("sh")
+        .current_dir(dir)
+        .args(["-c", script])
+        .output()
+        .unwrap();
+    assert_ok(&out, script);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The mode of a file `sh` makes under `umask` with `> name` (O_CREAT
+/// without O_EXCL): while the shell still holds it open, and after.
+fn made_under_umask(dir: &Path, umask: &str, name: &str) -> String {
+    sh_in(
+        dir,
+        &format!("umask {umask} && exec 3> {name} && stat -c %a {name} && exec 3>&- && stat -c %a {name}"),
+    )
+}
+
+/// As on a local disk: the umask shapes a new node's mode, unless its
+/// directory has a default ACL, whose entries set it instead; and a new
+/// file shows that mode from its create, before its first commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_default_acl_not_the_umask_sets_a_new_files_mode_from_its_create() {
+    let c = TestCluster::start(4).await;
+    let m = TestMount::new(&c);
+    let plain = m.path("plain");
+    std::fs::create_dir(&plain).unwrap();
+    assert_eq!(made_under_umask(&plain, "027", "f"), "640\n640\n");
+    let made = sh_in(&plain, "umask 027 && mkdir d && mkfifo p && stat -c %a d p");
+    assert_eq!(made, "750\n640\n");
+
+    let acl = m.path("acl");
+    std::fs::create_dir(&acl).unwrap();
+    run("setfacl", &["-d", "-m", "u::rw-,g::rw-,o::---", p(&acl)]);
+    // umask 077 would leave 600; the default ACL grants the group rw.
+    assert_eq!(made_under_umask(&acl, "077", "f"), "660\n660\n");
+    run("setfacl", &["-d", "-m", "u::rw-,g::r--,o::---", p(&acl)]);
+    assert_eq!(made_under_umask(&acl, "022", "g"), "640\n640\n");
+    // mkdir asks 0777; the default ACL's entries grant no x.
+    assert_eq!(sh_in(&acl, "umask 077 && mkdir d && stat -c %a d"), "640\n");
+    // Gone again: the umask is back.
+    run("setfacl", &["-k", p(&acl)]);
+    assert_eq!(made_under_umask(&acl, "077", "h"), "600\n600\n");
+}

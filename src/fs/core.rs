@@ -55,6 +55,8 @@ pub struct DirEntry {
     pub ino: u64,
     pub name: String,
     pub attr: Attr,
+    /// A directory with a default ACL (see `Record::default_acl`).
+    pub default_acl: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -70,11 +72,13 @@ pub struct OpenFlags {
     pub opener: u32,
 }
 
-/// Who creates a node.
+/// Who creates a node: its owner, and the umask it is made with (not
+/// applied in a directory with a default ACL, which sets the mode instead).
 #[derive(Debug, Clone, Copy)]
 pub struct Owner {
     pub uid: u32,
     pub gid: u32,
+    pub umask: u32,
 }
 
 /// What `setattr` changes; times are resolved to nanoseconds by the caller.
@@ -314,6 +318,11 @@ struct Record {
     /// Made at the first open or write: most records are of nodes the
     /// kernel only looked up.
     file: Option<Arc<AsyncMutex<Inode>>>,
+    /// A directory with a default ACL when last seen: a file made in it
+    /// is made on the server at once, which gives it the ACL and the mode
+    /// from it (a file made by its first commit would show the mode asked
+    /// until then).
+    default_acl: bool,
 }
 
 /// A small file's layout, as a lookup by thread `by` found it at `at`.
@@ -482,7 +491,7 @@ impl Unborn {
             name: f.name.clone(),
             kind: NodeKind::File,
             size: 0,
-            mode: f.mode,
+            mode: f.mode & !f.umask,
             uid: f.uid,
             gid: f.gid,
             atime_ns: self.made_ns,
@@ -492,6 +501,7 @@ impl Unborn {
             target: None,
             nlink: 1,
             rdev: 0,
+            default_acl: false,
             dir_change: None,
             layout: None,
         }
@@ -576,6 +586,8 @@ impl<B: Backend> Fs<B> {
             unborn: Mutex::new(HashMap::new()),
             ids: AsyncMutex::new((1, 0)),
         };
+        // The kernel knows the root from the start, without a lookup.
+        fs.with_record(root.id, |r| r.default_acl = root.default_acl);
         crate::metrics::on_scrape(&fs.inodes, |inodes| {
             metrics::gauge!(crate::metrics::MOUNT_INODES).set(lock(inodes).len() as f64);
         });
@@ -755,7 +767,12 @@ impl<B: Backend> Fs<B> {
 
     fn attr(&self, n: &NodeAttr) -> Attr {
         let (size, mtime_ns, ctime_ns) = self
-            .with_known(n.id, |r| r.local)
+            .with_known(n.id, |r| {
+                if n.kind == NodeKind::Dir {
+                    r.default_acl = n.default_acl;
+                }
+                r.local
+            })
             .flatten()
             .map(|(size, mtime, ctime)| (size, mtime, ctime.max(n.ctime_ns)))
             .unwrap_or((n.size, n.mtime_ns, n.ctime_ns));
@@ -806,6 +823,7 @@ impl<B: Backend> Fs<B> {
             self.with_record(self.id(e.ino), |r| {
                 r.lookups += 1;
                 r.name = Some((parent, e.name.clone()));
+                r.default_acl = e.default_acl;
             });
         }
     }
@@ -832,9 +850,10 @@ impl<B: Backend> Fs<B> {
         }
     }
 
-    /// How many nodes this mount keeps a record of.
+    /// How many nodes this mount keeps a record of, the root's aside (kept
+    /// from the start: the kernel knows the root without a lookup).
     pub fn inode_count(&self) -> usize {
-        lock(&self.inodes).len()
+        lock(&self.inodes).len().saturating_sub(1)
     }
 
     /// The node's path as far as this mount knows it (a transfer's label).
@@ -1049,6 +1068,7 @@ impl<B: Backend> Fs<B> {
                 mode: f.mode,
                 uid: f.uid,
                 gid: f.gid,
+                umask: f.umask,
                 target: None,
                 rdev: 0,
             };
@@ -1200,6 +1220,7 @@ impl<B: Backend> Fs<B> {
             mode,
             uid: owner.uid,
             gid: owner.gid,
+            umask: owner.umask,
             target,
             rdev: 0,
         };
@@ -1242,6 +1263,7 @@ impl<B: Backend> Fs<B> {
             mode: mode & 0o7777,
             uid: owner.uid,
             gid: owner.gid,
+            umask: owner.umask,
             target: None,
             rdev: match kind {
                 NodeKind::CharDevice | NodeKind::BlockDevice => rdev,
@@ -1390,6 +1412,14 @@ impl<B: Backend> Fs<B> {
         });
         self.kept_outcome(kept, &r);
         r
+    }
+
+    /// Attribute `name` of node `id` was just set (or removed): a default
+    /// ACL is recorded at once, for the next file made in the directory.
+    pub(super) fn default_acl_now(&self, id: i64, name: &str, set: bool) {
+        if name == crate::meta::acl::DEFAULT {
+            self.with_known(id, |r| r.default_acl = set);
+        }
     }
 
     /// Forgets a directory's listing (changed in a way this mount does
@@ -1978,6 +2008,7 @@ impl<B: Backend> Fs<B> {
                 mode: n.mode,
                 uid: n.uid,
                 gid: n.gid,
+                umask: 0,
                 target: None,
                 rdev: 0,
             };
@@ -2122,7 +2153,10 @@ impl<B: Backend> Fs<B> {
         flags: OpenFlags,
     ) -> FsResult<(Attr, u64)> {
         // O_EXCL asks the server now: another client may hold the name.
-        if flags.write && !flags.exclusive {
+        // So does a create in a directory with a default ACL (or one not
+        // seen yet): the ACL sets the new file's mode there.
+        let plain_dir = self.with_known(self.id(parent), |r| !r.default_acl);
+        if flags.write && !flags.exclusive && plain_dir == Some(true) {
             return self.create_unborn(parent, name, mode, owner, flags).await;
         }
         let n = match self
@@ -2185,6 +2219,7 @@ impl<B: Backend> Fs<B> {
                 mode: mode & 0o7777,
                 uid: owner.uid,
                 gid: owner.gid,
+                umask: owner.umask,
                 // What opening a file made elsewhere meanwhile would have
                 // done to it.
                 replace: flags.truncate,
@@ -2574,11 +2609,13 @@ impl<B: Backend> Fs<B> {
                 ino,
                 name: ".".into(),
                 attr: self.attr(&me),
+                default_acl: me.default_acl,
             },
             DirEntry {
                 ino: self.ino(parent.id),
                 name: "..".into(),
                 attr: self.attr(&parent),
+                default_acl: parent.default_acl,
             },
         ];
         let mut children = self.backend.children(id).await?;
@@ -2596,6 +2633,7 @@ impl<B: Backend> Fs<B> {
                 ino: self.ino(child.id),
                 name: child.name.clone(),
                 attr: self.attr(&child),
+                default_acl: child.default_acl,
             });
         }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);

@@ -67,6 +67,7 @@ impl Default for MemoryBackend {
                 target: None,
                 nlink: 0,
                 rdev: 0,
+                default_acl: false,
                 dir_change: None,
                 layout: None,
             },
@@ -415,7 +416,8 @@ impl Backend for MemoryBackend {
                 name: req.name.clone(),
                 kind: req.kind,
                 size: req.target.as_ref().map_or(0, |s| s.len() as u64),
-                mode: req.mode & 0o7777,
+                // No ACL inheritance here: the umask always applies.
+                mode: req.mode & !req.umask & 0o7777,
                 uid: req.uid,
                 gid: req.gid,
                 atime_ns: now,
@@ -425,6 +427,7 @@ impl Backend for MemoryBackend {
                 target: req.target,
                 nlink: 0,
                 rdev: req.rdev,
+                default_acl: false,
                 dir_change: None,
                 layout: None,
             };
@@ -517,6 +520,7 @@ impl Backend for MemoryBackend {
                 _ => {}
             }
             n.xattrs.insert(name.to_string(), value.to_vec());
+            n.attr.default_acl = n.xattrs.contains_key(crate::meta::acl::DEFAULT);
             n.attr.ctime_ns = now_ns();
             Ok(())
         })
@@ -526,6 +530,7 @@ impl Backend for MemoryBackend {
         self.with(|t| {
             let n = t.node_mut(id)?;
             n.xattrs.remove(name).ok_or(FsError::NoData)?;
+            n.attr.default_acl = n.xattrs.contains_key(crate::meta::acl::DEFAULT);
             n.attr.ctime_ns = now_ns();
             Ok(())
         })
@@ -642,6 +647,7 @@ impl Backend for MemoryBackend {
                 mode: new.mode,
                 uid: new.uid,
                 gid: new.gid,
+                umask: new.umask,
                 target: None,
                 rdev: 0,
             })

@@ -123,14 +123,20 @@ impl<B: Backend> Fs<B> {
         self.materialize(self.id(ino)).await?;
         // An ACL sets the mode too.
         self.unlist(self.id(ino));
-        self.backend.set_xattr(self.id(ino), name, value, how).await
+        self.backend
+            .set_xattr(self.id(ino), name, value, how)
+            .await?;
+        self.default_acl_now(self.id(ino), name, true);
+        Ok(())
     }
 
     pub async fn removexattr(&self, ino: u64, name: &str, uid: u32) -> FsResult<()> {
         allowed(name, uid, true)?;
         self.materialize(self.id(ino)).await?;
         self.unlist(self.id(ino));
-        self.backend.remove_xattr(self.id(ino), name).await
+        self.backend.remove_xattr(self.id(ino), name).await?;
+        self.default_acl_now(self.id(ino), name, false);
+        Ok(())
     }
 
     /// A node made by this mount has no `security.capability`: the kernel

@@ -133,6 +133,7 @@ pub fn node_attr(n: &Node) -> NodeAttr {
         target: n.target.clone(),
         nlink: n.nlink.min(u32::MAX as u64) as u32,
         rdev: n.rdev,
+        default_acl: n.default_acl,
         dir_change: None,
         layout: None,
     }
@@ -259,6 +260,7 @@ async fn make(
         id: r.id,
         kind,
         mode: r.mode,
+        umask: r.umask,
         owner: r.uid,
         group: r.gid,
         target: r.target.as_deref(),

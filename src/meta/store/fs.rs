@@ -155,6 +155,8 @@ pub struct NewNode<'a> {
     pub id: Option<i64>,
     pub kind: Kind,
     pub mode: u32,
+    /// Taken from `mode` unless the directory has a default ACL.
+    pub umask: u32,
     pub owner: u32,
     pub group: u32,
     pub target: Option<&'a str>,
@@ -738,7 +740,7 @@ fn make_in(
         size,
         ver_no,
         now.div_euclid(1_000_000_000),
-        i64::from(new.mode & 0o7777),
+        i64::from(new.mode & !new.umask & 0o7777),
         now,
         i64::from(new.owner),
         i64::from(new.group),
@@ -756,6 +758,7 @@ fn make_in(
     )?;
     let after = touch(tx, parent)?;
     let made = child(tx, parent, name)?.expect("just inserted");
+    // From the mode as asked: a default ACL takes the umask's place.
     xattrs::inherit_acl(tx, parent, made.id, new.kind, new.mode)?;
     let change = DirChange {
         dir: parent,
@@ -812,6 +815,7 @@ fn commit_target(
                 id: Some(f.id),
                 kind: Kind::File,
                 mode: f.mode,
+                umask: f.umask,
                 owner: f.uid,
                 group: f.gid,
                 target: None,

@@ -117,6 +117,8 @@ pub struct Node {
     pub nlink: u64,
     /// A device node's device number.
     pub rdev: u32,
+    /// A directory with a default ACL.
+    pub default_acl: bool,
 }
 
 impl Node {
@@ -265,7 +267,9 @@ macro_rules! node_body {
          owner, grp, atime_ns, ctime_ns, target, \
          CASE WHEN kind=0 THEN 2 + (SELECT COUNT(*) FROM nodes s WHERE s.parent=nodes.id AND s.kind=0) \
            ELSE 1 + (SELECT COUNT(*) FROM links x WHERE x.node=nodes.id) END, \
-         rdev"
+         rdev, \
+         CASE WHEN kind=0 AND EXISTS(SELECT 1 FROM xattrs a /* acl::DEFAULT */ \
+           WHERE a.node=nodes.id AND a.name='system.posix_acl_default') THEN 1 ELSE 0 END"
     };
 }
 
@@ -304,6 +308,7 @@ fn node_of(r: &Row) -> DbResult<Node> {
         target: r.get(14)?,
         nlink: r.get::<_, i64>(15)? as u64,
         rdev: r.get::<_, i64>(16)? as u32,
+        default_acl: r.get::<_, i64>(17)? != 0,
     })
 }
 
