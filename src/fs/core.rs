@@ -1217,7 +1217,7 @@ impl<B: Backend> Fs<B> {
             parent: self.id(parent),
             name: name.to_string(),
             kind,
-            mode,
+            mode: self.masked(self.id(parent), mode, owner),
             uid: owner.uid,
             gid: owner.gid,
             umask: owner.umask,
@@ -1260,7 +1260,7 @@ impl<B: Backend> Fs<B> {
             parent: self.id(parent),
             name: name.to_string(),
             kind,
-            mode: mode & 0o7777,
+            mode: self.masked(self.id(parent), mode & 0o7777, owner),
             uid: owner.uid,
             gid: owner.gid,
             umask: owner.umask,
@@ -1412,6 +1412,17 @@ impl<B: Backend> Fs<B> {
         });
         self.kept_outcome(kept, &r);
         r
+    }
+
+    /// The mode to ask for a node made in `dir`: less the umask, unless the
+    /// directory has a default ACL, which sets the mode from the mode as
+    /// asked. The server applies the umask the same way; applied here
+    /// too, a server that predates `umask` still makes the mode right.
+    fn masked(&self, dir: i64, mode: u32, owner: Owner) -> u32 {
+        match self.with_known(dir, |r| r.default_acl) {
+            Some(true) => mode,
+            _ => mode & !owner.umask,
+        }
     }
 
     /// Attribute `name` of node `id` was just set (or removed): a default
@@ -2216,7 +2227,7 @@ impl<B: Backend> Fs<B> {
                 id: self.fresh_id().await?,
                 parent,
                 name: name.to_string(),
-                mode: mode & 0o7777,
+                mode: self.masked(parent, mode & 0o7777, owner),
                 uid: owner.uid,
                 gid: owner.gid,
                 umask: owner.umask,

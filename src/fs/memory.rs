@@ -416,8 +416,9 @@ impl Backend for MemoryBackend {
                 name: req.name.clone(),
                 kind: req.kind,
                 size: req.target.as_ref().map_or(0, |s| s.len() as u64),
-                // No ACL inheritance here: the umask always applies.
-                mode: req.mode & !req.umask & 0o7777,
+                // As a server that predates `umask` (and ACL inheritance):
+                // the mode as asked, which the core has masked.
+                mode: req.mode & 0o7777,
                 uid: req.uid,
                 gid: req.gid,
                 atime_ns: now,
