@@ -370,8 +370,9 @@ impl Meta {
     /// runs here: one WAL append and fsync, which a worker may wait out
     /// rather than pay a thread wake-up to hand itself over. Behind
     /// another write it waits handed over, as `store`; on PostgreSQL it
-    /// always goes as `store`. So at most one worker at a time waits on
-    /// the SQLite writer.
+    /// always goes as `store`. So a worker seldom waits on the SQLite
+    /// writer (only when another write takes it between the check and
+    /// the transaction).
     pub fn point_write<T>(&self, f: impl FnOnce(&Db) -> T) -> T {
         if self.db.writer_free() {
             f(&self.db)
