@@ -290,3 +290,35 @@ async fn a_killed_mount_leaves_the_small_files_it_closed() {
         assert!(back == random_bytes(3000, i), "d/f{i} after kill -9");
     }
 }
+
+/// Commits that meet at the metadata server: one takes the SQLite writer
+/// on its worker, the others wait for it handed over (`point_write`).
+/// Every file is made once, with its bytes, whichever way it went.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_new_small_files_are_each_made_with_their_bytes() {
+    let c = TestCluster::start(3).await;
+    let m = TestMount::new(&c);
+    std::fs::create_dir(m.path("d")).unwrap();
+    const THREADS: u64 = 8;
+    const EACH: u64 = 40;
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let m = &m;
+            s.spawn(move || {
+                for i in 0..EACH {
+                    let n = t * EACH + i;
+                    std::fs::write(m.path(&format!("d/f{n}")), random_bytes(4096, n)).unwrap();
+                }
+            });
+        }
+    });
+    let other = TestMount::new(&c);
+    assert_eq!(
+        std::fs::read_dir(other.path("d")).unwrap().count() as u64,
+        THREADS * EACH
+    );
+    for n in 0..THREADS * EACH {
+        let back = std::fs::read(other.path(&format!("d/f{n}"))).unwrap();
+        assert!(back == random_bytes(4096, n), "d/f{n} read back");
+    }
+}

@@ -491,7 +491,7 @@ impl Unborn {
             name: f.name.clone(),
             kind: NodeKind::File,
             size: 0,
-            mode: f.mode & !f.umask,
+            mode: f.mode,
             uid: f.uid,
             gid: f.gid,
             atime_ns: self.made_ns,
@@ -2206,10 +2206,11 @@ impl<B: Backend> Fs<B> {
         Ok((self.handed(&n), fh))
     }
 
-    /// create(2) of a file to write, without O_EXCL: the file is made by
-    /// its first commit (close, fsync), bytes and all in one request,
-    /// unless an operation needs it on the server sooner. A name another
-    /// client makes meanwhile has this file's bytes go to a conflict name.
+    /// create(2) of a file to write, without O_EXCL, in a directory without
+    /// a default ACL (so the umask applies): the file is made by its first
+    /// commit (close, fsync), bytes and all in one request, unless an
+    /// operation needs it on the server sooner. A name another client
+    /// makes meanwhile has this file's bytes go to a conflict name.
     async fn create_unborn(
         &self,
         parent: u64,
@@ -2227,7 +2228,7 @@ impl<B: Backend> Fs<B> {
                 id: self.fresh_id().await?,
                 parent,
                 name: name.to_string(),
-                mode: self.masked(parent, mode & 0o7777, owner),
+                mode: mode & !owner.umask & 0o7777,
                 uid: owner.uid,
                 gid: owner.gid,
                 umask: owner.umask,

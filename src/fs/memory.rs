@@ -344,6 +344,13 @@ impl Tree {
 }
 
 impl Node {
+    /// After a change of its xattrs: a new ctime, and whether it has a
+    /// default ACL.
+    fn xattrs_changed(&mut self) {
+        self.attr.default_acl = self.xattrs.contains_key(crate::meta::acl::DEFAULT);
+        self.attr.ctime_ns = now_ns();
+    }
+
     /// A file's nlink is its count of names (a directory's is computed).
     fn count_links(&mut self) {
         if self.attr.kind != NodeKind::Dir {
@@ -521,8 +528,7 @@ impl Backend for MemoryBackend {
                 _ => {}
             }
             n.xattrs.insert(name.to_string(), value.to_vec());
-            n.attr.default_acl = n.xattrs.contains_key(crate::meta::acl::DEFAULT);
-            n.attr.ctime_ns = now_ns();
+            n.xattrs_changed();
             Ok(())
         })
     }
@@ -531,8 +537,7 @@ impl Backend for MemoryBackend {
         self.with(|t| {
             let n = t.node_mut(id)?;
             n.xattrs.remove(name).ok_or(FsError::NoData)?;
-            n.attr.default_acl = n.xattrs.contains_key(crate::meta::acl::DEFAULT);
-            n.attr.ctime_ns = now_ns();
+            n.xattrs_changed();
             Ok(())
         })
     }
