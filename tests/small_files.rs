@@ -291,9 +291,10 @@ async fn a_killed_mount_leaves_the_small_files_it_closed() {
     }
 }
 
-/// Commits that meet at the metadata server: one takes the SQLite writer
-/// on its worker, the others wait for it handed over (`point_write`).
-/// Every file is made once, with its bytes, whichever way it went.
+/// Commits that meet at the metadata server: on SQLite one takes the
+/// writer on its worker, the others wait for it handed over
+/// (`point_write`); on PostgreSQL they conflict and are retried. Every
+/// close succeeds and every file is made once, with its bytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_new_small_files_are_each_made_with_their_bytes() {
     let c = TestCluster::start(3).await;
@@ -307,7 +308,18 @@ async fn concurrent_new_small_files_are_each_made_with_their_bytes() {
             s.spawn(move || {
                 for i in 0..EACH {
                     let n = t * EACH + i;
-                    std::fs::write(m.path(&format!("d/f{n}")), random_bytes(4096, n)).unwrap();
+                    let mut f = std::fs::File::create(m.path(&format!("d/f{n}"))).unwrap();
+                    f.write_all(&random_bytes(4096, n)).unwrap();
+                    // close(2)'s own answer, which dropping a File drops.
+                    let fd = std::os::fd::IntoRawFd::into_raw_fd(f);
+                    // SAFETY: fd is ours, closed once.
+                    let closed = unsafe { libc::close(fd) };
+                    assert_eq!(
+                        closed,
+                        0,
+                        "close of d/f{n}: {}",
+                        std::io::Error::last_os_error()
+                    );
                 }
             });
         }

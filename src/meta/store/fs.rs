@@ -799,8 +799,13 @@ fn commit_target(
     let path = match target {
         CommitTarget::Node(id) => return Ok(file_at(tx, ns, *id, base_ver)?.map(|n| (n, 1, None))),
         CommitTarget::Create(f) => {
-            if let Ok(n) = node_in(tx, ns, f.id) {
-                return Ok(file_at(tx, ns, n.id, None)?.map(|n| (n, 1, None)));
+            // Any error but NotFound ends the transaction: on PostgreSQL a
+            // failed statement (a serialization conflict, to be retried)
+            // aborts it, and what follows would fail for that.
+            match node_in(tx, ns, f.id) {
+                Ok(n) => return Ok(file_at(tx, ns, n.id, None)?.map(|n| (n, 1, None))),
+                Err(DbError::NotFound) => {}
+                Err(e) => return Err(e),
             }
             check_name(&f.name)?;
             dir_in(tx, ns, f.parent)?;
