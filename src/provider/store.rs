@@ -1,9 +1,11 @@
 //! Shards on disk: `DIR/shards/ab/abcdef...`, written through `DIR/tmp`.
 
-use std::io::{IoSlice, Read, Write};
+use std::io::{IoSlice, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use aligned_vec::{AVec, RuntimeAlign};
+use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use rand::RngCore;
 
@@ -116,7 +118,7 @@ impl ShardStore {
     /// renames it into place. Returns the bytes received.
     pub async fn put<S>(&self, sha1: &str, mut body: S) -> Result<u64, StoreError>
     where
-        S: Stream<Item = std::io::Result<bytes::Bytes>> + Unpin,
+        S: Stream<Item = std::io::Result<Bytes>> + Unpin,
     {
         let mut raw = [0u8; 8];
         rand::thread_rng().fill_bytes(&mut raw);
@@ -136,7 +138,7 @@ impl ShardStore {
 
     async fn receive<S>(&self, tmp: &Path, sha1: &str, body: &mut S) -> Result<u64, StoreError>
     where
-        S: Stream<Item = std::io::Result<bytes::Bytes>> + Unpin,
+        S: Stream<Item = std::io::Result<Bytes>> + Unpin,
     {
         // Gathered in memory (a shard is at most `max_shard`), as the
         // chunks the body came in, and written by one blocking call: tokio's
@@ -208,20 +210,14 @@ impl ShardStore {
         Ok(len)
     }
 
-    /// A shard's bytes, read whole: one read into one buffer, which the
-    /// response then sends as it is.
-    pub async fn read_shard(&self, sha1: &str) -> Result<Vec<u8>, StoreError> {
+    /// A shard's bytes, read whole into one buffer, which the response
+    /// then sends as it is.
+    pub async fn read_shard(&self, sha1: &str) -> Result<Bytes, StoreError> {
         let path = self.path(sha1);
-        tokio::task::spawn_blocking(move || {
-            let mut file = std::fs::File::open(path)?;
-            let mut data = Vec::with_capacity(file.metadata()?.len() as usize);
-            file.read_to_end(&mut data)?;
-            release_pages(&file);
-            Ok(data)
-        })
-        .await
-        .map_err(std::io::Error::other)?
-        .map_err(not_found)
+        tokio::task::spawn_blocking(move || read_whole(&path))
+            .await
+            .map_err(std::io::Error::other)?
+            .map_err(not_found)
     }
 
     pub async fn len(&self, sha1: &str) -> Result<u64, StoreError> {
@@ -258,6 +254,45 @@ impl ShardStore {
         self.count.fetch_sub(1, Ordering::Relaxed);
         Ok(())
     }
+}
+
+/// What O_DIRECT asks buffers, offsets and lengths to be multiples of: the
+/// disk's logical block, at most 4 KiB on the disks in use.
+const DIRECT_ALIGN: usize = 4096;
+
+/// A file's bytes, read around the page cache (O_DIRECT): the disk fills
+/// the buffer, so there are no pages to allocate, copy out of and free
+/// (a third of the CPU of reading through the cache). A filesystem that
+/// refuses O_DIRECT is read through the cache.
+fn read_whole(path: &Path) -> std::io::Result<Bytes> {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let refused = |e: &std::io::Error| e.raw_os_error() == Some(libc::EINVAL);
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+    {
+        Err(e) if refused(&e) => return std::fs::read(path).map(Bytes::from),
+        f => f?,
+    };
+    let room = (file.metadata()?.len() as usize)
+        .next_multiple_of(DIRECT_ALIGN)
+        .max(DIRECT_ALIGN);
+    let mut buf = AVec::<u8, RuntimeAlign>::with_capacity(DIRECT_ALIGN, room);
+    buf.resize(room, 0);
+    let mut got = 0;
+    // Only the read that reaches the end returns less than a whole block.
+    while got < room && got % DIRECT_ALIGN == 0 {
+        match file.read_at(&mut buf[got..], got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if refused(&e) => return std::fs::read(path).map(Bytes::from),
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(got);
+    Ok(Bytes::from_owner(buf))
 }
 
 /// Lets the kernel drop a shard's clean pages at once. A shard is written
@@ -348,5 +383,25 @@ impl ShardStore {
         self.used.fetch_sub(data.len() as u64, Ordering::Relaxed);
         self.count.fetch_sub(1, Ordering::Relaxed);
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_read_around_the_page_cache_is_its_bytes_whatever_its_length() {
+        let dir = tempfile::tempdir().unwrap();
+        for len in [0, 1, 511, 4095, 4096, 4097, (1 << 20) + 16, 3 << 20] {
+            let path = dir.path().join(format!("f{len}"));
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
+            std::fs::write(&path, &bytes).unwrap();
+            let read = read_whole(&path).unwrap();
+            assert_eq!(read.len(), len, "length {len}");
+            assert!(read[..] == bytes[..], "bytes of a file of {len}");
+        }
+        let gone = read_whole(&dir.path().join("gone")).unwrap_err();
+        assert_eq!(gone.kind(), std::io::ErrorKind::NotFound);
     }
 }
