@@ -265,7 +265,8 @@ const DIRECT_ALIGN: usize = 4096;
 /// (a third of the CPU of reading through the cache). A filesystem that
 /// refuses O_DIRECT is read through the cache.
 fn read_whole(path: &Path) -> std::io::Result<Bytes> {
-    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
     let refused = |e: &std::io::Error| e.raw_os_error() == Some(libc::EINVAL);
     let file = match std::fs::OpenOptions::new()
         .read(true)
@@ -279,19 +280,33 @@ fn read_whole(path: &Path) -> std::io::Result<Bytes> {
         .next_multiple_of(DIRECT_ALIGN)
         .max(DIRECT_ALIGN);
     let mut buf = AVec::<u8, RuntimeAlign>::with_capacity(DIRECT_ALIGN, room);
-    buf.resize(room, 0);
     let mut got = 0;
     // Only the read that reaches the end returns less than a whole block.
     while got < room && got % DIRECT_ALIGN == 0 {
-        match file.read_at(&mut buf[got..], got as u64) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) if refused(&e) => return std::fs::read(path).map(Bytes::from),
-            Err(e) => return Err(e),
+        // Into the spare capacity, through a pointer (no reference to bytes
+        // not written yet), rather than zeroing what the disk overwrites.
+        // SAFETY: the buffer holds `room` bytes from its start; pread writes
+        // at most `room - got` bytes from `got`.
+        let n = unsafe {
+            libc::pread(
+                file.as_raw_fd(),
+                buf.as_mut_ptr().add(got).cast(),
+                room - got,
+                got as libc::off_t,
+            )
+        };
+        match n {
+            0 => break,
+            n if n > 0 => got += n as usize,
+            _ => match std::io::Error::last_os_error() {
+                e if e.kind() == std::io::ErrorKind::Interrupted => {}
+                e if refused(&e) => return std::fs::read(path).map(Bytes::from),
+                e => return Err(e),
+            },
         }
     }
-    buf.truncate(got);
+    // SAFETY: pread wrote the first `got` bytes.
+    unsafe { buf.set_len(got) };
     Ok(Bytes::from_owner(buf))
 }
 
