@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -95,10 +96,19 @@ async fn a_stopped_metadata_server_never_hangs_the_mount() {
         ("cat", libc::SIGTERM),
         ("ls", libc::SIGINT),
     ] {
-        let mut blocked = std::process::Command::new(cmd)
-            .arg(m.path(&format!("d/{cmd}-never")))
-            .spawn()
-            .unwrap();
+        let mut command = std::process::Command::new(cmd);
+        command.arg(m.path(&format!("d/{cmd}-never")));
+        // A signal the process does not ignore: a shell without job control
+        // starts background jobs (a test run among them) with SIGINT
+        // ignored, and every child inherits that.
+        // SAFETY: signal(2) is async-signal-safe; SIGKILL's fails harmlessly.
+        unsafe {
+            command.pre_exec(move || {
+                libc::signal(sig, libc::SIG_DFL);
+                Ok(())
+            })
+        };
+        let mut blocked = command.spawn().unwrap();
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert!(blocked.try_wait().unwrap().is_none(), "{cmd} is blocked");
         let started = Instant::now();
