@@ -276,9 +276,8 @@ fn read_whole(path: &Path) -> std::io::Result<Bytes> {
         Err(e) if refused(&e) => return std::fs::read(path).map(Bytes::from),
         f => f?,
     };
-    let room = (file.metadata()?.len() as usize)
-        .next_multiple_of(DIRECT_ALIGN)
-        .max(DIRECT_ALIGN);
+    let len = file.metadata()?.len() as usize;
+    let room = len.next_multiple_of(DIRECT_ALIGN).max(DIRECT_ALIGN);
     let mut buf = AVec::<u8, RuntimeAlign>::with_capacity(DIRECT_ALIGN, room);
     let mut got = 0;
     // Only the read that reaches the end returns less than a whole block.
@@ -305,6 +304,10 @@ fn read_whole(path: &Path) -> std::io::Result<Bytes> {
             },
         }
     }
+    if got != len {
+        // Cut short other than at the end: read it the ordinary way.
+        return std::fs::read(path).map(Bytes::from);
+    }
     // SAFETY: pread wrote the first `got` bytes.
     unsafe { buf.set_len(got) };
     Ok(Bytes::from_owner(buf))
@@ -312,10 +315,11 @@ fn read_whole(path: &Path) -> std::io::Result<Bytes> {
 
 /// Lets the kernel drop a shard's clean pages at once. A shard is written
 /// once and read seldom (by a client that caches what it decoded, or by
-/// the scrub): its pages would only crowd out others. Pages freed soon are reused
-/// while warm; pages left to age are handed back to a VM's host (free page
-/// reporting) and cost a host fault each when touched again, which made
-/// copying shards into fresh page cache half a provider's CPU time.
+/// the scrub): its pages would only crowd out others. Pages freed soon are
+/// reused while warm; pages left to age are handed back to a VM's host
+/// (free page reporting) and cost a host fault each when touched again,
+/// which made copying shards into fresh page cache half a provider's CPU
+/// time.
 fn release_pages(file: &std::fs::File) {
     use std::os::fd::AsRawFd;
     // Advice only: a failure changes nothing but the page cache.
