@@ -268,12 +268,13 @@ fn read_whole(path: &Path) -> std::io::Result<Bytes> {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::OpenOptionsExt;
     let refused = |e: &std::io::Error| e.raw_os_error() == Some(libc::EINVAL);
+    let through_the_cache = || std::fs::read(path).map(Bytes::from);
     let file = match std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECT)
         .open(path)
     {
-        Err(e) if refused(&e) => return std::fs::read(path).map(Bytes::from),
+        Err(e) if refused(&e) => return through_the_cache(),
         f => f?,
     };
     let len = file.metadata()?.len() as usize;
@@ -299,14 +300,14 @@ fn read_whole(path: &Path) -> std::io::Result<Bytes> {
             n if n > 0 => got += n as usize,
             _ => match std::io::Error::last_os_error() {
                 e if e.kind() == std::io::ErrorKind::Interrupted => {}
-                e if refused(&e) => return std::fs::read(path).map(Bytes::from),
+                e if refused(&e) => return through_the_cache(),
                 e => return Err(e),
             },
         }
     }
     if got != len {
-        // Cut short other than at the end: read it the ordinary way.
-        return std::fs::read(path).map(Bytes::from);
+        // Cut short other than at the end.
+        return through_the_cache();
     }
     // SAFETY: pread wrote the first `got` bytes.
     unsafe { buf.set_len(got) };
