@@ -1,6 +1,8 @@
 //! Shards on disk: `DIR/shards/ab/abcdef...`, written through `DIR/tmp`.
 
 use std::io::{IoSlice, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -265,8 +267,6 @@ const DIRECT_ALIGN: usize = 4096;
 /// (a third of the CPU of reading through the cache). A filesystem that
 /// refuses O_DIRECT is read through the cache.
 fn read_whole(path: &Path) -> std::io::Result<Bytes> {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::fs::OpenOptionsExt;
     let refused = |e: &std::io::Error| e.raw_os_error() == Some(libc::EINVAL);
     let through_the_cache = || std::fs::read(path).map(Bytes::from);
     let file = match std::fs::OpenOptions::new()
@@ -322,7 +322,6 @@ fn read_whole(path: &Path) -> std::io::Result<Bytes> {
 /// which made copying shards into fresh page cache half a provider's CPU
 /// time.
 fn release_pages(file: &std::fs::File) {
-    use std::os::fd::AsRawFd;
     // Advice only: a failure changes nothing but the page cache.
     // SAFETY: posix_fadvise reads no memory; the fd is open for the call.
     unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
@@ -413,6 +412,14 @@ mod tests {
     #[test]
     fn a_file_read_around_the_page_cache_is_its_bytes_whatever_its_length() {
         let dir = tempfile::tempdir().unwrap();
+        // Else only the read through the cache would be tested here.
+        let probe = dir.path().join("probe");
+        std::fs::write(&probe, b"x").unwrap();
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&probe)
+            .expect("the temporary directory's filesystem takes O_DIRECT");
         for len in [0, 1, 511, 4095, 4096, 4097, (1 << 20) + 16, 3 << 20] {
             let path = dir.path().join(format!("f{len}"));
             let bytes: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
